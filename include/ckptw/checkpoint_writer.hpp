@@ -1,0 +1,80 @@
+// CheckpointWriter: writes one rank's state dict as `{path}/checkpoint_{rank}.pt`
+// in the format torch.save produces, then runs the commit protocol.
+//
+// Thread safety: one CheckpointWriter may be used from one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ckptw/barrier.hpp"
+#include "ckptw/config.hpp"
+#include "ckptw/export.hpp"
+#include "ckptw/hooks.hpp"
+#include "ckptw/types.hpp"
+
+namespace ckptw {
+
+/// What one write() did, for logs and benchmarks.
+struct CKPTW_EXPORT WriteResult {
+  std::string file;                ///< final path of this rank's file
+  std::uint64_t bytes_written = 0; ///< size of the file
+  std::uint64_t tensor_count = 0;  ///< tensors in the state dict
+  std::uint64_t storage_count = 0; ///< distinct storages written (shared ones once)
+  double plan_secs = 0;            ///< walking the state dict, laying out the file
+  double write_secs = 0;           ///< copying, checksumming and writing the bytes
+  double sync_secs = 0;            ///< fsync of the file, rename, fsync of the directory
+  double pre_commit_secs = 0;      ///< pre_commit hook
+  double barrier_secs = 0;         ///< waiting for the other ranks
+  double post_commit_secs = 0;     ///< post_commit hook
+  double total_secs = 0;           ///< the whole write() call
+};
+
+class CKPTW_EXPORT CheckpointWriter {
+ public:
+  /// @param barrier      optional; when set, every write() waits on it before post_commit
+  /// @param commit_hook  optional; pre_commit/post_commit callbacks
+  /// Throws ckptw::UsageError when the config is invalid.
+  CheckpointWriter(CheckpointWriterConfig config, RankInfo rank_info,
+                   std::shared_ptr<Barrier> barrier = nullptr,
+                   std::shared_ptr<WriterHook> commit_hook = nullptr);
+  ~CheckpointWriter();
+
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+  CheckpointWriter(CheckpointWriter&&) noexcept;
+  CheckpointWriter& operator=(CheckpointWriter&&) noexcept;
+
+  /// Writes `state_dict` to `{path}/checkpoint_{global_rank}.pt`, creating `path`
+  /// if needed, then runs pre_commit(path, kwargs), the barrier, and
+  /// post_commit(path, kwargs), in that order.
+  ///
+  /// The file is written under a temporary name in the same directory, fsynced,
+  /// renamed over the final name and the directory fsynced, so the final name
+  /// holds either the previous complete file or the new complete file. On any
+  /// failure before the rename the temporary file is removed and the previous
+  /// file is untouched.
+  ///
+  /// Tensors must be dense (strided) and not on the meta device; CUDA tensors are
+  /// copied to the host and recorded with their device, as torch.save does.
+  /// Throws ckptw::FormatError naming the key path for values that cannot be
+  /// encoded, ckptw::IoError naming the path and errno for failed system calls.
+  [[nodiscard]] WriteResult write(const std::string& path, const StateDict& state_dict,
+                                  const HookArgs& kwargs);
+  /// write() with empty HookArgs.
+  [[nodiscard]] WriteResult write(const std::string& path, const StateDict& state_dict);
+
+  /// Releases the writer's buffers. Idempotent; write() after close() throws
+  /// ckptw::UsageError.
+  void close();
+
+  const CheckpointWriterConfig& config() const noexcept;
+  const RankInfo& rank_info() const noexcept;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ckptw

@@ -1,0 +1,11 @@
+// Umbrella header: everything a user of ckptw needs.
+#pragma once
+
+#include "ckptw/barrier.hpp"
+#include "ckptw/build_info.hpp"
+#include "ckptw/checkpoint_writer.hpp"
+#include "ckptw/config.hpp"
+#include "ckptw/error.hpp"
+#include "ckptw/hooks.hpp"
+#include "ckptw/module.hpp"
+#include "ckptw/types.hpp"

@@ -1,0 +1,153 @@
+// The `ckptw` command-line tool: synth, inspect, bench, --version.
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "ckptw/ckptw.hpp"
+#include "cli/bench.hpp"
+#include "cli/synthetic_model.hpp"
+#include "read/pt_inspect.hpp"
+#if CKPTW_HAVE_CUDA
+#include "cuda_info.cuh"
+#endif
+
+namespace {
+
+using namespace ckptw;
+namespace detail = ckptw::detail;
+
+void print_version() {
+  BuildInfo info = build_info();
+  std::printf("ckptw %s\n", info.ckptw_version.c_str());
+  std::printf("  libtorch  %s\n", info.libtorch_version.c_str());
+  std::printf("  cuda      %s\n", info.cuda_version.c_str());
+#if CKPTW_HAVE_CUDA
+  const int devices = detail::cuda::device_count();
+  std::printf("  cuda devices visible: %d\n", devices);
+#endif
+  std::printf("  nccl      %s\n", info.nccl_version.c_str());
+  std::printf("  liburing  %s\n", info.liburing_version.c_str());
+  std::printf("  isa-l     %s\n", info.isal_version.c_str());
+}
+
+std::string shape_text(const std::vector<std::int64_t>& v) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + (v.size() == 1 ? ",)" : ")");
+}
+
+int run_inspect(const std::string& path, bool json) {
+  detail::InspectedFile file = detail::inspect_pt(path);
+  if (json) {
+    nlohmann::json records = nlohmann::json::array();
+    for (const auto& r : file.index.records) {
+      records.push_back({{"name", r.name}, {"offset", r.payload_offset}, {"bytes", r.size}, {"crc32", r.crc32}});
+    }
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const auto& t : file.tensors) {
+      tensors.push_back({{"key", t.key_path},
+                         {"dtype", t.tensor.dtype},
+                         {"shape", t.tensor.sizes},
+                         {"stride", t.tensor.strides},
+                         {"storage_offset", t.tensor.storage_offset},
+                         {"storage", t.tensor.storage_key},
+                         {"storage_bytes", t.tensor.storage_nbytes},
+                         {"location", t.tensor.location},
+                         {"requires_grad", t.tensor.requires_grad}});
+    }
+    nlohmann::json out = {{"path", path},
+                          {"file_bytes", file.file_size},
+                          {"archive_folder", file.index.folder},
+                          {"records", records},
+                          {"tensors", tensors}};
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%s: %llu bytes, archive folder '%s', %zu records, %zu tensors\n\n", path.c_str(),
+              static_cast<unsigned long long>(file.file_size), file.index.folder.c_str(),
+              file.index.records.size(), file.tensors.size());
+  std::printf("%-32s %14s %14s %10s\n", "record", "offset", "bytes", "crc32");
+  for (const auto& r : file.index.records) {
+    std::printf("%-32s %14llu %14llu   %08x\n", r.name.c_str(), static_cast<unsigned long long>(r.payload_offset),
+                static_cast<unsigned long long>(r.size), r.crc32);
+  }
+  std::printf("\n%-40s %-10s %-18s %-18s %8s %8s %12s\n", "key", "dtype", "shape", "stride", "offset", "storage",
+              "bytes");
+  for (const auto& t : file.tensors) {
+    std::printf("%-40s %-10s %-18s %-18s %8lld %8s %12llu\n", t.key_path.c_str(), t.tensor.dtype.c_str(),
+                shape_text(t.tensor.sizes).c_str(), shape_text(t.tensor.strides).c_str(),
+                static_cast<long long>(t.tensor.storage_offset), t.tensor.storage_key.c_str(),
+                static_cast<unsigned long long>(t.tensor.storage_nbytes));
+  }
+  return 0;
+}
+
+int run_synth(const std::string& dir, std::uint64_t size, std::uint64_t seed) {
+  cli::SyntheticModel model = cli::make_synthetic_model(size, seed);
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo::from_env());
+  WriteResult result = writer.write(dir, model.state_dict);
+  writer.close();
+  std::printf("wrote %s: %llu bytes, %llu tensors, %llu storages (hidden %d, %d layers) in %.3f s\n",
+              result.file.c_str(), static_cast<unsigned long long>(result.bytes_written),
+              static_cast<unsigned long long>(result.tensor_count),
+              static_cast<unsigned long long>(result.storage_count), model.hidden, model.layers,
+              result.total_secs);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "ckptw: writes PyTorch checkpoints (.pt, the torch.save format) at the speed of the hardware.\n"
+      "Every file loads with torch.load from torch 1.13 to the newest."};
+  app.require_subcommand(0, 1);
+  bool version = false;
+  app.add_flag("--version", version, "Print the version and what ckptw was built with");
+
+  auto* synth = app.add_subcommand("synth", "Write a deterministic synthetic GPT-like model to DIR/checkpoint_<RANK>.pt");
+  std::string synth_dir;
+  std::uint64_t synth_size = std::uint64_t{1} << 30;
+  std::uint64_t synth_seed = 0;
+  synth->add_option("DIR", synth_dir, "Checkpoint directory (created if missing)")->required();
+  synth->add_option("--size", synth_size, "Approximate payload bytes (default 1 GiB)")->capture_default_str();
+  synth->add_option("--seed", synth_seed, "PRNG seed: same seed and size give the same bytes")->capture_default_str();
+
+  auto* inspect = app.add_subcommand("inspect", "List the records and tensors of a .pt file without loading data");
+  std::string inspect_file;
+  bool inspect_json = false;
+  inspect->add_option("FILE", inspect_file, "A .pt file written by ckptw or torch.save")->required();
+  inspect->add_flag("--json", inspect_json, "Machine-readable output");
+
+  auto* bench = app.add_subcommand("bench", "Measure write throughput (GB/s) on the synthetic model");
+  cli::BenchOptions bench_options;
+  bench->add_option("--size", bench_options.size_bytes, "Model payload bytes")->capture_default_str();
+  bench->add_option("--repeats", bench_options.repeats, "Timed repeats")->capture_default_str()->check(CLI::PositiveNumber);
+  bench->add_option("--warmup", bench_options.warmup, "Untimed warm-up writes")->capture_default_str()->check(CLI::NonNegativeNumber);
+  bench->add_option("--dir", bench_options.dir, "Filesystem to measure: a temp dir is made inside DIR (default: current directory)")
+      ->capture_default_str();
+  bench->add_option("--seed", bench_options.seed, "Synthetic model seed")->capture_default_str();
+  bench->add_flag("--json", bench_options.json, "Print JSON instead of a table");
+  bench->add_flag("--keep", bench_options.keep, "Keep the temp directory and its checkpoint");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (version) {
+      print_version();
+      return 0;
+    }
+    if (*synth) return run_synth(synth_dir, synth_size, synth_seed);
+    if (*inspect) return run_inspect(inspect_file, inspect_json);
+    if (*bench) return cli::run_bench(bench_options);
+    std::cout << app.help();
+    return 0;
+  } catch (const ckptw::Error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ckptw: %s\n", e.what());
+    return 1;
+  }
+}

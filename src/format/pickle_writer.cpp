@@ -1,0 +1,248 @@
+#include "format/pickle_writer.hpp"
+
+#include <cstring>
+
+#include "util/byte_order.hpp"
+
+namespace ckptw::detail {
+namespace {
+
+// Opcodes of protocol <= 2 (pickletools names).
+constexpr char kProto = '\x80';
+constexpr char kStop = '.';
+constexpr char kNone = 'N';
+constexpr char kNewTrue = '\x88';
+constexpr char kNewFalse = '\x89';
+constexpr char kBinInt = 'J';
+constexpr char kBinInt1 = 'K';
+constexpr char kBinInt2 = 'M';
+constexpr char kLong1 = '\x8a';
+constexpr char kBinFloat = 'G';
+constexpr char kBinUnicode = 'X';
+constexpr char kGlobal = 'c';
+constexpr char kMark = '(';
+constexpr char kEmptyTuple = ')';
+constexpr char kTuple = 't';
+constexpr char kTuple1 = '\x85';
+constexpr char kEmptyDict = '}';
+constexpr char kSetItem = 's';
+constexpr char kSetItems = 'u';
+constexpr char kEmptyList = ']';
+constexpr char kAppend = 'a';
+constexpr char kAppends = 'e';
+constexpr char kReduce = 'R';
+constexpr char kBinPersId = 'Q';
+constexpr char kBinPut = 'q';
+constexpr char kLongBinPut = 'r';
+constexpr char kBinGet = 'h';
+constexpr char kLongBinGet = 'j';
+constexpr std::size_t kBatchSize = 1000;  // CPython's pickle._BATCHSIZE
+
+}  // namespace
+
+PickleWriter::PickleWriter() {
+  op(kProto);
+  out_.push_back('\x02');
+}
+
+void PickleWriter::memo_put() {
+  std::uint32_t id = next_memo_id_++;
+  if (id < 256) {
+    op(kBinPut);
+    out_.push_back(static_cast<char>(id));
+  } else {
+    op(kLongBinPut);
+    put_u32(out_, id);
+  }
+}
+
+void PickleWriter::memo_get(std::uint32_t id) {
+  if (id < 256) {
+    op(kBinGet);
+    out_.push_back(static_cast<char>(id));
+  } else {
+    op(kLongBinGet);
+    put_u32(out_, id);
+  }
+}
+
+void PickleWriter::none() { op(kNone); }
+
+void PickleWriter::boolean(bool value) { op(value ? kNewTrue : kNewFalse); }
+
+void PickleWriter::integer(std::int64_t value) {
+  if (value >= 0 && value <= 0xFF) {
+    op(kBinInt1);
+    out_.push_back(static_cast<char>(value));
+  } else if (value >= 0 && value <= 0xFFFF) {
+    op(kBinInt2);
+    put_u16(out_, static_cast<std::uint16_t>(value));
+  } else if (value >= INT32_MIN && value <= INT32_MAX) {
+    op(kBinInt);
+    put_u32(out_, static_cast<std::uint32_t>(static_cast<std::int32_t>(value)));
+  } else {
+    // LONG1 with CPython's minimal two's-complement length (encode_long).
+    unsigned char bytes[8];
+    std::uint64_t bits = static_cast<std::uint64_t>(value);
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(bits >> (8 * i));
+    int n = 8;
+    while (n > 1) {
+      unsigned char top = bytes[n - 1], next = bytes[n - 2];
+      bool redundant = (top == 0x00 && !(next & 0x80)) || (top == 0xFF && (next & 0x80));
+      if (!redundant) break;
+      --n;
+    }
+    op(kLong1);
+    out_.push_back(static_cast<char>(n));
+    out_.append(reinterpret_cast<const char*>(bytes), n);
+  }
+}
+
+void PickleWriter::floating(double value) {
+  op(kBinFloat);  // 8 bytes, big-endian IEEE 754
+  std::uint64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  for (int i = 7; i >= 0; --i) out_.push_back(static_cast<char>((bits >> (8 * i)) & 0xFF));
+}
+
+void PickleWriter::fresh_string(std::string_view value) {
+  op(kBinUnicode);
+  put_u32(out_, static_cast<std::uint32_t>(value.size()));
+  out_.append(value);
+  memo_put();
+}
+
+void PickleWriter::string(std::string_view value) {
+  // CPython memoizes by object identity; equal strings in a state dict are
+  // almost always the same (interned) object, so memoizing by value matches.
+  if (auto it = string_memo_.find(value); it != string_memo_.end()) {
+    memo_get(it->second);
+    return;
+  }
+  string_memo_.emplace(std::string(value), next_memo_id_);
+  fresh_string(value);
+}
+
+void PickleWriter::global(std::string_view module, std::string_view name) {
+  std::string key = std::string(module) + '\n' + std::string(name);
+  if (auto it = global_memo_.find(key); it != global_memo_.end()) {
+    memo_get(it->second);
+    return;
+  }
+  global_memo_.emplace(key, next_memo_id_);
+  op(kGlobal);
+  out_ += key;
+  out_.push_back('\n');
+  memo_put();
+}
+
+void PickleWriter::int_tuple(const std::vector<std::int64_t>& values) {
+  tuple(values.size(), [&](std::size_t i) { integer(values[i]); });
+}
+
+void PickleWriter::empty_ordered_dict() {
+  global("collections", "OrderedDict");
+  op(kEmptyTuple);
+  op(kReduce);
+  memo_put();
+}
+
+void PickleWriter::tuple(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
+  if (size == 0) {
+    op(kEmptyTuple);
+    return;
+  }
+  if (size > 3) op(kMark);
+  for (std::size_t i = 0; i < size; ++i) emit_item(i);
+  op(size > 3 ? kTuple : static_cast<char>(kTuple1 + size - 1));
+  memo_put();
+}
+
+void PickleWriter::batched(std::size_t size, char single_op, char batch_op,
+                           bool trailing_empty_batch,
+                           const std::function<void(std::size_t)>& emit_item) {
+  // Mirrors CPython's batch_dict_exact / batch_list_exact: one item gets the
+  // single opcode; otherwise MARK ... batch_op per batch of 1000. The dict loop
+  // runs until a batch comes out short, so a dict whose size is a multiple of
+  // 1000 ends with an empty MARK SETITEMS; the list loop stops when done.
+  if (size == 0) return;
+  if (size == 1) {
+    emit_item(0);
+    op(single_op);
+    return;
+  }
+  std::size_t next = 0;
+  std::size_t this_batch = 0;
+  do {
+    op(kMark);
+    this_batch = 0;
+    while (next < size && this_batch < kBatchSize) {
+      emit_item(next++);
+      ++this_batch;
+    }
+    op(batch_op);
+  } while (trailing_empty_batch ? this_batch == kBatchSize : next < size);
+}
+
+void PickleWriter::dict(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
+  op(kEmptyDict);
+  memo_put();
+  batched(size, kSetItem, kSetItems, /*trailing_empty_batch=*/true, emit_item);
+}
+
+void PickleWriter::list(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
+  op(kEmptyList);
+  memo_put();
+  batched(size, kAppend, kAppends, /*trailing_empty_batch=*/false, emit_item);
+}
+
+void PickleWriter::tensor(const TensorPickle& t) {
+  const bool v3 = t.legacy_storage_class.empty();
+  global("torch._utils", v3 ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
+  op(kMark);  // argument tuple
+
+  // Persistent id ('storage', storage class, key, location, numel).
+  op(kMark);
+  string("storage");
+  if (v3) {
+    global("torch.storage", "UntypedStorage");
+  } else {
+    global("torch", t.legacy_storage_class);
+  }
+  // torch.save creates each key string once per storage and reuses it.
+  if (auto it = storage_key_memo_.find(t.storage_index); it != storage_key_memo_.end()) {
+    memo_get(it->second);
+  } else {
+    storage_key_memo_.emplace(t.storage_index, next_memo_id_);
+    fresh_string(std::to_string(t.storage_index));
+  }
+  // "cpu" is one interned literal in torch; device tags such as "cuda:0" are
+  // built afresh for every storage, so CPython never memo-hits them.
+  if (t.location == "cpu") {
+    string(t.location);
+  } else {
+    fresh_string(t.location);
+  }
+  integer(t.storage_numel);
+  op(kTuple);
+  memo_put();
+  op(kBinPersId);
+
+  integer(t.storage_offset);
+  int_tuple(t.sizes);
+  int_tuple(t.strides);
+  boolean(t.requires_grad);
+  empty_ordered_dict();  // backward_hooks
+  if (v3) global("torch", t.v3_dtype);
+  op(kTuple);
+  memo_put();
+  op(kReduce);
+  memo_put();
+}
+
+std::string PickleWriter::finish() {
+  op(kStop);
+  return std::move(out_);
+}
+
+}  // namespace ckptw::detail

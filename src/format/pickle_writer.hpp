@@ -1,0 +1,75 @@
+// Pickle protocol 2 emitter for data.pkl, producing the bytes CPython's
+// pickler produces for the same state dict (memo numbering included), and
+// restricted to the opcodes every supported torch.load accepts in
+// weights_only mode (shared spec §6.3; BINFLOAT only when a float is written).
+//
+// The emitter knows nothing about tensors' memory; the planner tells it what
+// to write. Containers follow CPython: a dict or list is memoized when created
+// and filled in batches of 1000 (SETITEM/APPEND for a batch of one); a
+// non-empty tuple is memoized after it is built.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ckptw::detail {
+
+/// What _rebuild_tensor_v2/_v3 needs to rebuild one tensor.
+struct TensorPickle {
+  /// Legacy storage class (`FloatStorage`) for _rebuild_tensor_v2; empty for
+  /// dtypes that only _rebuild_tensor_v3 can express.
+  std::string legacy_storage_class;
+  /// dtype global name (`float8_e4m3fn`) for _rebuild_tensor_v3; empty for v2.
+  std::string v3_dtype;
+  std::size_t storage_index = 0;  ///< key of the storage record: data/<storage_index>
+  std::string location;           ///< "cpu", "cuda:0", ...
+  std::int64_t storage_numel = 0; ///< elements (v2) or bytes (v3) of the whole storage
+  std::int64_t storage_offset = 0;
+  std::vector<std::int64_t> sizes;
+  std::vector<std::int64_t> strides;
+  bool requires_grad = false;
+};
+
+class PickleWriter {
+ public:
+  PickleWriter();
+
+  void none();
+  void boolean(bool value);
+  void integer(std::int64_t value);
+  void floating(double value);
+  void string(std::string_view value);
+  void tensor(const TensorPickle& t);
+
+  /// `emit_item(i)` writes key i then value i.
+  void dict(std::size_t size, const std::function<void(std::size_t)>& emit_item);
+  /// `emit_item(i)` writes element i.
+  void list(std::size_t size, const std::function<void(std::size_t)>& emit_item);
+  void tuple(std::size_t size, const std::function<void(std::size_t)>& emit_item);
+
+  /// Appends STOP and returns the pickle.
+  std::string finish();
+
+ private:
+  void op(char opcode) { out_.push_back(opcode); }
+  void memo_put();
+  void memo_get(std::uint32_t id);
+  void global(std::string_view module, std::string_view name);
+  void fresh_string(std::string_view value);  // BINUNICODE + memo, never BINGET
+  void int_tuple(const std::vector<std::int64_t>& values);
+  void empty_ordered_dict();
+  void batched(std::size_t size, char single_op, char batch_op, bool trailing_empty_batch,
+               const std::function<void(std::size_t)>& emit_item);
+
+  std::string out_;
+  std::uint32_t next_memo_id_ = 0;
+  std::map<std::string, std::uint32_t, std::less<>> string_memo_;
+  std::map<std::string, std::uint32_t, std::less<>> global_memo_;
+  std::map<std::size_t, std::uint32_t> storage_key_memo_;
+};
+
+}  // namespace ckptw::detail

@@ -1,0 +1,24 @@
+// Planning: a StateDict becomes a FilePlan (pickle + storage records, laid out).
+//
+// Validates every value on the way and throws ckptw::FormatError naming the key
+// path (`model.layers[3].weight`) for anything torch.save's format cannot hold
+// or that ckptw does not encode. Nothing touches the disk here.
+#pragma once
+
+#include <string>
+
+#include "ckptw/types.hpp"
+#include "plan/file_plan.hpp"
+
+namespace ckptw::detail {
+
+struct PlanOptions {
+  std::string folder = "archive";  ///< archive folder (see archive_folder_for)
+  std::uint32_t alignment = 64;
+};
+
+/// The FilePlan keeps the state dict's tensor memory alive (and, for device
+/// tensors, owns host copies of their storages) until it is destroyed.
+FilePlan plan_state_dict(const StateDict& state_dict, const PlanOptions& options);
+
+}  // namespace ckptw::detail

@@ -1,0 +1,364 @@
+#include "read/pickle_reader.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+#include "ckptw/error.hpp"
+#include "format/dtype_table.hpp"
+#include "util/byte_order.hpp"
+
+namespace ckptw::detail {
+namespace {
+
+constexpr std::size_t kMaxDepth = 1000;    // containers inside containers
+constexpr std::size_t kMaxDims = 64;       // tensor rank
+
+using Kind = PickleValue::Kind;
+
+PickleValuePtr make(Kind kind) {
+  auto v = std::make_shared<PickleValue>();
+  v->kind = kind;
+  return v;
+}
+
+class Machine {
+ public:
+  Machine(std::string_view bytes, const std::string& path) : in_(bytes), path_(path) {}
+
+  PickleValuePtr run() {
+    while (true) {
+      const std::size_t at = pos_;
+      const auto opcode = static_cast<unsigned char>(take(1)[0]);
+      switch (opcode) {
+        case 0x80: {  // PROTO
+          unsigned char proto = static_cast<unsigned char>(take(1)[0]);
+          if (proto > 5) fail_at(at, "unsupported pickle protocol " + std::to_string(proto));
+          break;
+        }
+        case '.':  // STOP
+          if (stack_.size() != 1 || !marks_.empty()) fail_at(at, "STOP with a malformed stack");
+          if (pos_ != in_.size()) fail_at(at, "trailing bytes after STOP");
+          return stack_.back();
+        case 'N': push(make(Kind::kNone)); break;
+        case 0x88: case 0x89: {  // NEWTRUE, NEWFALSE
+          auto v = make(Kind::kBool);
+          v->boolean = opcode == 0x88;
+          push(v);
+          break;
+        }
+        case 'K': push_int(static_cast<unsigned char>(take(1)[0])); break;
+        case 'M': push_int(static_cast<std::int64_t>(le(take(2), 2))); break;
+        case 'J': push_int(static_cast<std::int32_t>(le(take(4), 4))); break;
+        case 0x8a: {  // LONG1
+          std::size_t n = static_cast<unsigned char>(take(1)[0]);
+          if (n > 8) fail_at(at, "integer wider than 64 bits");
+          std::string_view bytes = take(n);
+          std::uint64_t bits = n ? le(bytes, n) : 0;
+          if (n > 0 && n < 8 && (static_cast<unsigned char>(bytes[n - 1]) & 0x80)) bits |= ~0ull << (8 * n);
+          push_int(static_cast<std::int64_t>(bits));
+          break;
+        }
+        case 'G': {  // BINFLOAT, big-endian
+          std::string_view b = take(8);
+          std::uint64_t bits = 0;
+          for (int i = 0; i < 8; ++i) bits = (bits << 8) | static_cast<unsigned char>(b[i]);
+          auto v = make(Kind::kFloat);
+          std::memcpy(&v->floating, &bits, sizeof bits);
+          push(v);
+          break;
+        }
+        case 'X': {  // BINUNICODE
+          std::size_t n = le(take(4), 4);
+          auto v = make(Kind::kString);
+          v->text = std::string(take(n));
+          push(v);
+          break;
+        }
+        case 'U': {  // SHORT_BINSTRING
+          std::size_t n = static_cast<unsigned char>(take(1)[0]);
+          auto v = make(Kind::kString);
+          v->text = std::string(take(n));
+          push(v);
+          break;
+        }
+        case 'c': global(at); break;
+        case '(': marks_.push_back(stack_.size()); break;
+        case ')': push(make(Kind::kTuple)); break;
+        case 't': push(sequence(at, Kind::kTuple, pop_mark(at))); break;
+        case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+          std::size_t n = opcode - 0x84;
+          push(sequence(at, Kind::kTuple, pop_n(at, n)));
+          break;
+        }
+        case ']': push(make(Kind::kList)); break;
+        case '}': push(make(Kind::kDict)); break;
+        case 'a': {  // APPEND
+          auto item = pop(at);
+          auto list = target(at, Kind::kList);
+          adopt(at, *list, item);
+          list->items.push_back(item);
+          break;
+        }
+        case 'e': {  // APPENDS
+          auto items = pop_mark(at);
+          auto list = target(at, Kind::kList);
+          for (const auto& item : items) adopt(at, *list, item);
+          list->items.insert(list->items.end(), items.begin(), items.end());
+          break;
+        }
+        case 's': {  // SETITEM
+          auto value = pop(at);
+          auto key = pop(at);
+          auto dict = target(at, Kind::kDict);
+          adopt(at, *dict, value);
+          dict->entries.emplace_back(key, value);
+          break;
+        }
+        case 'u': {  // SETITEMS
+          auto items = pop_mark(at);
+          if (items.size() % 2) fail_at(at, "SETITEMS with an odd number of items");
+          auto dict = target(at, Kind::kDict);
+          for (std::size_t i = 0; i < items.size(); i += 2) {
+            adopt(at, *dict, items[i + 1]);
+            dict->entries.emplace_back(items[i], items[i + 1]);
+          }
+          break;
+        }
+        case 'Q': push(persistent_load(at, pop(at))); break;
+        case 'R': {  // REDUCE
+          auto args = pop(at);
+          auto callable = pop(at);
+          push(reduce(at, callable, args));
+          break;
+        }
+        case 'b': {  // BUILD: only OrderedDict state (nn.Module's _metadata), dropped
+          pop(at);
+          if (stack_.empty() || stack_.back()->kind != Kind::kDict) fail_at(at, "BUILD on a non-dict");
+          break;
+        }
+        case 'q': memo_put(at, static_cast<unsigned char>(take(1)[0])); break;
+        case 'r': memo_put(at, le(take(4), 4)); break;
+        case 'h': memo_get(at, static_cast<unsigned char>(take(1)[0])); break;
+        case 'j': memo_get(at, le(take(4), 4)); break;
+        default:
+          fail_at(at, "unsupported pickle opcode 0x" + hex(opcode));
+      }
+    }
+  }
+
+ private:
+  [[noreturn]] void fail_at(std::size_t at, const std::string& what) const {
+    throw FormatError("data.pkl offset " + std::to_string(at) + ": " + what, path_);
+  }
+  static std::string hex(unsigned v) {
+    const char* digits = "0123456789abcdef";
+    return std::string{digits[(v >> 4) & 0xF], digits[v & 0xF]};
+  }
+  static std::uint64_t le(std::string_view b, std::size_t n) {
+    return get_le(reinterpret_cast<const unsigned char*>(b.data()), static_cast<int>(n));
+  }
+
+  std::string_view take(std::size_t n) {
+    if (n > in_.size() - pos_) fail_at(pos_, "truncated pickle");
+    std::string_view out = in_.substr(pos_, n);
+    pos_ += n;
+    return out;
+  }
+
+  void push(PickleValuePtr v) { stack_.push_back(std::move(v)); }
+  void push_int(std::int64_t value) {
+    auto v = make(Kind::kInt);
+    v->integer = value;
+    push(v);
+  }
+  PickleValuePtr pop(std::size_t at) {
+    if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) fail_at(at, "stack underflow");
+    auto v = std::move(stack_.back());
+    stack_.pop_back();
+    return v;
+  }
+  std::vector<PickleValuePtr> pop_n(std::size_t at, std::size_t n) {
+    std::size_t floor = marks_.empty() ? 0 : marks_.back();
+    if (stack_.size() < floor + n) fail_at(at, "stack underflow");
+    std::vector<PickleValuePtr> items(stack_.end() - static_cast<std::ptrdiff_t>(n), stack_.end());
+    stack_.resize(stack_.size() - n);
+    return items;
+  }
+  std::vector<PickleValuePtr> pop_mark(std::size_t at) {
+    if (marks_.empty()) fail_at(at, "no MARK on the stack");
+    std::size_t mark = marks_.back();
+    marks_.pop_back();
+    std::vector<PickleValuePtr> items(stack_.begin() + static_cast<std::ptrdiff_t>(mark), stack_.end());
+    stack_.resize(mark);
+    return items;
+  }
+  PickleValuePtr target(std::size_t at, Kind kind) {
+    if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back()) || stack_.back()->kind != kind) {
+      fail_at(at, kind == Kind::kList ? "APPEND to a non-list" : "SETITEM on a non-dict");
+    }
+    return stack_.back();
+  }
+  // Bounds nesting so that walking or destroying the tree cannot exhaust the stack.
+  void adopt(std::size_t at, PickleValue& parent, const PickleValuePtr& child) {
+    parent.depth = std::max(parent.depth, child->depth + 1);
+    if (parent.depth > kMaxDepth) fail_at(at, "containers nested deeper than " + std::to_string(kMaxDepth));
+  }
+
+  PickleValuePtr sequence(std::size_t at, Kind kind, std::vector<PickleValuePtr> items) {
+    auto v = make(kind);
+    for (const auto& item : items) adopt(at, *v, item);
+    v->items = std::move(items);
+    return v;
+  }
+
+  void memo_put(std::size_t at, std::uint64_t id) {
+    if (stack_.empty()) fail_at(at, "memo put on an empty stack");
+    // Memo ids are never larger than the number of objects, which is bounded by the pickle size.
+    if (memo_.size() > in_.size()) fail_at(at, "memo larger than the pickle");
+    memo_[id] = stack_.back();
+  }
+  void memo_get(std::size_t at, std::uint64_t id) {
+    auto it = memo_.find(id);
+    if (it == memo_.end()) fail_at(at, "memo id " + std::to_string(id) + " was never stored");
+    push(it->second);
+  }
+
+  void global(std::size_t at) {
+    auto line = [&]() {
+      std::size_t end = in_.find('\n', pos_);
+      if (end == std::string_view::npos) fail_at(at, "unterminated GLOBAL");
+      std::string text(in_.substr(pos_, end - pos_));
+      pos_ = end + 1;
+      return text;
+    };
+    std::string module = line();
+    std::string name = line();
+    const bool allowed =
+        (module == "collections" && name == "OrderedDict") ||
+        (module == "torch._utils" &&
+         (name == "_rebuild_tensor_v2" || name == "_rebuild_tensor_v3" || name == "_rebuild_parameter")) ||
+        (module == "torch.storage" && name == "UntypedStorage") ||
+        (module == "torch" && (dtype_by_legacy_storage(name) || dtype_by_torch_name(name)));
+    if (!allowed) fail_at(at, "global '" + module + "." + name + "' is not allowed in a weights-only state dict");
+    auto v = make(Kind::kGlobal);
+    v->text = module + "." + name;
+    push(v);
+  }
+
+  const std::int64_t& int_item(std::size_t at, const PickleValuePtr& v, const char* what) {
+    if (!v || v->kind != Kind::kInt) fail_at(at, std::string(what) + " is not an int");
+    return v->integer;
+  }
+
+  PickleValuePtr persistent_load(std::size_t at, const PickleValuePtr& pid) {
+    if (pid->kind != Kind::kTuple || pid->items.size() != 5 || pid->items[0]->kind != Kind::kString ||
+        pid->items[0]->text != "storage") {
+      fail_at(at, "persistent id is not ('storage', type, key, location, numel)");
+    }
+    const auto& type = pid->items[1];
+    const auto& key = pid->items[2];
+    const auto& location = pid->items[3];
+    if (type->kind != Kind::kGlobal || key->kind != Kind::kString || location->kind != Kind::kString) {
+      fail_at(at, "malformed storage persistent id");
+    }
+    std::int64_t numel = int_item(at, pid->items[4], "storage numel");
+    if (numel < 0) fail_at(at, "negative storage size");
+    auto v = make(Kind::kStorage);
+    PickledTensor& s = v->tensor;
+    s.storage_key = key->text;
+    s.location = location->text;
+    if (type->text == "torch.storage.UntypedStorage") {
+      s.element_size = 1;
+      s.dtype = "uint8";
+    } else {
+      const DtypeInfo* dtype = dtype_by_legacy_storage(type->text.substr(std::strlen("torch.")));
+      if (dtype == nullptr) fail_at(at, "'" + type->text + "' is not a storage type");
+      s.dtype = std::string(dtype->torch_name);
+      s.element_size = dtype->element_size;
+    }
+    if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel), s.element_size, &s.storage_nbytes)) {
+      fail_at(at, "storage size overflows");
+    }
+    return v;
+  }
+
+  std::vector<std::int64_t> int_tuple(std::size_t at, const PickleValuePtr& v, const char* what) {
+    if (v->kind != Kind::kTuple) fail_at(at, std::string(what) + " is not a tuple");
+    if (v->items.size() > kMaxDims) fail_at(at, std::string(what) + " has too many dimensions");
+    std::vector<std::int64_t> out;
+    for (const auto& item : v->items) out.push_back(int_item(at, item, what));
+    return out;
+  }
+
+  PickleValuePtr reduce(std::size_t at, const PickleValuePtr& callable, const PickleValuePtr& args) {
+    if (callable->kind != Kind::kGlobal || args->kind != Kind::kTuple) fail_at(at, "REDUCE of a non-global");
+    const std::string& fn = callable->text;
+    const auto& a = args->items;
+    if (fn == "collections.OrderedDict") {
+      if (!a.empty()) fail_at(at, "OrderedDict with constructor arguments");
+      return make(Kind::kDict);
+    }
+    if (fn == "torch._utils._rebuild_parameter") {
+      if (a.size() < 2 || a[0]->kind != Kind::kTensor || a[1]->kind != Kind::kBool) fail_at(at, "malformed _rebuild_parameter");
+      auto v = std::make_shared<PickleValue>(*a[0]);
+      v->tensor.requires_grad = a[1]->boolean;
+      return v;
+    }
+    const bool v3 = fn == "torch._utils._rebuild_tensor_v3";
+    if (!v3 && fn != "torch._utils._rebuild_tensor_v2") fail_at(at, "REDUCE of '" + fn + "' is not allowed");
+    if (a.size() < (v3 ? 7u : 6u) || a[0]->kind != Kind::kStorage || a[4]->kind != Kind::kBool) {
+      fail_at(at, "malformed " + fn + " arguments");
+    }
+    auto v = make(Kind::kTensor);
+    PickledTensor& t = v->tensor;
+    t = a[0]->tensor;
+    if (v3) {
+      if (a[6]->kind != Kind::kGlobal) fail_at(at, "_rebuild_tensor_v3 dtype is not a global");
+      const DtypeInfo* dtype = dtype_by_torch_name(a[6]->text.substr(std::strlen("torch.")));
+      if (dtype == nullptr) fail_at(at, "'" + a[6]->text + "' is not a dtype");
+      t.dtype = std::string(dtype->torch_name);
+      t.element_size = dtype->element_size;
+      if (t.storage_nbytes % t.element_size) fail_at(at, "storage is not a whole number of " + t.dtype + " elements");
+    }
+    t.storage_offset = int_item(at, a[1], "storage offset");
+    t.sizes = int_tuple(at, a[2], "size");
+    t.strides = int_tuple(at, a[3], "stride");
+    t.requires_grad = a[4]->boolean;
+    check_extent(at, t);
+    return v;
+  }
+
+  // The view must fit its storage: offset + sum((size_i - 1) * stride_i) < numel.
+  void check_extent(std::size_t at, const PickledTensor& t) {
+    if (t.sizes.size() != t.strides.size()) fail_at(at, "size and stride differ in rank");
+    if (t.storage_offset < 0) fail_at(at, "negative storage offset");
+    std::uint64_t numel = t.storage_nbytes / t.element_size;
+    std::uint64_t last = static_cast<std::uint64_t>(t.storage_offset);
+    for (std::size_t i = 0; i < t.sizes.size(); ++i) {
+      if (t.sizes[i] < 0 || t.strides[i] < 0) fail_at(at, "negative size or stride");
+      if (t.sizes[i] == 0) return;  // empty tensor: touches no element
+      std::uint64_t span;
+      if (__builtin_mul_overflow(static_cast<std::uint64_t>(t.sizes[i] - 1), static_cast<std::uint64_t>(t.strides[i]), &span) ||
+          __builtin_add_overflow(last, span, &last)) {
+        fail_at(at, "tensor extent overflows");
+      }
+    }
+    if (last >= numel) fail_at(at, "tensor view reaches past its storage of " + std::to_string(numel) + " elements");
+  }
+
+  std::string_view in_;
+  const std::string& path_;
+  std::size_t pos_ = 0;
+  std::vector<PickleValuePtr> stack_;
+  std::vector<std::size_t> marks_;
+  std::unordered_map<std::uint64_t, PickleValuePtr> memo_;
+};
+
+}  // namespace
+
+PickleValuePtr read_pickle(std::string_view bytes, const std::string& path) {
+  return Machine(bytes, path).run();
+}
+
+}  // namespace ckptw::detail

@@ -1,0 +1,48 @@
+// Reading data.pkl, which is untrusted input: a pickle VM restricted to the
+// opcodes and globals a state dict needs (torch's weights-only set). Anything
+// else is a ckptw::FormatError naming the offending opcode or global; nothing
+// is executed. Nesting depth and memo size are bounded.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace ckptw::detail {
+
+/// A tensor as data.pkl describes it (no data).
+struct PickledTensor {
+  std::string storage_key;        ///< record data/<storage_key>
+  std::string dtype;              ///< torch name: "float32"
+  std::size_t element_size = 0;
+  std::string location;           ///< "cpu", "cuda:0"
+  std::uint64_t storage_nbytes = 0;
+  std::int64_t storage_offset = 0;  ///< in elements
+  std::vector<std::int64_t> sizes;
+  std::vector<std::int64_t> strides;
+  bool requires_grad = false;
+};
+
+struct PickleValue;
+using PickleValuePtr = std::shared_ptr<PickleValue>;
+
+struct PickleValue {
+  enum class Kind { kNone, kBool, kInt, kFloat, kString, kList, kTuple, kDict, kTensor, kGlobal, kStorage };
+  Kind kind = Kind::kNone;
+  std::uint32_t depth = 0;             ///< containers nested inside this one
+  bool boolean = false;
+  std::int64_t integer = 0;
+  double floating = 0;
+  std::string text;                    ///< kString; kGlobal as "module.name"
+  std::vector<PickleValuePtr> items;   ///< kList, kTuple
+  std::vector<std::pair<PickleValuePtr, PickleValuePtr>> entries;  ///< kDict, insertion order
+  PickledTensor tensor;                ///< kTensor; kStorage uses the storage fields
+};
+
+/// Runs the restricted VM over `bytes`; `path` names the file in errors.
+PickleValuePtr read_pickle(std::string_view bytes, const std::string& path);
+
+}  // namespace ckptw::detail

@@ -1,0 +1,89 @@
+#include "read/pt_inspect.hpp"
+
+#include <algorithm>
+
+#include "checksum/crc32.hpp"
+#include "ckptw/error.hpp"
+
+namespace ckptw::detail {
+namespace {
+
+constexpr std::uint64_t kMaxPickleBytes = std::uint64_t{1} << 31;
+
+void collect(const PickleValuePtr& v, const std::string& key_path, std::vector<InspectedTensor>& out,
+             const std::string& path) {
+  using Kind = PickleValue::Kind;
+  switch (v->kind) {
+    case Kind::kTensor:
+      out.push_back({key_path, v->tensor});
+      break;
+    case Kind::kDict:
+      for (const auto& [key, value] : v->entries) {
+        std::string name = key->kind == Kind::kString ? key->text
+                           : key->kind == Kind::kInt  ? std::to_string(key->integer)
+                                                      : "<key>";
+        collect(value, key_path.empty() ? name : key_path + "." + name, out, path);
+      }
+      break;
+    case Kind::kList:
+    case Kind::kTuple:
+      for (std::size_t i = 0; i < v->items.size(); ++i) {
+        collect(v->items[i], key_path + "[" + std::to_string(i) + "]", out, path);
+      }
+      break;
+    case Kind::kStorage:
+    case Kind::kGlobal:
+      throw FormatError("a bare storage or global is not a state dict value", path, key_path);
+    default:
+      break;
+  }
+}
+
+}  // namespace
+
+InspectedFile inspect_pt(const std::string& path) {
+  RandomAccessFile file(path);
+  InspectedFile result;
+  result.path = path;
+  result.file_size = file.size();
+  result.index = read_zip_index(file);
+  const ZipRecord* pickle = result.index.find("data.pkl");
+  if (pickle == nullptr) throw FormatError("no data.pkl record", path);
+  if (pickle->method != 0) throw FormatError("data.pkl is compressed; only stored records are read", path);
+  if (pickle->size > kMaxPickleBytes) throw FormatError("data.pkl larger than 2 GiB", path);
+  const std::string bytes = file.read(pickle->payload_offset, pickle->size);
+  result.root = read_pickle(bytes, path);
+  collect(result.root, "", result.tensors, path);
+
+  for (const auto& t : result.tensors) {
+    const ZipRecord* record = result.index.find("data/" + t.tensor.storage_key);
+    if (record == nullptr) throw FormatError("storage record data/" + t.tensor.storage_key + " is missing", path, t.key_path);
+    if (record->size != t.tensor.storage_nbytes) {
+      throw FormatError("storage record data/" + t.tensor.storage_key + " holds " + std::to_string(record->size) +
+                            " bytes, the tensor's storage needs " + std::to_string(t.tensor.storage_nbytes),
+                        path, t.key_path);
+    }
+  }
+  return result;
+}
+
+void verify_record_crcs(const std::string& path, const ZipIndex& index) {
+  RandomAccessFile file(path);
+  std::string buffer;
+  for (const auto& record : index.records) {
+    if (record.method != 0) continue;
+    std::uint32_t crc = 0;
+    for (std::uint64_t done = 0; done < record.size;) {
+      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(record.size - done, 8u << 20));
+      buffer.resize(n);
+      file.read(record.payload_offset + done, buffer.data(), n);
+      crc = crc32_update(crc, buffer.data(), n);
+      done += n;
+    }
+    if (crc != record.crc32) {
+      throw FormatError("CRC-32 mismatch in record " + record.name, path);
+    }
+  }
+}
+
+}  // namespace ckptw::detail

@@ -1,0 +1,36 @@
+// What a .pt file holds, read without loading tensor data: its records and
+// every tensor with its key path. Used by `ckptw inspect` and the tests.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "read/pickle_reader.hpp"
+#include "read/zip_index.hpp"
+
+namespace ckptw::detail {
+
+struct InspectedTensor {
+  std::string key_path;  ///< `model.layers[3].weight`
+  PickledTensor tensor;
+};
+
+struct InspectedFile {
+  std::string path;
+  std::uint64_t file_size = 0;
+  ZipIndex index;
+  PickleValuePtr root;
+  std::vector<InspectedTensor> tensors;  ///< in pickle order
+};
+
+/// Reads the index and data.pkl, checks that every tensor's storage record
+/// exists with exactly the size its dtype and numel imply, and lists tensors.
+/// Throws ckptw::FormatError / ckptw::IoError naming the file.
+InspectedFile inspect_pt(const std::string& path);
+
+/// Recomputes the CRC-32 of every record and compares it with the central
+/// directory. Throws ckptw::FormatError naming the first bad record.
+void verify_record_crcs(const std::string& path, const ZipIndex& index);
+
+}  // namespace ckptw::detail

@@ -1,0 +1,58 @@
+// Reading the record index of a .pt zip file, which is untrusted input.
+//
+// Every structure is bounds-checked against the file size before it is used,
+// no allocation is larger than the file justifies, records must lie inside the
+// file without overlapping, and every name must sit in the one archive folder.
+// Anything else is a ckptw::FormatError naming the file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ckptw::detail {
+
+/// Read access to a file by offset (pread on an fd).
+class RandomAccessFile {
+ public:
+  /// Throws ckptw::IoError naming `path` when it cannot be opened.
+  explicit RandomAccessFile(std::string path);
+  ~RandomAccessFile();
+  RandomAccessFile(const RandomAccessFile&) = delete;
+  RandomAccessFile& operator=(const RandomAccessFile&) = delete;
+
+  std::uint64_t size() const noexcept { return size_; }
+  const std::string& path() const noexcept { return path_; }
+  /// Reads exactly `size` bytes at `offset`; throws ckptw::FormatError when the
+  /// range lies outside the file, ckptw::IoError when the read fails.
+  void read(std::uint64_t offset, void* out, std::size_t size) const;
+  std::string read(std::uint64_t offset, std::size_t size) const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+};
+
+struct ZipRecord {
+  std::string name;                 ///< without the archive folder: "data/0"
+  std::uint64_t header_offset = 0;  ///< local file header
+  std::uint64_t payload_offset = 0; ///< first payload byte
+  std::uint64_t size = 0;           ///< uncompressed payload bytes
+  std::uint64_t stored_size = 0;    ///< bytes in the file (== size unless deflated)
+  std::uint32_t crc32 = 0;          ///< from the central directory
+  std::uint16_t method = 0;         ///< 0 stored, 8 deflated
+};
+
+struct ZipIndex {
+  std::string folder;
+  std::vector<ZipRecord> records;  ///< central directory order
+
+  /// The record named `name` inside the folder, or nullptr.
+  const ZipRecord* find(std::string_view name) const;
+};
+
+ZipIndex read_zip_index(const RandomAccessFile& file);
+
+}  // namespace ckptw::detail

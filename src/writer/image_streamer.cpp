@@ -1,0 +1,114 @@
+#include "writer/image_streamer.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "checksum/crc32.hpp"
+#include "ckptw/error.hpp"
+#include "format/zip_layout.hpp"
+
+namespace ckptw::detail {
+namespace {
+
+std::uint64_t fnv1a(std::uint64_t hash, const void* data, std::size_t size) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < size; ++i) hash = (hash ^ p[i]) * 0x100000001b3ull;
+  return hash;
+}
+
+}  // namespace
+
+std::string serialization_id(const std::vector<std::string>& full_names,
+                             const std::vector<std::uint32_t>& crcs) {
+  std::vector<std::string> sorted = full_names;
+  std::sort(sorted.begin(), sorted.end());
+  std::uint64_t name_hash = 0xcbf29ce484222325ull;
+  for (const auto& name : sorted) name_hash = fnv1a(name_hash, name.data(), name.size() + 1);
+  std::uint64_t crc_hash = 0xcbf29ce484222325ull;
+  for (std::uint32_t crc : crcs) crc_hash = fnv1a(crc_hash, &crc, sizeof crc);
+  char text[kSerializationIdSize + 1];
+  std::snprintf(text, sizeof text, "%020llu%020llu", static_cast<unsigned long long>(name_hash),
+                static_cast<unsigned long long>(crc_hash));
+  return std::string(text, kSerializationIdSize);
+}
+
+ImageStreamer::ImageStreamer(std::size_t buffer_bytes) : capacity_(buffer_bytes) {}
+
+void ImageStreamer::release() {
+  buffer_.clear();
+  buffer_.shrink_to_fit();
+}
+
+void ImageStreamer::flush() {
+  if (buffered_ == 0) return;
+  if (int rc = io_->write_at(fd_, buffer_.data(), buffered_, buffer_offset_); rc < 0) {
+    throw IoError("write of " + std::to_string(buffered_) + " bytes at offset " +
+                      std::to_string(buffer_offset_) + " failed",
+                  *path_, "", -rc);
+  }
+  buffer_offset_ += buffered_;
+  buffered_ = 0;
+}
+
+void ImageStreamer::append(const void* data, std::size_t size, std::uint32_t* crc) {
+  const auto* src = static_cast<const unsigned char*>(data);
+  while (size > 0) {
+    std::size_t n = std::min(size, capacity_ - buffered_);
+    unsigned char* dst = buffer_.data() + buffered_;
+    std::memcpy(dst, src, n);
+    if (crc) *crc = crc32_update(*crc, dst, n);  // the copy is still in cache
+    buffered_ += n;
+    src += n;
+    size -= n;
+    if (buffered_ == capacity_) flush();
+  }
+}
+
+std::uint64_t ImageStreamer::stream(const FilePlan& plan, IoBackend& io, int fd,
+                                    const std::string& path) {
+  buffer_.resize(capacity_);
+  buffered_ = 0;
+  buffer_offset_ = 0;
+  io_ = &io;
+  fd_ = fd;
+  path_ = &path;
+
+  std::vector<ZipEntry> entries;
+  std::vector<std::string> names;
+  std::vector<std::uint32_t> crcs;
+  entries.reserve(plan.records.size());
+  for (const auto& record : plan.records) {
+    std::string full_name = plan.folder + "/" + record.name;
+    names.push_back(full_name);
+  }
+  for (std::size_t i = 0; i < plan.records.size(); ++i) {
+    const PlannedRecord& record = plan.records[i];
+    const std::string& full_name = names[i];
+    std::string header = local_file_header(full_name, record.size, record.header_offset, plan.alignment);
+    append(header.data(), header.size(), nullptr);
+
+    std::uint32_t crc = 0;
+    if (record.is_serialization_id) {
+      std::string id = serialization_id(names, crcs);
+      append(id.data(), id.size(), &crc);
+    } else if (record.size > 0) {
+      append(record.data, record.size, &crc);
+    }
+    std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
+    append(descriptor.data(), descriptor.size(), nullptr);
+    crcs.push_back(crc);
+    entries.push_back(ZipEntry{full_name, record.size, record.header_offset, crc});
+  }
+  std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
+  append(tail.data(), tail.size(), nullptr);
+  flush();
+  if (buffer_offset_ != plan.file_size) {
+    throw Error("internal: wrote " + std::to_string(buffer_offset_) + " bytes, planned " +
+                    std::to_string(plan.file_size),
+                path);
+  }
+  return buffer_offset_;
+}
+
+}  // namespace ckptw::detail
