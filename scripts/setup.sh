@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs what ckptw needs, creates the project's Python environment with the
+# newest torch, configures and builds. Idempotent: a second run only rebuilds
+# what changed. Used by scripts/test.sh and scripts/ckptw.sh.
+#
+#   CKPTW_BUILD_DIR   build directory (default: build)
+#   CKPTW_TORCH_DIR   use this LibTorch (directory holding share/cmake/Torch)
+#                     instead of the torch in .venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD_DIR=${CKPTW_BUILD_DIR:-build}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. Debian packages. python3-torch is Debian's torch 1.13, for the old-version
+#    interop tests; --no-install-recommends keeps its libtorch-dev (1.13 CMake
+#    files) off the machine so it cannot shadow the LibTorch we build against.
+APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
+  liburing-dev libisal-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev python3-torch python3-venv unzip)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. The project's virtual environment with the newest torch (pip's cache, kept
+#    between runs on the same machine, spares the multi-GB download).
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch, numpy, pytest" 2>/dev/null; then
+  log "installing torch, numpy, pytest into .venv (large download on a fresh machine)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q torch numpy pytest
+fi
+
+# 3. Configure (once) and build.
+if [ -n "${CKPTW_TORCH_DIR:-}" ]; then
+  TORCH_PREFIX=$CKPTW_TORCH_DIR/share/cmake
+else
+  TORCH_PREFIX=$(.venv/bin/python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
+fi
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  log "configuring $BUILD_DIR against LibTorch in $TORCH_PREFIX"
+  # CMAKE_PREFIX_PATH (not Torch_DIR alone) so that LibTorch's own Caffe2
+  # config and libraries are found before any system-wide copy.
+  cmake -S . -B "$BUILD_DIR" -G Ninja \
+    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
+    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache \
+    -DCKPTW_PYTHON="$ROOT/.venv/bin/python" >/dev/null
+fi
+log "building"
+cmake --build "$BUILD_DIR" -- -j"$(nproc)" | grep -v '^\[' || true
+test -x "$BUILD_DIR/ckptw"

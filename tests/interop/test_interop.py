@@ -1,0 +1,149 @@
+"""ckptw files against real torch: byte identity with the newest torch.save, loads with the
+newest torch.load (weights_only, mmap with computed offsets, debug checks) and torch 1.13,
+zip CRCs, and `ckptw inspect` on files torch wrote."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+import torch.utils.serialization  # noqa: F401  (not imported by "import torch")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixtures  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURE_NAMES = list(fixtures.FIXTURES)
+
+
+@pytest.fixture(scope="session")
+def ckptw_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckptw")
+    subprocess.run([os.environ["CKPTW_FIXTURES"], str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def torch_dir(tmp_path_factory):
+    """The same fixtures written by the newest torch.save, to the same file names."""
+    out = tmp_path_factory.mktemp("torch")
+    config = torch.utils.serialization.config.save
+    for name, (build, _, _, alignment) in fixtures.FIXTURES.items():
+        os.makedirs(out / name)
+        old = config.storage_alignment
+        config.storage_alignment = alignment
+        try:
+            torch.save(build(), str(out / name / "checkpoint_0.pt"))
+        finally:
+            config.storage_alignment = old
+    return out
+
+
+def without_serialization_id(data: bytes) -> bytes:
+    """Zeroes the one record the spec lets differ: .data/serialization_id (payload, and its
+    CRC in the data descriptor and the central directory)."""
+    import io
+
+    buf = bytearray(data)
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    info = next(i for i in zf.infolist() if i.filename.endswith("/.data/serialization_id"))
+    name_len, extra_len = struct.unpack_from("<HH", buf, info.header_offset + 26)
+    payload = info.header_offset + 30 + name_len + extra_len
+    buf[payload : payload + info.file_size] = b"\0" * info.file_size
+    buf[payload + info.file_size + 4 : payload + info.file_size + 8] = b"\0" * 4  # data descriptor CRC
+    at = zf.start_dir
+    while buf[at : at + 4] == b"PK\x01\x02":
+        n, m, k = struct.unpack_from("<HHH", buf, at + 28)
+        if bytes(buf[at + 46 : at + 46 + n]) == info.filename.encode():
+            buf[at + 16 : at + 20] = b"\0" * 4
+        at += 46 + n + m + k
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_byte_identical_to_newest_torch_save(name, ckptw_dir, torch_dir):
+    ours = (ckptw_dir / name / "checkpoint_0.pt").read_bytes()
+    theirs = (torch_dir / name / "checkpoint_0.pt").read_bytes()
+    assert len(ours) == len(theirs)
+    a, b = without_serialization_id(ours), without_serialization_id(theirs)
+    if a != b:
+        first = next(i for i in range(len(a)) if a[i] != b[i])
+        pytest.fail("first difference at byte %d: ours %r, torch %r" % (first, a[first : first + 16], b[first : first + 16]))
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_zip_crcs_verify(name, ckptw_dir):
+    with zipfile.ZipFile(ckptw_dir / name / "checkpoint_0.pt") as zf:
+        assert zf.testzip() is None
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_newest_torch_loads_weights_only(name, ckptw_dir):
+    build = fixtures.FIXTURES[name][0]
+    loaded = torch.load(ckptw_dir / name / "checkpoint_0.pt")  # weights_only=True is the default
+    fixtures.assert_loaded(loaded, build())
+
+
+MMAP_CHECK = r"""
+import sys, torch, torch.utils.serialization
+sys.path.insert(0, sys.argv[1])
+import fixtures
+torch.utils.serialization.config.load.calculate_storage_offsets = True
+for name, path in zip(sys.argv[2::2], sys.argv[3::2]):
+    loaded = torch.load(path, mmap=True)
+    fixtures.assert_loaded(loaded, fixtures.FIXTURES[name][0]())
+print("ok")
+"""
+
+
+def test_newest_torch_mmap_with_computed_offsets_under_debug_checks(ckptw_dir):
+    # TORCH_SERIALIZATION_DEBUG=1 makes torch compare the offsets it computes from the
+    # .format_version layout rules with the real ones, and raise on any mismatch.
+    args = []
+    for name in FIXTURE_NAMES:
+        args += [name, str(ckptw_dir / name / "checkpoint_0.pt")]
+    env = dict(os.environ, TORCH_SERIALIZATION_DEBUG="1")
+    out = subprocess.run([sys.executable, "-c", MMAP_CHECK, HERE] + args, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_torch_113_loads_both_modes(ckptw_dir):
+    python = os.environ.get("CKPTW_OLD_TORCH_PYTHON", "/usr/bin/python3")
+    probe = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("torch 1.13 (Debian python3-torch) is not installed: " + probe.stderr.strip()[-200:])
+    assert probe.stdout.startswith("1.13"), probe.stdout
+    out = subprocess.run([python, os.path.join(HERE, "check_old_torch.py"), str(ckptw_dir)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "fixture loads matched" in out.stdout
+
+
+@pytest.mark.parametrize("source", ["ckptw", "torch"])
+def test_inspect_reads_both_writers(source, ckptw_dir, torch_dir):
+    root = ckptw_dir if source == "ckptw" else torch_dir
+    path = root / "views" / "checkpoint_0.pt"
+    out = subprocess.run([os.environ["CKPTW_CLI"], "inspect", "--json", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    expected = fixtures.views()
+    assert [t["key"] for t in report["tensors"]] == list(expected)
+    for t in report["tensors"]:
+        e = expected[t["key"]]
+        assert t["shape"] == list(e.shape)
+        assert t["stride"] == list(e.stride())
+        assert t["storage_offset"] == e.storage_offset()
+        assert t["dtype"] == str(e.dtype).replace("torch.", "")
+
+
+def test_torch_save_of_module_state_dict_is_readable_by_inspect(tmp_path):
+    # nn.Module.state_dict() pickles an OrderedDict with a BUILD of _metadata.
+    path = tmp_path / "m.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2)).state_dict(), path)
+    out = subprocess.run([os.environ["CKPTW_CLI"], "inspect", "--json", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    keys = [t["key"] for t in json.loads(out.stdout)["tensors"]]
+    assert keys == ["0.weight", "0.bias", "1.weight", "1.bias"]

@@ -1,0 +1,267 @@
+// CheckpointWriter: the seed's contract, the atomic-commit fixes, and clear
+// errors that leave nothing on disk.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <cstdlib>
+#include <vector>
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <ATen/ATen.h>
+
+#include "ckptw/ckptw.hpp"
+#include "read/pt_inspect.hpp"
+#include "support/test_support.hpp"
+
+namespace ckptw {
+namespace {
+
+using testing::TempDir;
+
+StateDict small_state_dict() {
+  StateDict sd = make_state_dict();
+  sd.insert("w", at::arange(6, at::kFloat).reshape({2, 3}));
+  sd.insert("b", at::ones({3}, at::kDouble));
+  return sd;
+}
+
+struct RecordingHook : WriterHook {
+  std::vector<std::string>* events;
+  explicit RecordingHook(std::vector<std::string>* e) : events(e) {}
+  void pre_commit(const std::string& path, const HookArgs& kwargs) override {
+    events->push_back("pre:" + path + ":" + kwargs.at("extra").toStringRef());
+  }
+  void post_commit(const std::string& path, const HookArgs& kwargs) override {
+    events->push_back("post:" + path + ":" + kwargs.at("extra").toStringRef());
+  }
+};
+
+struct RecordingBarrier : Barrier {
+  std::vector<std::string>* events;
+  std::string file;
+  explicit RecordingBarrier(std::vector<std::string>* e, std::string f) : events(e), file(std::move(f)) {}
+  void execute_barrier() override {
+    // The rank's file must already be durable under its final name.
+    events->push_back(testing::exists(file) ? "barrier:file-present" : "barrier:file-missing");
+  }
+};
+
+TEST(RankInfo, FromEnvDefaultsAndValidates) {
+  unsetenv("RANK");
+  unsetenv("WORLD_SIZE");
+  RankInfo info = RankInfo::from_env();
+  EXPECT_EQ(info.global_rank, 0);
+  EXPECT_EQ(info.global_world_size, 1);
+  setenv("RANK", "3", 1);
+  setenv("WORLD_SIZE", "4", 1);
+  info = RankInfo::from_env();
+  EXPECT_EQ(info.global_rank, 3);
+  EXPECT_EQ(info.global_world_size, 4);
+  setenv("RANK", "4", 1);
+  EXPECT_THROW(RankInfo::from_env(), UsageError);
+  setenv("RANK", "x", 1);
+  EXPECT_THROW(RankInfo::from_env(), UsageError);
+  unsetenv("RANK");
+  unsetenv("WORLD_SIZE");
+}
+
+TEST(CheckpointWriterConfig, DefaultsMatchSeedAndTorch) {
+  CheckpointWriterConfig config;
+  EXPECT_EQ(config.write_barrier_timeout_secs, 600);
+  EXPECT_EQ(config.storage_alignment, 64u);
+  EXPECT_TRUE(config.fsync);
+}
+
+TEST(CheckpointWriter, RejectsInvalidConfigAndRank) {
+  CheckpointWriterConfig bad;
+  bad.storage_alignment = 48;
+  EXPECT_THROW(CheckpointWriter(bad, RankInfo{0, 1}), UsageError);
+  bad = CheckpointWriterConfig{};
+  bad.write_barrier_timeout_secs = 0;
+  EXPECT_THROW(CheckpointWriter(bad, RankInfo{0, 1}), UsageError);
+  EXPECT_THROW(CheckpointWriter(CheckpointWriterConfig{}, RankInfo{2, 2}), UsageError);
+}
+
+TEST(CheckpointWriter, WritesRankFileThenPreCommitBarrierPostCommit) {
+  TempDir tmp;
+  const std::string dir = tmp / "step_1/nested";
+  std::vector<std::string> events;
+  auto barrier = std::make_shared<RecordingBarrier>(&events, dir + "/checkpoint_2.pt");
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{2, 4}, barrier,
+                          std::make_shared<RecordingHook>(&events));
+  HookArgs kwargs = make_state_dict();
+  kwargs.insert("extra", "value");
+  WriteResult result = writer.write(dir, small_state_dict(), kwargs);
+  writer.close();
+
+  EXPECT_EQ(result.file, dir + "/checkpoint_2.pt");
+  EXPECT_EQ(result.tensor_count, 2u);
+  EXPECT_EQ(result.storage_count, 2u);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0], "pre:" + dir + ":value");
+  EXPECT_EQ(events[1], "barrier:file-present");
+  EXPECT_EQ(events[2], "post:" + dir + ":value");
+  EXPECT_EQ(testing::read_file(result.file).size(), result.bytes_written);
+  EXPECT_EQ(testing::list_dir(dir), std::vector<std::string>{"checkpoint_2.pt"});
+}
+
+TEST(CheckpointWriter, FileListsTensorsAndPassesCrcCheck) {
+  TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  WriteResult result = writer.write(tmp.path(), small_state_dict());
+  detail::InspectedFile file = detail::inspect_pt(result.file);
+  EXPECT_EQ(file.index.folder, "checkpoint_0");
+  ASSERT_EQ(file.tensors.size(), 2u);
+  EXPECT_EQ(file.tensors[0].key_path, "w");
+  EXPECT_EQ(file.tensors[0].tensor.dtype, "float32");
+  EXPECT_EQ(file.tensors[0].tensor.sizes, (std::vector<std::int64_t>{2, 3}));
+  EXPECT_EQ(file.tensors[1].tensor.dtype, "float64");
+  for (const auto& r : file.index.records) EXPECT_EQ(r.payload_offset % 64, 0u) << r.name;
+  EXPECT_NO_THROW(detail::verify_record_crcs(result.file, file.index));
+}
+
+TEST(CheckpointWriter, RewriteReplacesAtomicallyAndLeavesNoTempFiles) {
+  TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  StateDict first = small_state_dict();
+  (void)writer.write(tmp.path(), first);
+  StateDict second = make_state_dict();
+  second.insert("only", at::full({1000}, 3.0));
+  WriteResult result = writer.write(tmp.path(), second);
+  detail::InspectedFile file = detail::inspect_pt(result.file);
+  ASSERT_EQ(file.tensors.size(), 1u);
+  EXPECT_EQ(file.tensors[0].key_path, "only");
+  EXPECT_EQ(testing::list_dir(tmp.path()), std::vector<std::string>{"checkpoint_0.pt"});
+}
+
+TEST(CheckpointWriter, WriteAfterCloseIsAUsageError) {
+  TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  writer.close();
+  writer.close();  // idempotent
+  EXPECT_THROW((void)writer.write(tmp.path(), small_state_dict()), UsageError);
+}
+
+// Each bad value fails with a FormatError naming its key path, before the
+// directory is even created.
+TEST(CheckpointWriter, BadInputNamesKeyPathAndLeavesNothing) {
+  struct Case {
+    std::string name;
+    std::function<void(StateDict&)> fill;
+    std::string key_path;
+  };
+  std::vector<Case> cases = {
+      {"undefined", [](StateDict& sd) { sd.insert("model", at::Tensor()); }, "model"},
+      {"sparse", [](StateDict& sd) { sd.insert("s", at::eye(3).to_sparse()); }, "s"},
+      {"quantized",
+       [](StateDict& sd) { sd.insert("q", at::quantize_per_tensor(at::ones({2}), 0.1, 0, at::kQInt8)); }, "q"},
+      {"meta", [](StateDict& sd) { sd.insert("m", at::empty({2}, at::TensorOptions().device(at::kMeta))); }, "m"},
+      {"nested list",
+       [](StateDict& sd) {
+         c10::List<at::Tensor> layers;
+         layers.push_back(at::ones({1}));
+         layers.push_back(at::Tensor());
+         c10::impl::GenericDict inner(c10::StringType::get(), c10::AnyType::get());
+         inner.insert("layers", layers);
+         sd.insert("model", inner);
+       },
+       "model.layers[1]"},
+      {"int key",
+       [](StateDict& sd) {
+         c10::impl::GenericDict inner(c10::IntType::get(), c10::AnyType::get());
+         inner.insert(3, at::ones({1}));
+         sd.insert("state", inner);
+       },
+       "state"},
+      {"unsupported object", [](StateDict& sd) { sd.insert("dev", c10::Device(c10::kCPU)); }, "dev"},
+  };
+  for (const auto& c : cases) {
+    TempDir tmp;
+    const std::string dir = tmp / "ckpt";
+    StateDict sd = make_state_dict();
+    sd.insert("ok", at::ones({2}));
+    c.fill(sd);
+    CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+    try {
+      (void)writer.write(dir, sd);
+      ADD_FAILURE() << c.name << ": no error";
+    } catch (const FormatError& e) {
+      EXPECT_EQ(e.key_path(), c.key_path) << c.name << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.key_path), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(testing::exists(dir)) << c.name;
+  }
+}
+
+TEST(CheckpointWriter, PathThatIsAFileIsAnIoErrorNamingIt) {
+  TempDir tmp;
+  const std::string file = tmp / "plain_file";
+  { std::ofstream(file) << "x"; }
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  try {
+    (void)writer.write(file + "/sub", small_state_dict());
+    FAIL() << "no error";
+  } catch (const IoError& e) {
+    EXPECT_EQ(e.errno_value(), ENOTDIR) << e.what();
+    EXPECT_NE(e.path().find("plain_file"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(testing::list_dir(tmp.path()), std::vector<std::string>{"plain_file"});
+}
+
+// Permission checks do not apply to root, so the write runs in a child
+// process that drops to the unprivileged user `nobody`.
+TEST(CheckpointWriter, ReadOnlyDirectoryFailsWithEaccesAndLeavesNothing) {
+  TempDir tmp;
+  const std::string dir = tmp / "ro";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(tmp.path().c_str(), 0755), 0);
+  // Owned by root, not writable by nobody.
+  StateDict sd = small_state_dict();
+  int code = testing::run_in_child(
+      [&] {
+        try {
+          CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+          (void)writer.write(dir, sd);
+          return 1;
+        } catch (const IoError& e) {
+          return e.errno_value() == EACCES && e.path().find("/ro/") != std::string::npos ? 0 : 2;
+        }
+      },
+      /*as_nobody=*/true);
+  if (code == 98) GTEST_SKIP() << "cannot drop privileges to nobody here";
+  EXPECT_EQ(code, 0);
+  EXPECT_TRUE(testing::list_dir(dir).empty());
+}
+
+// A write that fails halfway (file size limit -> EFBIG from pwrite) leaves the
+// previous checkpoint intact and no temporary file.
+TEST(CheckpointWriter, FailedWriteKeepsPreviousCheckpointAndRemovesTemp) {
+  TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  WriteResult old = writer.write(tmp.path(), small_state_dict());
+  const std::string before = testing::read_file(old.file);
+
+  StateDict big = make_state_dict();
+  big.insert("big", at::ones({4 << 20}, at::kFloat));  // 16 MiB
+  int code = testing::run_in_child([&] {
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit{1 << 20, 1 << 20};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    try {
+      CheckpointWriter child(CheckpointWriterConfig{}, RankInfo{0, 1});
+      (void)child.write(tmp.path(), big);
+      return 1;
+    } catch (const IoError& e) {
+      return e.errno_value() == EFBIG ? 0 : 2;
+    }
+  });
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(testing::read_file(old.file), before);
+  EXPECT_EQ(testing::list_dir(tmp.path()), std::vector<std::string>{"checkpoint_0.pt"});
+}
+
+}  // namespace
+}  // namespace ckptw
