@@ -7,19 +7,10 @@
 namespace ckptw::detail {
 namespace {
 
-constexpr std::uint32_t kLocalHeaderSig = 0x04034b50;
-constexpr std::uint32_t kDataDescriptorSig = 0x08074b50;
-constexpr std::uint32_t kCentralHeaderSig = 0x02014b50;
-constexpr std::uint32_t kZip64EndSig = 0x06064b50;
-constexpr std::uint32_t kZip64LocatorSig = 0x07064b50;
-constexpr std::uint32_t kEndSig = 0x06054b50;
 constexpr std::uint16_t kFlagSizesInDescriptor = 0x0008;
 constexpr std::uint16_t kFlagUtf8 = 0x0800;
-constexpr std::uint64_t kLocalHeaderFixed = 30;
-constexpr std::uint64_t kCentralHeaderFixed = 46;
 constexpr std::uint64_t kZip64EndSize = 56;
 constexpr std::uint64_t kZip64LocatorSize = 20;
-constexpr std::uint64_t kEndSize = 22;
 
 std::uint16_t flags_for(std::uint64_t size) {
   // miniz sets "sizes in data descriptor" only when a descriptor follows.
@@ -61,7 +52,7 @@ std::string central_zip64_extra(std::uint64_t size, std::uint64_t header_offset)
 
 std::uint64_t payload_offset(std::uint64_t header_offset, std::size_t full_name_size,
                              std::uint64_t size, std::uint32_t alignment) {
-  std::uint64_t start = header_offset + kLocalHeaderFixed + full_name_size + 4;  // 4: FB header
+  std::uint64_t start = header_offset + kLocalHeaderFixedSize + full_name_size + 4;  // 4: FB header
   if (record_needs_zip64(size, header_offset)) {
     start += 4;
     if (size >= kZip32Limit) start += 16;
@@ -75,7 +66,7 @@ std::string local_file_header(std::string_view full_name, std::uint64_t size,
                               std::uint64_t header_offset, std::uint32_t alignment) {
   std::string zip64 = local_zip64_extra(size, header_offset);
   std::uint64_t payload = payload_offset(header_offset, full_name.size(), size, alignment);
-  std::uint64_t fixed_end = header_offset + kLocalHeaderFixed + full_name.size() + zip64.size() + 4;
+  std::uint64_t fixed_end = header_offset + kLocalHeaderFixedSize + full_name.size() + zip64.size() + 4;
   auto pad = static_cast<std::uint16_t>(payload - fixed_end);
 
   std::string out;
@@ -122,7 +113,7 @@ std::string data_descriptor(std::uint32_t crc, std::uint64_t size, std::uint64_t
 std::uint64_t central_directory_and_end_size(const std::vector<ZipEntry>& entries) {
   std::uint64_t total = kZip64EndSize + kZip64LocatorSize + kEndSize;
   for (const auto& e : entries) {
-    total += kCentralHeaderFixed + e.full_name.size() +
+    total += kCentralHeaderFixedSize + e.full_name.size() +
              central_zip64_extra(e.size, e.header_offset).size();
   }
   return total;

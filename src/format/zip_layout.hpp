@@ -16,6 +16,17 @@ namespace ckptw::detail {
 
 inline constexpr std::uint64_t kZip32Limit = 0xFFFFFFFFull;
 
+// Record signatures (APPNOTE.TXT), shared by the writer and the reader.
+inline constexpr std::uint32_t kLocalHeaderSig = 0x04034b50;
+inline constexpr std::uint32_t kDataDescriptorSig = 0x08074b50;
+inline constexpr std::uint32_t kCentralHeaderSig = 0x02014b50;
+inline constexpr std::uint32_t kZip64EndSig = 0x06064b50;
+inline constexpr std::uint32_t kZip64LocatorSig = 0x07064b50;
+inline constexpr std::uint32_t kEndSig = 0x06054b50;
+inline constexpr std::uint64_t kLocalHeaderFixedSize = 30;
+inline constexpr std::uint64_t kCentralHeaderFixedSize = 46;
+inline constexpr std::uint64_t kEndSize = 22;
+
 /// miniz switches a record to zip64 when its size or its local header offset
 /// reaches 0xFFFFFFFF (>=, not >).
 inline bool record_needs_zip64(std::uint64_t size, std::uint64_t header_offset) {

@@ -8,17 +8,12 @@
 #include <unistd.h>
 
 #include "ckptw/error.hpp"
+#include "format/zip_layout.hpp"
 #include "util/byte_order.hpp"
 
 namespace ckptw::detail {
 namespace {
 
-constexpr std::uint32_t kLocalHeaderSig = 0x04034b50;
-constexpr std::uint32_t kCentralHeaderSig = 0x02014b50;
-constexpr std::uint32_t kZip64EndSig = 0x06064b50;
-constexpr std::uint32_t kZip64LocatorSig = 0x07064b50;
-constexpr std::uint32_t kEndSig = 0x06054b50;
-constexpr std::size_t kEndSize = 22;
 constexpr std::size_t kMaxComment = 0xFFFF;
 
 std::uint64_t le(const std::string& bytes, std::size_t at, int width) {
