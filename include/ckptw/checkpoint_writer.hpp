@@ -22,6 +22,8 @@ struct CKPTW_EXPORT WriteResult {
   std::uint64_t bytes_written = 0; ///< size of the file
   std::uint64_t tensor_count = 0;  ///< tensors in the state dict
   std::uint64_t storage_count = 0; ///< distinct storages written (shared ones once)
+  std::string io_backend;          ///< backend that wrote the file: "uring" or "posix"
+  bool direct_io = false;          ///< whether the file was written with O_DIRECT
   double plan_secs = 0;            ///< walking the state dict, laying out the file
   double write_secs = 0;           ///< copying, checksumming and writing the bytes
   double sync_secs = 0;            ///< fsync of the file, rename, fsync of the directory

@@ -8,6 +8,18 @@
 
 namespace ckptw {
 
+/// Which kernel interface writes the file.
+enum class IoBackendKind : std::uint8_t {
+  kAuto,   ///< io_uring when it can be set up, otherwise POSIX (logged once)
+  kUring,  ///< io_uring only; failing to set it up is an error
+  kPosix,  ///< pwrite from a small thread pool
+};
+
+/// "auto", "uring" or "posix".
+CKPTW_EXPORT const char* to_string(IoBackendKind kind);
+/// Parses "auto", "uring" or "posix"; throws ckptw::UsageError otherwise.
+CKPTW_EXPORT IoBackendKind parse_io_backend_kind(const char* text);
+
 struct CKPTW_EXPORT CheckpointWriterConfig {
   /// Maximum time, in seconds, a write waits at the barrier for the other ranks.
   /// Default 600 (the seed's value). Must be > 0.
@@ -18,10 +30,29 @@ struct CKPTW_EXPORT CheckpointWriterConfig {
   /// in [1, 4096]; torch's mmap loader honours any value it finds in the file.
   std::uint32_t storage_alignment = 64;
 
-  /// Size, in bytes, of the host buffer through which the file image is streamed
-  /// to the kernel. Larger buffers mean fewer system calls; memory use is bounded
-  /// by this value regardless of the checkpoint size. Default 8 MiB; at least 4 KiB.
+  /// Kernel interface for the file writes. Default kAuto.
+  IoBackendKind io_backend = IoBackendKind::kAuto;
+
+  /// Write with O_DIRECT, bypassing the page cache, where the filesystem allows
+  /// it (the writer falls back to buffered writes where O_DIRECT is refused).
+  /// Default true: checkpoints are written once and rarely read back soon, and
+  /// O_DIRECT keeps them from evicting the trainer's page cache.
+  bool direct_io = true;
+
+  /// Size, in bytes, of each buffer of the write ring through which the file
+  /// image is streamed: the size of one write system call or SQE. A multiple of
+  /// 4096 in [64 KiB, 1 GiB]. Default 8 MiB (measured: docs/performance.md).
   std::size_t write_buffer_bytes = std::size_t{8} << 20;
+
+  /// Number of buffers in the ring. The writer's memory for file data is
+  /// ring_buffers * write_buffer_bytes, whatever the checkpoint size; they are
+  /// allocated once per writer and reused. At least 2. Default 4.
+  unsigned ring_buffers = 4;
+
+  /// Writes in flight at once (io_uring queue depth, or POSIX writer threads).
+  /// In [1, ring_buffers]. Default 3: one buffer is being filled while three
+  /// are written.
+  unsigned queue_depth = 3;
 
   /// fsync the file and its directory before the checkpoint counts as written.
   /// Default true. Turning it off makes writes faster and lets a power loss leave

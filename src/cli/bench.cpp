@@ -1,18 +1,36 @@
-// What it measures: the wall time of CheckpointWriter::write() of the
-// synthetic model into a fresh temp directory on the chosen filesystem,
-// fsync of file and directory included, page cache warm from the previous
-// repeat (each repeat replaces the previous file, as a trainer does).
-// GB/s = file bytes / seconds, GB = 1e9 bytes.
+// What it measures: wall time of writing the synthetic model to a fresh temp
+// directory on the chosen filesystem, fsync of file and directory included in
+// every figure, warm model in memory, one warm-up write per row first.
+// Rows, in one run on the same bytes:
+//   ckptw, ckptw-posix, ckptw-uring: CheckpointWriter::write() with the auto,
+//     POSIX and io_uring backends (each repeat replaces the previous file);
+//   limit: a raw sequential write of the same byte count from pre-filled,
+//     aligned ring buffers with O_DIRECT through the auto backend, no copy,
+//     no CRC, no format: what the filesystem takes;
+//   torch.save: the project's newest torch saving the same state dict (loaded
+//     from the ckptw file), fsync included (bench/torch_save_bench.py).
+// GB/s = file bytes / seconds, GB = 1e9 bytes. CPU s/GB = process CPU time
+// (user + system) per GB written. Peak RSS: the process's high-water mark
+// during the row (reset before it via /proc/self/clear_refs); "extra" is that
+// minus the RSS before the row, i.e. what writing added on top of the model.
 #include "cli/bench.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <iostream>
+#include <random>
+#include <sstream>
 #include <vector>
 
 #include <sys/resource.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -20,23 +38,31 @@
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/error.hpp"
 #include "cli/synthetic_model.hpp"
+#include "commit/atomic_file.hpp"
+#include "io/io_backend.hpp"
+#include "stage/buffer_ring.hpp"
 #include "util/stopwatch.hpp"
 
 namespace ckptw::cli {
 namespace {
 
-double cpu_seconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
-  return secs(usage.ru_utime) + secs(usage.ru_stime);
-}
+namespace fs = std::filesystem;
 
-double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
+struct Row {
+  std::string name;
+  std::string note;                 // e.g. "missing: ..." or "posix, O_DIRECT"
+  std::vector<double> seconds;
+  std::uint64_t bytes = 0;
+  double cpu_seconds = 0;           // over the timed repeats
+  std::uint64_t peak_rss_bytes = 0;
+  std::uint64_t extra_rss_bytes = 0;
+  bool ok() const { return !seconds.empty(); }
+  std::vector<double> gbps() const {
+    std::vector<double> v;
+    for (double s : seconds) v.push_back(static_cast<double>(bytes) / s / 1e9);
+    return v;
+  }
+};
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -44,85 +70,326 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+double cpu_seconds_self() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
+  return secs(usage.ru_utime) + secs(usage.ru_stime);
+}
+
+std::uint64_t status_kib(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::size_t n = std::strlen(field);
+  while (std::getline(in, line)) {
+    if (line.compare(0, n, field) == 0) return std::strtoull(line.c_str() + n + 1, nullptr, 10);
+  }
+  return 0;
+}
+
+// Resets the RSS high-water mark (VmHWM) so each row reports its own peak.
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+class Progress {
+ public:
+  explicit Progress(bool quiet) : tty_(!quiet && isatty(STDERR_FILENO)), quiet_(quiet) {}
+  void line(const std::string& text) {
+    if (quiet_) return;
+    if (tty_) {
+      std::fprintf(stderr, "\33[2K\r%s", text.c_str());
+    } else {
+      std::fprintf(stderr, "%s\n", text.c_str());
+    }
+    std::fflush(stderr);
+  }
+  void done() {
+    if (tty_) std::fprintf(stderr, "\33[2K\r");
+  }
+
+ private:
+  bool tty_;
+  bool quiet_;
+};
+
+// Runs `once` warmup + repeats times; `once` returns the bytes it wrote.
+// `baseline_rss` is the RSS the row's extra memory is counted from (taken
+// before the row set anything up); 0 takes it at the start of the timed part.
+Row measure(const std::string& name, const BenchOptions& options, Progress& progress,
+            const std::function<std::uint64_t()>& once, std::uint64_t baseline_rss = 0) {
+  Row row;
+  row.name = name;
+  reset_peak_rss();
+  for (int i = 0; i < options.warmup; ++i) {
+    progress.line(name + ": warm-up " + std::to_string(i + 1) + "/" + std::to_string(options.warmup));
+    row.bytes = once();
+  }
+  const std::uint64_t rss_before = baseline_rss ? baseline_rss : status_kib("VmRSS:") * 1024;
+  const double cpu_before = cpu_seconds_self();
+  for (int i = 0; i < options.repeats; ++i) {
+    detail::Stopwatch clock;
+    row.bytes = once();
+    row.seconds.push_back(clock.elapsed());
+    char text[160];
+    std::snprintf(text, sizeof text, "%s: repeat %d/%d %.3f GB/s", name.c_str(), i + 1, options.repeats,
+                  row.bytes / row.seconds.back() / 1e9);
+    progress.line(text);
+  }
+  row.cpu_seconds = cpu_seconds_self() - cpu_before;
+  row.peak_rss_bytes = status_kib("VmHWM:") * 1024;
+  row.extra_rss_bytes = row.peak_rss_bytes > rss_before ? row.peak_rss_bytes - rss_before : 0;
+  return row;
+}
+
+Row measure_writer(const std::string& name, IoBackendKind backend, const StateDict& model, const std::string& dir,
+                   const BenchOptions& options, Progress& progress) {
+  CheckpointWriterConfig config;
+  config.io_backend = backend;
+  const std::uint64_t baseline_rss = status_kib("VmRSS:") * 1024;  // before the writer's ring exists
+  std::unique_ptr<CheckpointWriter> writer;
+  try {
+    writer = std::make_unique<CheckpointWriter>(config, RankInfo{0, 1});
+  } catch (const Error& e) {
+    Row row;
+    row.name = name;
+    row.note = std::string("unavailable: ") + e.what();
+    return row;
+  }
+  std::string how;
+  Row row = measure(name, options, progress, [&] {
+    WriteResult result = writer->write(dir, model);
+    how = result.io_backend + (result.direct_io ? ", O_DIRECT" : ", buffered");
+    return result.bytes_written;
+  }, baseline_rss);
+  row.note = how;
+  return row;
+}
+
+// The filesystem's own limit: sequential writes of pre-filled aligned buffers.
+Row measure_limit(std::uint64_t bytes, const std::string& dir, const BenchOptions& options, Progress& progress) {
+  CheckpointWriterConfig config;
+  auto io = detail::make_backend(IoBackendKind::kAuto, config.queue_depth);
+  detail::BufferRing ring(config.ring_buffers, config.write_buffer_bytes);
+  std::mt19937_64 rng(1);
+  for (std::size_t i = 0; i < ring.count(); ++i) {
+    auto* words = reinterpret_cast<std::uint64_t*>(ring.data(i));
+    for (std::size_t w = 0; w < ring.buffer_bytes() / 8; ++w) words[w] = rng();
+  }
+  const std::uint64_t block = detail::BufferRing::kAlignment;
+  const std::uint64_t rounded = (bytes + block - 1) / block * block;
+  bool direct = false;
+  Row row = measure("limit", options, progress, [&] {
+    const std::string path = dir + "/limit.bin";
+    detail::TempFile file(*io, path, config.direct_io);
+    direct = file.direct();
+    (void)io->preallocate(file.fd(), rounded);
+    {
+      auto queue = io->open_queue(file.fd(), ring, config.queue_depth);
+      std::vector<std::size_t> free;
+      for (std::size_t i = 0; i < ring.count(); ++i) free.push_back(i);
+      for (std::uint64_t offset = 0; offset < rounded;) {
+        if (free.empty()) free.push_back(queue->wait_any());
+        const std::size_t size = static_cast<std::size_t>(std::min<std::uint64_t>(ring.buffer_bytes(), rounded - offset));
+        queue->submit(free.back(), size, offset);
+        free.pop_back();
+        offset += size;
+      }
+      while (queue->in_flight() > 0) (void)queue->wait_any();
+      if (int rc = queue->error(); rc < 0) throw IoError("limit write failed", path, "", -rc);
+    }
+    file.publish(true);
+    return bytes;
+  });
+  row.note = std::string(io->name()) + (direct ? ", O_DIRECT" : ", buffered");
+  return row;
+}
+
+std::string default_python() {
+  if (const char* env = std::getenv("CKPTW_PYTHON"); env && *env) return env;
+  return CKPTW_DEFAULT_PYTHON;
+}
+
+// torch.save of the same state dict, in the project's Python (see the script).
+Row measure_torch_save(const std::string& source, const std::string& dir, const BenchOptions& options,
+                       Progress& progress) {
+  Row row;
+  row.name = "torch.save";
+  const std::string python = default_python();
+  const std::string script = CKPTW_TORCH_SAVE_SCRIPT;
+  if (access(python.c_str(), X_OK) != 0 || access(script.c_str(), R_OK) != 0) {
+    row.note = "missing: no Python at " + python + " (set CKPTW_PYTHON)";
+    return row;
+  }
+  fs::create_directories(dir);
+  progress.line("torch.save: running " + script);
+  int pipe_fds[2];
+  if (pipe(pipe_fds) != 0) throw IoError("pipe failed", "", "", errno);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipe_fds[1], STDOUT_FILENO);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    const std::string repeats = std::to_string(options.repeats), warmup = std::to_string(options.warmup);
+    execl(python.c_str(), python.c_str(), script.c_str(), source.c_str(), dir.c_str(), repeats.c_str(),
+          warmup.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::close(pipe_fds[1]);
+  std::string output;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;) output.append(buffer, static_cast<std::size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    row.note = "failed: " + python + " " + script + " exited with status " + std::to_string(status);
+    return row;
+  }
+  auto result = nlohmann::json::parse(output);
+  row.bytes = result["file_bytes"].get<std::uint64_t>();
+  row.seconds = result["seconds"].get<std::vector<double>>();
+  row.peak_rss_bytes = static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
+  // The child's CPU covers loading the checkpoint and the warm-up too; scale to the timed part.
+  const double total_cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
+                           usage.ru_stime.tv_usec / 1e6;
+  row.cpu_seconds = total_cpu * options.repeats / (options.repeats + options.warmup + 1);
+  row.note = "torch " + result["torch_version"].get<std::string>() + ", CPU s/GB approximate";
+  return row;
+}
+
+std::string machine_description() {
+  std::string cpu = "unknown CPU";
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  utsname u{};
+  uname(&u);
+  return cpu + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs, " +
+         std::to_string(sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE) >> 30) + " GiB, Linux " + u.release;
+}
+
+// "ext4 /dev/vda on /" for the mount holding `dir`.
+std::string filesystem_description(const std::string& dir) {
+  const std::string path = fs::canonical(dir).string();
+  std::ifstream in("/proc/self/mounts");
+  std::string best_mount, best;
+  for (std::string source, mount, type, rest; in >> source >> mount >> type && std::getline(in, rest);) {
+    const bool inside = path == mount || path.rfind(mount == "/" ? "/" : mount + "/", 0) == 0;
+    if (inside && mount.size() >= best_mount.size()) {
+      best_mount = mount;
+      best = type + " " + source + " on " + mount;
+    }
+  }
+  return best.empty() ? "unknown" : best;
+}
+
 }  // namespace
 
 int run_bench(const BenchOptions& options) {
-  namespace fs = std::filesystem;
-  const bool progress = isatty(STDERR_FILENO) && !options.json;
+  Progress progress(/*quiet=*/false);
   std::string pattern = (fs::path(options.dir) / "ckptw-bench-XXXXXX").string();
-  if (mkdtemp(pattern.data()) == nullptr) {
-    throw IoError("cannot create the benchmark directory", pattern, "", errno);
-  }
+  if (mkdtemp(pattern.data()) == nullptr) throw IoError("cannot create the benchmark directory", pattern, "", errno);
   const std::string dir = pattern;
   struct Cleanup {
     std::string dir;
     bool keep;
     ~Cleanup() {
       std::error_code ignored;
-      if (!keep) std::filesystem::remove_all(dir, ignored);
+      if (!keep) fs::remove_all(dir, ignored);
     }
   } cleanup{dir, options.keep};
 
-  if (progress) std::fprintf(stderr, "building synthetic model (%.2f GB)...\r", options.size_bytes / 1e9);
+  progress.line("building the synthetic model (" + std::to_string(options.size_bytes) + " bytes)");
   SyntheticModel model = make_synthetic_model(options.size_bytes, options.seed);
-  const double rss_before_writes = peak_rss_mib();
 
-  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
-  std::vector<double> secs;
-  std::uint64_t file_bytes = 0;
-  double cpu_timed = 0;
-  const int total = options.warmup + options.repeats;
-  for (int i = 0; i < total; ++i) {
-    const bool timed = i >= options.warmup;
-    if (progress) {
-      std::fprintf(stderr, "\33[2K%s %d/%d ...\r", timed ? "repeat" : "warm-up",
-                   timed ? i - options.warmup + 1 : i + 1, timed ? options.repeats : options.warmup);
-    }
-    const double cpu_before = cpu_seconds();
-    WriteResult result = writer.write(dir, model.state_dict);
-    if (timed) {
-      secs.push_back(result.total_secs);
-      cpu_timed += cpu_seconds() - cpu_before;
-    }
-    file_bytes = result.bytes_written;
+  std::vector<Row> rows;
+  const std::string ckpt_dir = dir + "/ckptw";
+  if (options.backend) {
+    rows.push_back(measure_writer("ckptw", *options.backend, model.state_dict, ckpt_dir, options, progress));
+  } else {
+    rows.push_back(measure_writer("ckptw", IoBackendKind::kAuto, model.state_dict, ckpt_dir, options, progress));
+    rows.push_back(measure_writer("ckptw-posix", IoBackendKind::kPosix, model.state_dict, ckpt_dir, options, progress));
+    rows.push_back(measure_writer("ckptw-uring", IoBackendKind::kUring, model.state_dict, ckpt_dir, options, progress));
   }
-  if (progress) std::fprintf(stderr, "\33[2K");
-  writer.close();
+  const std::uint64_t file_bytes = rows.front().bytes;
+  rows.push_back(measure_limit(file_bytes, dir, options, progress));
+  if (options.torch_save) {
+    rows.push_back(measure_torch_save(ckpt_dir + "/checkpoint_0.pt", dir + "/torch", options, progress));
+  }
+  progress.done();
 
-  std::vector<double> gbps;
-  for (double s : secs) gbps.push_back(file_bytes / s / 1e9);
-  const double gb = file_bytes / 1e9;
-  const double cpu_per_gb = cpu_timed / (gb * options.repeats);
-  const double peak_rss = peak_rss_mib();
+  const Row* limit = nullptr;
+  for (const auto& r : rows) {
+    if (r.name == "limit" && r.ok()) limit = &r;
+  }
+  auto ratio = [&](const Row& r) { return limit ? median(r.gbps()) / median(limit->gbps()) : 0.0; };
+  const std::string machine = machine_description();
+  const std::string filesystem = filesystem_description(options.dir);
+  CheckpointWriterConfig defaults;
 
   if (options.json) {
+    nlohmann::json json_rows = nlohmann::json::array();
+    for (const auto& r : rows) {
+      nlohmann::json row = {{"name", r.name}, {"note", r.note}};
+      if (r.ok()) {
+        auto g = r.gbps();
+        row.update({{"gbps_median", median(g)},
+                    {"gbps_min", *std::min_element(g.begin(), g.end())},
+                    {"gbps_max", *std::max_element(g.begin(), g.end())},
+                    {"seconds", r.seconds},
+                    {"ratio_to_limit", ratio(r)},
+                    {"cpu_s_per_gb", r.cpu_seconds / (r.bytes / 1e9 * options.repeats)},
+                    {"peak_rss_bytes", r.peak_rss_bytes},
+                    {"extra_rss_bytes", r.extra_rss_bytes}});
+      }
+      json_rows.push_back(row);
+    }
     nlohmann::json out = {
-        {"file_bytes", file_bytes},
+        {"machine", machine},
+        {"filesystem", filesystem},
+        {"bytes", file_bytes},
         {"tensors", model.state_dict.size()},
-        {"repeats", options.repeats},
-        {"dir", options.dir},
-        {"rows",
-         {{{"name", "ckptw"},
-           {"gbps_median", median(gbps)},
-           {"gbps_min", *std::min_element(gbps.begin(), gbps.end())},
-           {"gbps_max", *std::max_element(gbps.begin(), gbps.end())},
-           {"seconds", secs},
-           {"cpu_seconds_per_gb", cpu_per_gb},
-           {"peak_rss_mib", peak_rss},
-           {"rss_before_writes_mib", rss_before_writes}}}},
+        {"config",
+         {{"repeats", options.repeats},
+          {"warmup", options.warmup},
+          {"size", options.size_bytes},
+          {"write_buffer_bytes", defaults.write_buffer_bytes},
+          {"ring_buffers", defaults.ring_buffers},
+          {"queue_depth", defaults.queue_depth},
+          {"direct_io", defaults.direct_io},
+          {"fsync", defaults.fsync}}},
+        {"rows", json_rows},
     };
-    std::cout << out.dump(2) << "\n";
-    return 0;
+    if (options.json_file.empty()) {
+      std::cout << out.dump(2) << "\n";
+    } else {
+      std::ofstream(options.json_file) << out.dump(2) << "\n";
+    }
+    if (options.json_file.empty()) return 0;
   }
+
   std::printf("ckptw bench: synthetic GPT-like model, %zu tensors, %.3f GB file, %d repeats after %d warm-up, fsync on\n",
-              model.state_dict.size(), gb, options.repeats, options.warmup);
-  std::printf("directory: %s\n\n", fs::absolute(options.dir).c_str());
-  std::printf("%-10s %10s %10s %10s %12s %14s\n", "writer", "GB/s med", "GB/s min", "GB/s max", "CPU s/GB",
-              "peak RSS MiB");
-  std::printf("%-10s %10.3f %10.3f %10.3f %12.3f %14.0f\n", "ckptw", median(gbps),
-              *std::min_element(gbps.begin(), gbps.end()), *std::max_element(gbps.begin(), gbps.end()),
-              cpu_per_gb, peak_rss);
-  std::printf("\n(peak RSS includes the %.0f MiB model itself)\n", rss_before_writes);
+              model.state_dict.size(), file_bytes / 1e9, options.repeats, options.warmup);
+  std::printf("machine:    %s\nfilesystem: %s\n\n", machine.c_str(), filesystem.c_str());
+  std::printf("%-12s %9s %9s %9s %9s %9s %10s %10s  %s\n", "writer", "GB/s med", "min", "max", "x limit", "CPU s/GB",
+              "peak RSS", "extra RSS", "how");
+  for (const auto& r : rows) {
+    if (!r.ok()) {
+      std::printf("%-12s %s\n", r.name.c_str(), r.note.c_str());
+      continue;
+    }
+    auto g = r.gbps();
+    std::printf("%-12s %9.3f %9.3f %9.3f %9.2f %9.3f %8.0f M %8.0f M  %s\n", r.name.c_str(), median(g),
+                *std::min_element(g.begin(), g.end()), *std::max_element(g.begin(), g.end()), ratio(r),
+                r.cpu_seconds / (r.bytes / 1e9 * options.repeats), r.peak_rss_bytes / 1048576.0,
+                r.extra_rss_bytes / 1048576.0, r.note.c_str());
+  }
+  std::printf("\nGB = 1e9 bytes; RSS in MiB; extra RSS = peak during the row minus RSS before it (the model is %.0f MiB).\n",
+              model.payload_bytes / 1048576.0);
   return 0;
 }
 

@@ -1,8 +1,12 @@
-// `ckptw bench`: write throughput of CheckpointWriter on the synthetic model.
+// `ckptw bench`: write throughput of CheckpointWriter on the synthetic model,
+// next to the disk's own limit and torch.save, in one run on the same bytes.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+
+#include "ckptw/config.hpp"
 
 namespace ckptw::cli {
 
@@ -12,11 +16,15 @@ struct BenchOptions {
   int repeats = 5;
   int warmup = 1;
   std::string dir = ".";  ///< the temp directory is created inside it
-  bool json = false;
+  /// Only this backend's row (named "ckptw"); all three rows when unset.
+  std::optional<IoBackendKind> backend;
+  bool json = false;        ///< JSON instead of the table
+  std::string json_file;    ///< with json: write it here instead of stdout
   bool keep = false;
+  bool torch_save = true;   ///< run the torch.save row when its Python is present
 };
 
-/// Runs the benchmark and prints its report to stdout; returns the exit code.
+/// Runs the benchmark and prints its report; returns the exit code.
 int run_bench(const BenchOptions& options);
 
 }  // namespace ckptw::cli

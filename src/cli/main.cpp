@@ -121,16 +121,29 @@ int main(int argc, char** argv) {
   inspect->add_option("FILE", inspect_file, "A .pt file written by ckptw or torch.save")->required();
   inspect->add_flag("--json", inspect_json, "Machine-readable output");
 
-  auto* bench = app.add_subcommand("bench", "Measure write throughput (GB/s) on the synthetic model");
+  auto* bench = app.add_subcommand(
+      "bench",
+      "Measure write throughput (GB/s) on the synthetic model: ckptw with each I/O backend, the\n"
+      "filesystem's own limit (raw O_DIRECT writes) and torch.save, in one run, fsync included");
   cli::BenchOptions bench_options;
+  std::string bench_backend;
+  std::string bench_json;
   bench->add_option("--size", bench_options.size_bytes, "Model payload bytes")->capture_default_str();
-  bench->add_option("--repeats", bench_options.repeats, "Timed repeats")->capture_default_str()->check(CLI::PositiveNumber);
-  bench->add_option("--warmup", bench_options.warmup, "Untimed warm-up writes")->capture_default_str()->check(CLI::NonNegativeNumber);
-  bench->add_option("--dir", bench_options.dir, "Filesystem to measure: a temp dir is made inside DIR (default: current directory)")
+  bench->add_option("--repeat,--repeats", bench_options.repeats, "Timed repeats per row")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench->add_option("--warmup", bench_options.warmup, "Untimed warm-up writes per row")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  bench->add_option("--dir", bench_options.dir, "Filesystem to measure: a temp dir is made inside DIR")
       ->capture_default_str();
+  bench->add_option("--backend", bench_backend, "Only measure ckptw with this backend: auto, uring or posix")
+      ->check(CLI::IsMember({"auto", "uring", "posix"}));
   bench->add_option("--seed", bench_options.seed, "Synthetic model seed")->capture_default_str();
-  bench->add_flag("--json", bench_options.json, "Print JSON instead of a table");
-  bench->add_flag("--keep", bench_options.keep, "Keep the temp directory and its checkpoint");
+  bench->add_option("--json", bench_json, "Print JSON instead of the table, or write it to FILE (and print the table)")
+      ->expected(0, 1);
+  bench->add_flag("--no-torch", [&](std::int64_t) { bench_options.torch_save = false; }, "Skip the torch.save row");
+  bench->add_flag("--keep", bench_options.keep, "Keep the temp directory and its files");
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -140,7 +153,12 @@ int main(int argc, char** argv) {
     }
     if (*synth) return run_synth(synth_dir, synth_size, synth_seed);
     if (*inspect) return run_inspect(inspect_file, inspect_json);
-    if (*bench) return cli::run_bench(bench_options);
+    if (*bench) {
+      if (!bench_backend.empty()) bench_options.backend = parse_io_backend_kind(bench_backend.c_str());
+      bench_options.json = bench->count("--json") > 0;
+      bench_options.json_file = bench_json;
+      return cli::run_bench(bench_options);
+    }
     std::cout << app.help();
     return 0;
   } catch (const ckptw::Error& e) {

@@ -55,9 +55,9 @@ std::string temp_path_for(const std::string& final_path) {
   return slash == std::string::npos ? name : dir + "/" + name;
 }
 
-TempFile::TempFile(IoBackend& io, std::string final_path)
+TempFile::TempFile(IoBackend& io, std::string final_path, bool direct)
     : io_(io), final_path_(std::move(final_path)), temp_path_(temp_path_for(final_path_)) {
-  if (int rc = io_.create_exclusive(temp_path_, &fd_); rc < 0) {
+  if (int rc = io_.create_exclusive(temp_path_, direct, &fd_, &direct_); rc < 0) {
     fd_ = -1;
     throw IoError("cannot create temporary checkpoint file", temp_path_, "", -rc);
   }

@@ -28,13 +28,16 @@ std::string temp_path_for(const std::string& final_path);
 
 class TempFile {
  public:
-  /// Creates the temporary file next to `final_path`. Throws ckptw::IoError.
-  TempFile(IoBackend& io, std::string final_path);
+  /// Creates the temporary file next to `final_path`, with O_DIRECT when
+  /// `direct` and the filesystem allows it. Throws ckptw::IoError.
+  TempFile(IoBackend& io, std::string final_path, bool direct);
   ~TempFile();
   TempFile(const TempFile&) = delete;
   TempFile& operator=(const TempFile&) = delete;
 
   int fd() const noexcept { return fd_; }
+  /// Whether the descriptor was opened with O_DIRECT.
+  bool direct() const noexcept { return direct_; }
   const std::string& temp_path() const noexcept { return temp_path_; }
   const std::string& final_path() const noexcept { return final_path_; }
 
@@ -50,6 +53,7 @@ class TempFile {
   std::string final_path_;
   std::string temp_path_;
   int fd_ = -1;
+  bool direct_ = false;
   bool published_ = false;
 };
 

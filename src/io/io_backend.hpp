@@ -1,30 +1,67 @@
 // IoBackend: the one seam through which ckptw talks to the kernel.
 //
-// Every method returns 0 (or a byte count) on success and -errno on failure,
-// never throwing and never touching the global errno contract of the caller:
-// the writer turns a -errno into one ckptw::IoError at the stage boundary,
-// where it knows the path. Tests wrap a backend to inject faults.
+// Every method returns 0 (or a count) on success and -errno on failure and
+// never throws: inside the engine errors stay -errno, exactly as io_uring
+// reports them, and the writer turns them into one ckptw::IoError at the stage
+// boundary, after in-flight writes have drained, where it knows the path.
 //
-// Thread safety: a backend object may be used from several threads as long as
-// calls on the same fd do not overlap in file range.
+// Bulk file data goes through a WriteQueue: asynchronous writes of whole ring
+// buffers. Metadata operations (create, fsync, rename, ...) are synchronous.
+//
+// Thread safety: a backend and its queues are used from one thread (the
+// writer's); the POSIX queue's worker threads are internal.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "ckptw/config.hpp"
+
 namespace ckptw::detail {
+
+class BufferRing;
+
+/// Test seam: sees each raw write result (bytes written, or -errno) and the
+/// requested size before the queue acts on it, and may replace it, e.g. with
+/// a short count or -EAGAIN. The queue must then behave as if the kernel had
+/// returned that value.
+using WriteResultFilter = std::function<long(long result, std::size_t requested)>;
+
+/// Asynchronous writes of ring buffers to one open file.
+class WriteQueue {
+ public:
+  virtual ~WriteQueue() = default;
+  /// Queues a write of `size` bytes from ring buffer `buffer` (its first
+  /// `size` bytes) at file `offset`. Never blocks for completion.
+  virtual void submit(std::size_t buffer, std::size_t size, std::uint64_t offset) = 0;
+  /// Blocks until a queued write finished (successfully or not) and returns
+  /// its buffer, free for reuse. Requires a write in flight.
+  virtual std::size_t wait_any() = 0;
+  /// Writes still in flight.
+  virtual std::size_t in_flight() const = 0;
+  /// The first error any write ended with (-errno), or 0. Short writes and
+  /// -EAGAIN/-EINTR are retried inside the queue and are not errors.
+  virtual int error() const = 0;
+};
 
 class IoBackend {
  public:
   virtual ~IoBackend() = default;
 
-  virtual const char* name() const = 0;
+  virtual IoBackendKind kind() const = 0;
+  const char* name() const { return to_string(kind()); }
 
-  /// Creates `path` (which must not exist) for writing; *fd receives the descriptor.
-  virtual int create_exclusive(const std::string& path, int* fd) = 0;
-  /// Writes all `size` bytes at `offset`, retrying short writes and EINTR.
+  /// Creates `path` (which must not exist) for writing. With `direct`, tries
+  /// O_DIRECT first and falls back to buffered I/O where the filesystem
+  /// refuses it; *direct_used says which one the descriptor got.
+  virtual int create_exclusive(const std::string& path, bool direct, int* fd, bool* direct_used) = 0;
+  /// Reserves `size` bytes for the file (fallocate); -EOPNOTSUPP where unsupported.
+  virtual int preallocate(int fd, std::uint64_t size) = 0;
+  virtual int truncate(int fd, std::uint64_t size) = 0;
+  /// Writes all `size` bytes at `offset` synchronously, retrying short writes and EINTR.
   virtual int write_at(int fd, const void* data, std::size_t size, std::uint64_t offset) = 0;
   virtual int fsync(int fd) = 0;
   virtual int close(int fd) = 0;
@@ -35,9 +72,30 @@ class IoBackend {
   /// mkdir of one directory level; -EEXIST when it already exists.
   virtual int make_directory(const std::string& path) = 0;
   virtual int remove_directory(const std::string& path) = 0;
+
+  /// A queue writing `ring`'s buffers to `fd`, at most `depth` at a time.
+  /// The ring must outlive the queue and stay the same across calls (io_uring
+  /// registers its buffers once).
+  virtual std::unique_ptr<WriteQueue> open_queue(int fd, BufferRing& ring, unsigned depth) = 0;
+
+  void set_write_result_filter(WriteResultFilter filter) { filter_ = std::move(filter); }
+
+ protected:
+  long filtered(long result, std::size_t requested) const { return filter_ ? filter_(result, requested) : result; }
+
+ private:
+  WriteResultFilter filter_;
 };
 
-/// pwrite/fsync on plain file descriptors, buffered I/O.
+/// pwrite from worker threads; the fallback that works everywhere.
 std::unique_ptr<IoBackend> make_posix_backend();
+
+/// io_uring; nullptr and *setup_error (-errno) when io_uring cannot be set up
+/// here (old kernel, seccomp, kernel.io_uring_disabled, memlock limits).
+std::unique_ptr<IoBackend> make_uring_backend(unsigned queue_depth, int* setup_error);
+
+/// The backend for `kind`. kAuto falls back from io_uring to POSIX with one
+/// line on stderr; kUring throws ckptw::IoError when io_uring is unavailable.
+std::unique_ptr<IoBackend> make_backend(IoBackendKind kind, unsigned queue_depth);
 
 }  // namespace ckptw::detail

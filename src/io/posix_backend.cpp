@@ -1,77 +1,108 @@
-#include <cerrno>
-#include <climits>
-#include <cstdio>
+// POSIX backend: each queued buffer is written by one of `depth` worker
+// threads with pwrite (through PosixFileOps::write_at, which retries short
+// writes and EINTR), so several writes are in flight as with io_uring.
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include "io/io_backend.hpp"
+#include "io/posix_file_ops.hpp"
+#include "stage/buffer_ring.hpp"
 
 namespace ckptw::detail {
 namespace {
 
-class PosixBackend final : public IoBackend {
+class PosixWriteQueue final : public WriteQueue {
  public:
-  const char* name() const override { return "posix"; }
-
-  int create_exclusive(const std::string& path, int* fd) override {
-    int result;
-    do {
-      result = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    } while (result < 0 && errno == EINTR);
-    if (result < 0) return -errno;
-    *fd = result;
-    return 0;
+  PosixWriteQueue(PosixFileOps& ops, int fd, BufferRing& ring, unsigned depth) : ops_(ops), fd_(fd), ring_(ring) {
+    for (unsigned i = 0; i < depth; ++i) workers_.emplace_back([this] { work(); });
   }
 
-  int write_at(int fd, const void* data, std::size_t size, std::uint64_t offset) override {
-    const char* p = static_cast<const char*>(data);
-    while (size > 0) {
-      // pwrite moves at most ~2 GiB per call on Linux; ask for no more than that.
-      std::size_t chunk = size < static_cast<std::size_t>(INT_MAX) ? size : INT_MAX & ~4095;
-      ssize_t n = ::pwrite(fd, p, chunk, static_cast<off_t>(offset));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return -errno;
-      }
-      if (n == 0) return -EIO;  // no progress on a regular file: treat as an I/O error
-      p += n;
-      size -= static_cast<std::size_t>(n);
-      offset += static_cast<std::uint64_t>(n);
+  ~PosixWriteQueue() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
     }
-    return 0;
+    wake_workers_.notify_all();
+    for (auto& t : workers_) t.join();  // workers finish queued writes first
   }
 
-  int fsync(int fd) override { return ::fsync(fd) < 0 ? -errno : 0; }
-
-  int close(int fd) override {
-    // close() is not retried on EINTR: on Linux the descriptor is gone either way.
-    return ::close(fd) < 0 ? -errno : 0;
+  void submit(std::size_t buffer, std::size_t size, std::uint64_t offset) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_.push_back(Task{buffer, size, offset});
+      ++in_flight_;
+    }
+    wake_workers_.notify_one();
   }
 
-  int rename(const std::string& from, const std::string& to) override {
-    return ::rename(from.c_str(), to.c_str()) < 0 ? -errno : 0;
+  std::size_t wait_any() override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_changed_.wait(lock, [this] { return !done_.empty(); });
+    std::size_t buffer = done_.front();
+    done_.pop_front();
+    --in_flight_;
+    return buffer;
   }
 
-  int unlink(const std::string& path) override {
-    return ::unlink(path.c_str()) < 0 ? -errno : 0;
+  std::size_t in_flight() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return in_flight_;
   }
 
-  int fsync_directory(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    int result = ::fsync(fd) < 0 ? -errno : 0;
-    ::close(fd);
-    return result;
+  int error() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return error_;
   }
 
-  int make_directory(const std::string& path) override {
-    return ::mkdir(path.c_str(), 0777) < 0 ? -errno : 0;
+ private:
+  struct Task {
+    std::size_t buffer;
+    std::size_t size;
+    std::uint64_t offset;
+  };
+
+  void work() {
+    while (true) {
+      Task task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_workers_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+        if (pending_.empty()) return;
+        task = pending_.front();
+        pending_.pop_front();
+      }
+      int rc = ops_.write_at(fd_, ring_.data(task.buffer), task.size, task.offset);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (rc < 0 && error_ == 0) error_ = rc;
+        done_.push_back(task.buffer);
+      }
+      done_changed_.notify_one();
+    }
   }
 
-  int remove_directory(const std::string& path) override {
-    return ::rmdir(path.c_str()) < 0 ? -errno : 0;
+  PosixFileOps& ops_;
+  const int fd_;
+  BufferRing& ring_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_workers_;
+  std::condition_variable done_changed_;
+  std::deque<Task> pending_;        // submitted, not yet picked up
+  std::deque<std::size_t> done_;    // finished, not yet returned by wait_any
+  std::size_t in_flight_ = 0;       // submitted and not yet returned by wait_any
+  int error_ = 0;                   // first failure, -errno
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+class PosixBackend final : public PosixFileOps {
+ public:
+  IoBackendKind kind() const override { return IoBackendKind::kPosix; }
+
+  std::unique_ptr<WriteQueue> open_queue(int fd, BufferRing& ring, unsigned depth) override {
+    return std::make_unique<PosixWriteQueue>(*this, fd, ring, depth);
   }
 };
 

@@ -7,6 +7,7 @@
 #include "io/io_backend.hpp"
 #include "plan/state_dict_plan.hpp"
 #include "util/stopwatch.hpp"
+#include "stage/buffer_ring.hpp"
 #include "writer/image_streamer.hpp"
 
 namespace ckptw {
@@ -19,8 +20,8 @@ class CheckpointWriter::Impl {
         rank_info_(rank_info),
         barrier_(std::move(barrier)),
         hook_(std::move(hook)),
-        io_(detail::make_posix_backend()),
-        streamer_(config.write_buffer_bytes) {}
+        io_(detail::make_backend(config.io_backend, config.queue_depth)),
+        ring_(std::make_unique<detail::BufferRing>(config.ring_buffers, config.write_buffer_bytes)) {}
 
   WriteResult write(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs) {
     if (closed_) throw UsageError("write() on a closed CheckpointWriter", path);
@@ -40,9 +41,25 @@ class CheckpointWriter::Impl {
     result.storage_count = plan.storage_count;
 
     std::vector<std::string> created = detail::make_directories(*io_, path);
+    result.io_backend = io_->name();
     try {
-      detail::TempFile file(*io_, result.file);
-      result.bytes_written = streamer_.stream(plan, *io_, file.fd(), result.file);
+      detail::TempFile file(*io_, result.file, config_.direct_io);
+      result.direct_io = file.direct();
+      // Preallocating the whole (block-rounded) file keeps the writes from
+      // extending it one by one, which makes ext4/xfs punt them to worker
+      // threads; it also sets the size, so the file is truncated after.
+      const std::uint64_t rounded =
+          (plan.file_size + detail::BufferRing::kAlignment - 1) / detail::BufferRing::kAlignment *
+          detail::BufferRing::kAlignment;
+      (void)io_->preallocate(file.fd(), rounded);  // best effort: tmpfs and others may refuse
+      {
+        std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
+        detail::ImageStreamer streamer(*ring_);
+        result.bytes_written = streamer.stream(plan, *queue, result.file, file.direct());
+      }
+      if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
+        throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
+      }
       result.write_secs = phase.lap();
       file.publish(config_.fsync);
       result.sync_secs = phase.lap();
@@ -63,7 +80,7 @@ class CheckpointWriter::Impl {
 
   void close() {
     closed_ = true;
-    streamer_.release();
+    ring_.reset();
   }
 
   CheckpointWriterConfig config_;
@@ -73,7 +90,7 @@ class CheckpointWriter::Impl {
   std::shared_ptr<Barrier> barrier_;
   std::shared_ptr<WriterHook> hook_;
   std::unique_ptr<detail::IoBackend> io_;
-  detail::ImageStreamer streamer_;
+  std::unique_ptr<detail::BufferRing> ring_;  // allocated once, reused by every write
   bool closed_ = false;
 };
 
@@ -88,9 +105,17 @@ void validate(const CheckpointWriterConfig& config, const RankInfo& rank_info) {
   if (a == 0 || a > 4096 || (a & (a - 1)) != 0) {
     throw UsageError("storage_alignment must be a power of two in [1, 4096], got " + std::to_string(a));
   }
-  if (config.write_buffer_bytes < 4096) {
-    throw UsageError("write_buffer_bytes must be at least 4096, got " +
+  if (config.write_buffer_bytes < (std::size_t{64} << 10) || config.write_buffer_bytes > (std::size_t{1} << 30) ||
+      config.write_buffer_bytes % detail::BufferRing::kAlignment != 0) {
+    throw UsageError("write_buffer_bytes must be a multiple of 4096 in [64 KiB, 1 GiB], got " +
                      std::to_string(config.write_buffer_bytes));
+  }
+  if (config.ring_buffers < 2) {
+    throw UsageError("ring_buffers must be at least 2, got " + std::to_string(config.ring_buffers));
+  }
+  if (config.queue_depth < 1 || config.queue_depth > config.ring_buffers) {
+    throw UsageError("queue_depth must be in [1, ring_buffers=" + std::to_string(config.ring_buffers) + "], got " +
+                     std::to_string(config.queue_depth));
   }
   if (rank_info.global_world_size < 1 || rank_info.global_rank < 0 ||
       rank_info.global_rank >= rank_info.global_world_size) {

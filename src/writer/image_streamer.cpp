@@ -33,46 +33,55 @@ std::string serialization_id(const std::vector<std::string>& full_names,
   return std::string(text, kSerializationIdSize);
 }
 
-ImageStreamer::ImageStreamer(std::size_t buffer_bytes) : capacity_(buffer_bytes) {}
-
-void ImageStreamer::release() {
-  buffer_.clear();
-  buffer_.shrink_to_fit();
+void ImageStreamer::check_queue() {
+  if (int rc = queue_->error(); rc < 0) {
+    while (queue_->in_flight() > 0) free_.push_back(queue_->wait_any());
+    throw IoError("write failed", *path_, "", -rc);
+  }
 }
 
-void ImageStreamer::flush() {
-  if (buffered_ == 0) return;
-  if (int rc = io_->write_at(fd_, buffer_.data(), buffered_, buffer_offset_); rc < 0) {
-    throw IoError("write of " + std::to_string(buffered_) + " bytes at offset " +
-                      std::to_string(buffer_offset_) + " failed",
-                  *path_, "", -rc);
+void ImageStreamer::acquire() {
+  if (free_.empty()) {
+    free_.push_back(queue_->wait_any());
+    check_queue();
   }
+  current_ = free_.back();
+  free_.pop_back();
+  buffered_ = 0;
+}
+
+void ImageStreamer::submit_current(std::size_t size) {
+  queue_->submit(current_, size, buffer_offset_);
   buffer_offset_ += buffered_;
   buffered_ = 0;
 }
 
 void ImageStreamer::append(const void* data, std::size_t size, std::uint32_t* crc) {
   const auto* src = static_cast<const unsigned char*>(data);
+  const std::size_t capacity = ring_.buffer_bytes();
   while (size > 0) {
-    std::size_t n = std::min(size, capacity_ - buffered_);
-    unsigned char* dst = buffer_.data() + buffered_;
+    std::size_t n = std::min(size, capacity - buffered_);
+    unsigned char* dst = ring_.data(current_) + buffered_;
     std::memcpy(dst, src, n);
     if (crc) *crc = crc32_update(*crc, dst, n);  // the copy is still in cache
     buffered_ += n;
     src += n;
     size -= n;
-    if (buffered_ == capacity_) flush();
+    if (buffered_ == capacity) {
+      submit_current(capacity);
+      acquire();
+    }
   }
 }
 
-std::uint64_t ImageStreamer::stream(const FilePlan& plan, IoBackend& io, int fd,
-                                    const std::string& path) {
-  buffer_.resize(capacity_);
-  buffered_ = 0;
-  buffer_offset_ = 0;
-  io_ = &io;
-  fd_ = fd;
+std::uint64_t ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
+                                    bool pad_last_write) {
+  queue_ = &queue;
   path_ = &path;
+  free_.clear();
+  for (std::size_t i = ring_.count(); i-- > 0;) free_.push_back(i);
+  buffer_offset_ = 0;
+  acquire();
 
   std::vector<ZipEntry> entries;
   std::vector<std::string> names;
@@ -102,13 +111,24 @@ std::uint64_t ImageStreamer::stream(const FilePlan& plan, IoBackend& io, int fd,
   }
   std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
   append(tail.data(), tail.size(), nullptr);
-  flush();
-  if (buffer_offset_ != plan.file_size) {
-    throw Error("internal: wrote " + std::to_string(buffer_offset_) + " bytes, planned " +
-                    std::to_string(plan.file_size),
+  const std::uint64_t written = buffer_offset_ + buffered_;
+  if (buffered_ > 0) {
+    std::size_t size = buffered_;
+    if (pad_last_write) {
+      size = (buffered_ + BufferRing::kAlignment - 1) / BufferRing::kAlignment * BufferRing::kAlignment;
+      std::memset(ring_.data(current_) + buffered_, 0, size - buffered_);
+    }
+    submit_current(size);
+  } else {
+    free_.push_back(current_);
+  }
+  while (queue_->in_flight() > 0) free_.push_back(queue_->wait_any());
+  check_queue();
+  if (written != plan.file_size) {
+    throw Error("internal: streamed " + std::to_string(written) + " bytes, planned " + std::to_string(plan.file_size),
                 path);
   }
-  return buffer_offset_;
+  return written;
 }
 
 }  // namespace ckptw::detail

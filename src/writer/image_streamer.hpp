@@ -1,8 +1,12 @@
-// Streams a laid-out FilePlan to a file descriptor through one bounded host
-// buffer: headers, payloads (CRC-32'd while they are hot in cache after the
-// copy), data descriptors, central directory and end records, in file order.
+// Streams a laid-out FilePlan into a file through the writer's BufferRing:
+// headers, payloads (CRC-32'd while hot in cache right after the copy into
+// the buffer), data descriptors, central directory and end records, in file
+// order. While one buffer is filled the others are being written, so copying
+// and checksumming overlap with the I/O.
 //
-// Memory stays bounded by the buffer whatever the checkpoint size.
+// Each buffer covers one buffer-sized, buffer-aligned range of the file, so
+// every write but the last is aligned for O_DIRECT; the last is padded to the
+// block size when asked (the caller truncates the file to its real size).
 #pragma once
 
 #include <cstdint>
@@ -11,38 +15,38 @@
 
 #include "io/io_backend.hpp"
 #include "plan/file_plan.hpp"
+#include "stage/buffer_ring.hpp"
 
 namespace ckptw::detail {
 
 class ImageStreamer {
  public:
-  /// `buffer_bytes` is the largest single write issued.
-  explicit ImageStreamer(std::size_t buffer_bytes);
+  explicit ImageStreamer(BufferRing& ring) : ring_(ring) {}
 
-  /// Writes the whole file image of `plan` to `fd` starting at offset 0.
-  /// Throws ckptw::IoError naming `path` on a failed write. Returns the number
-  /// of bytes written, which equals plan.file_size.
-  std::uint64_t stream(const FilePlan& plan, IoBackend& io, int fd, const std::string& path);
-
-  /// Releases the buffer (it is reallocated on the next stream()).
-  void release();
+  /// Writes the file image of `plan` from offset 0 through `queue`, waiting
+  /// for every write. With `pad_last_write` the final write is rounded up to
+  /// BufferRing::kAlignment with zeros. Throws ckptw::IoError naming `path` on
+  /// a failed write, after the writes in flight have drained. Returns
+  /// plan.file_size.
+  std::uint64_t stream(const FilePlan& plan, WriteQueue& queue, const std::string& path, bool pad_last_write);
 
  private:
   void append(const void* data, std::size_t size, std::uint32_t* crc);
-  void flush();
+  void submit_current(std::size_t size);
+  void acquire();
+  void check_queue();
 
-  std::size_t capacity_;
-  std::vector<unsigned char> buffer_;
-  std::size_t buffered_ = 0;
-  std::uint64_t buffer_offset_ = 0;  // file offset of buffer_[0]
-  IoBackend* io_ = nullptr;
-  int fd_ = -1;
+  BufferRing& ring_;
+  WriteQueue* queue_ = nullptr;
   const std::string* path_ = nullptr;
+  std::vector<std::size_t> free_;    // ring buffers not being written
+  std::size_t current_ = 0;          // ring buffer being filled
+  std::size_t buffered_ = 0;         // bytes in the current buffer
+  std::uint64_t buffer_offset_ = 0;  // file offset of the current buffer's first byte
 };
 
 /// The 40-digit serialization id: 20 digits of a hash of the record names and
 /// 20 digits of a hash of the CRCs of the records written before it.
-std::string serialization_id(const std::vector<std::string>& full_names,
-                             const std::vector<std::uint32_t>& crcs);
+std::string serialization_id(const std::vector<std::string>& full_names, const std::vector<std::uint32_t>& crcs);
 
 }  // namespace ckptw::detail

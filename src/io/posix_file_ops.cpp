@@ -1,0 +1,101 @@
+#include "io/posix_file_ops.hpp"
+
+#include <cerrno>
+#include <climits>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace ckptw::detail {
+
+int PosixFileOps::create_exclusive(const std::string& path, bool direct, int* fd, bool* direct_used) {
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+  int result;
+  *direct_used = false;
+  if (direct) {
+    do {
+      result = ::open(path.c_str(), flags | O_DIRECT, 0666);
+    } while (result < 0 && errno == EINTR);
+    if (result >= 0) {
+      *fd = result;
+      *direct_used = true;
+      return 0;
+    }
+    // Filesystems without O_DIRECT answer EINVAL; anything else is a real error.
+    if (errno != EINVAL) return -errno;
+  }
+  do {
+    result = ::open(path.c_str(), flags, 0666);
+  } while (result < 0 && errno == EINTR);
+  if (result < 0) return -errno;
+  *fd = result;
+  return 0;
+}
+
+int PosixFileOps::preallocate(int fd, std::uint64_t size) {
+  if (size == 0) return 0;
+  int rc;
+  do {
+    rc = ::fallocate(fd, 0, 0, static_cast<off_t>(size));
+  } while (rc < 0 && errno == EINTR);
+  return rc < 0 ? -errno : 0;
+}
+
+int PosixFileOps::truncate(int fd, std::uint64_t size) {
+  int rc;
+  do {
+    rc = ::ftruncate(fd, static_cast<off_t>(size));
+  } while (rc < 0 && errno == EINTR);
+  return rc < 0 ? -errno : 0;
+}
+
+int PosixFileOps::write_at(int fd, const void* data, std::size_t size, std::uint64_t offset) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    // A single pwrite moves at most ~2 GiB on Linux; ask for no more than that.
+    std::size_t chunk = size < static_cast<std::size_t>(INT_MAX) ? size : (INT_MAX & ~std::size_t{4095});
+    long n = ::pwrite(fd, p, chunk, static_cast<off_t>(offset));
+    n = filtered(n < 0 ? -errno : n, chunk);
+    if (n < 0) {
+      if (n == -EINTR || n == -EAGAIN) continue;
+      return static_cast<int>(n);
+    }
+    if (n == 0) return -EIO;  // no progress on a regular file: treat as an I/O error
+    p += n;
+    size -= static_cast<std::size_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return 0;
+}
+
+int PosixFileOps::fsync(int fd) { return ::fsync(fd) < 0 ? -errno : 0; }
+
+int PosixFileOps::close(int fd) {
+  // Not retried on EINTR: on Linux the descriptor is released either way.
+  return ::close(fd) < 0 ? -errno : 0;
+}
+
+int PosixFileOps::rename(const std::string& from, const std::string& to) {
+  return ::rename(from.c_str(), to.c_str()) < 0 ? -errno : 0;
+}
+
+int PosixFileOps::unlink(const std::string& path) { return ::unlink(path.c_str()) < 0 ? -errno : 0; }
+
+int PosixFileOps::fsync_directory(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  int result = ::fsync(fd) < 0 ? -errno : 0;
+  ::close(fd);
+  return result;
+}
+
+int PosixFileOps::make_directory(const std::string& path) {
+  return ::mkdir(path.c_str(), 0777) < 0 ? -errno : 0;
+}
+
+int PosixFileOps::remove_directory(const std::string& path) {
+  return ::rmdir(path.c_str()) < 0 ? -errno : 0;
+}
+
+}  // namespace ckptw::detail

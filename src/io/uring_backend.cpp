@@ -1,0 +1,180 @@
+// io_uring backend: one ring per writer, the write ring's buffers registered
+// once (IORING_REGISTER_BUFFERS) and written with WRITE_FIXED, several writes
+// in flight. Follows the kernel's contract: results are -errno in cqe->res
+// (errno is never set), a short write is requeued for its remainder, -EAGAIN
+// and -EINTR are resubmitted, and no SQE asks for more than INT_MAX bytes
+// (ring buffers are at most 1 GiB).
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <vector>
+
+#include <liburing.h>
+#include <sys/uio.h>
+
+#include "io/posix_file_ops.hpp"
+#include "stage/buffer_ring.hpp"
+
+namespace ckptw::detail {
+namespace {
+
+class UringBackend;
+
+class UringWriteQueue final : public WriteQueue {
+ public:
+  UringWriteQueue(UringBackend& backend, int fd, BufferRing& ring, unsigned depth);
+  ~UringWriteQueue() override;
+
+  void submit(std::size_t buffer, std::size_t size, std::uint64_t offset) override;
+  std::size_t wait_any() override;
+  std::size_t in_flight() const override { return in_flight_; }
+  int error() const override { return error_; }
+
+ private:
+  struct Request {
+    std::size_t buffer = 0;
+    std::size_t done = 0;   // bytes of the buffer already written
+    std::size_t size = 0;   // bytes to write from the buffer
+    std::uint64_t offset = 0;
+  };
+  void queue_sqe(std::size_t slot);
+
+  UringBackend& backend_;
+  const int fd_;
+  BufferRing& ring_;
+  std::vector<Request> requests_;  // slot = buffer index; user_data = slot
+  std::vector<bool> busy_;         // slot has a write in the kernel
+  std::size_t in_flight_ = 0;
+  int error_ = 0;
+};
+
+class UringBackend final : public PosixFileOps {
+ public:
+  explicit UringBackend(io_uring ring) : uring_(ring) {}
+  ~UringBackend() override { io_uring_queue_exit(&uring_); }
+
+  IoBackendKind kind() const override { return IoBackendKind::kUring; }
+
+  std::unique_ptr<WriteQueue> open_queue(int fd, BufferRing& ring, unsigned depth) override {
+    register_once(ring);
+    return std::make_unique<UringWriteQueue>(*this, fd, ring, depth);
+  }
+
+  io_uring* uring() { return &uring_; }
+  bool fixed_buffers() const { return registered_ != nullptr; }
+  long filter(long result, std::size_t requested) const { return filtered(result, requested); }
+
+ private:
+  // Registration pins the pages once; every later WRITE_FIXED skips the
+  // per-I/O page lookup. Where it is refused (RLIMIT_MEMLOCK: -ENOMEM, or
+  // unsupported memory: -EOPNOTSUPP) plain WRITE works with the same buffers.
+  void register_once(BufferRing& ring) {
+    if (attempted_ == &ring) return;
+    if (registered_ != nullptr) {
+      io_uring_unregister_buffers(&uring_);
+      registered_ = nullptr;
+    }
+    attempted_ = &ring;
+    std::vector<iovec> iovecs(ring.count());
+    for (std::size_t i = 0; i < ring.count(); ++i) iovecs[i] = iovec{ring.data(i), ring.buffer_bytes()};
+    if (io_uring_register_buffers(&uring_, iovecs.data(), static_cast<unsigned>(iovecs.size())) == 0) {
+      registered_ = &ring;
+    }
+  }
+
+  io_uring uring_;
+  const BufferRing* attempted_ = nullptr;
+  const BufferRing* registered_ = nullptr;
+};
+
+UringWriteQueue::UringWriteQueue(UringBackend& backend, int fd, BufferRing& ring, unsigned)
+    : backend_(backend), fd_(fd), ring_(ring), requests_(ring.count()), busy_(ring.count(), false) {}
+
+UringWriteQueue::~UringWriteQueue() {
+  // Buffers must not be reused while the kernel may still read them.
+  while (in_flight_ > 0) (void)wait_any();
+}
+
+void UringWriteQueue::queue_sqe(std::size_t slot) {
+  io_uring* uring = backend_.uring();
+  io_uring_sqe* sqe = io_uring_get_sqe(uring);
+  if (sqe == nullptr) {  // SQ full: hand what is queued to the kernel and retry
+    io_uring_submit(uring);
+    sqe = io_uring_get_sqe(uring);
+  }
+  const Request& r = requests_[slot];
+  unsigned char* data = ring_.data(r.buffer) + r.done;
+  const auto size = static_cast<unsigned>(r.size - r.done);
+  if (backend_.fixed_buffers()) {
+    io_uring_prep_write_fixed(sqe, fd_, data, size, r.offset + r.done, static_cast<int>(r.buffer));
+  } else {
+    io_uring_prep_write(sqe, fd_, data, size, r.offset + r.done);
+  }
+  io_uring_sqe_set_data64(sqe, slot);
+  io_uring_submit(uring);
+}
+
+void UringWriteQueue::submit(std::size_t buffer, std::size_t size, std::uint64_t offset) {
+  requests_[buffer] = Request{buffer, 0, size, offset};
+  busy_[buffer] = true;
+  ++in_flight_;
+  queue_sqe(buffer);
+}
+
+std::size_t UringWriteQueue::wait_any() {
+  io_uring* uring = backend_.uring();
+  while (true) {
+    io_uring_cqe* cqe = nullptr;
+    int rc = io_uring_wait_cqe(uring, &cqe);
+    if (rc == -EINTR || rc == -EAGAIN) continue;
+    if (rc < 0) {
+      // The ring itself failed (never seen in practice): report it and give
+      // back some in-flight buffer so that the caller can drain and stop.
+      if (error_ == 0) error_ = rc;
+      for (std::size_t slot = 0; slot < busy_.size(); ++slot) {
+        if (busy_[slot]) {
+          busy_[slot] = false;
+          --in_flight_;
+          return requests_[slot].buffer;
+        }
+      }
+      return 0;
+    }
+    const std::size_t slot = io_uring_cqe_get_data64(cqe);
+    long res = cqe->res;
+    io_uring_cqe_seen(uring, cqe);
+    Request& r = requests_[slot];
+    res = backend_.filter(res, r.size - r.done);
+    if (res == -EAGAIN || res == -EINTR) {
+      queue_sqe(slot);
+      continue;
+    }
+    if (res > 0 && r.done + static_cast<std::size_t>(res) < r.size) {
+      r.done += static_cast<std::size_t>(res);  // short write: requeue the rest
+      queue_sqe(slot);
+      continue;
+    }
+    if (res < 0 && error_ == 0) error_ = static_cast<int>(res);
+    if (res == 0 && error_ == 0) error_ = -EIO;  // no progress on a regular file
+    busy_[slot] = false;
+    --in_flight_;
+    return r.buffer;
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<IoBackend> make_uring_backend(unsigned queue_depth, int* setup_error) {
+  io_uring ring;
+  io_uring_params params{};
+  const unsigned entries = std::max(4u, queue_depth * 2);
+  int rc = io_uring_queue_init_params(entries, &ring, &params);
+  if (rc < 0) {
+    *setup_error = rc;
+    return nullptr;
+  }
+  *setup_error = 0;
+  return std::make_unique<UringBackend>(ring);
+}
+
+}  // namespace ckptw::detail

@@ -1,0 +1,34 @@
+// The ring of page-aligned host buffers the file image is streamed through.
+//
+// Allocated once per writer and reused for every write, so memory for file
+// data is bounded by count * size whatever the checkpoint size. Page
+// alignment makes every buffer usable for O_DIRECT and for io_uring fixed
+// buffers (registered once by the backend).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+namespace ckptw::detail {
+
+class BufferRing {
+ public:
+  static constexpr std::size_t kAlignment = 4096;
+
+  /// `buffer_bytes` must be a multiple of kAlignment.
+  BufferRing(std::size_t count, std::size_t buffer_bytes);
+  ~BufferRing();
+  BufferRing(const BufferRing&) = delete;
+  BufferRing& operator=(const BufferRing&) = delete;
+
+  std::size_t count() const noexcept { return buffers_.size(); }
+  std::size_t buffer_bytes() const noexcept { return buffer_bytes_; }
+  unsigned char* data(std::size_t index) const noexcept { return buffers_[index]; }
+
+ private:
+  std::size_t buffer_bytes_;
+  std::vector<unsigned char*> buffers_;
+};
+
+}  // namespace ckptw::detail
