@@ -61,7 +61,7 @@ class UringBackend final : public PosixFileOps {
   }
 
   io_uring* uring() { return &uring_; }
-  bool fixed_buffers() const { return registered_ != nullptr; }
+  bool fixed_buffers() const { return registered_ != 0; }
   long filter(long result, std::size_t requested) const { return filtered(result, requested); }
 
  private:
@@ -69,22 +69,22 @@ class UringBackend final : public PosixFileOps {
   // per-I/O page lookup. Where it is refused (RLIMIT_MEMLOCK: -ENOMEM, or
   // unsupported memory: -EOPNOTSUPP) plain WRITE works with the same buffers.
   void register_once(BufferRing& ring) {
-    if (attempted_ == &ring) return;
-    if (registered_ != nullptr) {
+    if (attempted_ == ring.id()) return;
+    if (registered_ != 0) {
       io_uring_unregister_buffers(&uring_);
-      registered_ = nullptr;
+      registered_ = 0;
     }
-    attempted_ = &ring;
+    attempted_ = ring.id();
     std::vector<iovec> iovecs(ring.count());
     for (std::size_t i = 0; i < ring.count(); ++i) iovecs[i] = iovec{ring.data(i), ring.buffer_bytes()};
     if (io_uring_register_buffers(&uring_, iovecs.data(), static_cast<unsigned>(iovecs.size())) == 0) {
-      registered_ = &ring;
+      registered_ = ring.id();
     }
   }
 
   io_uring uring_;
-  const BufferRing* attempted_ = nullptr;
-  const BufferRing* registered_ = nullptr;
+  std::uint64_t attempted_ = 0;   // BufferRing::id() registration was last tried for
+  std::uint64_t registered_ = 0;  // BufferRing::id() whose buffers are registered, 0 for none
 };
 
 UringWriteQueue::UringWriteQueue(UringBackend& backend, int fd, BufferRing& ring, unsigned)

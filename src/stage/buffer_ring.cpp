@@ -1,5 +1,6 @@
 #include "stage/buffer_ring.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +10,8 @@
 namespace ckptw::detail {
 
 BufferRing::BufferRing(std::size_t count, std::size_t buffer_bytes) : buffer_bytes_(buffer_bytes) {
+  static std::atomic<std::uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1);
   buffers_.reserve(count);
   for (std::size_t i = 0; i < count; ++i) {
     void* p = nullptr;

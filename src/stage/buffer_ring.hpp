@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -25,10 +26,14 @@ class BufferRing {
   std::size_t count() const noexcept { return buffers_.size(); }
   std::size_t buffer_bytes() const noexcept { return buffer_bytes_; }
   unsigned char* data(std::size_t index) const noexcept { return buffers_[index]; }
+  /// Unique for the life of the process: a new ring allocated where an old
+  /// one was gets another id (io_uring registrations are keyed by it).
+  std::uint64_t id() const noexcept { return id_; }
 
  private:
   std::size_t buffer_bytes_;
   std::vector<unsigned char*> buffers_;
+  std::uint64_t id_;
 };
 
 }  // namespace ckptw::detail

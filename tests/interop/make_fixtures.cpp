@@ -133,16 +133,35 @@ StateDict batches() {
   return sd;
 }
 
+// zip64: a storage over 4 GiB and a record whose header starts past 4 GiB.
+StateDict zip64() {
+  StateDict sd = ckptw::make_state_dict();
+  const int64_t n = (int64_t{1} << 32) + 100;
+  at::Tensor big = at::empty({n}, at::kByte);
+  uint8_t* p = big.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(i % 251);
+  sd.insert("big", big);
+  sd.insert("small", at::tensor({1.5f, -2.0f}));
+  return sd;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: ckptw_fixtures OUTDIR\n");
+  if (argc < 2 || argc > 3) {
+    std::fprintf(stderr, "usage: ckptw_fixtures OUTDIR [auto|uring|posix|zip64]\n");
     return 2;
   }
   const std::string out = argv[1];
-  ckptw::CheckpointWriter writer(ckptw::CheckpointWriterConfig{}, ckptw::RankInfo{0, 1});
   try {
+    ckptw::CheckpointWriterConfig config;
+    if (argc == 3 && std::string(argv[2]) == "zip64") {
+      ckptw::CheckpointWriter writer(config, ckptw::RankInfo{0, 1});
+      (void)writer.write(out + "/zip64", zip64());
+      return 0;
+    }
+    if (argc == 3) config.io_backend = ckptw::parse_io_backend_kind(argv[2]);
+    ckptw::CheckpointWriter writer(config, ckptw::RankInfo{0, 1});
     (void)writer.write(out + "/dtypes", dtypes());
     (void)writer.write(out + "/new_dtypes", new_dtypes());
     (void)writer.write(out + "/views", views());
@@ -150,7 +169,7 @@ int main(int argc, char** argv) {
     (void)writer.write(out + "/containers", containers(true));
     (void)writer.write(out + "/containers_no_float", containers(false));
     (void)writer.write(out + "/batches", batches());
-    ckptw::CheckpointWriterConfig aligned;
+    ckptw::CheckpointWriterConfig aligned = config;
     aligned.storage_alignment = 4096;
     ckptw::CheckpointWriter aligned_writer(aligned, ckptw::RankInfo{0, 1});
     (void)aligned_writer.write(out + "/align4096", views());

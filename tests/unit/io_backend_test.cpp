@@ -1,0 +1,156 @@
+// Backend conformance: the same file image, byte for byte, from both backends,
+// with odd sizes, records straddling buffer boundaries, short writes, -EAGAIN
+// and failing writes. io_uring cases skip where io_uring cannot be set up.
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "ckptw/error.hpp"
+#include "commit/atomic_file.hpp"
+#include "io/io_backend.hpp"
+#include "plan/file_plan.hpp"
+#include "read/pt_inspect.hpp"
+#include "stage/buffer_ring.hpp"
+#include "support/test_support.hpp"
+#include "writer/image_streamer.hpp"
+
+namespace ckptw::detail {
+namespace {
+
+using testing::TempDir;
+
+struct PosixKind {
+  static constexpr IoBackendKind kind = IoBackendKind::kPosix;
+};
+struct UringKind {
+  static constexpr IoBackendKind kind = IoBackendKind::kUring;
+};
+
+template <typename Kind>
+class BackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (Kind::kind == IoBackendKind::kUring) {
+      int error = 0;
+      backend_ = make_uring_backend(4, &error);
+      if (!backend_) GTEST_SKIP() << "io_uring unavailable here: " << std::strerror(-error);
+    } else {
+      backend_ = make_posix_backend();
+    }
+  }
+
+  // Streams `plan` into dir/name with the given ring; returns the path.
+  std::string write(FilePlan& plan, const std::string& name, std::size_t buffers, std::size_t buffer_bytes,
+                    bool direct) {
+    lay_out(plan);
+    const std::string path = tmp_ / name;
+    BufferRing ring(buffers, buffer_bytes);
+    TempFile file(*backend_, path, direct);
+    {
+      auto queue = backend_->open_queue(file.fd(), ring, static_cast<unsigned>(buffers - 1));
+      ImageStreamer streamer(ring);
+      EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct()), plan.file_size);
+    }
+    EXPECT_EQ(backend_->truncate(file.fd(), plan.file_size), 0);
+    file.publish(/*durable=*/true);
+    return path;
+  }
+
+  std::unique_ptr<IoBackend> backend_;
+  TempDir tmp_;
+};
+
+using Kinds = ::testing::Types<PosixKind, UringKind>;
+TYPED_TEST_SUITE(BackendTest, Kinds);
+
+// Records of sizes that straddle every kind of boundary of a 64 KiB buffer.
+FilePlan odd_plan(std::uint64_t seed) {
+  FilePlan plan;
+  plan.folder = "archive";
+  std::mt19937_64 rng(seed);
+  const std::size_t sizes[] = {1, 511, 4097, 0, 65536 - 130, 65536, 65537, 3 * 65536 + 17, 7};
+  int i = 0;
+  for (std::size_t size : sizes) {
+    std::string bytes(size, '\0');
+    for (auto& c : bytes) c = static_cast<char>(rng());
+    plan.add_owned_record("data/" + std::to_string(i++), bytes);
+  }
+  PlannedRecord id;
+  id.name = ".data/serialization_id";
+  id.size = kSerializationIdSize;
+  id.is_serialization_id = true;
+  plan.records.push_back(id);
+  return plan;
+}
+
+TYPED_TEST(BackendTest, OddSizesGiveTheSameBytesWithEveryRingShape) {
+  FilePlan reference_plan = odd_plan(1);
+  const std::string reference = testing::read_file(this->write(reference_plan, "ref.zip", 2, 1 << 20, false));
+  for (std::size_t buffers : {2u, 3u, 5u}) {
+    for (bool direct : {false, true}) {
+      FilePlan plan = odd_plan(1);
+      const std::string name = "b" + std::to_string(buffers) + (direct ? "d" : "") + ".zip";
+      const std::string path = this->write(plan, name, buffers, 64 << 10, direct);
+      EXPECT_EQ(testing::read_file(path), reference) << name;
+    }
+  }
+  RandomAccessFile file(this->tmp_ / "ref.zip");
+  ZipIndex index = read_zip_index(file);
+  EXPECT_EQ(index.records.size(), 10u);
+  EXPECT_NO_THROW(verify_record_crcs(this->tmp_ / "ref.zip", index));
+}
+
+TYPED_TEST(BackendTest, ShortWritesAndEagainAreRetried) {
+  FilePlan reference_plan = odd_plan(2);
+  const std::string reference = testing::read_file(this->write(reference_plan, "ref.zip", 2, 1 << 20, false));
+  int calls = 0;
+  this->backend_->set_write_result_filter([&calls](long result, std::size_t requested) -> long {
+    ++calls;
+    if (result < 0) return result;
+    switch (calls % 4) {
+      case 1: return -EAGAIN;                                     // nothing happened: resubmit
+      case 2: return requested > 1 ? 1 : result;                  // one byte
+      case 3: return requested > 1 ? static_cast<long>(requested - 1) : result;  // all but one
+      default: return result;
+    }
+  });
+  FilePlan plan = odd_plan(2);
+  const std::string path = this->write(plan, "short.zip", 3, 64 << 10, false);
+  EXPECT_EQ(testing::read_file(path), reference);
+  EXPECT_GT(calls, 10);
+}
+
+TYPED_TEST(BackendTest, FailedWriteIsOneIoErrorAfterDrainAndLeavesNoTempFile) {
+  int calls = 0;
+  this->backend_->set_write_result_filter([&calls](long result, std::size_t) -> long {
+    return ++calls == 3 ? -EIO : result;
+  });
+  FilePlan plan = odd_plan(3);
+  lay_out(plan);
+  const std::string path = this->tmp_ / "failing.zip";
+  BufferRing ring(3, 64 << 10);
+  try {
+    TempFile file(*this->backend_, path, false);
+    auto queue = this->backend_->open_queue(file.fd(), ring, 2);
+    ImageStreamer streamer(ring);
+    (void)streamer.stream(plan, *queue, path, false);
+    FAIL() << "no error";
+  } catch (const IoError& e) {
+    EXPECT_EQ(e.errno_value(), EIO) << e.what();
+    EXPECT_EQ(e.path(), path);
+  }
+  EXPECT_TRUE(testing::list_dir(this->tmp_.path()).empty());
+}
+
+TEST(BackendSelection, NamesParseAndPosixAlwaysWorks) {
+  EXPECT_EQ(parse_io_backend_kind("uring"), IoBackendKind::kUring);
+  EXPECT_STREQ(to_string(IoBackendKind::kPosix), "posix");
+  EXPECT_THROW(parse_io_backend_kind("aio"), UsageError);
+  EXPECT_EQ(make_backend(IoBackendKind::kPosix, 3)->kind(), IoBackendKind::kPosix);
+  EXPECT_NE(make_backend(IoBackendKind::kAuto, 3), nullptr);
+}
+
+}  // namespace
+}  // namespace ckptw::detail
