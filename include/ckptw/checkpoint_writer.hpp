@@ -19,6 +19,7 @@ namespace ckptw {
 /// What one write() did, for logs and benchmarks.
 struct CKPTW_EXPORT WriteResult {
   std::string file;                ///< final path of this rank's file
+  std::string manifest;            ///< commit manifest path; empty when none was written (see write())
   std::uint64_t bytes_written = 0; ///< size of the file
   std::uint64_t tensor_count = 0;  ///< tensors in the state dict
   std::uint64_t storage_count = 0; ///< distinct storages written (shared ones once)
@@ -51,6 +52,17 @@ class CKPTW_EXPORT CheckpointWriter {
   /// Writes `state_dict` to `{path}/checkpoint_{global_rank}.pt`, creating `path`
   /// if needed, then runs pre_commit(path, kwargs), the barrier, and
   /// post_commit(path, kwargs), in that order.
+  ///
+  /// Commit: with one rank, or with a barrier that supports all_gather(), the
+  /// ranks vote and either all commit or none does: when every rank wrote its
+  /// file and ran pre_commit, rank 0 writes `{path}/checkpoint_manifest.json`
+  /// (the commit point) and every rank runs post_commit; otherwise every rank
+  /// throws ckptw::CommitAborted naming the failed ranks, nobody runs
+  /// post_commit and no manifest exists. A rank that dies or hangs makes the
+  /// others throw ckptw::TimeoutError after write_barrier_timeout_secs. With a
+  /// barrier that only has execute_barrier() (the seed's), no manifest is
+  /// written for more than one rank. post_commit throwing propagates; the
+  /// commit stands.
   ///
   /// The file is written under a temporary name in the same directory, fsynced,
   /// renamed over the final name and the directory fsynced, so the final name

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "ckptw/barrier.hpp"
+#include "ckptw/barriers.hpp"
 #include "ckptw/build_info.hpp"
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/config.hpp"

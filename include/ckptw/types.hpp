@@ -14,10 +14,14 @@ namespace ckptw {
 struct CKPTW_EXPORT RankInfo {
   int global_rank = 0;        ///< this process's rank, in [0, global_world_size)
   int global_world_size = 1;  ///< number of ranks writing the checkpoint together
+  int local_rank = 0;         ///< rank on this node (LOCAL_RANK): the CUDA device by default
+  std::string master_address; ///< MASTER_ADDR, empty when unset
+  int master_port = 0;        ///< MASTER_PORT, 0 when unset
 
-  /// Reads RANK and WORLD_SIZE as torchrun sets them; an unset variable takes
-  /// the default (0 and 1). Throws ckptw::UsageError when a value is not an
-  /// integer or the rank lies outside [0, world size).
+  /// Reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT as
+  /// torchrun sets them; an unset variable takes the default above. Throws
+  /// ckptw::UsageError when a value is not an integer or the rank lies
+  /// outside [0, world size).
   static RankInfo from_env();
 };
 

@@ -1,9 +1,14 @@
 #include "ckptw/checkpoint_writer.hpp"
 
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <functional>
 
 #include "ckptw/error.hpp"
 #include "commit/atomic_file.hpp"
+#include "commit/barrier_guard.hpp"
+#include "commit/manifest.hpp"
 #include "io/io_backend.hpp"
 #include "plan/state_dict_plan.hpp"
 #include "util/stopwatch.hpp"
@@ -23,6 +28,17 @@ class CheckpointWriter::Impl {
         io_(detail::make_backend(config.io_backend, config.queue_depth)),
         ring_(std::make_unique<detail::BufferRing>(config.ring_buffers, config.write_buffer_bytes)) {}
 
+  // The commit protocol (docs/commit.md). With a barrier that can vote and
+  // more than one rank:
+  //   1. plan; rank 0 removes the old manifest       -> vote "planned"
+  //   2. write, fsync, publish own file; pre_commit   -> vote "written" (+ size, checksum)
+  //   3. rank 0 writes the manifest under a temp name -> vote "manifest ready"
+  //   4. rank 0 renames the manifest (the commit point); post_commit.
+  // Every rank joins every vote even after a local failure, so a failing rank
+  // never leaves the others hanging, and all ranks see the same outcome.
+  // Rank 0 removes the old manifest before the first vote completes, so no
+  // rank publishes a new file while an old manifest still claims the
+  // directory: it never looks committed while holding a mix of files.
   WriteResult write(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs) {
     if (closed_) throw UsageError("write() on a closed CheckpointWriter", path);
     if (path.empty()) throw UsageError("checkpoint path is empty");
@@ -30,48 +46,81 @@ class CheckpointWriter::Impl {
     detail::Stopwatch phase;
     WriteResult result;
     result.file = path + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
-
-    // Plan first: invalid input must fail before anything touches the disk.
-    detail::PlanOptions options;
-    options.folder = detail::archive_folder_for(result.file);
-    options.alignment = config_.storage_alignment;
-    detail::FilePlan plan = detail::plan_state_dict(state_dict, options);
-    result.plan_secs = phase.lap();
-    result.tensor_count = plan.tensor_count;
-    result.storage_count = plan.storage_count;
-
-    std::vector<std::string> created = detail::make_directories(*io_, path);
     result.io_backend = io_->name();
-    try {
-      detail::TempFile file(*io_, result.file, config_.direct_io);
-      result.direct_io = file.direct();
-      // Preallocating the whole (block-rounded) file keeps the writes from
-      // extending it one by one, which makes ext4/xfs punt them to worker
-      // threads; it also sets the size, so the file is truncated after.
-      const std::uint64_t rounded =
-          (plan.file_size + detail::BufferRing::kAlignment - 1) / detail::BufferRing::kAlignment *
-          detail::BufferRing::kAlignment;
-      (void)io_->preallocate(file.fd(), rounded);  // best effort: tmpfs and others may refuse
-      {
-        std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
-        detail::ImageStreamer streamer(*ring_);
-        result.bytes_written = streamer.stream(plan, *queue, result.file, file.direct());
+    const bool voting = barrier_ && barrier_->supports_all_gather() && rank_info_.global_world_size > 1;
+    const bool rank0 = rank_info_.global_rank == 0;
+    const std::string manifest_path = path + "/" + detail::kManifestName;
+
+    std::exception_ptr failure;
+    std::string failed_phase;
+    auto attempt = [&](const char* phase_name, const std::function<void()>& step) {
+      if (failure) return;
+      try {
+        step();
+      } catch (...) {
+        failure = std::current_exception();
+        failed_phase = phase_name;
       }
-      if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
-        throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
-      }
-      result.write_secs = phase.lap();
-      file.publish(config_.fsync);
-      result.sync_secs = phase.lap();
-    } catch (...) {
+    };
+
+    // 1. Plan first: invalid input fails before anything touches the disk.
+    detail::FilePlan plan;
+    std::vector<std::string> created;
+    attempt("plan", [&] {
+      detail::PlanOptions options;
+      options.folder = detail::archive_folder_for(result.file);
+      options.alignment = config_.storage_alignment;
+      plan = detail::plan_state_dict(state_dict, options);
+      result.tensor_count = plan.tensor_count;
+      result.storage_count = plan.storage_count;
+      created = detail::make_directories(*io_, path);
+      if (rank0 && rank_info_.global_world_size > 1) remove_manifest(manifest_path, path);
+    });
+    result.plan_secs = phase.lap();
+    if (voting) {
+      vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
+    }
+    if (failure) {
       detail::remove_created_directories(*io_, created);
-      throw;
+      std::rethrow_exception(failure);
     }
 
-    if (hook_) hook_->pre_commit(path, kwargs);
+    // 2. This rank's file, published under its final name.
+    std::uint32_t directory_crc = 0;
+    attempt("write", [&] { directory_crc = write_file(plan, result, manifest_path, path); });
+    plan = detail::FilePlan();  // releases host copies of device storages early
+    result.write_secs = phase.lap();
+    attempt("pre_commit", [&] {
+      if (hook_) hook_->pre_commit(path, kwargs);
+    });
     result.pre_commit_secs = phase.lap();
-    if (barrier_) barrier_->execute_barrier();
+
+    if (voting) {
+      std::vector<detail::Vote> votes = vote(
+          failure, failed_phase, detail::encode_vote(!failure, result.bytes_written, directory_crc, failed_phase),
+          path, result);
+      // 3. The manifest, prepared by rank 0 and made visible only once every
+      //    rank has confirmed it is ready.
+      std::unique_ptr<detail::TempFile> manifest;
+      attempt("manifest", [&] {
+        if (rank0) manifest = prepare_manifest(manifest_path, votes);
+      });
+      vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
+      if (rank0) manifest->publish(config_.fsync);
+      result.manifest = manifest_path;
+    } else {
+      if (failure) std::rethrow_exception(failure);
+      if (barrier_) barrier_->execute_barrier();  // the seed's plain barrier
+      if (rank_info_.global_world_size == 1) {
+        detail::Vote own{true, result.bytes_written, directory_crc, ""};
+        prepare_manifest(manifest_path, {own})->publish(config_.fsync);
+        result.manifest = manifest_path;
+      }
+    }
     result.barrier_secs = phase.lap();
+
+    // 4. After the commit: a failing post_commit is the caller's to handle;
+    //    the checkpoint stays committed.
     if (hook_) hook_->post_commit(path, kwargs);
     result.post_commit_secs = phase.lap();
     result.total_secs = total.elapsed();
@@ -87,6 +136,94 @@ class CheckpointWriter::Impl {
   RankInfo rank_info_;
 
  private:
+  std::uint32_t write_file(const detail::FilePlan& plan, WriteResult& result, const std::string& manifest_path,
+                           const std::string& dir) {
+    detail::TempFile file(*io_, result.file, config_.direct_io);
+    result.direct_io = file.direct();
+    // Preallocating the whole (block-rounded) file keeps the writes from
+    // extending it one by one, which makes ext4/xfs punt them to worker
+    // threads; it also sets the size, so the file is truncated after.
+    const std::uint64_t block = detail::BufferRing::kAlignment;
+    (void)io_->preallocate(file.fd(), (plan.file_size + block - 1) / block * block);  // best effort
+    detail::ImageStreamer::Result streamed;
+    {
+      std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
+      detail::ImageStreamer streamer(*ring_);
+      streamed = streamer.stream(plan, *queue, result.file, file.direct());
+    }
+    if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
+      throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
+    }
+    // A single rank keeps the previous checkpoint committed until its new
+    // file is complete: only now does the old manifest go, just before the
+    // rename replaces the file it describes.
+    if (rank_info_.global_world_size == 1) remove_manifest(manifest_path, dir);
+    file.publish(config_.fsync);
+    result.bytes_written = streamed.bytes;
+    return streamed.directory_crc32;
+  }
+
+  void remove_manifest(const std::string& manifest_path, const std::string& dir) {
+    int rc = io_->unlink(manifest_path);
+    if (rc == -ENOENT) return;
+    if (rc < 0) throw IoError("cannot remove the previous commit manifest", manifest_path, "", -rc);
+    // The removal must be durable before any rank publishes a new file.
+    if (int sync = io_->fsync_directory(dir); sync < 0) {
+      throw IoError("fsync of the checkpoint directory failed", dir, "", -sync);
+    }
+  }
+
+  std::unique_ptr<detail::TempFile> prepare_manifest(const std::string& manifest_path,
+                                                     const std::vector<detail::Vote>& votes) {
+    detail::Manifest manifest;
+    manifest.world_size = static_cast<int>(votes.size());
+    for (std::size_t r = 0; r < votes.size(); ++r) {
+      manifest.files.push_back(detail::ManifestEntry{static_cast<int>(r), "checkpoint_" + std::to_string(r) + ".pt",
+                                                     votes[r].bytes, votes[r].directory_crc32});
+    }
+    const std::string text = detail::encode_manifest(manifest);
+    auto file = std::make_unique<detail::TempFile>(*io_, manifest_path, /*direct=*/false);
+    if (int rc = io_->write_at(file->fd(), text.data(), text.size(), 0); rc < 0) {
+      throw IoError("cannot write the commit manifest", file->temp_path(), "", -rc);
+    }
+    if (config_.fsync) {
+      if (int rc = io_->fsync(file->fd()); rc < 0) throw IoError("fsync failed", file->temp_path(), "", -rc);
+    }
+    return file;
+  }
+
+  // One all-gather of the ranks' votes under the barrier deadline. Throws
+  // CommitAborted on every rank when any rank voted no; this rank's own
+  // failure, if any, is named in the message.
+  std::vector<detail::Vote> vote(const std::exception_ptr& failure, const std::string& failed_phase,
+                                 const std::string& message, const std::string& path, WriteResult& result) {
+    detail::Stopwatch waited;
+    std::vector<std::string> messages =
+        barrier_->all_gather(message, std::chrono::seconds(config_.write_barrier_timeout_secs));
+    result.barrier_secs += waited.elapsed();
+    std::vector<detail::Vote> votes;
+    std::vector<int> failed;
+    std::string phases;
+    for (std::size_t r = 0; r < messages.size(); ++r) {
+      votes.push_back(detail::decode_vote(messages[r]));
+      if (!votes.back().ok) {
+        failed.push_back(static_cast<int>(r));
+        phases += (phases.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + ": " +
+                  votes.back().failed_phase;
+      }
+    }
+    if (failed.empty()) return votes;
+    std::string why = "checkpoint not committed: " + detail::describe_ranks(failed) + " failed (" + phases + ")";
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const std::exception& e) {
+        why += "; this rank's " + failed_phase + " error: " + e.what();
+      }
+    }
+    throw CommitAborted(why, path);
+  }
+
   std::shared_ptr<Barrier> barrier_;
   std::shared_ptr<WriterHook> hook_;
   std::unique_ptr<detail::IoBackend> io_;

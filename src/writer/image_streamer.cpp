@@ -74,8 +74,8 @@ void ImageStreamer::append(const void* data, std::size_t size, std::uint32_t* cr
   }
 }
 
-std::uint64_t ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
-                                    bool pad_last_write) {
+ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
+                                            bool pad_last_write) {
   queue_ = &queue;
   path_ = &path;
   free_.clear();
@@ -110,7 +110,8 @@ std::uint64_t ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, con
     entries.push_back(ZipEntry{full_name, record.size, record.header_offset, crc});
   }
   std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
-  append(tail.data(), tail.size(), nullptr);
+  std::uint32_t directory_crc = 0;
+  append(tail.data(), tail.size(), &directory_crc);
   const std::uint64_t written = buffer_offset_ + buffered_;
   if (buffered_ > 0) {
     std::size_t size = buffered_;
@@ -128,7 +129,7 @@ std::uint64_t ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, con
     throw Error("internal: streamed " + std::to_string(written) + " bytes, planned " + std::to_string(plan.file_size),
                 path);
   }
-  return written;
+  return Result{written, directory_crc};
 }
 
 }  // namespace ckptw::detail

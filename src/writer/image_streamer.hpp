@@ -26,9 +26,12 @@ class ImageStreamer {
   /// Writes the file image of `plan` from offset 0 through `queue`, waiting
   /// for every write. With `pad_last_write` the final write is rounded up to
   /// BufferRing::kAlignment with zeros. Throws ckptw::IoError naming `path` on
-  /// a failed write, after the writes in flight have drained. Returns
-  /// plan.file_size.
-  std::uint64_t stream(const FilePlan& plan, WriteQueue& queue, const std::string& path, bool pad_last_write);
+  /// a failed write, after the writes in flight have drained.
+  struct Result {
+    std::uint64_t bytes = 0;            ///< plan.file_size
+    std::uint32_t directory_crc32 = 0;  ///< CRC-32 of the central directory and end records
+  };
+  Result stream(const FilePlan& plan, WriteQueue& queue, const std::string& path, bool pad_last_write);
 
  private:
   void append(const void* data, std::size_t size, std::uint32_t* crc);

@@ -24,7 +24,15 @@ int env_int(const char* name, int fallback) {
 }  // namespace
 
 RankInfo RankInfo::from_env() {
-  RankInfo info{env_int("RANK", 0), env_int("WORLD_SIZE", 1)};
+  RankInfo info;
+  info.global_rank = env_int("RANK", 0);
+  info.global_world_size = env_int("WORLD_SIZE", 1);
+  info.local_rank = env_int("LOCAL_RANK", 0);
+  if (const char* address = std::getenv("MASTER_ADDR")) info.master_address = address;
+  info.master_port = env_int("MASTER_PORT", 0);
+  if (info.master_port < 0 || info.master_port > 65535) {
+    throw UsageError("MASTER_PORT " + std::to_string(info.master_port) + " is not a port number");
+  }
   if (info.global_world_size < 1) {
     throw UsageError("WORLD_SIZE must be >= 1, got " + std::to_string(info.global_world_size));
   }

@@ -51,7 +51,7 @@ class BackendTest : public ::testing::Test {
     {
       auto queue = backend_->open_queue(file.fd(), ring, static_cast<unsigned>(buffers - 1));
       ImageStreamer streamer(ring);
-      EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct()), plan.file_size);
+      EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct()).bytes, plan.file_size);
     }
     EXPECT_EQ(backend_->truncate(file.fd(), plan.file_size), 0);
     file.publish(/*durable=*/true);

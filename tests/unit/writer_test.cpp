@@ -134,7 +134,8 @@ TEST(CheckpointWriter, RewriteReplacesAtomicallyAndLeavesNoTempFiles) {
   detail::InspectedFile file = detail::inspect_pt(result.file);
   ASSERT_EQ(file.tensors.size(), 1u);
   EXPECT_EQ(file.tensors[0].key_path, "only");
-  EXPECT_EQ(testing::list_dir(tmp.path()), std::vector<std::string>{"checkpoint_0.pt"});
+  EXPECT_EQ(result.manifest, tmp / "checkpoint_manifest.json");
+  EXPECT_EQ(testing::list_dir(tmp.path()), (std::vector<std::string>{"checkpoint_0.pt", "checkpoint_manifest.json"}));
 }
 
 TEST(CheckpointWriter, WriteAfterCloseIsAUsageError) {
@@ -260,7 +261,8 @@ TEST(CheckpointWriter, FailedWriteKeepsPreviousCheckpointAndRemovesTemp) {
   });
   EXPECT_EQ(code, 0);
   EXPECT_EQ(testing::read_file(old.file), before);
-  EXPECT_EQ(testing::list_dir(tmp.path()), std::vector<std::string>{"checkpoint_0.pt"});
+  // Still committed: a single rank removes the old manifest only just before its rename.
+  EXPECT_EQ(testing::list_dir(tmp.path()), (std::vector<std::string>{"checkpoint_0.pt", "checkpoint_manifest.json"}));
 }
 
 }  // namespace
