@@ -1,8 +1,10 @@
 // The `ckptw` command-line tool: synth, inspect, bench, --version.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Logging.h>
 #include <nlohmann/json.hpp>
 
 #include "ckptw/ckptw.hpp"
@@ -84,22 +86,32 @@ int run_inspect(const std::string& path, bool json) {
   return 0;
 }
 
-int run_synth(const std::string& dir, std::uint64_t size, std::uint64_t seed) {
+int run_synth(const std::string& dir, std::uint64_t size, std::uint64_t seed, const std::string& barrier_type,
+              int barrier_timeout) {
+  const RankInfo rank_info = RankInfo::from_env();
   cli::SyntheticModel model = cli::make_synthetic_model(size, seed);
-  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo::from_env());
+  BarrierConfig barrier_config;
+  barrier_config.type = parse_barrier_type(barrier_type);
+  barrier_config.timeout_secs = barrier_timeout;
+  CheckpointWriterConfig config;
+  config.write_barrier_timeout_secs = barrier_timeout;
+  CheckpointWriter writer(config, rank_info, create_barrier_from_config(barrier_config, rank_info));
   WriteResult result = writer.write(dir, model.state_dict);
   writer.close();
-  std::printf("wrote %s: %llu bytes, %llu tensors, %llu storages (hidden %d, %d layers) in %.3f s\n",
-              result.file.c_str(), static_cast<unsigned long long>(result.bytes_written),
+  std::printf("rank %d wrote %s: %llu bytes, %llu tensors, %llu storages (hidden %d, %d layers) in %.3f s%s%s\n",
+              rank_info.global_rank, result.file.c_str(), static_cast<unsigned long long>(result.bytes_written),
               static_cast<unsigned long long>(result.tensor_count),
-              static_cast<unsigned long long>(result.storage_count), model.hidden, model.layers,
-              result.total_secs);
+              static_cast<unsigned long long>(result.storage_count), model.hidden, model.layers, result.total_secs,
+              result.manifest.empty() ? "" : ", committed: ", result.manifest.c_str());
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // c10d logs every socket timeout as a warning on stderr; the CLI reports
+  // failures itself, one line each. TORCH_CPP_LOG_LEVEL=INFO brings them back.
+  if (std::getenv("TORCH_CPP_LOG_LEVEL") == nullptr) FLAGS_caffe2_log_level = 2;  // errors only
   CLI::App app{
       "ckptw: writes PyTorch checkpoints (.pt, the torch.save format) at the speed of the hardware.\n"
       "Every file loads with torch.load from torch 1.13 to the newest."};
@@ -114,6 +126,16 @@ int main(int argc, char** argv) {
   synth->add_option("DIR", synth_dir, "Checkpoint directory (created if missing)")->required();
   synth->add_option("--size", synth_size, "Approximate payload bytes (default 1 GiB)")->capture_default_str();
   synth->add_option("--seed", synth_seed, "PRNG seed: same seed and size give the same bytes")->capture_default_str();
+  std::string synth_barrier = "none";
+  int synth_barrier_timeout = 600;
+  synth->add_option("--barrier", synth_barrier,
+                    "Barrier between ranks (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT from torchrun): none, tcp_store "
+                    "or nccl; with tcp_store or nccl all ranks commit or none does")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "tcp_store", "nccl"}));
+  synth->add_option("--barrier-timeout", synth_barrier_timeout, "Seconds to wait for the other ranks")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
 
   auto* inspect = app.add_subcommand("inspect", "List the records and tensors of a .pt file without loading data");
   std::string inspect_file;
@@ -151,7 +173,7 @@ int main(int argc, char** argv) {
       print_version();
       return 0;
     }
-    if (*synth) return run_synth(synth_dir, synth_size, synth_seed);
+    if (*synth) return run_synth(synth_dir, synth_size, synth_seed, synth_barrier, synth_barrier_timeout);
     if (*inspect) return run_inspect(inspect_file, inspect_json);
     if (*bench) {
       if (!bench_backend.empty()) bench_options.backend = parse_io_backend_kind(bench_backend.c_str());

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -128,7 +129,12 @@ TcpStoreBarrier::Options resolve_store_options(const RankInfo& info, TcpStoreBar
 c10::intrusive_ptr<c10d::Store> connect_tcp_store(const RankInfo& info, const TcpStoreBarrier::Options& options) {
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(options.master_port);
-  store_options.isServer = info.global_rank == 0;
+  // Under torchrun the elastic agent already hosts a store at MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE=True): every rank joins it as a client.
+  const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  const bool use_agent_store = agent_store != nullptr && std::string(agent_store) == "True" &&
+                               options.master_port == info.master_port;
+  store_options.isServer = info.global_rank == 0 && !use_agent_store;
   store_options.numWorkers = static_cast<std::size_t>(info.global_world_size);
   store_options.waitWorkers = false;  // the first barrier call waits, with its own deadline
   store_options.timeout = std::chrono::seconds(options.init_timeout_secs);

@@ -1,0 +1,144 @@
+"""Distributed commit with real processes, one per rank, over a real TCPStore on loopback
+(and ProcessGroupBarrier over a store-backed c10d backend). Each rank runs
+tests/distributed/rank_harness.cpp: step_1 must commit, step_2 carries the fault, step_3
+shows whether the barrier still works afterwards."""
+import json
+import os
+import socket
+import subprocess
+import time
+import zlib
+
+import pytest
+import torch
+
+HARNESS = os.environ.get("CKPTW_RANK_HARNESS")
+TIMEOUT = 4  # seconds: write_barrier_timeout_secs in every rank
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(root, world, *extra):
+    port = free_port()
+    procs = []
+    started = time.monotonic()
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([HARNESS, str(root), "--timeout", str(TIMEOUT)] + [str(a) for a in extra],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        results.append({"code": p.returncode, "out": out.splitlines(), "err": err,
+                        "seconds": time.monotonic() - started})
+    return results
+
+
+def events(result, step):
+    return [line for line in result["out"] if step in line]
+
+
+def manifest(root, step):
+    path = root / step / "checkpoint_manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def assert_committed(root, step, world):
+    m = manifest(root, step)
+    assert m is not None, "%s has no manifest" % step
+    assert m["world_size"] == world
+    for entry in m["files"]:
+        data = (root / step / entry["file"]).read_bytes()
+        assert len(data) == entry["bytes"]
+        loaded = torch.load(root / step / entry["file"])
+        assert loaded["rank"] == entry["rank"]
+
+
+@pytest.mark.parametrize("barrier", ["tcp_store", "process_group"])
+@pytest.mark.parametrize("world", [2, 4])
+def test_all_ranks_commit_with_hooks_in_order(tmp_path, world, barrier):
+    results = run_ranks(tmp_path, world, "--barrier", barrier)
+    for rank, r in enumerate(results):
+        assert r["code"] == 0, r
+        step = events(r, "step_2")
+        assert step == ["hook pre_commit %s/step_2 value" % tmp_path, "hook post_commit %s/step_2 value" % tmp_path,
+                        "committed step_2"], r["out"]
+    for step in ("step_1", "step_2"):
+        assert_committed(tmp_path, step, world)
+
+
+@pytest.mark.parametrize("barrier", ["tcp_store", "process_group"])
+@pytest.mark.parametrize("world", [2, 4])
+def test_one_failed_write_aborts_every_rank(tmp_path, world, barrier):
+    failing = world - 1
+    results = run_ranks(tmp_path, world, "--barrier", barrier, "--fail-rank", failing)
+    for rank, r in enumerate(results):
+        assert r["code"] == 1, r  # CommitAborted
+        line = [l for l in events(r, "step_2") if l.startswith("error")][0]
+        assert "CommitAborted" in line and ("rank %d failed" % failing) in line, line
+        assert not any("post_commit" in l for l in events(r, "step_2")), r["out"]
+        # The barrier stayed in step: the next checkpoint commits.
+        assert "committed step_3" in r["out"], "\n".join(r["out"])
+    assert manifest(tmp_path, "step_2") is None
+    assert_committed(tmp_path, "step_1", world)
+    assert_committed(tmp_path, "step_3", world)
+    assert not [n for n in os.listdir(tmp_path / "step_2") if "tmp" in n]
+
+
+PHASES = ["before_write", "mid_write", "before_vote", "in_vote", "after_vote"]
+
+
+@pytest.mark.parametrize("killed", [0, 1])
+@pytest.mark.parametrize("phase", PHASES)
+def test_killed_rank_makes_survivors_fail_in_time_without_manifest(tmp_path, phase, killed):
+    world = 2
+    step_1_before = None
+    results = run_ranks(tmp_path, world, "--barrier", "tcp_store", "--kill-rank", killed, "--kill-phase", phase)
+    assert results[killed]["code"] == -9, results[killed]
+    for rank, r in enumerate(results):
+        if rank == killed:
+            continue
+        assert r["code"] in (2, 4), r  # TimeoutError, or Error: lost the store hosted by rank 0
+        assert r["seconds"] < TIMEOUT + 5 + 3, r  # + process start-up and step_1
+        line = [l for l in events(r, "step_2") if l.startswith("error")][0]
+        if killed != 0:
+            assert "TimeoutError" in line and "rank %d" % killed in line, line
+        assert not any("post_commit" in l for l in events(r, "step_2")), r["out"]
+        # A barrier that failed refuses reuse instead of desynchronizing.
+        step_3 = [l for l in r["out"] if l.startswith("error step_3")]
+        assert step_3 and "UsageError" in step_3[0] and "unusable" in step_3[0], r["out"]
+    assert manifest(tmp_path, "step_2") is None
+    assert_committed(tmp_path, "step_1", world)
+
+
+def test_torchrun_launches_synth_with_tcp_store_barrier(tmp_path):
+    torchrun = os.environ.get("CKPTW_TORCHRUN")
+    if not torchrun or not os.path.exists(torchrun):
+        pytest.skip("torchrun is not installed in the project's environment")
+    out = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "--no-python", os.environ["CKPTW_CLI"],
+                          "synth", str(tmp_path / "ckpt"), "--size", "4000000", "--barrier", "tcp_store",
+                          "--barrier-timeout", "30"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    m = manifest(tmp_path, "ckpt")
+    assert m["world_size"] == 2
+    for entry in m["files"]:
+        assert os.path.getsize(tmp_path / "ckpt" / entry["file"]) == entry["bytes"]
+        torch.load(tmp_path / "ckpt" / entry["file"])
+
+
+def test_synth_exits_nonzero_with_one_line_error_when_a_rank_never_joins(tmp_path):
+    env = dict(os.environ, RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    started = time.monotonic()
+    out = subprocess.run([os.environ["CKPTW_CLI"], "synth", str(tmp_path / "ckpt"), "--size", "100000",
+                          "--barrier", "tcp_store", "--barrier-timeout", "2"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "timed out" in lines[0] and "rank 1" in lines[0], out.stderr
+    assert time.monotonic() - started < 2 + 5 + 5
+    assert not (tmp_path / "ckpt" / "checkpoint_manifest.json").exists()

@@ -1,0 +1,139 @@
+// The NCCL barrier's deadline and abort logic, on CPU, through a fake
+// transport: never completes, completes late, reports an async error.
+// Also the vote encoding and the manifest.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "ckptw/barriers.hpp"
+#include "commit/manifest.hpp"
+#include "commit/polled_collective.hpp"
+
+namespace ckptw::detail {
+namespace {
+
+class FakeTransport : public CollectiveTransport {
+ public:
+  enum class Mode { kNever, kAfter, kAsyncError };
+  FakeTransport(Mode mode, std::chrono::milliseconds after = {}) : mode_(mode), after_(after) {}
+
+  void start(const std::string& message) override {
+    started_ = std::chrono::steady_clock::now();
+    message_ = message;
+    ++starts;
+  }
+  Progress poll(std::string* error) override {
+    ++polls;
+    if (aborted) return Progress::kFailed;
+    switch (mode_) {
+      case Mode::kNever:
+        return Progress::kPending;
+      case Mode::kAfter:
+        return std::chrono::steady_clock::now() - started_ >= after_ ? Progress::kDone : Progress::kPending;
+      case Mode::kAsyncError:
+        *error = "NCCL async error: remote process exited";
+        return Progress::kFailed;
+    }
+    return Progress::kPending;
+  }
+  std::vector<std::string> result() override { return {message_, "peer"}; }
+  void abort() noexcept override { aborted = true; }
+
+  int starts = 0;
+  int polls = 0;
+  bool aborted = false;
+
+ private:
+  Mode mode_;
+  std::chrono::milliseconds after_;
+  std::chrono::steady_clock::time_point started_;
+  std::string message_;
+};
+
+TEST(PolledAllGather, NeverCompletingTimesOutOnTimeAbortsAndBreaksTheBarrier) {
+  FakeTransport transport(FakeTransport::Mode::kNever);
+  BarrierGuard guard("NcclBarrier 'test'");
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(polled_all_gather(transport, guard, "1", std::chrono::milliseconds(200)), TimeoutError);
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, std::chrono::milliseconds(200));
+  EXPECT_LT(waited, std::chrono::milliseconds(2000));
+  EXPECT_TRUE(transport.aborted);
+  EXPECT_GT(transport.polls, 5);  // polled, not one blocking wait
+  // Reuse fails fast instead of starting a collective the other ranks never join.
+  EXPECT_THROW(polled_all_gather(transport, guard, "1", std::chrono::milliseconds(200)), UsageError);
+  EXPECT_EQ(transport.starts, 1);
+}
+
+TEST(PolledAllGather, LateCompletionWithinTheDeadlineSucceeds) {
+  FakeTransport transport(FakeTransport::Mode::kAfter, std::chrono::milliseconds(100));
+  BarrierGuard guard("NcclBarrier 'test'");
+  auto messages = polled_all_gather(transport, guard, "1 42 7", std::chrono::seconds(5));
+  EXPECT_EQ(messages, (std::vector<std::string>{"1 42 7", "peer"}));
+  EXPECT_FALSE(transport.aborted);
+  EXPECT_NO_THROW(guard.check_usable());
+}
+
+TEST(PolledAllGather, CompletionAfterTheDeadlineIsATimeout) {
+  FakeTransport transport(FakeTransport::Mode::kAfter, std::chrono::milliseconds(400));
+  BarrierGuard guard("NcclBarrier 'test'");
+  EXPECT_THROW(polled_all_gather(transport, guard, "1", std::chrono::milliseconds(100)), TimeoutError);
+  EXPECT_TRUE(transport.aborted);
+}
+
+TEST(PolledAllGather, AsyncErrorAbortsAndNamesTheCause) {
+  FakeTransport transport(FakeTransport::Mode::kAsyncError);
+  BarrierGuard guard("NcclBarrier 'test'");
+  try {
+    polled_all_gather(transport, guard, "1", std::chrono::seconds(5));
+    FAIL();
+  } catch (const TimeoutError&) {
+    FAIL() << "an async error is not a timeout";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("remote process exited"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(transport.aborted);
+  EXPECT_THROW(guard.check_usable(), UsageError);
+}
+
+TEST(PolledAllGather, OversizedMessageIsAUsageError) {
+  FakeTransport transport(FakeTransport::Mode::kNever);
+  BarrierGuard guard("b");
+  EXPECT_THROW(polled_all_gather(transport, guard, std::string(65, 'x'), std::chrono::seconds(1)), UsageError);
+}
+
+TEST(Vote, RoundTrips) {
+  Vote ok = decode_vote(encode_vote(true, 123456789012ull, 4000000000u, ""));
+  EXPECT_TRUE(ok.ok);
+  EXPECT_EQ(ok.bytes, 123456789012ull);
+  EXPECT_EQ(ok.directory_crc32, 4000000000u);
+  Vote failed = decode_vote(encode_vote(false, 0, 0, "pre_commit"));
+  EXPECT_FALSE(failed.ok);
+  EXPECT_EQ(failed.failed_phase, "pre_commit");
+  EXPECT_FALSE(decode_vote("").ok);  // a rank that sent nothing did not succeed
+  EXPECT_LE(encode_vote(true, UINT64_MAX, UINT32_MAX, "").size(), Barrier::kMaxMessageBytes);
+}
+
+TEST(Manifest, RoundTripsAndRejectsMalformedText) {
+  Manifest m;
+  m.world_size = 2;
+  m.files = {{0, "checkpoint_0.pt", 100, 1}, {1, "checkpoint_1.pt", 200, 2}};
+  Manifest back = decode_manifest(encode_manifest(m), "m.json");
+  ASSERT_EQ(back.files.size(), 2u);
+  EXPECT_EQ(back.files[1].bytes, 200u);
+  EXPECT_THROW(decode_manifest("{", "m.json"), FormatError);
+  EXPECT_THROW(decode_manifest(R"({"format":"ckptw-manifest","version":1,"world_size":3,"files":[]})", "m.json"),
+               FormatError);
+}
+
+TEST(BarrierConfig, ParsesTypesAndBuildsNoneAsNull) {
+  EXPECT_EQ(parse_barrier_type("tcp_store"), BarrierType::kTcpStore);
+  EXPECT_THROW(parse_barrier_type("dist_barrier"), UsageError);
+  EXPECT_EQ(create_barrier_from_config(BarrierConfig{}, RankInfo{0, 1}), nullptr);
+  BarrierConfig pg;
+  pg.type = BarrierType::kProcessGroup;
+  EXPECT_THROW(create_barrier_from_config(pg, RankInfo{0, 1}), UsageError);
+}
+
+}  // namespace
+}  // namespace ckptw::detail
