@@ -142,3 +142,18 @@ def test_synth_exits_nonzero_with_one_line_error_when_a_rank_never_joins(tmp_pat
     assert len(lines) == 1 and "timed out" in lines[0] and "rank 1" in lines[0], out.stderr
     assert time.monotonic() - started < 2 + 5 + 5
     assert not (tmp_path / "ckpt" / "checkpoint_manifest.json").exists()
+
+
+def test_example_trainer_commits_every_k_steps_under_torchrun(tmp_path):
+    torchrun = os.environ.get("CKPTW_TORCHRUN")
+    example = os.environ.get("CKPTW_EXAMPLE")
+    if not torchrun or not os.path.exists(torchrun) or not example:
+        pytest.skip("torchrun or the example program is not available")
+    out = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "--no-python", example, str(tmp_path),
+                          "--steps", "6", "--every", "3"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for step in ("step_3", "step_6"):
+        m = manifest(tmp_path, step)
+        assert m["world_size"] == 2
+        assert torch.load(tmp_path / step / "checkpoint_1.pt")["step"] == int(step.split("_")[1])
+    assert out.stdout.count("committed") == 4
