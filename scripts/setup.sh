@@ -16,9 +16,11 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # 1. Debian packages. python3-torch is Debian's torch 1.13, for the old-version
 #    interop tests; --no-install-recommends keeps its libtorch-dev (1.13 CMake
 #    files) off the machine so it cannot shadow the LibTorch we build against.
+#    libgloo-dev only provides declarations for the Gloo barrier tests (the
+#    torch wheel ships no gloo headers).
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   liburing-dev libisal-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev python3-torch python3-venv unzip)
+  libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-venv unzip)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

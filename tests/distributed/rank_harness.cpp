@@ -26,6 +26,13 @@
 #include "commit/store_connect.hpp"
 #include "support/store_backend.hpp"
 
+#if CKPTW_TEST_GLOO
+// Only declarations of gloo types are needed here (ProcessGroupGloo is
+// constructed and run by LibTorch's own code); the wheel ships no gloo
+// headers, so they come from Debian's libgloo-dev.
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+
 namespace {
 
 using namespace ckptw;
@@ -143,7 +150,20 @@ int main(int argc, char** argv) {
   bool armed = false;
 
   std::shared_ptr<Barrier> barrier;
-  if (args.barrier == "process_group") {
+  if (args.barrier == "gloo") {
+#if CKPTW_TEST_GLOO
+    TcpStoreBarrier::Options options;
+    options = ckptw::detail::resolve_store_options(rank_info, options);
+    auto store = ckptw::detail::connect_tcp_store(rank_info, options);
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(60));
+    gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, rank_info.global_world_size, gloo_options);
+    barrier = std::make_shared<ProcessGroupBarrier>(rank_info, gloo, std::chrono::seconds(args.timeout));
+#else
+    say("gloo unavailable: built without gloo headers");
+    return 77;
+#endif
+  } else if (args.barrier == "process_group") {
     TcpStoreBarrier::Options options;
     options = ckptw::detail::resolve_store_options(rank_info, options);
     auto store = ckptw::detail::connect_tcp_store(rank_info, options);
