@@ -44,6 +44,7 @@ struct Args {
   int fail_rank = -1;
   int kill_rank = -1;
   std::string kill_phase;
+  bool same_dir = false;  // step_2 rewrites step_1's directory
 };
 
 void say(const std::string& line) {
@@ -144,6 +145,7 @@ int main(int argc, char** argv) {
     if (flag == "--fail-rank") args.fail_rank = std::atoi(value.c_str());
     if (flag == "--kill-rank") args.kill_rank = std::atoi(value.c_str());
     if (flag == "--kill-phase") args.kill_phase = value;
+    if (flag == "--same-dir") args.same_dir = value == "1";
   }
   const RankInfo rank_info = RankInfo::from_env();
   const int rank = rank_info.global_rank;
@@ -199,7 +201,8 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_FSIZE, &limit);
     elements = 1 << 20;
   }
-  const int code = write_step(writer, args.root + "/step_2", model(rank, elements), "step_2");
+  const int code =
+      write_step(writer, args.root + (args.same_dir ? "/step_1" : "/step_2"), model(rank, elements), "step_2");
   if (code == 0) return 0;
   armed = false;
   (void)write_step(writer, args.root + "/step_3", model(rank, 1000), "step_3");

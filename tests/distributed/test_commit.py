@@ -100,6 +100,18 @@ def test_one_failed_write_aborts_every_rank(tmp_path, world, barrier):
     assert not [n for n in os.listdir(tmp_path / "step_2") if "tmp" in n]
 
 
+def test_failed_rewrite_of_a_committed_directory_leaves_it_uncommitted(tmp_path):
+    # step_2 rewrites step_1's directory and rank 1's write fails: rank 0 has
+    # published a new file next to rank 1's old one, so the old manifest must
+    # be gone (removed before anyone published), not claiming the mix.
+    results = run_ranks(tmp_path, 2, "--barrier", "tcp_store", "--fail-rank", 1, "--same-dir", 1)
+    for r in results:
+        assert r["code"] == 1, r
+    assert manifest(tmp_path, "step_1") is None
+    assert torch.load(tmp_path / "step_1" / "checkpoint_0.pt")["weight"].numel() == 1 << 20  # the new file
+    assert torch.load(tmp_path / "step_1" / "checkpoint_1.pt")["weight"].numel() == 1000  # the old file
+
+
 PHASES = ["before_write", "mid_write", "before_vote", "in_vote", "after_vote"]
 
 

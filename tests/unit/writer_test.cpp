@@ -138,6 +138,31 @@ TEST(CheckpointWriter, RewriteReplacesAtomicallyAndLeavesNoTempFiles) {
   EXPECT_EQ(testing::list_dir(tmp.path()), (std::vector<std::string>{"checkpoint_0.pt", "checkpoint_manifest.json"}));
 }
 
+struct ThrowingPostCommit : WriterHook {
+  void pre_commit(const std::string&, const HookArgs&) override {}
+  void post_commit(const std::string&, const HookArgs&) override { throw std::runtime_error("notify failed"); }
+};
+
+TEST(CheckpointWriter, PostCommitErrorReachesTheCallerAndTheCommitStands) {
+  TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1}, nullptr, std::make_shared<ThrowingPostCommit>());
+  EXPECT_THROW((void)writer.write(tmp.path(), small_state_dict()), std::runtime_error);
+  EXPECT_TRUE(testing::exists(tmp / "checkpoint_manifest.json"));
+  EXPECT_NO_THROW(detail::inspect_pt(tmp / "checkpoint_0.pt"));
+}
+
+struct ThrowingPreCommit : WriterHook {
+  void pre_commit(const std::string&, const HookArgs&) override { throw std::runtime_error("upload failed"); }
+  void post_commit(const std::string&, const HookArgs&) override { ADD_FAILURE() << "post_commit after a failed pre_commit"; }
+};
+
+TEST(CheckpointWriter, PreCommitErrorMeansNoCommit) {
+  TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1}, nullptr, std::make_shared<ThrowingPreCommit>());
+  EXPECT_THROW((void)writer.write(tmp.path(), small_state_dict()), std::runtime_error);
+  EXPECT_FALSE(testing::exists(tmp / "checkpoint_manifest.json"));
+}
+
 TEST(CheckpointWriter, WriteAfterCloseIsAUsageError) {
   TempDir tmp;
   CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
