@@ -4,6 +4,7 @@
 #include "ckptw/barrier.hpp"
 #include "ckptw/barriers.hpp"
 #include "ckptw/build_info.hpp"
+#include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/config.hpp"
 #include "ckptw/error.hpp"

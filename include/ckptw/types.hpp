@@ -12,6 +12,9 @@ namespace ckptw {
 
 /// Where this process sits in a distributed job.
 struct CKPTW_EXPORT RankInfo {
+  RankInfo() = default;
+  RankInfo(int rank, int world_size) : global_rank(rank), global_world_size(world_size) {}
+
   int global_rank = 0;        ///< this process's rank, in [0, global_world_size)
   int global_world_size = 1;  ///< number of ranks writing the checkpoint together
   int local_rank = 0;         ///< rank on this node (LOCAL_RANK): the CUDA device by default

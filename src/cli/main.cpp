@@ -11,6 +11,7 @@
 #include "cli/bench.hpp"
 #include "cli/synthetic_model.hpp"
 #include "read/pt_inspect.hpp"
+#include "read/verify.hpp"
 #if CKPTW_HAVE_CUDA
 #include "cuda_info.cuh"
 #endif
@@ -86,6 +87,15 @@ int run_inspect(const std::string& path, bool json) {
   return 0;
 }
 
+int run_verify(const std::string& path) {
+  bool all_ok = true;
+  for (const auto& verdict : detail::verify_path(path)) {
+    std::printf("%s %s: %s\n", verdict.ok ? "OK  " : "FAIL", verdict.path.c_str(), verdict.detail.c_str());
+    all_ok = all_ok && verdict.ok;
+  }
+  return all_ok ? 0 : 1;
+}
+
 int run_synth(const std::string& dir, std::uint64_t size, std::uint64_t seed, const std::string& barrier_type,
               int barrier_timeout) {
   const RankInfo rank_info = RankInfo::from_env();
@@ -143,6 +153,12 @@ int main(int argc, char** argv) {
   inspect->add_option("FILE", inspect_file, "A .pt file written by ckptw or torch.save")->required();
   inspect->add_flag("--json", inspect_json, "Machine-readable output");
 
+  auto* verify = app.add_subcommand(
+      "verify", "Check a .pt file, or a checkpoint directory (its manifest and every rank file): structure, every\n"
+                "CRC-32, and the manifest's sizes and checksums. Exit 0 only when everything checks out");
+  std::string verify_path;
+  verify->add_option("PATH", verify_path, "A .pt file or a checkpoint directory")->required();
+
   auto* bench = app.add_subcommand(
       "bench",
       "Measure write throughput (GB/s) on the synthetic model: ckptw with each I/O backend, the\n"
@@ -175,6 +191,7 @@ int main(int argc, char** argv) {
     }
     if (*synth) return run_synth(synth_dir, synth_size, synth_seed, synth_barrier, synth_barrier_timeout);
     if (*inspect) return run_inspect(inspect_file, inspect_json);
+    if (*verify) return run_verify(verify_path);
     if (*bench) {
       if (!bench_backend.empty()) bench_options.backend = parse_io_backend_kind(bench_backend.c_str());
       bench_options.json = bench->count("--json") > 0;

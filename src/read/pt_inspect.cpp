@@ -1,6 +1,7 @@
 #include "read/pt_inspect.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "checksum/crc32.hpp"
 #include "ckptw/error.hpp"
@@ -43,6 +44,11 @@ void collect(const PickleValuePtr& v, const std::string& key_path, std::vector<I
 
 InspectedFile inspect_pt(const std::string& path) {
   RandomAccessFile file(path);
+  return inspect_pt(file);
+}
+
+InspectedFile inspect_pt(const ByteSource& file) {
+  const std::string& path = file.path();
   InspectedFile result;
   result.path = path;
   result.file_size = file.size();
@@ -69,6 +75,10 @@ InspectedFile inspect_pt(const std::string& path) {
 
 void verify_record_crcs(const std::string& path, const ZipIndex& index) {
   RandomAccessFile file(path);
+  verify_record_crcs(file, index);
+}
+
+void verify_record_crcs(const ByteSource& file, const ZipIndex& index) {
   std::string buffer;
   for (const auto& record : index.records) {
     if (record.method != 0) continue;
@@ -81,7 +91,10 @@ void verify_record_crcs(const std::string& path, const ZipIndex& index) {
       done += n;
     }
     if (crc != record.crc32) {
-      throw FormatError("CRC-32 mismatch in record " + record.name, path);
+      char text[128];
+      std::snprintf(text, sizeof text, "CRC-32 mismatch in record %s at offset %llu: computed %08x, directory says %08x",
+                    record.name.c_str(), static_cast<unsigned long long>(record.payload_offset), crc, record.crc32);
+      throw FormatError(text, file.path());
     }
   }
 }

@@ -28,9 +28,12 @@ struct InspectedFile {
 /// exists with exactly the size its dtype and numel imply, and lists tensors.
 /// Throws ckptw::FormatError / ckptw::IoError naming the file.
 InspectedFile inspect_pt(const std::string& path);
+InspectedFile inspect_pt(const ByteSource& source);
 
-/// Recomputes the CRC-32 of every record and compares it with the central
-/// directory. Throws ckptw::FormatError naming the first bad record.
+/// Recomputes the CRC-32 of every stored record and compares it with the
+/// central directory. Throws ckptw::FormatError naming the first bad record
+/// and its offset.
 void verify_record_crcs(const std::string& path, const ZipIndex& index);
+void verify_record_crcs(const ByteSource& source, const ZipIndex& index);
 
 }  // namespace ckptw::detail

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -42,12 +43,28 @@ RandomAccessFile::~RandomAccessFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void RandomAccessFile::read(std::uint64_t offset, void* out, std::size_t size) const {
-  if (offset > size_ || size > size_ - offset) {
+void ByteSource::read(std::uint64_t offset, void* out, std::size_t size) const {
+  const std::uint64_t total = this->size();
+  if (offset > total || size > total - offset) {
     throw FormatError("truncated file: needs bytes [" + std::to_string(offset) + ", " +
-                          std::to_string(offset + size) + ") of " + std::to_string(size_),
-                      path_);
+                          std::to_string(offset + size) + ") of " + std::to_string(total),
+                      path());
   }
+  read_in_bounds(offset, out, size);
+}
+
+std::string ByteSource::read(std::uint64_t offset, std::size_t size) const {
+  if (size > this->size()) read(offset, nullptr, size);  // throws: no allocation beyond the source
+  std::string bytes(size, '\0');
+  read(offset, bytes.data(), size);
+  return bytes;
+}
+
+void MemorySource::read_in_bounds(std::uint64_t offset, void* out, std::size_t size) const {
+  if (size > 0) std::memcpy(out, data_ + offset, size);
+}
+
+void RandomAccessFile::read_in_bounds(std::uint64_t offset, void* out, std::size_t size) const {
   auto* p = static_cast<char*>(out);
   while (size > 0) {
     ssize_t n = ::pread(fd_, p, size, static_cast<off_t>(offset));
@@ -62,12 +79,6 @@ void RandomAccessFile::read(std::uint64_t offset, void* out, std::size_t size) c
   }
 }
 
-std::string RandomAccessFile::read(std::uint64_t offset, std::size_t size) const {
-  std::string bytes(size, '\0');
-  read(offset, bytes.data(), size);
-  return bytes;
-}
-
 const ZipRecord* ZipIndex::find(std::string_view name) const {
   for (const auto& record : records) {
     if (record.name == name) return &record;
@@ -75,7 +86,7 @@ const ZipRecord* ZipIndex::find(std::string_view name) const {
   return nullptr;
 }
 
-ZipIndex read_zip_index(const RandomAccessFile& file) {
+ZipIndex read_zip_index(const ByteSource& file) {
   const std::string& path = file.path();
   const std::uint64_t file_size = file.size();
   auto fail = [&](const std::string& what) -> FormatError { return FormatError("not a valid .pt zip: " + what, path); };
@@ -118,6 +129,7 @@ ZipIndex read_zip_index(const RandomAccessFile& file) {
 
   const std::string cd = file.read(cd_offset, cd_size);
   ZipIndex index;
+  index.central_directory_offset = cd_offset;
   index.records.reserve(entries);
   std::size_t at = 0;
   for (std::uint64_t i = 0; i < entries; ++i) {

@@ -13,26 +13,60 @@
 
 namespace ckptw::detail {
 
-/// Read access to a file by offset (pread on an fd).
-class RandomAccessFile {
+/// Read access to the bytes of a checkpoint by offset: a file, or memory
+/// (the fuzzers).
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  virtual std::uint64_t size() const noexcept = 0;
+  /// Names the source in errors (the file's path).
+  virtual const std::string& path() const noexcept = 0;
+  /// Reads exactly `size` bytes at `offset`; throws ckptw::FormatError when the
+  /// range lies outside the source, ckptw::IoError when the read fails.
+  void read(std::uint64_t offset, void* out, std::size_t size) const;
+  std::string read(std::uint64_t offset, std::size_t size) const;
+
+ protected:
+  virtual void read_in_bounds(std::uint64_t offset, void* out, std::size_t size) const = 0;
+};
+
+/// pread on a regular file.
+class RandomAccessFile final : public ByteSource {
  public:
   /// Throws ckptw::IoError naming `path` when it cannot be opened.
   explicit RandomAccessFile(std::string path);
-  ~RandomAccessFile();
+  ~RandomAccessFile() override;
   RandomAccessFile(const RandomAccessFile&) = delete;
   RandomAccessFile& operator=(const RandomAccessFile&) = delete;
 
-  std::uint64_t size() const noexcept { return size_; }
-  const std::string& path() const noexcept { return path_; }
-  /// Reads exactly `size` bytes at `offset`; throws ckptw::FormatError when the
-  /// range lies outside the file, ckptw::IoError when the read fails.
-  void read(std::uint64_t offset, void* out, std::size_t size) const;
-  std::string read(std::uint64_t offset, std::size_t size) const;
+  std::uint64_t size() const noexcept override { return size_; }
+  const std::string& path() const noexcept override { return path_; }
+  int fd() const noexcept { return fd_; }
+
+ protected:
+  void read_in_bounds(std::uint64_t offset, void* out, std::size_t size) const override;
 
  private:
   std::string path_;
   int fd_ = -1;
   std::uint64_t size_ = 0;
+};
+
+/// A checkpoint held in memory (borrowed bytes).
+class MemorySource final : public ByteSource {
+ public:
+  MemorySource(const void* data, std::size_t size, std::string name)
+      : data_(static_cast<const unsigned char*>(data)), size_(size), name_(std::move(name)) {}
+  std::uint64_t size() const noexcept override { return size_; }
+  const std::string& path() const noexcept override { return name_; }
+
+ protected:
+  void read_in_bounds(std::uint64_t offset, void* out, std::size_t size) const override;
+
+ private:
+  const unsigned char* data_;
+  std::size_t size_;
+  std::string name_;
 };
 
 struct ZipRecord {
@@ -47,12 +81,13 @@ struct ZipRecord {
 
 struct ZipIndex {
   std::string folder;
+  std::uint64_t central_directory_offset = 0;  ///< the directory and end records run from here to the end
   std::vector<ZipRecord> records;  ///< central directory order
 
   /// The record named `name` inside the folder, or nullptr.
   const ZipRecord* find(std::string_view name) const;
 };
 
-ZipIndex read_zip_index(const RandomAccessFile& file);
+ZipIndex read_zip_index(const ByteSource& file);
 
 }  // namespace ckptw::detail

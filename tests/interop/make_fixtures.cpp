@@ -148,6 +148,20 @@ StateDict zip64() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "--roundtrip") {
+    // Reads a .pt file (torch.save's or ckptw's) with CheckpointReader and
+    // writes what it read with CheckpointWriter: OUTDIR/checkpoint_0.pt.
+    try {
+      ckptw::CheckpointReader reader(ckptw::RankInfo{0, 1});
+      ckptw::ReadResult read = reader.read_file(argv[2]);
+      ckptw::CheckpointWriter writer(ckptw::CheckpointWriterConfig{}, ckptw::RankInfo{0, 1});
+      (void)writer.write(argv[3], read.state_dict);
+      return 0;
+    } catch (const ckptw::Error& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      return 1;
+    }
+  }
   if (argc < 2 || argc > 3) {
     std::fprintf(stderr, "usage: ckptw_fixtures OUTDIR [auto|uring|posix|zip64]\n");
     return 2;

@@ -1,0 +1,72 @@
+// CheckpointReader: loads `{path}/checkpoint_{rank}.pt` written by ckptw or by
+// torch.save (torch 1.13 to the newest), treating the file as untrusted input.
+//
+// Thread safety: one CheckpointReader may be used from one thread at a time.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <c10/core/Device.h>
+
+#include "ckptw/export.hpp"
+#include "ckptw/types.hpp"
+
+namespace ckptw {
+
+struct CKPTW_EXPORT ReadOptions {
+  /// Device for every tensor (torch.load's map_location). Unset: the device
+  /// the file records ("cpu", "cuda:0", ...).
+  std::optional<c10::Device> map_location;
+  /// Missing keys (template keys absent from the file) become a ckptw::FormatError.
+  bool strict = false;
+  /// Check the CRC-32 of every record read against the zip directory. Default true.
+  bool verify_crc = true;
+  /// Refuse a directory whose commit manifest is missing (uncommitted); when a
+  /// manifest exists, the rank file must match its size and checksum anyway.
+  /// Default true; false reads files written without a manifest (torch.save,
+  /// or several ranks with a seed-style barrier).
+  bool require_manifest = true;
+};
+
+struct CKPTW_EXPORT ReadResult {
+  StateDict state_dict = make_state_dict();
+  /// Template keys the file lacks, as `a.b` / `a[i]`.
+  std::vector<std::string> missing_keys;
+  /// File keys the template does not ask for (only with a template).
+  std::vector<std::string> unexpected_keys;
+};
+
+class CKPTW_EXPORT CheckpointReader {
+ public:
+  explicit CheckpointReader(RankInfo rank_info);
+  ~CheckpointReader();
+  CheckpointReader(CheckpointReader&&) noexcept;
+  CheckpointReader& operator=(CheckpointReader&&) noexcept;
+
+  /// Loads this rank's file from the checkpoint directory `path`.
+  ///
+  /// Without a template, the whole state dict. With one, its keys drive the
+  /// load (the seed's partial load): a None value loads the whole subtree at
+  /// that key, a defined tensor is filled in place after a shape and dtype
+  /// check (the result holds that same tensor), a nested dict or list is
+  /// matched recursively, and any other value is replaced by the file's.
+  /// Only the storages of the selected tensors are read.
+  ///
+  /// Throws ckptw::IoError (ENOENT naming the file when it is missing),
+  /// ckptw::FormatError for a malformed, corrupt or uncommitted checkpoint, a
+  /// shape/dtype mismatch, or missing keys with `strict`.
+  ReadResult read(const std::string& path, const std::optional<StateDict>& state_dict_template = std::nullopt,
+                  const ReadOptions& options = ReadOptions());
+
+  /// Loads one .pt file directly (no manifest involved).
+  ReadResult read_file(const std::string& file, const std::optional<StateDict>& state_dict_template = std::nullopt,
+                       const ReadOptions& options = ReadOptions());
+
+ private:
+  RankInfo rank_info_;
+};
+
+}  // namespace ckptw

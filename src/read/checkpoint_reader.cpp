@@ -1,0 +1,324 @@
+#include "ckptw/checkpoint_reader.hpp"
+
+#include <map>
+#include <unordered_map>
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include "checksum/crc32.hpp"
+#include "ckptw/error.hpp"
+#include "commit/manifest.hpp"
+#include "format/dtype_table.hpp"
+#include "read/pickle_reader.hpp"
+#include "read/verify.hpp"
+#include "read/zip_index.hpp"
+
+namespace ckptw {
+namespace {
+
+using detail::PickleValue;
+using detail::PickleValuePtr;
+using Kind = PickleValue::Kind;
+
+constexpr std::uint64_t kMaxPickleBytes = std::uint64_t{1} << 31;
+constexpr std::size_t kCrcChunk = std::size_t{8} << 20;
+
+std::string join_key(const std::string& parent, const std::string& key) {
+  return parent.empty() ? key : parent + "." + key;
+}
+
+std::string key_text(const PickleValuePtr& key) {
+  if (key->kind == Kind::kString) return key->text;
+  if (key->kind == Kind::kInt) return std::to_string(key->integer);
+  return "<key>";
+}
+
+c10::ScalarType scalar_type_named(const std::string& torch_name, const std::string& path, const std::string& key) {
+  const detail::DtypeInfo* info = detail::dtype_by_torch_name(torch_name);
+  if (info != nullptr) {
+    for (int i = 0; i < static_cast<int>(c10::ScalarType::NumOptions); ++i) {
+      const auto type = static_cast<c10::ScalarType>(i);
+      if (info->c10_name == c10::toString(type)) return type;
+    }
+  }
+  throw FormatError("dtype " + torch_name + " is not supported by this LibTorch", path, key);
+}
+
+// Turns the pickle tree into IValues, reading each storage record once, on
+// first use, so that a partial load reads only what it returns.
+class Loader {
+ public:
+  Loader(const detail::ByteSource& file, detail::ZipIndex index, const ReadOptions& options)
+      : file_(file), index_(std::move(index)), options_(options) {}
+
+  c10::IValue materialize(const PickleValuePtr& v, const std::string& key_path) {
+    switch (v->kind) {
+      case Kind::kNone: return c10::IValue();
+      case Kind::kBool: return c10::IValue(v->boolean);
+      case Kind::kInt: return c10::IValue(v->integer);
+      case Kind::kFloat: return c10::IValue(v->floating);
+      case Kind::kString: return c10::IValue(v->text);
+      case Kind::kTensor: return c10::IValue(tensor(v->tensor, key_path));
+      case Kind::kList: {
+        c10::impl::GenericList list(c10::AnyType::get());
+        for (std::size_t i = 0; i < v->items.size(); ++i) {
+          list.push_back(materialize(v->items[i], key_path + "[" + std::to_string(i) + "]"));
+        }
+        return c10::IValue(list);
+      }
+      case Kind::kTuple: {
+        std::vector<c10::IValue> items;
+        for (std::size_t i = 0; i < v->items.size(); ++i) {
+          items.push_back(materialize(v->items[i], key_path + "[" + std::to_string(i) + "]"));
+        }
+        return c10::IValue(c10::ivalue::Tuple::create(std::move(items)));
+      }
+      case Kind::kDict: return c10::IValue(dict(v, key_path));
+      case Kind::kGlobal:
+      case Kind::kStorage:
+        break;
+    }
+    throw FormatError("a bare storage or global is not a state dict value", file_.path(), key_path);
+  }
+
+  c10::impl::GenericDict dict(const PickleValuePtr& v, const std::string& key_path) {
+    bool string_keys = true, int_keys = true;
+    for (const auto& [key, value] : v->entries) {
+      string_keys = string_keys && key->kind == Kind::kString;
+      int_keys = int_keys && key->kind == Kind::kInt;
+    }
+    if (!string_keys && !int_keys) {
+      throw FormatError("dict keys must be all strings or all ints", file_.path(), key_path);
+    }
+    c10::TypePtr key_type = string_keys ? c10::TypePtr(c10::StringType::get()) : c10::TypePtr(c10::IntType::get());
+    c10::impl::GenericDict out(key_type, c10::AnyType::get());
+    for (const auto& [key, value] : v->entries) {
+      c10::IValue k = string_keys ? c10::IValue(key->text) : c10::IValue(key->integer);
+      out.insert_or_assign(k, materialize(value, join_key(key_path, key_text(key))));
+    }
+    return out;
+  }
+
+  at::Tensor tensor(const detail::PickledTensor& t, const std::string& key_path) {
+    const c10::ScalarType dtype = scalar_type_named(t.dtype, file_.path(), key_path);
+    c10::Storage storage = storage_for(t, key_path);
+    try {
+      at::Tensor out = at::empty({0}, at::TensorOptions().dtype(dtype).device(storage.device()))
+                           .set_(storage, t.storage_offset, t.sizes, t.strides);
+      if (t.requires_grad) out.set_requires_grad(true);
+      return out;
+    } catch (const c10::Error& e) {
+      throw FormatError(std::string("cannot rebuild tensor: ") + e.what_without_backtrace(), file_.path(), key_path);
+    }
+  }
+
+  const detail::ZipIndex& index() const { return index_; }
+
+ private:
+  c10::Storage storage_for(const detail::PickledTensor& t, const std::string& key_path) {
+    if (auto it = storages_.find(t.storage_key); it != storages_.end()) {
+      if (it->second.nbytes() != t.storage_nbytes) {
+        throw FormatError("storage " + t.storage_key + " is used with two different sizes", file_.path(), key_path);
+      }
+      return it->second;
+    }
+    const detail::ZipRecord* record = index_.find("data/" + t.storage_key);
+    if (record == nullptr) {
+      throw FormatError("storage record data/" + t.storage_key + " is missing", file_.path(), key_path);
+    }
+    if (record->method != 0) {
+      throw FormatError("storage record data/" + t.storage_key + " is compressed", file_.path(), key_path);
+    }
+    if (record->size != t.storage_nbytes) {
+      throw FormatError("storage record data/" + t.storage_key + " holds " + std::to_string(record->size) +
+                            " bytes, the tensor's storage needs " + std::to_string(t.storage_nbytes),
+                        file_.path(), key_path);
+    }
+    at::Tensor bytes = at::empty({static_cast<std::int64_t>(record->size)}, at::kByte);
+    file_.read(record->payload_offset, bytes.data_ptr(), record->size);
+    if (options_.verify_crc) {
+      const std::uint32_t crc = detail::crc32_update(0, bytes.data_ptr(), record->size);
+      if (crc != record->crc32) {
+        throw FormatError("CRC-32 mismatch in record data/" + t.storage_key + " at offset " +
+                              std::to_string(record->payload_offset),
+                          file_.path(), key_path);
+      }
+    }
+    c10::Device device = options_.map_location ? *options_.map_location : location_device(t.location, key_path);
+    if (!device.is_cpu()) {
+      try {
+        bytes = bytes.to(device);
+      } catch (const c10::Error& e) {
+        throw Error("cannot place storage on " + device.str() + ": " + e.what_without_backtrace(), file_.path(),
+                    key_path);
+      }
+    }
+    c10::Storage storage = bytes.storage();
+    storages_.emplace(t.storage_key, storage);
+    return storage;
+  }
+
+  c10::Device location_device(const std::string& location, const std::string& key_path) const {
+    try {
+      return c10::Device(location);
+    } catch (const c10::Error&) {
+      throw FormatError("unknown storage location '" + location + "'", file_.path(), key_path);
+    }
+  }
+
+  const detail::ByteSource& file_;
+  detail::ZipIndex index_;
+  const ReadOptions& options_;
+  std::unordered_map<std::string, c10::Storage> storages_;
+};
+
+struct TemplateWalk {
+  Loader& loader;
+  const std::string& path;
+  ReadResult& result;
+
+  // Fills `out` from `file_value` as `tmpl` asks.
+  c10::IValue apply(const c10::IValue& tmpl, const PickleValuePtr& file_value, const std::string& key_path) {
+    if (tmpl.isNone()) return loader.materialize(file_value, key_path);
+    if (tmpl.isTensor() && tmpl.toTensor().defined()) {
+      if (file_value->kind != Kind::kTensor) {
+        throw FormatError("the template has a tensor where the file has no tensor", path, key_path);
+      }
+      at::Tensor target = tmpl.toTensor();
+      at::Tensor loaded = loader.tensor(file_value->tensor, key_path);
+      if (target.sizes() != loaded.sizes() || target.scalar_type() != loaded.scalar_type()) {
+        throw FormatError("template tensor " + std::string(c10::toString(target.scalar_type())) +
+                              c10::str(target.sizes()) + " does not match the file's " +
+                              c10::toString(loaded.scalar_type()) + c10::str(loaded.sizes()),
+                          path, key_path);
+      }
+      c10::NoGradGuard no_grad;
+      target.copy_(loaded);
+      return tmpl;
+    }
+    if (tmpl.isGenericDict() && file_value->kind == Kind::kDict) return dict(tmpl.toGenericDict(), file_value, key_path);
+    if (tmpl.isList() && file_value->kind == Kind::kList) {
+      auto tmpl_items = tmpl.toListRef();
+      c10::impl::GenericList out(c10::AnyType::get());
+      for (std::size_t i = 0; i < tmpl_items.size(); ++i) {
+        const std::string item_path = key_path + "[" + std::to_string(i) + "]";
+        if (i >= file_value->items.size()) {
+          result.missing_keys.push_back(item_path);
+          out.push_back(tmpl_items[i]);
+          continue;
+        }
+        out.push_back(apply(tmpl_items[i], file_value->items[i], item_path));
+      }
+      return c10::IValue(out);
+    }
+    return loader.materialize(file_value, key_path);
+  }
+
+  c10::impl::GenericDict dict(const c10::impl::GenericDict& tmpl, const PickleValuePtr& file_dict,
+                              const std::string& key_path) {
+    std::map<std::string, PickleValuePtr> by_key;
+    for (const auto& [key, value] : file_dict->entries) by_key[key_text(key)] = value;
+    c10::impl::GenericDict out(tmpl.keyType(), c10::AnyType::get());
+    for (const auto& entry : tmpl) {
+      const std::string key = entry.key().isString() ? entry.key().toStringRef()
+                              : entry.key().isInt()  ? std::to_string(entry.key().toInt())
+                                                     : "<key>";
+      const std::string child = join_key(key_path, key);
+      auto it = by_key.find(key);
+      if (it == by_key.end()) {
+        result.missing_keys.push_back(child);
+        out.insert_or_assign(entry.key(), entry.value());
+        continue;
+      }
+      out.insert_or_assign(entry.key(), apply(entry.value(), it->second, child));
+      by_key.erase(it);
+    }
+    for (const auto& [key, value] : by_key) result.unexpected_keys.push_back(join_key(key_path, key));
+    return out;
+  }
+};
+
+void check_against_manifest(const std::string& dir, int rank, const detail::ByteSource& file,
+                            const detail::ZipIndex& index, bool require_manifest) {
+  std::optional<detail::Manifest> manifest = detail::read_manifest(dir);
+  if (!manifest) {
+    if (!require_manifest) return;
+    throw FormatError("checkpoint is not committed: " + std::string(detail::kManifestName) +
+                          " is missing (pass ReadOptions::require_manifest = false to read it anyway)",
+                      dir);
+  }
+  if (rank >= manifest->world_size) {
+    throw FormatError("the manifest is for " + std::to_string(manifest->world_size) + " ranks; this is rank " +
+                          std::to_string(rank),
+                      dir + "/" + detail::kManifestName);
+  }
+  detail::check_against_manifest_entry(file, index, manifest->files[rank]);
+}
+
+ReadResult load(const detail::ByteSource& file, const std::optional<StateDict>& tmpl, const ReadOptions& options,
+                detail::ZipIndex index) {
+  const std::string& path = file.path();
+  const detail::ZipRecord* version = index.find("version");
+  if (version == nullptr) version = index.find(".data/version");
+  if (version == nullptr) throw FormatError("no version record", path);
+  if (version->size == 0 || version->size > 32) throw FormatError("malformed version record", path);
+  const std::string version_text = file.read(version->payload_offset, version->size);
+  const long number = std::strtol(version_text.c_str(), nullptr, 10);
+  if (number < 1 || number > 10) throw FormatError("unsupported format version '" + version_text + "'", path);
+
+  const detail::ZipRecord* pickle = index.find("data.pkl");
+  if (pickle == nullptr) throw FormatError("no data.pkl record", path);
+  if (pickle->method != 0) throw FormatError("data.pkl is compressed; only stored records are read", path);
+  if (pickle->size > kMaxPickleBytes) throw FormatError("data.pkl larger than 2 GiB", path);
+  const std::string bytes = file.read(pickle->payload_offset, pickle->size);
+  if (options.verify_crc && detail::crc32_update(0, bytes.data(), bytes.size()) != pickle->crc32) {
+    throw FormatError("CRC-32 mismatch in record data.pkl at offset " + std::to_string(pickle->payload_offset), path);
+  }
+  PickleValuePtr root = detail::read_pickle(bytes, path);
+  if (root->kind != Kind::kDict) throw FormatError("the top-level object is not a dict", path);
+  for (const auto& [key, value] : root->entries) {
+    if (key->kind != Kind::kString) throw FormatError("top-level keys must be strings", path);
+  }
+
+  Loader loader(file, std::move(index), options);
+  ReadResult result;
+  c10::impl::GenericDict loaded = [&] {
+    if (!tmpl) return loader.dict(root, "");
+    c10::impl::GenericDict as_generic = c10::impl::toGenericDict(*tmpl);
+    TemplateWalk walk{loader, path, result};
+    return walk.dict(as_generic, root, "");
+  }();
+  result.state_dict = c10::impl::toTypedDict<std::string, c10::IValue>(loaded);
+  if (options.strict && !result.missing_keys.empty()) {
+    std::string list;
+    for (const auto& k : result.missing_keys) list += (list.empty() ? "" : ", ") + k;
+    throw FormatError("checkpoint is missing keys: [" + list + "]", path);
+  }
+  return result;
+}
+
+}  // namespace
+
+CheckpointReader::CheckpointReader(RankInfo rank_info) : rank_info_(std::move(rank_info)) {}
+CheckpointReader::~CheckpointReader() = default;
+CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
+CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = default;
+
+ReadResult CheckpointReader::read(const std::string& path, const std::optional<StateDict>& state_dict_template,
+                                  const ReadOptions& options) {
+  const std::string file_path = path + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
+  detail::RandomAccessFile file(file_path);
+  detail::ZipIndex index = detail::read_zip_index(file);
+  check_against_manifest(path, rank_info_.global_rank, file, index, options.require_manifest);
+  return load(file, state_dict_template, options, std::move(index));
+}
+
+ReadResult CheckpointReader::read_file(const std::string& file_path,
+                                       const std::optional<StateDict>& state_dict_template,
+                                       const ReadOptions& options) {
+  detail::RandomAccessFile file(file_path);
+  return load(file, state_dict_template, options, detail::read_zip_index(file));
+}
+
+}  // namespace ckptw

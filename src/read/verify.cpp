@@ -1,0 +1,103 @@
+#include "read/verify.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <dirent.h>
+
+#include "checksum/crc32.hpp"
+#include "ckptw/error.hpp"
+#include "read/pt_inspect.hpp"
+
+namespace ckptw::detail {
+namespace {
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+FileVerdict verify_file(const std::string& path, const ManifestEntry* entry) {
+  FileVerdict verdict;
+  verdict.path = path;
+  try {
+    RandomAccessFile file(path);
+    InspectedFile inspected = inspect_pt(file);
+    verify_record_crcs(file, inspected.index);
+    if (entry) check_against_manifest_entry(file, inspected.index, *entry);
+    verdict.ok = true;
+    verdict.detail = std::to_string(inspected.index.records.size()) + " records, " +
+                     std::to_string(inspected.tensors.size()) + " tensors, " + std::to_string(file.size()) +
+                     " bytes, CRCs verified" + (entry ? ", matches the manifest" : "");
+  } catch (const std::exception& e) {
+    verdict.detail = e.what();
+  }
+  return verdict;
+}
+
+}  // namespace
+
+std::optional<Manifest> read_manifest(const std::string& dir) {
+  const std::string path = dir + "/" + kManifestName;
+  if (!exists(path)) return std::nullopt;
+  RandomAccessFile file(path);
+  if (file.size() > (std::uint64_t{1} << 24)) throw FormatError("manifest larger than 16 MiB", path);
+  return decode_manifest(file.read(0, static_cast<std::size_t>(file.size())), path);
+}
+
+void check_against_manifest_entry(const ByteSource& file, const ZipIndex& index, const ManifestEntry& entry) {
+  if (entry.bytes != file.size()) {
+    throw FormatError("file holds " + std::to_string(file.size()) + " bytes, the manifest committed " +
+                          std::to_string(entry.bytes) + ": not the committed file",
+                      file.path());
+  }
+  std::string buffer;
+  std::uint32_t crc = 0;
+  for (std::uint64_t offset = index.central_directory_offset; offset < file.size();) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(file.size() - offset, 1 << 20));
+    buffer.resize(n);
+    file.read(offset, buffer.data(), n);
+    crc = crc32_update(crc, buffer.data(), n);
+    offset += n;
+  }
+  if (crc != entry.directory_crc32) {
+    throw FormatError("zip directory checksum differs from the manifest: not the committed file", file.path());
+  }
+}
+
+std::vector<FileVerdict> verify_path(const std::string& path) {
+  if (!is_directory(path)) return {verify_file(path, nullptr)};
+  std::vector<FileVerdict> verdicts;
+  std::optional<Manifest> manifest;
+  try {
+    manifest = read_manifest(path);
+  } catch (const std::exception& e) {
+    verdicts.push_back(FileVerdict{path + "/" + kManifestName, false, e.what()});
+    return verdicts;
+  }
+  if (manifest) {
+    for (const auto& entry : manifest->files) verdicts.push_back(verify_file(path + "/" + entry.file, &entry));
+    return verdicts;
+  }
+  verdicts.push_back(FileVerdict{path, false, std::string("not committed: no ") + kManifestName});
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(path.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.rfind("checkpoint_", 0) == 0 && name.size() > 3 && name.compare(name.size() - 3, 3, ".pt") == 0) {
+        names.push_back(name);
+      }
+    }
+    ::closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) verdicts.push_back(verify_file(path + "/" + name, nullptr));
+  return verdicts;
+}
+
+}  // namespace ckptw::detail
