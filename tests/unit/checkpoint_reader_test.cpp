@@ -1,0 +1,161 @@
+// CheckpointReader: the seed's read semantics (full, partial, in place,
+// missing and unexpected keys, strict) and the commit checks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+
+#include "ckptw/ckptw.hpp"
+#include "support/test_support.hpp"
+
+namespace ckptw {
+namespace {
+
+using c10::impl::GenericDict;
+using c10::impl::GenericList;
+
+StateDict saved_state() {
+  StateDict sd = make_state_dict();
+  GenericDict model(c10::StringType::get(), c10::AnyType::get());
+  model.insert("weight", at::arange(6, at::kFloat).reshape({2, 3}));
+  model.insert("bias", at::ones({3}, at::kDouble));
+  sd.insert("model", model);
+  GenericList layers(c10::AnyType::get());
+  layers.push_back(at::arange(4, at::kLong));
+  layers.push_back(at::arange(2, at::kLong));
+  sd.insert("layers", layers);
+  sd.insert("step", int64_t{1000});
+  sd.insert("name", std::string("gpt"));
+  return sd;
+}
+
+std::string write(const testing::TempDir& tmp) {
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  (void)writer.write(tmp / "ckpt", saved_state());
+  return tmp / "ckpt";
+}
+
+TEST(CheckpointReader, FullReadRestoresValuesAndTypes) {
+  testing::TempDir tmp;
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(write(tmp));
+  EXPECT_TRUE(r.missing_keys.empty());
+  auto model = r.state_dict.at("model").toGenericDict();
+  EXPECT_TRUE(at::equal(model.at("weight").toTensor(), at::arange(6, at::kFloat).reshape({2, 3})));
+  EXPECT_EQ(model.at("bias").toTensor().scalar_type(), at::kDouble);
+  EXPECT_EQ(r.state_dict.at("layers").toListRef().size(), 2u);
+  EXPECT_EQ(r.state_dict.at("step").toInt(), 1000);
+  EXPECT_EQ(r.state_dict.at("name").toStringRef(), "gpt");
+}
+
+TEST(CheckpointReader, TemplateDrivesThePartialLoadAndFillsTensorsInPlace) {
+  testing::TempDir tmp;
+  const std::string path = write(tmp);
+  at::Tensor weight = at::zeros({2, 3}, at::kFloat);
+  StateDict tmpl = make_state_dict();
+  GenericDict model(c10::StringType::get(), c10::AnyType::get());
+  model.insert("weight", weight);
+  model.insert("absent", at::zeros({1}));
+  tmpl.insert("model", model);
+  tmpl.insert("layers", c10::IValue());  // None: the whole subtree
+  GenericList more(c10::AnyType::get());
+  for (int i = 0; i < 3; ++i) more.push_back(c10::IValue());
+  tmpl.insert("missing_top", int64_t{1});
+
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(path, tmpl);
+  EXPECT_TRUE(at::equal(weight, at::arange(6, at::kFloat).reshape({2, 3})));  // filled in place
+  EXPECT_TRUE(r.state_dict.at("model").toGenericDict().at("weight").toTensor().is_same(weight));
+  EXPECT_EQ(r.state_dict.at("layers").toListRef().size(), 2u);
+  EXPECT_EQ(r.missing_keys, (std::vector<std::string>{"model.absent", "missing_top"}));
+  std::vector<std::string> unexpected = r.unexpected_keys;
+  std::sort(unexpected.begin(), unexpected.end());
+  EXPECT_EQ(unexpected, (std::vector<std::string>{"model.bias", "name", "step"}));
+}
+
+TEST(CheckpointReader, MissingListItemsAreNamedWithIndexes) {
+  testing::TempDir tmp;
+  StateDict tmpl = make_state_dict();
+  GenericList layers(c10::AnyType::get());
+  for (int i = 0; i < 3; ++i) layers.push_back(c10::IValue());
+  tmpl.insert("layers", layers);
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(write(tmp), tmpl);
+  EXPECT_EQ(r.missing_keys, std::vector<std::string>{"layers[2]"});
+}
+
+TEST(CheckpointReader, StrictTurnsMissingKeysIntoAnError) {
+  testing::TempDir tmp;
+  StateDict tmpl = make_state_dict();
+  tmpl.insert("nope", c10::IValue());
+  ReadOptions options;
+  options.strict = true;
+  try {
+    (void)CheckpointReader(RankInfo{0, 1}).read(write(tmp), tmpl, options);
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("missing keys: [nope]"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CheckpointReader, ShapeOrDtypeMismatchNamesTheKey) {
+  testing::TempDir tmp;
+  StateDict tmpl = make_state_dict();
+  GenericDict model(c10::StringType::get(), c10::AnyType::get());
+  model.insert("weight", at::zeros({3, 2}, at::kFloat));
+  tmpl.insert("model", model);
+  try {
+    (void)CheckpointReader(RankInfo{0, 1}).read(write(tmp), tmpl);
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.key_path(), "model.weight");
+  }
+}
+
+TEST(CheckpointReader, MissingFileIsENOENTNamingIt) {
+  testing::TempDir tmp;
+  const std::string path = write(tmp);
+  try {
+    (void)CheckpointReader(RankInfo{1, 2}).read(path);
+    FAIL();
+  } catch (const IoError& e) {
+    EXPECT_EQ(e.errno_value(), ENOENT);
+    EXPECT_EQ(e.path(), path + "/checkpoint_1.pt");
+  }
+}
+
+TEST(CheckpointReader, UncommittedOrMismatchedDirectoriesAreRefused) {
+  testing::TempDir tmp;
+  const std::string path = write(tmp);
+  // A file that is not the committed one (same size, different bytes in the directory).
+  std::string bytes = testing::read_file(path + "/checkpoint_0.pt");
+  std::string manifest = testing::read_file(path + "/checkpoint_manifest.json");
+  bytes[bytes.size() - 98 - 3] ^= 1;  // a name character of the last central directory entry
+  std::ofstream(path + "/checkpoint_0.pt", std::ios::binary | std::ios::trunc) << bytes;
+  EXPECT_THROW((void)CheckpointReader(RankInfo{0, 1}).read(path), FormatError);
+  ::unlink((path + "/checkpoint_manifest.json").c_str());
+  try {
+    (void)CheckpointReader(RankInfo{0, 1}).read(path);
+    FAIL();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("not committed"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CheckpointReader, CorruptPayloadIsACrcErrorUnlessCheckingIsOff) {
+  testing::TempDir tmp;
+  const std::string path = write(tmp);
+  std::string bytes = testing::read_file(path + "/checkpoint_0.pt");
+  const std::size_t at = bytes.find("checkpoint_0/data/0") + 64;  // somewhere in the payload region
+  const std::size_t payload = (at + 63) / 64 * 64;
+  bytes[payload] ^= 0x40;
+  std::ofstream(tmp / "bad.pt", std::ios::binary | std::ios::trunc) << bytes;
+  EXPECT_THROW((void)CheckpointReader(RankInfo{0, 1}).read_file(tmp / "bad.pt"), FormatError);
+  ReadOptions no_crc;
+  no_crc.verify_crc = false;
+  EXPECT_NO_THROW((void)CheckpointReader(RankInfo{0, 1}).read_file(tmp / "bad.pt", std::nullopt, no_crc));
+}
+
+}  // namespace
+}  // namespace ckptw
