@@ -20,7 +20,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 #    torch wheel ships no gloo headers).
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   liburing-dev libisal-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-venv unzip)
+  libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-venv unzip
+  clang libclang-rt-14-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

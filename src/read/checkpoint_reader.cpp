@@ -52,7 +52,10 @@ class Loader {
   Loader(const detail::ByteSource& file, detail::ZipIndex index, const ReadOptions& options)
       : file_(file), index_(std::move(index)), options_(options) {}
 
-  c10::IValue materialize(const PickleValuePtr& v, const std::string& key_path) {
+  c10::IValue materialize(const PickleValuePtr& v, const std::string& key_path, std::size_t depth = 0) {
+    if (depth > detail::kMaxPickleDepth) {
+      throw FormatError("containers nested too deeply (or cyclic)", file_.path(), key_path);
+    }
     switch (v->kind) {
       case Kind::kNone: return c10::IValue();
       case Kind::kBool: return c10::IValue(v->boolean);
@@ -63,18 +66,18 @@ class Loader {
       case Kind::kList: {
         c10::impl::GenericList list(c10::AnyType::get());
         for (std::size_t i = 0; i < v->items.size(); ++i) {
-          list.push_back(materialize(v->items[i], key_path + "[" + std::to_string(i) + "]"));
+          list.push_back(materialize(v->items[i], key_path + "[" + std::to_string(i) + "]", depth + 1));
         }
         return c10::IValue(list);
       }
       case Kind::kTuple: {
         std::vector<c10::IValue> items;
         for (std::size_t i = 0; i < v->items.size(); ++i) {
-          items.push_back(materialize(v->items[i], key_path + "[" + std::to_string(i) + "]"));
+          items.push_back(materialize(v->items[i], key_path + "[" + std::to_string(i) + "]", depth + 1));
         }
         return c10::IValue(c10::ivalue::Tuple::create(std::move(items)));
       }
-      case Kind::kDict: return c10::IValue(dict(v, key_path));
+      case Kind::kDict: return c10::IValue(dict(v, key_path, depth + 1));
       case Kind::kGlobal:
       case Kind::kStorage:
         break;
@@ -82,7 +85,7 @@ class Loader {
     throw FormatError("a bare storage or global is not a state dict value", file_.path(), key_path);
   }
 
-  c10::impl::GenericDict dict(const PickleValuePtr& v, const std::string& key_path) {
+  c10::impl::GenericDict dict(const PickleValuePtr& v, const std::string& key_path, std::size_t depth = 0) {
     bool string_keys = true, int_keys = true;
     for (const auto& [key, value] : v->entries) {
       string_keys = string_keys && key->kind == Kind::kString;
@@ -95,7 +98,7 @@ class Loader {
     c10::impl::GenericDict out(key_type, c10::AnyType::get());
     for (const auto& [key, value] : v->entries) {
       c10::IValue k = string_keys ? c10::IValue(key->text) : c10::IValue(key->integer);
-      out.insert_or_assign(k, materialize(value, join_key(key_path, key_text(key))));
+      out.insert_or_assign(k, materialize(value, join_key(key_path, key_text(key)), depth));
     }
     return out;
   }
@@ -275,7 +278,8 @@ ReadResult load(const detail::ByteSource& file, const std::optional<StateDict>& 
   if (options.verify_crc && detail::crc32_update(0, bytes.data(), bytes.size()) != pickle->crc32) {
     throw FormatError("CRC-32 mismatch in record data.pkl at offset " + std::to_string(pickle->payload_offset), path);
   }
-  PickleValuePtr root = detail::read_pickle(bytes, path);
+  std::unique_ptr<detail::PickleTree> tree = detail::read_pickle(bytes, path);
+  const PickleValuePtr root = tree->root;
   if (root->kind != Kind::kDict) throw FormatError("the top-level object is not a dict", path);
   for (const auto& [key, value] : root->entries) {
     if (key->kind != Kind::kString) throw FormatError("top-level keys must be strings", path);

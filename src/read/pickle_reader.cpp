@@ -11,20 +11,21 @@
 namespace ckptw::detail {
 namespace {
 
-constexpr std::size_t kMaxDepth = 1000;    // containers inside containers
+constexpr std::size_t kMaxDepth = kMaxPickleDepth;
 constexpr std::size_t kMaxDims = 64;       // tensor rank
 
 using Kind = PickleValue::Kind;
 
-PickleValuePtr make(Kind kind) {
-  auto v = std::make_shared<PickleValue>();
-  v->kind = kind;
-  return v;
-}
 
 class Machine {
  public:
-  Machine(std::string_view bytes, const std::string& path) : in_(bytes), path_(path) {}
+  Machine(std::string_view bytes, const std::string& path, PickleTree& tree) : in_(bytes), path_(path), tree_(tree) {}
+
+  PickleValuePtr make(Kind kind) {
+    PickleValue& v = tree_.arena.emplace_back();
+    v.kind = kind;
+    return &v;
+  }
 
   PickleValuePtr run() {
     while (true) {
@@ -174,7 +175,7 @@ class Machine {
   }
   PickleValuePtr pop(std::size_t at) {
     if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) fail_at(at, "stack underflow");
-    auto v = std::move(stack_.back());
+    PickleValuePtr v = stack_.back();
     stack_.pop_back();
     return v;
   }
@@ -301,7 +302,7 @@ class Machine {
     }
     if (fn == "torch._utils._rebuild_parameter") {
       if (a.size() < 2 || a[0]->kind != Kind::kTensor || a[1]->kind != Kind::kBool) fail_at(at, "malformed _rebuild_parameter");
-      auto v = std::make_shared<PickleValue>(*a[0]);
+      PickleValuePtr v = &tree_.arena.emplace_back(*a[0]);
       v->tensor.requires_grad = a[1]->boolean;
       return v;
     }
@@ -349,6 +350,7 @@ class Machine {
 
   std::string_view in_;
   const std::string& path_;
+  PickleTree& tree_;
   std::size_t pos_ = 0;
   std::vector<PickleValuePtr> stack_;
   std::vector<std::size_t> marks_;
@@ -357,8 +359,10 @@ class Machine {
 
 }  // namespace
 
-PickleValuePtr read_pickle(std::string_view bytes, const std::string& path) {
-  return Machine(bytes, path).run();
+std::unique_ptr<PickleTree> read_pickle(std::string_view bytes, const std::string& path) {
+  auto tree = std::make_unique<PickleTree>();
+  tree->root = Machine(bytes, path, *tree).run();
+  return tree;
 }
 
 }  // namespace ckptw::detail

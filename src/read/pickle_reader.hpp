@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,7 +28,9 @@ struct PickledTensor {
 };
 
 struct PickleValue;
-using PickleValuePtr = std::shared_ptr<PickleValue>;
+/// Values live in their PickleTree's arena; a pickle may reference a value
+/// from several places (memo), and even cyclically, without leaking.
+using PickleValuePtr = PickleValue*;
 
 struct PickleValue {
   enum class Kind { kNone, kBool, kInt, kFloat, kString, kList, kTuple, kDict, kTensor, kGlobal, kStorage };
@@ -42,7 +45,17 @@ struct PickleValue {
   PickledTensor tensor;                ///< kTensor; kStorage uses the storage fields
 };
 
+/// Every value of one pickle, owned together.
+struct PickleTree {
+  std::deque<PickleValue> arena;  ///< a deque: addresses stay valid as it grows
+  PickleValuePtr root = nullptr;
+};
+
+/// Containers nested deeper than this are refused (by the VM, and by every
+/// walk over a tree, which also stops a cyclic pickle).
+inline constexpr std::size_t kMaxPickleDepth = 1000;
+
 /// Runs the restricted VM over `bytes`; `path` names the file in errors.
-PickleValuePtr read_pickle(std::string_view bytes, const std::string& path);
+std::unique_ptr<PickleTree> read_pickle(std::string_view bytes, const std::string& path);
 
 }  // namespace ckptw::detail

@@ -11,9 +11,10 @@ namespace {
 
 constexpr std::uint64_t kMaxPickleBytes = std::uint64_t{1} << 31;
 
-void collect(const PickleValuePtr& v, const std::string& key_path, std::vector<InspectedTensor>& out,
-             const std::string& path) {
+void collect(const PickleValue* v, const std::string& key_path, std::vector<InspectedTensor>& out,
+             const std::string& path, std::size_t depth) {
   using Kind = PickleValue::Kind;
+  if (depth > kMaxPickleDepth) throw FormatError("containers nested too deeply (or cyclic)", path, key_path);
   switch (v->kind) {
     case Kind::kTensor:
       out.push_back({key_path, v->tensor});
@@ -23,13 +24,13 @@ void collect(const PickleValuePtr& v, const std::string& key_path, std::vector<I
         std::string name = key->kind == Kind::kString ? key->text
                            : key->kind == Kind::kInt  ? std::to_string(key->integer)
                                                       : "<key>";
-        collect(value, key_path.empty() ? name : key_path + "." + name, out, path);
+        collect(value, key_path.empty() ? name : key_path + "." + name, out, path, depth + 1);
       }
       break;
     case Kind::kList:
     case Kind::kTuple:
       for (std::size_t i = 0; i < v->items.size(); ++i) {
-        collect(v->items[i], key_path + "[" + std::to_string(i) + "]", out, path);
+        collect(v->items[i], key_path + "[" + std::to_string(i) + "]", out, path, depth + 1);
       }
       break;
     case Kind::kStorage:
@@ -58,8 +59,8 @@ InspectedFile inspect_pt(const ByteSource& file) {
   if (pickle->method != 0) throw FormatError("data.pkl is compressed; only stored records are read", path);
   if (pickle->size > kMaxPickleBytes) throw FormatError("data.pkl larger than 2 GiB", path);
   const std::string bytes = file.read(pickle->payload_offset, pickle->size);
-  result.root = read_pickle(bytes, path);
-  collect(result.root, "", result.tensors, path);
+  result.pickle = read_pickle(bytes, path);
+  collect(result.pickle->root, "", result.tensors, path, 0);
 
   for (const auto& t : result.tensors) {
     const ZipRecord* record = result.index.find("data/" + t.tensor.storage_key);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,7 @@ struct InspectedFile {
   std::string path;
   std::uint64_t file_size = 0;
   ZipIndex index;
-  PickleValuePtr root;
+  std::unique_ptr<PickleTree> pickle;  ///< data.pkl, parsed
   std::vector<InspectedTensor> tensors;  ///< in pickle order
 };
 
