@@ -6,6 +6,7 @@
 #include "ckptw/build_info.hpp"
 #include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
+#include "ckptw/checkpointer.hpp"
 #include "ckptw/config.hpp"
 #include "ckptw/error.hpp"
 #include "ckptw/hooks.hpp"
