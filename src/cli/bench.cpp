@@ -28,6 +28,7 @@
 #include <sstream>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -35,6 +36,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/error.hpp"
 #include "cli/synthetic_model.hpp"
@@ -208,19 +210,18 @@ std::string default_python() {
   return CKPTW_DEFAULT_PYTHON;
 }
 
-// torch.save of the same state dict, in the project's Python (see the script).
-Row measure_torch_save(const std::string& source, const std::string& dir, const BenchOptions& options,
-                       Progress& progress) {
+// A reference row run by a script in the project's Python: torch.save of the
+// same state dict, or torch.load of the same file (see the scripts).
+Row measure_python(const std::string& name, const std::string& script, const std::vector<std::string>& script_args,
+                   const BenchOptions& options, Progress& progress) {
   Row row;
-  row.name = "torch.save";
+  row.name = name;
   const std::string python = default_python();
-  const std::string script = CKPTW_TORCH_SAVE_SCRIPT;
   if (access(python.c_str(), X_OK) != 0 || access(script.c_str(), R_OK) != 0) {
     row.note = "missing: no Python at " + python + " (set CKPTW_PYTHON)";
     return row;
   }
-  fs::create_directories(dir);
-  progress.line("torch.save: running " + script);
+  progress.line(name + ": running " + script);
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) throw IoError("pipe failed", "", "", errno);
   const pid_t pid = fork();
@@ -228,9 +229,14 @@ Row measure_torch_save(const std::string& source, const std::string& dir, const 
     dup2(pipe_fds[1], STDOUT_FILENO);
     ::close(pipe_fds[0]);
     ::close(pipe_fds[1]);
-    const std::string repeats = std::to_string(options.repeats), warmup = std::to_string(options.warmup);
-    execl(python.c_str(), python.c_str(), script.c_str(), source.c_str(), dir.c_str(), repeats.c_str(),
-          warmup.c_str(), static_cast<char*>(nullptr));
+    std::vector<std::string> argv_text = {python, script};
+    argv_text.insert(argv_text.end(), script_args.begin(), script_args.end());
+    argv_text.push_back(std::to_string(options.repeats));
+    argv_text.push_back(std::to_string(options.warmup));
+    std::vector<char*> argv_ptrs;
+    for (auto& a : argv_text) argv_ptrs.push_back(a.data());
+    argv_ptrs.push_back(nullptr);
+    execv(python.c_str(), argv_ptrs.data());
     _exit(127);
   }
   ::close(pipe_fds[1]);
@@ -249,12 +255,57 @@ Row measure_torch_save(const std::string& source, const std::string& dir, const 
   row.bytes = result["file_bytes"].get<std::uint64_t>();
   row.seconds = result["seconds"].get<std::vector<double>>();
   row.peak_rss_bytes = static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
-  // The child's CPU covers loading the checkpoint and the warm-up too; scale to the timed part.
+  // The child's CPU covers start-up and the warm-up too; scale to the timed part.
   const double total_cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
                            usage.ru_stime.tv_usec / 1e6;
   row.cpu_seconds = total_cpu * options.repeats / (options.repeats + options.warmup + 1);
   row.note = "torch " + result["torch_version"].get<std::string>() + ", CPU s/GB approximate";
   return row;
+}
+
+void drop_from_page_cache(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+// Read rows: the file is written once (untimed), then read cold (its pages
+// dropped from the page cache before every repeat) by CheckpointReader, by a
+// raw sequential O_DIRECT read, and by torch.load.
+std::vector<Row> measure_reads(const SyntheticModel& model, const std::string& ckpt_dir, const BenchOptions& options,
+                               Progress& progress) {
+  progress.line("writing the checkpoint to read");
+  CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(ckpt_dir, model.state_dict);
+  const std::string file = ckpt_dir + "/checkpoint_0.pt";
+  std::vector<Row> rows;
+  CheckpointReader reader(RankInfo{0, 1});
+  Row ckptw_row = measure("ckptw read", options, progress, [&] {
+    drop_from_page_cache(file);
+    ReadResult r = reader.read(ckpt_dir);
+    return static_cast<std::uint64_t>(fs::file_size(file));
+  });
+  ckptw_row.note = "CheckpointReader, CRCs and manifest verified";
+  rows.push_back(ckptw_row);
+
+  const std::size_t chunk = std::size_t{8} << 20;
+  detail::BufferRing buffer(1, chunk);
+  Row raw = measure("raw read", options, progress, [&] {
+    drop_from_page_cache(file);
+    int fd = ::open(file.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    if (fd < 0) fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw IoError("cannot open", file, "", errno);
+    std::uint64_t total = 0;
+    for (ssize_t n; (n = ::pread(fd, buffer.data(0), chunk, static_cast<off_t>(total))) > 0;) total += static_cast<std::uint64_t>(n);
+    ::close(fd);
+    return total;
+  });
+  raw.note = "sequential 8 MiB O_DIRECT preads, no parsing";
+  rows.push_back(raw);
+  if (options.torch_save) {
+    rows.push_back(measure_python("torch.load", CKPTW_TORCH_LOAD_SCRIPT, {file}, options, progress));
+  }
+  return rows;
 }
 
 std::string machine_description() {
@@ -308,7 +359,9 @@ int run_bench(const BenchOptions& options) {
 
   std::vector<Row> rows;
   const std::string ckpt_dir = dir + "/ckptw";
-  if (options.backend) {
+  if (options.read) {
+    rows = measure_reads(model, ckpt_dir, options, progress);
+  } else if (options.backend) {
     rows.push_back(measure_writer("ckptw", *options.backend, model.state_dict, ckpt_dir, options, progress));
   } else {
     rows.push_back(measure_writer("ckptw", IoBackendKind::kAuto, model.state_dict, ckpt_dir, options, progress));
@@ -316,15 +369,17 @@ int run_bench(const BenchOptions& options) {
     rows.push_back(measure_writer("ckptw-uring", IoBackendKind::kUring, model.state_dict, ckpt_dir, options, progress));
   }
   const std::uint64_t file_bytes = rows.front().bytes;
-  rows.push_back(measure_limit(file_bytes, dir, options, progress));
-  if (options.torch_save) {
-    rows.push_back(measure_torch_save(ckpt_dir + "/checkpoint_0.pt", dir + "/torch", options, progress));
+  if (!options.read) rows.push_back(measure_limit(file_bytes, dir, options, progress));
+  if (options.torch_save && !options.read) {
+    fs::create_directories(dir + "/torch");
+    rows.push_back(measure_python("torch.save", CKPTW_TORCH_SAVE_SCRIPT, {ckpt_dir + "/checkpoint_0.pt", dir + "/torch"},
+                                  options, progress));
   }
   progress.done();
 
   const Row* limit = nullptr;
   for (const auto& r : rows) {
-    if (r.name == "limit" && r.ok()) limit = &r;
+    if ((r.name == "limit" || r.name == "raw read") && r.ok()) limit = &r;
   }
   auto ratio = [&](const Row& r) { return limit ? median(r.gbps()) / median(limit->gbps()) : 0.0; };
   const std::string machine = machine_description();

@@ -21,7 +21,10 @@ struct BenchOptions {
   bool json = false;        ///< JSON instead of the table
   std::string json_file;    ///< with json: write it here instead of stdout
   bool keep = false;
-  bool torch_save = true;   ///< run the torch.save row when its Python is present
+  bool torch_save = true;   ///< run the torch.save (or torch.load) row when its Python is present
+  /// Measure reading instead: CheckpointReader, a raw O_DIRECT read and
+  /// torch.load of the same file.
+  bool read = false;
 };
 
 /// Runs the benchmark and prints its report; returns the exit code.

@@ -162,7 +162,8 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand(
       "bench",
       "Measure write throughput (GB/s) on the synthetic model: ckptw with each I/O backend, the\n"
-      "filesystem's own limit (raw O_DIRECT writes) and torch.save, in one run, fsync included");
+      "filesystem's own limit (raw O_DIRECT writes) and torch.save, in one run, fsync included; with --read,\n"
+      "read throughput against a raw O_DIRECT read and torch.load");
   cli::BenchOptions bench_options;
   std::string bench_backend;
   std::string bench_json;
@@ -182,6 +183,9 @@ int main(int argc, char** argv) {
       ->expected(0, 1);
   bench->add_flag("--no-torch", [&](std::int64_t) { bench_options.torch_save = false; }, "Skip the torch.save row");
   bench->add_flag("--keep", bench_options.keep, "Keep the temp directory and its files");
+  bench->add_flag("--read", bench_options.read,
+                  "Measure reading instead: CheckpointReader, a raw O_DIRECT read and torch.load of the same file, "
+                  "each cold (page cache dropped before every repeat)");
 
   CLI11_PARSE(app, argc, argv);
   try {
