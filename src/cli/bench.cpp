@@ -427,10 +427,10 @@ int run_bench(const BenchOptions& options) {
     if (options.json_file.empty()) return 0;
   }
 
-  std::printf("ckptw bench: synthetic GPT-like model, %zu tensors, %.3f GB file, %d repeats after %d warm-up, fsync on\n",
+  std::printf(options.read ? "ckptw bench --read: synthetic GPT-like model, %zu tensors, %.3f GB file, %d cold repeats after %d warm-up\n" : "ckptw bench: synthetic GPT-like model, %zu tensors, %.3f GB file, %d repeats after %d warm-up, fsync on\n",
               model.state_dict.size(), file_bytes / 1e9, options.repeats, options.warmup);
   std::printf("machine:    %s\nfilesystem: %s\n\n", machine.c_str(), filesystem.c_str());
-  std::printf("%-12s %9s %9s %9s %9s %9s %10s %10s  %s\n", "writer", "GB/s med", "min", "max", "x limit", "CPU s/GB",
+  std::printf("%-12s %9s %9s %9s %9s %9s %10s %10s  %s\n", "row", "GB/s med", "min", "max", "x limit", "CPU s/GB",
               "peak RSS", "extra RSS", "how");
   for (const auto& r : rows) {
     if (!r.ok()) {
