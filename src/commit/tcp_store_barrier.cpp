@@ -59,8 +59,6 @@ class TcpStoreBarrier::Impl {
     std::vector<std::string> messages;
     try {
       for (const auto& values : store_->multiGet(keys)) messages.emplace_back(values.begin(), values.end());
-      const std::string read = options_.prefix + "/" + std::to_string(sequence) + "/read";
-      if (store_->add(read, 1) == world_) store_->set(read + "/all", std::vector<uint8_t>{'1'});
       if (sequence > 0) {
         // Every rank reached this call, so every rank has read the previous one's keys.
         store_->deleteKey(key(sequence - 1, rank_));
@@ -70,6 +68,10 @@ class TcpStoreBarrier::Impl {
           store_->deleteKey(old_read + "/all");
         }
       }
+      // Acknowledging the read is this rank's last use of the store in this
+      // call: once every rank has acknowledged, rank 0 may return and exit.
+      const std::string read = options_.prefix + "/" + std::to_string(sequence) + "/read";
+      if (store_->add(read, 1) == world_) store_->set(read + "/all", std::vector<uint8_t>{'1'});
       if (rank_ == 0) {
         // Rank 0 hosts the store: it must not return (and perhaps exit) while
         // another rank still reads. Data is complete, so a rank that dies

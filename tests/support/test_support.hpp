@@ -27,6 +27,8 @@ bool exists(const std::string& path);
 std::vector<std::string> list_dir(const std::string& dir);
 
 /// Runs `body` in a forked child and returns its exit status (or 128 + signal).
+/// The child must not run parallel (OpenMP) tensor kernels: make tensors
+/// before the fork.
 /// With `as_nobody`, the child drops to uid/gid 65534 first, so permission
 /// checks apply even when the tests run as root.
 int run_in_child(const std::function<int()>& body, bool as_nobody = false);
