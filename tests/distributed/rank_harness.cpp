@@ -151,12 +151,15 @@ int main(int argc, char** argv) {
   const int rank = rank_info.global_rank;
   bool armed = false;
 
+  // The store the process-group backends rendezvous through.
+  auto connect_store = [&] {
+    return ckptw::detail::connect_tcp_store(rank_info,
+                                            ckptw::detail::resolve_store_options(rank_info, TcpStoreBarrier::Options{}));
+  };
   std::shared_ptr<Barrier> barrier;
   if (args.barrier == "gloo") {
 #if CKPTW_TEST_GLOO
-    TcpStoreBarrier::Options options;
-    options = ckptw::detail::resolve_store_options(rank_info, options);
-    auto store = ckptw::detail::connect_tcp_store(rank_info, options);
+    auto store = connect_store();
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(60));
     gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
     auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, rank_info.global_world_size, gloo_options);
@@ -166,11 +169,9 @@ int main(int argc, char** argv) {
     return 77;
 #endif
   } else if (args.barrier == "process_group") {
-    TcpStoreBarrier::Options options;
-    options = ckptw::detail::resolve_store_options(rank_info, options);
-    auto store = ckptw::detail::connect_tcp_store(rank_info, options);
     barrier = std::make_shared<ProcessGroupBarrier>(
-        rank_info, testing::make_store_backend(store, rank, rank_info.global_world_size), std::chrono::seconds(args.timeout));
+        rank_info, testing::make_store_backend(connect_store(), rank, rank_info.global_world_size),
+        std::chrono::seconds(args.timeout));
   } else {
     BarrierConfig config;
     config.type = BarrierType::kTcpStore;
