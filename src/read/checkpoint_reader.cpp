@@ -21,6 +21,7 @@
 #include "commit/manifest.hpp"
 #include "format/dtype_table.hpp"
 #include "read/pickle_reader.hpp"
+#include "read/pt_inspect.hpp"
 #include "read/verify.hpp"
 #include "read/zip_index.hpp"
 
@@ -31,7 +32,6 @@ using detail::PickleValue;
 using detail::PickleValuePtr;
 using Kind = PickleValue::Kind;
 
-constexpr std::uint64_t kMaxPickleBytes = std::uint64_t{1} << 31;
 constexpr std::size_t kCrcChunk = std::size_t{8} << 20;
 
 std::string join_key(const std::string& parent, const std::string& key) {
@@ -405,15 +405,8 @@ ReadResult load(const detail::ByteSource& file, const std::optional<StateDict>& 
   const long number = std::strtol(version_text.c_str(), nullptr, 10);
   if (number < 1 || number > 10) throw FormatError("unsupported format version '" + version_text + "'", path);
 
-  const detail::ZipRecord* pickle = index.find("data.pkl");
-  if (pickle == nullptr) throw FormatError("no data.pkl record", path);
-  if (pickle->method != 0) throw FormatError("data.pkl is compressed; only stored records are read", path);
-  if (pickle->size > kMaxPickleBytes) throw FormatError("data.pkl larger than 2 GiB", path);
-  const std::string bytes = file.read(pickle->payload_offset, pickle->size);
-  if (options.verify_crc && detail::crc32_update(0, bytes.data(), bytes.size()) != pickle->crc32) {
-    throw FormatError("CRC-32 mismatch in record data.pkl at offset " + std::to_string(pickle->payload_offset), path);
-  }
-  std::unique_ptr<detail::PickleTree> tree = detail::read_pickle(bytes, path);
+  std::unique_ptr<detail::PickleTree> tree =
+      detail::read_pickle(detail::read_data_pkl(file, index, options.verify_crc), path);
   const PickleValuePtr root = tree->root;
   if (root->kind != Kind::kDict) throw FormatError("the top-level object is not a dict", path);
   for (const auto& [key, value] : root->entries) {

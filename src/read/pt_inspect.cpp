@@ -43,6 +43,19 @@ void collect(const PickleValue* v, const std::string& key_path, std::vector<Insp
 
 }  // namespace
 
+std::string read_data_pkl(const ByteSource& file, const ZipIndex& index, bool verify_crc) {
+  const std::string& path = file.path();
+  const ZipRecord* pickle = index.find("data.pkl");
+  if (pickle == nullptr) throw FormatError("no data.pkl record", path);
+  if (pickle->method != 0) throw FormatError("data.pkl is compressed; only stored records are read", path);
+  if (pickle->size > kMaxPickleBytes) throw FormatError("data.pkl larger than 2 GiB", path);
+  std::string bytes = file.read(pickle->payload_offset, static_cast<std::size_t>(pickle->size));
+  if (verify_crc && crc32_update(0, bytes.data(), bytes.size()) != pickle->crc32) {
+    throw FormatError("CRC-32 mismatch in record data.pkl at offset " + std::to_string(pickle->payload_offset), path);
+  }
+  return bytes;
+}
+
 InspectedFile inspect_pt(const std::string& path) {
   RandomAccessFile file(path);
   return inspect_pt(file);
@@ -54,12 +67,7 @@ InspectedFile inspect_pt(const ByteSource& file) {
   result.path = path;
   result.file_size = file.size();
   result.index = read_zip_index(file);
-  const ZipRecord* pickle = result.index.find("data.pkl");
-  if (pickle == nullptr) throw FormatError("no data.pkl record", path);
-  if (pickle->method != 0) throw FormatError("data.pkl is compressed; only stored records are read", path);
-  if (pickle->size > kMaxPickleBytes) throw FormatError("data.pkl larger than 2 GiB", path);
-  const std::string bytes = file.read(pickle->payload_offset, pickle->size);
-  result.pickle = read_pickle(bytes, path);
+  result.pickle = read_pickle(read_data_pkl(file, result.index, /*verify_crc=*/false), path);
   collect(result.pickle->root, "", result.tensors, path, 0);
 
   for (const auto& t : result.tensors) {

@@ -25,6 +25,10 @@ struct InspectedFile {
   std::vector<InspectedTensor> tensors;  ///< in pickle order
 };
 
+/// The bytes of data.pkl (at most 2 GiB, stored), CRC-checked when asked.
+/// Throws ckptw::FormatError naming the file.
+std::string read_data_pkl(const ByteSource& source, const ZipIndex& index, bool verify_crc);
+
 /// Reads the index and data.pkl, checks that every tensor's storage record
 /// exists with exactly the size its dtype and numel imply, and lists tensors.
 /// Throws ckptw::FormatError / ckptw::IoError naming the file.
