@@ -16,6 +16,10 @@
 
 namespace ckptw {
 
+namespace detail {
+struct WriterInternals;
+}
+
 /// What one write() did, for logs and benchmarks.
 struct CKPTW_EXPORT WriteResult {
   std::string file;                ///< final path of this rank's file
@@ -87,7 +91,9 @@ class CKPTW_EXPORT CheckpointWriter {
   const RankInfo& rank_info() const noexcept;
 
  private:
+  friend struct detail::WriterInternals;  // tests inject an I/O backend
   class Impl;
+  explicit CheckpointWriter(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

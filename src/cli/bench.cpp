@@ -276,7 +276,7 @@ void drop_from_page_cache(const std::string& path) {
 std::vector<Row> measure_reads(const SyntheticModel& model, const std::string& ckpt_dir, const BenchOptions& options,
                                Progress& progress) {
   progress.line("writing the checkpoint to read");
-  CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(ckpt_dir, model.state_dict);
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(ckpt_dir, model.state_dict);
   const std::string file = ckpt_dir + "/checkpoint_0.pt";
   std::vector<Row> rows;
   CheckpointReader reader(RankInfo{0, 1});

@@ -45,14 +45,27 @@ void remove_created_directories(IoBackend& io, const std::vector<std::string>& c
   for (auto it = created.rbegin(); it != created.rend(); ++it) (void)io.remove_directory(*it);
 }
 
+std::string temp_prefix_for(const std::string& base_name) { return "." + base_name + ".ckptw-tmp."; }
+
 std::string temp_path_for(const std::string& final_path) {
   static std::atomic<unsigned long> sequence{0};
-  std::string dir = parent_directory(final_path);
   auto slash = final_path.find_last_of('/');
   std::string base = slash == std::string::npos ? final_path : final_path.substr(slash + 1);
-  std::string name = "." + base + ".ckptw-tmp." + std::to_string(::getpid()) + "." +
-                     std::to_string(sequence.fetch_add(1));
-  return slash == std::string::npos ? name : dir + "/" + name;
+  std::string name = temp_prefix_for(base) + std::to_string(::getpid()) + "." + std::to_string(sequence.fetch_add(1));
+  return slash == std::string::npos ? name : parent_directory(final_path) + "/" + name;
+}
+
+void remove_stale_temp_files(IoBackend& io, const std::string& dir, const std::vector<std::string>& prefixes) noexcept {
+  std::vector<std::string> names;
+  if (io.list_directory(dir, &names) < 0) return;
+  for (const std::string& name : names) {
+    for (const std::string& prefix : prefixes) {
+      if (name.compare(0, prefix.size(), prefix) == 0) {
+        (void)io.unlink(dir + "/" + name);
+        break;
+      }
+    }
+  }
 }
 
 TempFile::TempFile(IoBackend& io, std::string final_path, bool direct)

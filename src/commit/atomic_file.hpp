@@ -22,9 +22,18 @@ std::vector<std::string> make_directories(IoBackend& io, const std::string& dir)
 /// they are empty. Never throws.
 void remove_created_directories(IoBackend& io, const std::vector<std::string>& created) noexcept;
 
-/// Prefix of every temporary name, so leftovers are recognisable:
+/// A fresh temporary name next to `final_path`, recognisable as a leftover:
 /// `.<final name>.ckptw-tmp.<pid>.<sequence>`.
 std::string temp_path_for(const std::string& final_path);
+
+/// The prefix every temporary name for the file `base_name` starts with.
+std::string temp_prefix_for(const std::string& base_name);
+
+/// Unlinks the entries of `dir` whose names start with one of `prefixes`:
+/// temp files that writes killed before cleanup left behind. Best effort:
+/// a listing or unlink failure is ignored (the write that follows reports
+/// real problems with the directory).
+void remove_stale_temp_files(IoBackend& io, const std::string& dir, const std::vector<std::string>& prefixes) noexcept;
 
 class TempFile {
  public:
@@ -40,6 +49,8 @@ class TempFile {
   bool direct() const noexcept { return direct_; }
   const std::string& temp_path() const noexcept { return temp_path_; }
   const std::string& final_path() const noexcept { return final_path_; }
+  /// Whether the rename to the final name happened.
+  bool published() const noexcept { return published_; }
 
   /// Makes the written bytes the content of the final name. Order matters:
   /// the file's data must be durable before the rename can be (fsync before

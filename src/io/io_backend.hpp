@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "ckptw/config.hpp"
 
@@ -72,6 +73,8 @@ class IoBackend {
   /// mkdir of one directory level; -EEXIST when it already exists.
   virtual int make_directory(const std::string& path) = 0;
   virtual int remove_directory(const std::string& path) = 0;
+  /// Names of the entries of directory `path`, without "." and "..".
+  virtual int list_directory(const std::string& path, std::vector<std::string>* names) = 0;
 
   /// A queue writing `ring`'s buffers to `fd`, at most `depth` at a time.
   /// The ring must outlive the queue and stay the same across calls (io_uring
@@ -86,6 +89,21 @@ class IoBackend {
  private:
   WriteResultFilter filter_;
 };
+
+/// Where a write resumes after the kernel wrote only `done` bytes of it. On an
+/// O_DIRECT descriptor the rest must start on a block boundary, so the resume
+/// point is rounded down and up to 4095 written bytes are written again
+/// (harmless: same bytes, same offsets); buffered writes resume exactly.
+inline std::size_t resume_point(std::size_t done, bool direct) {
+  return direct ? done & ~std::size_t{4095} : done;
+}
+
+/// Attempts without progress after which a write counts as failed (-EIO):
+/// a regular file that keeps accepting nothing is broken.
+inline constexpr int kMaxStalledWrites = 16;
+
+/// Whether `fd` was opened with O_DIRECT.
+bool is_direct(int fd);
 
 /// pwrite from worker threads; the fallback that works everywhere.
 std::unique_ptr<IoBackend> make_posix_backend();

@@ -15,7 +15,8 @@ namespace {
 
 class PosixWriteQueue final : public WriteQueue {
  public:
-  PosixWriteQueue(PosixFileOps& ops, int fd, BufferRing& ring, unsigned depth) : ops_(ops), fd_(fd), ring_(ring) {
+  PosixWriteQueue(PosixFileOps& ops, int fd, BufferRing& ring, unsigned depth)
+      : ops_(ops), fd_(fd), direct_(is_direct(fd)), ring_(ring) {
     for (unsigned i = 0; i < depth; ++i) workers_.emplace_back([this] { work(); });
   }
 
@@ -73,7 +74,7 @@ class PosixWriteQueue final : public WriteQueue {
         task = pending_.front();
         pending_.pop_front();
       }
-      int rc = ops_.write_at(fd_, ring_.data(task.buffer), task.size, task.offset);
+      int rc = ops_.write_all(fd_, ring_.data(task.buffer), task.size, task.offset, direct_);
       {
         std::lock_guard<std::mutex> lock(mutex_);
         if (rc < 0 && error_ == 0) error_ = rc;
@@ -85,6 +86,7 @@ class PosixWriteQueue final : public WriteQueue {
 
   PosixFileOps& ops_;
   const int fd_;
+  const bool direct_;
   BufferRing& ring_;
   mutable std::mutex mutex_;
   std::condition_variable wake_workers_;

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <climits>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -51,20 +52,28 @@ int PosixFileOps::truncate(int fd, std::uint64_t size) {
 }
 
 int PosixFileOps::write_at(int fd, const void* data, std::size_t size, std::uint64_t offset) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
+  return write_all(fd, data, size, offset, is_direct(fd));
+}
+
+int PosixFileOps::write_all(int fd, const void* data, std::size_t size, std::uint64_t offset, bool direct) {
+  const char* const base = static_cast<const char*>(data);
+  std::size_t done = 0;
+  int stalled = 0;
+  while (done < size) {
     // A single pwrite moves at most ~2 GiB on Linux; ask for no more than that.
-    std::size_t chunk = size < static_cast<std::size_t>(INT_MAX) ? size : (INT_MAX & ~std::size_t{4095});
-    long n = ::pwrite(fd, p, chunk, static_cast<off_t>(offset));
+    const std::size_t left = size - done;
+    const std::size_t chunk = left < static_cast<std::size_t>(INT_MAX) ? left : (INT_MAX & ~std::size_t{4095});
+    long n = ::pwrite(fd, base + done, chunk, static_cast<off_t>(offset + done));
     n = filtered(n < 0 ? -errno : n, chunk);
-    if (n < 0) {
-      if (n == -EINTR || n == -EAGAIN) continue;
-      return static_cast<int>(n);
+    if (n == -EINTR || n == -EAGAIN) continue;
+    if (n < 0) return static_cast<int>(n);
+    const std::size_t next = resume_point(done + static_cast<std::size_t>(n), direct && done + static_cast<std::size_t>(n) < size);
+    if (next <= done) {
+      if (++stalled >= kMaxStalledWrites) return -EIO;  // no progress on a regular file
+      continue;
     }
-    if (n == 0) return -EIO;  // no progress on a regular file: treat as an I/O error
-    p += n;
-    size -= static_cast<std::size_t>(n);
-    offset += static_cast<std::uint64_t>(n);
+    stalled = 0;
+    done = next;
   }
   return 0;
 }
@@ -96,6 +105,29 @@ int PosixFileOps::make_directory(const std::string& path) {
 
 int PosixFileOps::remove_directory(const std::string& path) {
   return ::rmdir(path.c_str()) < 0 ? -errno : 0;
+}
+
+}  // namespace ckptw::detail
+
+namespace ckptw::detail {
+
+bool is_direct(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  return flags >= 0 && (flags & O_DIRECT) != 0;
+}
+
+int PosixFileOps::list_directory(const std::string& path, std::vector<std::string>* names) {
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return -errno;
+  names->clear();
+  errno = 0;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names->push_back(name);
+  }
+  const int error = errno;
+  ::closedir(dir);
+  return error != 0 ? -error : 0;
 }
 
 }  // namespace ckptw::detail

@@ -18,6 +18,10 @@ class PosixFileOps : public IoBackend {
   int fsync_directory(const std::string& path) override;
   int make_directory(const std::string& path) override;
   int remove_directory(const std::string& path) override;
+  int list_directory(const std::string& path, std::vector<std::string>* names) override;
+
+  /// write_at() for a descriptor whose O_DIRECT-ness the caller knows.
+  int write_all(int fd, const void* data, std::size_t size, std::uint64_t offset, bool direct);
 };
 
 }  // namespace ckptw::detail

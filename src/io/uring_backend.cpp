@@ -36,11 +36,13 @@ class UringWriteQueue final : public WriteQueue {
     std::size_t done = 0;   // bytes of the buffer already written
     std::size_t size = 0;   // bytes to write from the buffer
     std::uint64_t offset = 0;
+    int stalled = 0;        // consecutive completions without progress
   };
   void queue_sqe(std::size_t slot);
 
   UringBackend& backend_;
   const int fd_;
+  const bool direct_;
   BufferRing& ring_;
   std::vector<Request> requests_;  // slot = buffer index; user_data = slot
   std::vector<bool> busy_;         // slot has a write in the kernel
@@ -88,7 +90,7 @@ class UringBackend final : public PosixFileOps {
 };
 
 UringWriteQueue::UringWriteQueue(UringBackend& backend, int fd, BufferRing& ring, unsigned)
-    : backend_(backend), fd_(fd), ring_(ring), requests_(ring.count()), busy_(ring.count(), false) {}
+    : backend_(backend), fd_(fd), direct_(is_direct(fd)), ring_(ring), requests_(ring.count()), busy_(ring.count(), false) {}
 
 UringWriteQueue::~UringWriteQueue() {
   // Buffers must not be reused while the kernel may still read them.
@@ -149,13 +151,22 @@ std::size_t UringWriteQueue::wait_any() {
       queue_sqe(slot);
       continue;
     }
-    if (res > 0 && r.done + static_cast<std::size_t>(res) < r.size) {
-      r.done += static_cast<std::size_t>(res);  // short write: requeue the rest
-      queue_sqe(slot);
-      continue;
+    if (res >= 0 && r.done + static_cast<std::size_t>(res) < r.size) {
+      // Short write: requeue the rest, from a block boundary under O_DIRECT.
+      const std::size_t next = resume_point(r.done + static_cast<std::size_t>(res), direct_);
+      if (next > r.done) {
+        r.done = next;
+        r.stalled = 0;
+        queue_sqe(slot);
+        continue;
+      }
+      if (++r.stalled < kMaxStalledWrites) {
+        queue_sqe(slot);
+        continue;
+      }
+      res = -EIO;  // no progress on a regular file
     }
     if (res < 0 && error_ == 0) error_ = static_cast<int>(res);
-    if (res == 0 && error_ == 0) error_ = -EIO;  // no progress on a regular file
     busy_[slot] = false;
     --in_flight_;
     return r.buffer;

@@ -14,18 +14,19 @@
 #include "util/stopwatch.hpp"
 #include "stage/buffer_ring.hpp"
 #include "writer/image_streamer.hpp"
+#include "writer/writer_internals.hpp"
 
 namespace ckptw {
 
 class CheckpointWriter::Impl {
  public:
   Impl(CheckpointWriterConfig config, RankInfo rank_info, std::shared_ptr<Barrier> barrier,
-       std::shared_ptr<WriterHook> hook)
+       std::shared_ptr<WriterHook> hook, std::unique_ptr<detail::IoBackend> io)
       : config_(config),
         rank_info_(rank_info),
         barrier_(std::move(barrier)),
         hook_(std::move(hook)),
-        io_(detail::make_backend(config.io_backend, config.queue_depth)),
+        io_(io ? std::move(io) : detail::make_backend(config.io_backend, config.queue_depth)),
         ring_(std::make_unique<detail::BufferRing>(config.ring_buffers, config.write_buffer_bytes)) {}
 
   // The commit protocol (docs/commit.md). With a barrier that can vote and
@@ -33,12 +34,15 @@ class CheckpointWriter::Impl {
   //   1. plan; rank 0 removes the old manifest       -> vote "planned"
   //   2. write, fsync, publish own file; pre_commit   -> vote "written" (+ size, checksum)
   //   3. rank 0 writes the manifest under a temp name -> vote "manifest ready"
-  //   4. rank 0 renames the manifest (the commit point); post_commit.
+  //   4. rank 0 renames the manifest (the commit point)  -> vote "committed"
+  //   5. post_commit.
   // Every rank joins every vote even after a local failure, so a failing rank
   // never leaves the others hanging, and all ranks see the same outcome.
   // Rank 0 removes the old manifest before the first vote completes, so no
   // rank publishes a new file while an old manifest still claims the
   // directory: it never looks committed while holding a mix of files.
+  // The last vote makes the other ranks wait for rank 0's rename to be
+  // durable, so no rank reports a commit that is not on disk.
   WriteResult write(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs) {
     if (closed_) throw UsageError("write() on a closed CheckpointWriter", path);
     if (path.empty()) throw UsageError("checkpoint path is empty");
@@ -74,6 +78,7 @@ class CheckpointWriter::Impl {
       result.tensor_count = plan.tensor_count;
       result.storage_count = plan.storage_count;
       created = detail::make_directories(*io_, path);
+      detail::remove_stale_temp_files(*io_, path, own_temp_prefixes(rank0));
       if (rank0 && rank_info_.global_world_size > 1) remove_manifest(manifest_path, path);
     });
     result.plan_secs = phase.lap();
@@ -106,20 +111,24 @@ class CheckpointWriter::Impl {
         if (rank0) manifest = prepare_manifest(manifest_path, votes);
       });
       vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
-      if (rank0) manifest->publish(config_.fsync);
+      // 4. The commit point, confirmed to every rank.
+      attempt("commit", [&] {
+        if (rank0) publish_manifest(*manifest);
+      });
+      vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
       result.manifest = manifest_path;
     } else {
       if (failure) std::rethrow_exception(failure);
       if (barrier_) barrier_->execute_barrier();  // the seed's plain barrier
       if (rank_info_.global_world_size == 1) {
         detail::Vote own{true, result.bytes_written, directory_crc, ""};
-        prepare_manifest(manifest_path, {own})->publish(config_.fsync);
+        publish_manifest(*prepare_manifest(manifest_path, {own}));
         result.manifest = manifest_path;
       }
     }
     result.barrier_secs = phase.lap();
 
-    // 4. After the commit: a failing post_commit is the caller's to handle;
+    // 5. After the commit: a failing post_commit is the caller's to handle;
     //    the checkpoint stays committed.
     if (hook_) hook_->post_commit(path, kwargs);
     result.post_commit_secs = phase.lap();
@@ -190,6 +199,28 @@ class CheckpointWriter::Impl {
       if (int rc = io_->fsync(file->fd()); rc < 0) throw IoError("fsync failed", file->temp_path(), "", -rc);
     }
     return file;
+  }
+
+  // Renames the manifest into place. If that or the directory fsync fails,
+  // the manifest is removed again (best effort; a failed directory fsync
+  // leaves its durability unknown, so it is not retried): a checkpoint whose
+  // commit reported an error must not look committed.
+  void publish_manifest(detail::TempFile& manifest) {
+    try {
+      manifest.publish(config_.fsync);
+    } catch (...) {
+      if (manifest.published()) (void)io_->unlink(manifest.final_path());
+      throw;
+    }
+  }
+
+  // Temp-name prefixes this rank owns in the checkpoint directory: leftovers
+  // of its own killed writes. Other ranks' and foreign files are left alone.
+  std::vector<std::string> own_temp_prefixes(bool rank0) const {
+    std::vector<std::string> prefixes{
+        detail::temp_prefix_for("checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt")};
+    if (rank0) prefixes.push_back(detail::temp_prefix_for(detail::kManifestName));
+    return prefixes;
   }
 
   // One all-gather of the ranks' votes under the barrier deadline. Throws
@@ -267,8 +298,22 @@ CheckpointWriter::CheckpointWriter(CheckpointWriterConfig config, RankInfo rank_
                                    std::shared_ptr<Barrier> barrier,
                                    std::shared_ptr<WriterHook> commit_hook) {
   validate(config, rank_info);
-  impl_ = std::make_unique<Impl>(config, rank_info, std::move(barrier), std::move(commit_hook));
+  impl_ = std::make_unique<Impl>(config, rank_info, std::move(barrier), std::move(commit_hook), nullptr);
 }
+
+namespace detail {
+
+CheckpointWriter WriterInternals::make(CheckpointWriterConfig config, RankInfo rank_info,
+                                       std::shared_ptr<Barrier> barrier, std::shared_ptr<WriterHook> hook,
+                                       std::unique_ptr<IoBackend> io) {
+  validate(config, rank_info);
+  return CheckpointWriter(std::make_unique<CheckpointWriter::Impl>(config, rank_info, std::move(barrier),
+                                                                   std::move(hook), std::move(io)));
+}
+
+}  // namespace detail
+
+CheckpointWriter::CheckpointWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 CheckpointWriter::~CheckpointWriter() = default;
 CheckpointWriter::CheckpointWriter(CheckpointWriter&&) noexcept = default;
