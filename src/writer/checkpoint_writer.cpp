@@ -70,6 +70,17 @@ class CheckpointWriter::Impl {
     // 1. Plan first: invalid input fails before anything touches the disk.
     detail::FilePlan plan;
     std::vector<std::string> created;
+    // A write that does not commit removes the directories it created (if
+    // they ended up empty): a failed save leaves nothing behind.
+    bool committed = false;
+    struct RemoveCreatedUnlessCommitted {
+      detail::IoBackend& io;
+      const std::vector<std::string>& created;
+      const bool& committed;
+      ~RemoveCreatedUnlessCommitted() {
+        if (!committed) detail::remove_created_directories(io, created);
+      }
+    } remove_created{*io_, created, committed};
     attempt("plan", [&] {
       detail::PlanOptions options;
       options.folder = detail::archive_folder_for(result.file);
@@ -85,10 +96,7 @@ class CheckpointWriter::Impl {
     if (voting) {
       vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
     }
-    if (failure) {
-      detail::remove_created_directories(*io_, created);
-      std::rethrow_exception(failure);
-    }
+    if (failure) std::rethrow_exception(failure);
 
     // 2. This rank's file, published under its final name.
     std::uint32_t directory_crc = 0;
@@ -126,6 +134,7 @@ class CheckpointWriter::Impl {
         result.manifest = manifest_path;
       }
     }
+    committed = true;
     result.barrier_secs = phase.lap();
 
     // 5. After the commit: a failing post_commit is the caller's to handle;
@@ -158,7 +167,7 @@ class CheckpointWriter::Impl {
     {
       std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
       detail::ImageStreamer streamer(*ring_);
-      streamed = streamer.stream(plan, *queue, result.file, file.direct());
+      streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct());
     }
     if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
       throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
