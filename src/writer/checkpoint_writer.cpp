@@ -100,7 +100,8 @@ class CheckpointWriter::Impl {
 
     // 2. This rank's file, published under its final name.
     std::uint32_t directory_crc = 0;
-    attempt("write", [&] { directory_crc = write_file(plan, result, manifest_path, path); });
+    std::unique_ptr<detail::TempFile> single_rank_manifest;
+    attempt("write", [&] { directory_crc = write_file(plan, result, manifest_path, path, &single_rank_manifest); });
     plan = detail::FilePlan();  // releases host copies of device storages early
     result.write_secs = phase.lap();
     attempt("pre_commit", [&] {
@@ -128,9 +129,8 @@ class CheckpointWriter::Impl {
     } else {
       if (failure) std::rethrow_exception(failure);
       if (barrier_) barrier_->execute_barrier();  // the seed's plain barrier
-      if (rank_info_.global_world_size == 1) {
-        detail::Vote own{true, result.bytes_written, directory_crc, ""};
-        publish_manifest(*prepare_manifest(manifest_path, {own}));
+      if (single_rank_manifest) {
+        publish_manifest(*single_rank_manifest);
         result.manifest = manifest_path;
       }
     }
@@ -154,8 +154,13 @@ class CheckpointWriter::Impl {
   RankInfo rank_info_;
 
  private:
+  // Writes and publishes this rank's file. A single rank also prepares its
+  // manifest here (*manifest), before touching the previous checkpoint: a
+  // full disk or quota then fails the save while the old one is still
+  // committed, and what remains between removing the old manifest and
+  // publishing the new one is renames and fsyncs.
   std::uint32_t write_file(const detail::FilePlan& plan, WriteResult& result, const std::string& manifest_path,
-                           const std::string& dir) {
+                           const std::string& dir, std::unique_ptr<detail::TempFile>* manifest) {
     detail::TempFile file(*io_, result.file, config_.direct_io);
     result.direct_io = file.direct();
     // Preallocating the whole (block-rounded) file keeps the writes from
@@ -173,9 +178,12 @@ class CheckpointWriter::Impl {
       throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
     }
     // A single rank keeps the previous checkpoint committed until its new
-    // file is complete: only now does the old manifest go, just before the
-    // rename replaces the file it describes.
-    if (rank_info_.global_world_size == 1) remove_manifest(manifest_path, dir);
+    // file and manifest are complete: only now does the old manifest go, just
+    // before the rename replaces the file it describes.
+    if (rank_info_.global_world_size == 1) {
+      *manifest = prepare_manifest(manifest_path, {detail::Vote{true, streamed.bytes, streamed.directory_crc32, ""}});
+      remove_manifest(manifest_path, dir);
+    }
     file.publish(config_.fsync);
     result.bytes_written = streamed.bytes;
     return streamed.directory_crc32;
