@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# ccache hits across checkouts in other directories (CI clones afresh).
+export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=true
 BUILD_DIR=${CKPTW_BUILD_DIR:-build}
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -212,10 +212,7 @@ class CheckpointWriter::Impl {
     if (int rc = io_->write_at(file->fd(), text.data(), text.size(), 0); rc < 0) {
       throw IoError("cannot write the commit manifest", file->temp_path(), "", -rc);
     }
-    if (config_.fsync) {
-      if (int rc = io_->fsync(file->fd()); rc < 0) throw IoError("fsync failed", file->temp_path(), "", -rc);
-    }
-    return file;
+    return file;  // fsynced by TempFile::publish
   }
 
   // Renames the manifest into place. If that or the directory fsync fails,
