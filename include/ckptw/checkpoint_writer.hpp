@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -74,8 +75,9 @@ class CKPTW_EXPORT CheckpointWriter {
   /// failure before the rename the temporary file is removed and the previous
   /// file is untouched.
   ///
-  /// Tensors must be dense (strided) and not on the meta device; CUDA tensors are
-  /// copied to the host and recorded with their device, as torch.save does.
+  /// Tensors must be dense (strided) CPU or CUDA tensors. CUDA storages are
+  /// copied to the host through the staging memory and recorded with their
+  /// device ("cuda:0"), as torch.save does, unless record_device_as_cpu.
   /// Throws ckptw::FormatError naming the key path for values that cannot be
   /// encoded, ckptw::IoError naming the path and errno for failed system calls.
   [[nodiscard]] WriteResult write(const std::string& path, const StateDict& state_dict,
@@ -83,7 +85,30 @@ class CKPTW_EXPORT CheckpointWriter {
   /// write() with empty HookArgs.
   [[nodiscard]] WriteResult write(const std::string& path, const StateDict& state_dict);
 
-  /// Releases the writer's buffers. Idempotent; write() after close() throws
+  /// write() in the background. Returns once every tensor's bytes are
+  /// captured into the writer's staging memory (device tensors copied on the
+  /// writer's own CUDA stream(s), ordered after the work already queued on
+  /// each tensor's current stream; CPU tensors copied), so the caller may
+  /// change or free its tensors at once. The file, hooks and commit protocol
+  /// then run on the writer's background thread. One write in flight: a call
+  /// (or write()) first waits for the previous write to finish. Every failure,
+  /// bad input included, surfaces on the returned future only (after the
+  /// commit protocol has told the other ranks); the next write works.
+  /// Staging memory is allocated (and pinned when a CUDA device is present)
+  /// once and reused; it grows to the largest state dict, up to
+  /// staging_budget_bytes.
+  [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict,
+                                                     const HookArgs& kwargs);
+  [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict);
+
+  /// Allocates (and pins) `bytes` of staging memory now, so that the first
+  /// write_async() does not pay for it. Throws ckptw::UsageError beyond
+  /// staging_budget_bytes.
+  void reserve(std::size_t bytes);
+
+  /// Waits for a write in flight (at most close_timeout_secs, else
+  /// ckptw::TimeoutError and the writer stays open), then releases the
+  /// writer's buffers. Idempotent; writing after close() throws
   /// ckptw::UsageError.
   void close();
 

@@ -59,6 +59,20 @@ struct CKPTW_EXPORT CheckpointWriterConfig {
   /// an older or missing file (never a torn one under the final name on
   /// filesystems that order rename after data, such as ext4 with data=ordered).
   bool fsync = true;
+
+  /// Record every tensor's location as "cpu" in the file instead of its
+  /// device, so that torch.load without map_location puts everything on the
+  /// CPU. Default false: "cuda:0" as torch.save records it.
+  bool record_device_as_cpu = false;
+
+  /// Most bytes of host staging memory the writer may hold: write_async()
+  /// captures whole state dicts into it, write() stages device storages
+  /// through it. 0 (default): no limit, it grows to the largest state dict.
+  /// A state dict needing more fails with ckptw::UsageError.
+  std::size_t staging_budget_bytes = 0;
+
+  /// How long close() waits for a write in flight. Default 600 s.
+  int close_timeout_secs = 600;
 };
 
 }  // namespace ckptw

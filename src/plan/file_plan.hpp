@@ -20,6 +20,9 @@ struct PlannedRecord {
   std::string name;                     ///< inside the archive folder: "data.pkl", "data/0"
   const unsigned char* data = nullptr;  ///< payload bytes, `size` of them (null when size is 0)
   std::uint64_t size = 0;
+  /// Where `data` lives: -1 for host memory, else the CUDA device index. The
+  /// streamer reads host memory only; stage_records() moves device payloads.
+  int device = -1;
   /// The payload is the serialization id, computed from the CRCs of the records
   /// before it; `data` is unused.
   bool is_serialization_id = false;

@@ -18,7 +18,10 @@ struct StorageEntry {
 
 class Planner {
  public:
-  explicit Planner(const PlanOptions& options) { plan_.folder = options.folder; plan_.alignment = options.alignment; }
+  explicit Planner(const PlanOptions& options) : options_(options) {
+    plan_.folder = options.folder;
+    plan_.alignment = options.alignment;
+  }
 
   FilePlan run(const StateDict& state_dict) {
     std::vector<std::pair<std::string, const c10::IValue*>> items;
@@ -125,7 +128,7 @@ class Planner {
     }
     p.storage_numel = static_cast<std::int64_t>(p.v3_dtype.empty() ? nbytes / element_size : nbytes);
     p.storage_index = storage_for(t, storage, nbytes, key_path);
-    p.location = location_of(t.device());
+    p.location = options_.record_device_as_cpu ? "cpu" : location_of(t.device());
     p.storage_offset = t.storage_offset();
     p.sizes = t.sizes().vec();
     p.strides = t.strides().vec();
@@ -161,17 +164,19 @@ class Planner {
     record.name = "data/" + std::to_string(index);
     record.size = nbytes;
     if (nbytes > 0) {
-      at::Tensor bytes = at::empty({0}, t.options().dtype(at::kByte))
-                             .set_(storage, 0, {static_cast<std::int64_t>(nbytes)}, {1});
-      if (!bytes.is_cpu()) bytes = bytes.to(at::kCPU);  // device storages: a host copy
-      if (bytes.data_ptr() == nullptr) fail("tensor storage has no data pointer", key_path);
-      record.data = static_cast<const unsigned char*>(bytes.data_ptr());
-      plan_.keep_alive.push_back(std::make_shared<at::Tensor>(std::move(bytes)));
+      if (storage.data() == nullptr) fail("tensor storage has no data pointer", key_path);
+      if (!t.is_cpu() && !t.is_cuda()) {
+        fail("tensors on " + t.device().str() + " are not supported (CPU and CUDA are)", key_path);
+      }
+      record.data = static_cast<const unsigned char*>(storage.data());
+      record.device = t.is_cuda() ? t.device().index() : -1;
+      plan_.keep_alive.push_back(std::make_shared<c10::Storage>(storage));
     }
     plan_.records.push_back(std::move(record));
     return index;
   }
 
+  const PlanOptions options_;
   FilePlan plan_;
   PickleWriter pickle_;
   std::unordered_map<const void*, StorageEntry> storages_;

@@ -15,10 +15,13 @@ namespace ckptw::detail {
 struct PlanOptions {
   std::string folder = "archive";  ///< archive folder (see archive_folder_for)
   std::uint32_t alignment = 64;
+  /// Record every tensor's location as "cpu" instead of its device.
+  bool record_device_as_cpu = false;
 };
 
-/// The FilePlan keeps the state dict's tensor memory alive (and, for device
-/// tensors, owns host copies of their storages) until it is destroyed.
+/// The FilePlan keeps the state dict's tensor memory alive until it is
+/// destroyed. Records of device storages point at device memory (their
+/// `device` set); stage_records() gives them host copies.
 FilePlan plan_state_dict(const StateDict& state_dict, const PlanOptions& options);
 
 }  // namespace ckptw::detail

@@ -3,7 +3,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <condition_variable>
 #include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
 
 #include "ckptw/error.hpp"
 #include "commit/atomic_file.hpp"
@@ -13,6 +17,9 @@
 #include "plan/state_dict_plan.hpp"
 #include "util/stopwatch.hpp"
 #include "stage/buffer_ring.hpp"
+#include "stage/copy_engine.hpp"
+#include "stage/snapshot_arena.hpp"
+#include "stage/stage_records.hpp"
 #include "writer/image_streamer.hpp"
 #include "writer/writer_internals.hpp"
 
@@ -21,13 +28,16 @@ namespace ckptw {
 class CheckpointWriter::Impl {
  public:
   Impl(CheckpointWriterConfig config, RankInfo rank_info, std::shared_ptr<Barrier> barrier,
-       std::shared_ptr<WriterHook> hook, std::unique_ptr<detail::IoBackend> io)
+       std::shared_ptr<WriterHook> hook, std::unique_ptr<detail::IoBackend> io,
+       std::unique_ptr<detail::CopyEngine> engine = nullptr)
       : config_(config),
         rank_info_(rank_info),
         barrier_(std::move(barrier)),
         hook_(std::move(hook)),
         io_(io ? std::move(io) : detail::make_backend(config.io_backend, config.queue_depth)),
-        ring_(std::make_unique<detail::BufferRing>(config.ring_buffers, config.write_buffer_bytes)) {}
+        ring_(std::make_unique<detail::BufferRing>(config.ring_buffers, config.write_buffer_bytes)),
+        engine_(std::move(engine)),
+        arena_(config.staging_budget_bytes) {}
 
   // The commit protocol (docs/commit.md). With a barrier that can vote and
   // more than one rank:
@@ -44,12 +54,76 @@ class CheckpointWriter::Impl {
   // The last vote makes the other ranks wait for rank 0's rename to be
   // durable, so no rank reports a commit that is not on disk.
   WriteResult write(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs) {
-    if (closed_) throw UsageError("write() on a closed CheckpointWriter", path);
-    if (path.empty()) throw UsageError("checkpoint path is empty");
+    check_usable(path, "write()");
+    wait_for_background_write();
+    // Planned in the protocol's first phase, so that bad input on one rank
+    // aborts every rank through the vote.
+    return protocol(path, kwargs, [&](WriteResult& result) {
+      detail::FilePlan plan = make_plan(path, state_dict, result);
+      // Device storages reach the host through the staging arena (pinned,
+      // reused), not one pageable copy per storage.
+      detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena_, engine());
+      return plan;
+    });
+  }
+
+  // Captures every payload into the arena on the caller's thread, then runs
+  // the protocol on the background thread. A capture failure (bad input)
+  // runs the protocol too, failing at "plan", so other ranks are not left
+  // waiting; *capture_error tells the caller it happened.
+  std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs,
+                                       std::exception_ptr* capture_error) {
+    check_usable(path, "write_async()");
+    wait_for_background_write();  // one write in flight; the arena is free again
+    auto job = std::make_unique<Job>();
+    job->path = path;
+    job->kwargs = kwargs;
+    detail::Stopwatch capture;
+    try {
+      job->plan = make_plan(path, state_dict, job->planned);
+      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, arena_, engine());
+    } catch (...) {
+      job->capture_error = std::current_exception();
+      job->plan = detail::FilePlan();
+    }
+    job->planned.plan_secs = capture.elapsed();
+    if (capture_error) *capture_error = job->capture_error;
+    std::future<WriteResult> future = job->result.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = std::move(job);
+      if (!worker_.joinable()) worker_ = std::thread([this] { run_background_writes(); });
+    }
+    changed_.notify_all();
+    return future;
+  }
+
+  unsigned staging_allocations() const { return arena_.allocations(); }
+
+  void reserve(std::size_t bytes) {
+    check_usable("", "reserve()");
+    wait_for_background_write();
+    (void)arena_.reserve(bytes, engine());
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    if (worker_.joinable()) worker_.join();  // a queued write finishes first: never abandon files half-written
+  }
+
+  // Where one write's plan comes from: planned inside the protocol (write)
+  // or captured before it (write_async).
+  using PlanStep = std::function<detail::FilePlan(WriteResult&)>;
+
+  WriteResult protocol(const std::string& path, const HookArgs& kwargs, const PlanStep& make_plan_step) {
     detail::Stopwatch total;
     detail::Stopwatch phase;
     WriteResult result;
-    result.file = path + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
+    result.file = file_path(path);
     result.io_backend = io_->name();
     const bool voting = barrier_ && barrier_->supports_all_gather() && rank_info_.global_world_size > 1;
     const bool rank0 = rank_info_.global_rank == 0;
@@ -82,12 +156,7 @@ class CheckpointWriter::Impl {
       }
     } remove_created{*io_, created, committed};
     attempt("plan", [&] {
-      detail::PlanOptions options;
-      options.folder = detail::archive_folder_for(result.file);
-      options.alignment = config_.storage_alignment;
-      plan = detail::plan_state_dict(state_dict, options);
-      result.tensor_count = plan.tensor_count;
-      result.storage_count = plan.storage_count;
+      plan = make_plan_step(result);
       created = detail::make_directories(*io_, path);
       detail::remove_stale_temp_files(*io_, path, own_temp_prefixes(rank0));
       if (rank0 && rank_info_.global_world_size > 1) remove_manifest(manifest_path, path);
@@ -146,6 +215,13 @@ class CheckpointWriter::Impl {
   }
 
   void close() {
+    if (closed_) return;
+    std::unique_lock<std::mutex> lock(mutex_);
+    const int timeout = config_.close_timeout_secs;
+    if (!changed_.wait_for(lock, std::chrono::seconds(timeout), [this] { return !job_ && !busy_; })) {
+      throw TimeoutError("close(): the write in flight did not finish within close_timeout_secs (" +
+                         std::to_string(timeout) + " s)");
+    }
     closed_ = true;
     ring_.reset();
   }
@@ -154,6 +230,74 @@ class CheckpointWriter::Impl {
   RankInfo rank_info_;
 
  private:
+  struct Job {
+    std::string path;
+    HookArgs kwargs = make_state_dict();
+    detail::FilePlan plan;
+    WriteResult planned;              // counts and capture time, filled before the protocol
+    std::exception_ptr capture_error;
+    std::promise<WriteResult> result;
+  };
+
+  void check_usable(const std::string& path, const char* what) const {
+    if (closed_) throw UsageError(std::string(what) + " on a closed CheckpointWriter", path);
+    if (path.empty() && std::string(what) != "reserve()") throw UsageError("checkpoint path is empty");
+  }
+
+  std::string file_path(const std::string& dir) const {
+    return dir + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
+  }
+
+  detail::FilePlan make_plan(const std::string& path, const StateDict& state_dict, WriteResult& result) const {
+    detail::PlanOptions options;
+    options.folder = detail::archive_folder_for(file_path(path));
+    options.alignment = config_.storage_alignment;
+    options.record_device_as_cpu = config_.record_device_as_cpu;
+    detail::FilePlan plan = detail::plan_state_dict(state_dict, options);
+    result.tensor_count = plan.tensor_count;
+    result.storage_count = plan.storage_count;
+    return plan;
+  }
+
+  detail::CopyEngine& engine() {
+    if (!engine_) engine_ = detail::make_copy_engine();
+    return *engine_;
+  }
+
+  void wait_for_background_write() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [this] { return !job_ && !busy_; });
+  }
+
+  void run_background_writes() {
+    while (true) {
+      std::unique_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [this] { return stopping_ || job_ != nullptr; });
+        if (!job_) return;
+        job = std::move(job_);
+        busy_ = true;
+      }
+      try {
+        job->result.set_value(protocol(job->path, job->kwargs, [&job](WriteResult& result) {
+          if (job->capture_error) std::rethrow_exception(job->capture_error);
+          result.tensor_count = job->planned.tensor_count;
+          result.storage_count = job->planned.storage_count;
+          result.plan_secs = job->planned.plan_secs;
+          return std::move(job->plan);
+        }));
+      } catch (...) {
+        job->result.set_exception(std::current_exception());
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        busy_ = false;
+      }
+      changed_.notify_all();
+    }
+  }
+
   // Writes and publishes this rank's file. A single rank also prepares its
   // manifest here (*manifest), before touching the previous checkpoint: a
   // full disk or quota then fails the save while the old one is still
@@ -273,7 +417,17 @@ class CheckpointWriter::Impl {
   std::shared_ptr<WriterHook> hook_;
   std::unique_ptr<detail::IoBackend> io_;
   std::unique_ptr<detail::BufferRing> ring_;  // allocated once, reused by every write
+  std::unique_ptr<detail::CopyEngine> engine_;  // created at the first capture; outlives arena_
+  detail::SnapshotArena arena_;                 // captured payloads, reused by every write
   bool closed_ = false;
+
+  // The background write (write_async): one in flight, run by worker_.
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::unique_ptr<Job> job_;  // handed over, not yet started
+  bool busy_ = false;         // worker_ is writing
+  bool stopping_ = false;
+  std::thread worker_;        // started by the first write_async
 };
 
 namespace {
@@ -319,10 +473,21 @@ namespace detail {
 
 CheckpointWriter WriterInternals::make(CheckpointWriterConfig config, RankInfo rank_info,
                                        std::shared_ptr<Barrier> barrier, std::shared_ptr<WriterHook> hook,
-                                       std::unique_ptr<IoBackend> io) {
+                                       std::unique_ptr<IoBackend> io, std::unique_ptr<CopyEngine> engine) {
   validate(config, rank_info);
   return CheckpointWriter(std::make_unique<CheckpointWriter::Impl>(config, rank_info, std::move(barrier),
-                                                                   std::move(hook), std::move(io)));
+                                                                   std::move(hook), std::move(io), std::move(engine)));
+}
+
+unsigned WriterInternals::staging_allocations(const CheckpointWriter& writer) {
+  return writer.impl_ ? writer.impl_->staging_allocations() : 0;
+}
+
+std::future<WriteResult> WriterInternals::write_async(CheckpointWriter& writer, const std::string& path,
+                                                      const StateDict& state_dict, const HookArgs& kwargs,
+                                                      std::exception_ptr* capture_error) {
+  if (!writer.impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
+  return writer.impl_->write_async(path, state_dict, kwargs, capture_error);
 }
 
 }  // namespace detail
@@ -341,6 +506,21 @@ WriteResult CheckpointWriter::write(const std::string& path, const StateDict& st
 
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict) {
   return write(path, state_dict, make_state_dict());
+}
+
+std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict,
+                                                       const HookArgs& kwargs) {
+  if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
+  return impl_->write_async(path, state_dict, kwargs, nullptr);
+}
+
+std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict) {
+  return write_async(path, state_dict, make_state_dict());
+}
+
+void CheckpointWriter::reserve(std::size_t bytes) {
+  if (!impl_) throw UsageError("reserve() on a moved-from CheckpointWriter");
+  impl_->reserve(bytes);
 }
 
 void CheckpointWriter::close() {

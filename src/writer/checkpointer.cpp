@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "ckptw/error.hpp"
-#include "stage/snapshot.hpp"
+#include "writer/writer_internals.hpp"
 
 namespace ckptw {
 namespace {
@@ -40,53 +40,28 @@ ReadResult SyncCheckpointer::load(const std::string& path, const std::optional<S
 
 void SyncCheckpointer::close() { writer_->close(); }
 
-// One background thread runs the writes, one at a time. The caller's thread
-// snapshots the state dict, so its tensors are free once save() returns.
+// The writer's write_async does the work: the capture on the caller's
+// thread, the write and commit on the writer's background thread.
 class AsyncCheckpointer::Impl {
  public:
   Impl(std::shared_ptr<CheckpointWriter> writer, std::shared_ptr<CheckpointReader> reader, ReadOptions read,
        int close_timeout_secs)
       : writer_(std::move(writer)), reader_(std::move(reader)), read_(std::move(read)),
-        close_timeout_(close_timeout_secs), worker_([this] { run(); }) {}
-
-  ~Impl() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-    }
-    changed_.notify_all();
-    worker_.join();  // finishes a queued write first: never abandon files half-written
-  }
+        close_timeout_(close_timeout_secs) {}
 
   AsyncSave save(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs) {
     if (closed_) throw UsageError("save() on a closed AsyncCheckpointer", path);
-    // One write in flight: wait for the previous one (its outcome belongs to its own future).
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait(lock, [this] { return !job_ && !busy_; });
-    }
+    std::exception_ptr capture_error;
+    std::shared_future<WriteResult> written =
+        detail::WriterInternals::write_async(*writer_, path, state_dict, kwargs, &capture_error).share();
     std::promise<void> staged;
-    AsyncSave handles{staged.get_future().share(), {}};
-    Job job;
-    job.path = path;
-    job.kwargs = kwargs;
-    try {
-      job.state_dict = detail::snapshot_state_dict(state_dict);
+    if (capture_error) {
+      staged.set_exception(capture_error);
+    } else {
       staged.set_value();
-    } catch (...) {
-      staged.set_exception(std::current_exception());
-      std::promise<WriteResult> failed;
-      failed.set_exception(std::current_exception());
-      handles.write = failed.get_future().share();
-      return handles;
     }
-    handles.write = job.result.get_future().share();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      job_ = std::move(job);
-    }
-    changed_.notify_all();
-    return handles;
+    last_write_ = written;
+    return AsyncSave{staged.get_future().share(), written};
   }
 
   ReadResult load(const std::string& path, const std::optional<StateDict>& tmpl, std::optional<c10::Device> map_location,
@@ -96,8 +71,8 @@ class AsyncCheckpointer::Impl {
 
   void close() {
     if (closed_) return;
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (!changed_.wait_for(lock, std::chrono::seconds(close_timeout_), [this] { return !job_ && !busy_; })) {
+    if (last_write_.valid() &&
+        last_write_.wait_for(std::chrono::seconds(close_timeout_)) != std::future_status::ready) {
       throw TimeoutError("AsyncCheckpointer::close: the in-flight save did not finish within " +
                          std::to_string(close_timeout_) + " s");
     }
@@ -106,49 +81,12 @@ class AsyncCheckpointer::Impl {
   }
 
  private:
-  struct Job {
-    std::string path;
-    StateDict state_dict = make_state_dict();
-    HookArgs kwargs = make_state_dict();
-    std::promise<WriteResult> result;
-  };
-
-  void run() {
-    while (true) {
-      Job job;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock, [this] { return stopping_ || job_.has_value(); });
-        if (!job_) return;
-        job = std::move(*job_);
-        job_.reset();
-        busy_ = true;
-      }
-      try {
-        job.result.set_value(writer_->write(job.path, job.state_dict, job.kwargs));
-      } catch (...) {
-        job.result.set_exception(std::current_exception());
-      }
-      job.state_dict = make_state_dict();  // drop the snapshot before signalling: bounded memory
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        busy_ = false;
-      }
-      changed_.notify_all();
-    }
-  }
-
   std::shared_ptr<CheckpointWriter> writer_;
   std::shared_ptr<CheckpointReader> reader_;
   ReadOptions read_;
   int close_timeout_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::optional<Job> job_;  // handed to the worker, not yet started
-  bool busy_ = false;       // the worker is writing
-  bool stopping_ = false;
+  std::shared_future<WriteResult> last_write_;
   bool closed_ = false;
-  std::thread worker_;      // last: starts after every member above exists
 };
 
 AsyncCheckpointer::AsyncCheckpointer(std::shared_ptr<CheckpointWriter> writer, std::shared_ptr<CheckpointReader> reader,

@@ -1,5 +1,7 @@
 #include "writer/image_streamer.hpp"
 
+#include <stdexcept>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -102,6 +104,9 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
       std::string id = serialization_id(names, crcs);
       append(id.data(), id.size(), &crc);
     } else if (record.size > 0) {
+      if (record.device >= 0) {
+        throw std::logic_error("ckptw: record " + record.name + " still points at device memory (not staged)");
+      }
       append(record.data, record.size, &crc);
     }
     std::string descriptor = data_descriptor(crc, record.size, record.header_offset);

@@ -1,18 +1,33 @@
 // Access to CheckpointWriter internals that are not public API: the fault
-// tests build writers over an injected (fault-injecting) I/O backend.
+// tests build writers over an injected (fault-injecting) I/O backend or copy
+// engine; AsyncCheckpointer learns whether a capture failed.
 #pragma once
 
+#include <exception>
+#include <future>
 #include <memory>
 
 #include "ckptw/checkpoint_writer.hpp"
 #include "io/io_backend.hpp"
+#include "stage/copy_engine.hpp"
 
 namespace ckptw::detail {
 
 struct WriterInternals {
-  /// A CheckpointWriter whose every system call goes through `io`.
+  /// A CheckpointWriter whose every system call goes through `io` and whose
+  /// captures go through `engine` (nullptr: the default for this machine).
   static CheckpointWriter make(CheckpointWriterConfig config, RankInfo rank_info, std::shared_ptr<Barrier> barrier,
-                               std::shared_ptr<WriterHook> hook, std::unique_ptr<IoBackend> io);
+                               std::shared_ptr<WriterHook> hook, std::unique_ptr<IoBackend> io,
+                               std::unique_ptr<CopyEngine> engine = nullptr);
+
+  /// write_async() that also says whether the capture failed (bad input);
+  /// the failure reaches the future too, through the commit protocol.
+  static std::future<WriteResult> write_async(CheckpointWriter& writer, const std::string& path,
+                                              const StateDict& state_dict, const HookArgs& kwargs,
+                                              std::exception_ptr* capture_error);
+
+  /// How many times the writer's staging memory was (re)allocated.
+  static unsigned staging_allocations(const CheckpointWriter& writer);
 };
 
 }  // namespace ckptw::detail

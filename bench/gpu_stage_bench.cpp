@@ -1,0 +1,105 @@
+// What it measures, on a CUDA device (exits 77 without one), one run, one
+// state dict of --gib GiB in 64 float32 tensors on cuda:0:
+//  * d2h_peak_gbps: at::Tensor::copy_ of one device buffer of that size into
+//    pinned host memory (cudaMemcpy D2H on pinned memory), median of 3;
+//  * stage_gbps: the state dict's bytes over the time write_async() blocks
+//    (the capture: planning, device-to-host copies on ckptw's stream into its
+//    pinned staging memory), median of 3 after a warm-up that pays the pinning;
+//    blocking_over_d2h is that time over the pure D2H time of the same bytes;
+//  * small_gbps: the same for 10,000 storages of 4 KiB (packed by the kernel),
+//    small_over_large its ratio to stage_gbps;
+//  * write_gbps: write() of the state dict into --dir, fsync included, end to end.
+// Prints one JSON object. Used by scripts/device-check.sh.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/cuda.h>
+
+#include "ckptw/ckptw.hpp"
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double blocking_secs(ckptw::CheckpointWriter& writer, const std::string& dir, const ckptw::StateDict& sd) {
+  torch::cuda::synchronize();
+  auto t = std::chrono::steady_clock::now();
+  std::future<ckptw::WriteResult> f = writer.write_async(dir, sd);
+  const double blocked = seconds_since(t);
+  (void)f.get();
+  return blocked;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double gib = 8;
+  std::string dir = "/tmp/ckptw-gpu-bench";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--gib") gib = std::stod(argv[i + 1]);
+    if (flag == "--dir") dir = argv[i + 1];
+  }
+  if (torch::cuda::device_count() == 0) {
+    std::fprintf(stderr, "gpu_stage_bench: no CUDA device, nothing to measure\n");
+    return 77;
+  }
+  const auto bytes = static_cast<std::int64_t>(gib * (1ll << 30));
+  const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
+
+  // D2H peak into pinned memory.
+  std::vector<double> d2h;
+  {
+    at::Tensor dev = at::ones({bytes / 4}, cuda);
+    at::Tensor host = at::empty({bytes / 4}, at::TensorOptions().pinned_memory(true));
+    for (int i = 0; i < 3; ++i) {
+      torch::cuda::synchronize();
+      auto t = std::chrono::steady_clock::now();
+      host.copy_(dev);
+      d2h.push_back(seconds_since(t));
+    }
+  }
+  const double d2h_secs = median(d2h);
+
+  ckptw::StateDict sd = ckptw::make_state_dict();
+  const std::int64_t per = bytes / 4 / 64;
+  for (int i = 0; i < 64; ++i) sd.insert("layer" + std::to_string(i), at::full({per}, static_cast<float>(i), cuda));
+  ckptw::CheckpointWriter writer(ckptw::CheckpointWriterConfig{}, ckptw::RankInfo{0, 1});
+  (void)blocking_secs(writer, dir + "/warm", sd);  // pays the pinning once
+  std::vector<double> stage;
+  for (int i = 0; i < 3; ++i) stage.push_back(blocking_secs(writer, dir + "/async" + std::to_string(i), sd));
+  const double stage_secs = median(stage);
+
+  ckptw::StateDict small = ckptw::make_state_dict();
+  for (int i = 0; i < 10000; ++i) small.insert("p" + std::to_string(i), at::full({1024}, 1.0f, cuda));
+  (void)blocking_secs(writer, dir + "/small_warm", small);
+  std::vector<double> small_secs;
+  for (int i = 0; i < 3; ++i) small_secs.push_back(blocking_secs(writer, dir + "/small", small));
+  const double small_gbps = 10000.0 * 4096 / median(small_secs) / 1e9;
+
+  torch::cuda::synchronize();
+  auto t = std::chrono::steady_clock::now();
+  ckptw::WriteResult written = writer.write(dir + "/sync", sd);
+  const double write_secs = seconds_since(t);
+
+  const double gb = static_cast<double>(bytes) / 1e9;
+  std::printf(
+      "{\"bytes\": %lld, \"d2h_peak_gbps\": %.3f, \"stage_gbps\": %.3f, \"stage_over_d2h\": %.3f, "
+      "\"write_async_blocking_secs\": %.4f, \"d2h_secs\": %.4f, \"blocking_over_d2h\": %.3f, "
+      "\"small_gbps\": %.3f, \"small_over_large\": %.3f, \"write_gbps\": %.3f, \"file_bytes\": %llu}\n",
+      static_cast<long long>(bytes), gb / d2h_secs, gb / stage_secs, d2h_secs / stage_secs, stage_secs, d2h_secs,
+      stage_secs / d2h_secs, small_gbps, small_gbps / (gb / stage_secs), gb / write_secs,
+      static_cast<unsigned long long>(written.bytes_written));
+  return 0;
+}

@@ -1,0 +1,212 @@
+#include "copy_engine.cuh"
+
+#include <algorithm>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace ckptw::detail::cuda {
+namespace {
+
+struct PackItem {
+  const unsigned char* src;
+  unsigned long long offset;  // in the scratch region
+  unsigned long long bytes;
+};
+
+constexpr int kMaxItems = 16384;
+
+// One block per item (grid-stride): 16-byte moves when source, destination
+// and size allow, bytes otherwise.
+__global__ void pack_kernel(const PackItem* items, int count, unsigned char* scratch) {
+  for (int i = blockIdx.x; i < count; i += gridDim.x) {
+    const PackItem item = items[i];
+    unsigned char* dst = scratch + item.offset;
+    const auto bits = reinterpret_cast<std::uintptr_t>(item.src) | reinterpret_cast<std::uintptr_t>(dst) | item.bytes;
+    if ((bits & 15) == 0) {
+      const uint4* s = reinterpret_cast<const uint4*>(item.src);
+      uint4* d = reinterpret_cast<uint4*>(dst);
+      for (unsigned long long k = threadIdx.x; k < item.bytes / 16; k += blockDim.x) d[k] = s[k];
+    } else {
+      for (unsigned long long k = threadIdx.x; k < item.bytes; k += blockDim.x) dst[k] = item.src[k];
+    }
+  }
+}
+
+std::string describe(cudaError_t e) { return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e); }
+
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    error_ = cudaSetDevice(device);
+  }
+  ~DeviceScope() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  cudaError_t error() const { return error_; }
+
+ private:
+  int previous_ = -1;
+  cudaError_t error_ = cudaSuccess;
+};
+
+}  // namespace
+
+bool host_register(void* data, std::size_t bytes) noexcept {
+  if (cudaHostRegister(data, bytes, cudaHostRegisterDefault) == cudaSuccess) return true;
+  (void)cudaGetLastError();
+  return false;
+}
+
+void host_unregister(void* data) noexcept {
+  if (cudaHostUnregister(data) != cudaSuccess) (void)cudaGetLastError();
+}
+
+struct Stager::Device {
+  int index = -1;
+  cudaStream_t stream = nullptr;
+  unsigned char* scratch = nullptr;       // device, kScratchBytes
+  PackItem* items_device = nullptr;       // device, kMaxItems
+  PackItem* items_host[2] = {};           // pinned, alternating between flushes
+  cudaEvent_t items_free[2] = {};         // recorded after the upload from items_host[i]
+  int next_host = 0;
+  std::vector<PackItem> batch;            // pending packed copies
+  unsigned char* batch_base = nullptr;    // host address of scratch offset 0
+  std::size_t batch_bytes = 0;            // host range covered so far
+
+  ~Device() {
+    DeviceScope scope(index);
+    if (stream) cudaStreamSynchronize(stream);
+    for (int i = 0; i < 2; ++i) {
+      if (items_free[i]) cudaEventDestroy(items_free[i]);
+      if (items_host[i]) cudaFreeHost(items_host[i]);
+    }
+    if (items_device) cudaFree(items_device);
+    if (scratch) cudaFree(scratch);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+Stager::Stager() = default;
+Stager::~Stager() = default;
+
+std::string Stager::device(int index, Device** out) {
+  if (index < 0) return "invalid device " + std::to_string(index);
+  if (static_cast<std::size_t>(index) >= devices_.size()) devices_.resize(index + 1);
+  if (!devices_[index]) {
+    auto d = std::make_unique<Device>();
+    d->index = index;
+    DeviceScope scope(index);
+    cudaError_t e = scope.error();
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaMalloc(reinterpret_cast<void**>(&d->scratch), kScratchBytes);
+    if (e == cudaSuccess) e = cudaMalloc(reinterpret_cast<void**>(&d->items_device), kMaxItems * sizeof(PackItem));
+    for (int i = 0; i < 2 && e == cudaSuccess; ++i) {
+      e = cudaMallocHost(reinterpret_cast<void**>(&d->items_host[i]), kMaxItems * sizeof(PackItem));
+      if (e == cudaSuccess) e = cudaEventCreateWithFlags(&d->items_free[i], cudaEventDisableTiming);
+    }
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return "setting up staging on cuda:" + std::to_string(index) + ": " + describe(e);
+    }
+    devices_[index] = std::move(d);
+  }
+  *out = devices_[index].get();
+  return {};
+}
+
+std::string Stager::flush(Device& d) {
+  if (batching_ == &d) batching_ = nullptr;
+  if (d.batch.empty()) return {};
+  DeviceScope scope(d.index);
+  const int slot = d.next_host;
+  d.next_host ^= 1;
+  // The upload from this host buffer two flushes ago must be done before it is overwritten.
+  cudaError_t e = cudaEventSynchronize(d.items_free[slot]);
+  if (e == cudaSuccess) {
+    std::copy(d.batch.begin(), d.batch.end(), d.items_host[slot]);
+    e = cudaMemcpyAsync(d.items_device, d.items_host[slot], d.batch.size() * sizeof(PackItem),
+                        cudaMemcpyHostToDevice, d.stream);
+  }
+  if (e == cudaSuccess) e = cudaEventRecord(d.items_free[slot], d.stream);
+  if (e == cudaSuccess) {
+    const int blocks = static_cast<int>(d.batch.size() < 4096 ? d.batch.size() : 4096);
+    pack_kernel<<<blocks, 256, 0, d.stream>>>(d.items_device, static_cast<int>(d.batch.size()), d.scratch);
+    e = cudaGetLastError();
+  }
+  // Stream order: the next flush's kernel writes the scratch only after this transfer read it.
+  if (e == cudaSuccess) e = cudaMemcpyAsync(d.batch_base, d.scratch, d.batch_bytes, cudaMemcpyDeviceToHost, d.stream);
+  d.batch.clear();
+  d.batch_base = nullptr;
+  d.batch_bytes = 0;
+  return e == cudaSuccess ? std::string() : describe(e);
+}
+
+std::string Stager::wait_for_event(int index, void* event) {
+  Device* d = nullptr;
+  if (std::string error = device(index, &d); !error.empty()) return error;
+  if (std::string error = flush(*d); !error.empty()) return error;
+  DeviceScope scope(index);
+  cudaError_t e = cudaStreamWaitEvent(d->stream, static_cast<cudaEvent_t>(event), 0);
+  return e == cudaSuccess ? std::string() : describe(e);
+}
+
+std::string Stager::copy_to_host(void* dst, const void* src, std::size_t bytes, int index) {
+  if (bytes == 0) return {};
+  Device* d = nullptr;
+  if (std::string error = device(index, &d); !error.empty()) return error;
+  auto* host = static_cast<unsigned char*>(dst);
+  if (batching_ && batching_ != d) {
+    if (std::string error = flush(*batching_); !error.empty()) return error;
+  }
+  if (bytes > kPackBelow) {
+    if (std::string error = flush(*d); !error.empty()) return error;
+    DeviceScope scope(index);
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, d->stream);
+    return e == cudaSuccess ? std::string() : describe(e);
+  }
+  // Join the batch if this copy continues it (increasing addresses, the
+  // padding between them small, the scratch and item list not full).
+  if (!d->batch.empty()) {
+    const unsigned char* end = d->batch_base + d->batch_bytes;
+    const bool continues = host >= end && host - end <= 4096 &&
+                           static_cast<std::size_t>(host + bytes - d->batch_base) <= kScratchBytes &&
+                           d->batch.size() < static_cast<std::size_t>(kMaxItems);
+    if (!continues) {
+      if (std::string error = flush(*d); !error.empty()) return error;
+    }
+  }
+  if (d->batch.empty()) d->batch_base = host;
+  d->batch.push_back(PackItem{static_cast<const unsigned char*>(src),
+                              static_cast<unsigned long long>(host - d->batch_base), bytes});
+  d->batch_bytes = static_cast<std::size_t>(host + bytes - d->batch_base);
+  batching_ = d;
+  return {};
+}
+
+std::string Stager::break_batches() {
+  for (auto& d : devices_) {
+    if (!d) continue;
+    if (std::string error = flush(*d); !error.empty()) return error;
+  }
+  return {};
+}
+
+std::string Stager::finish(int* failed_device) {
+  for (auto& d : devices_) {
+    if (!d) continue;
+    *failed_device = d->index;
+    if (std::string error = flush(*d); !error.empty()) return error;
+    DeviceScope scope(d->index);
+    cudaError_t e = cudaStreamSynchronize(d->stream);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return describe(e);
+    }
+  }
+  *failed_device = -1;
+  return {};
+}
+
+}  // namespace ckptw::detail::cuda

@@ -1,0 +1,56 @@
+// Device-to-host staging copies for ckptw, free of LibTorch headers: one
+// non-default stream per device; storages below kPackBelow bytes that arrive
+// back to back are packed by a kernel into a device scratch region and moved
+// in one transfer, so thousands of KB-sized storages (biases, norms) do not
+// cost one copy call each. Plain C++ interface: callers need no CUDA headers.
+//
+// Every method restores the calling thread's current device. Errors come back
+// as a non-empty message (the CUDA error string), never as exceptions.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ckptw::detail::cuda {
+
+/// cudaHostRegister of [data, data + bytes); false when refused.
+bool host_register(void* data, std::size_t bytes) noexcept;
+void host_unregister(void* data) noexcept;
+
+class Stager {
+ public:
+  /// Copies of at most this many bytes are packed.
+  static constexpr std::size_t kPackBelow = std::size_t{1} << 20;
+  /// Size of each device's pack scratch region.
+  static constexpr std::size_t kScratchBytes = std::size_t{64} << 20;
+
+  Stager();
+  ~Stager();
+  Stager(const Stager&) = delete;
+  Stager& operator=(const Stager&) = delete;
+
+  /// Later copies from `device` wait for `event` (a cudaEvent_t).
+  std::string wait_for_event(int device, void* event);
+  /// Queues a copy of `bytes` from device memory `src` on `device` into host
+  /// memory `dst`. A packed batch covers the host range from its first to
+  /// its last copy, padding included: copies must come in increasing `dst`
+  /// order, and host memory between two copies of one batch must hold
+  /// nothing else (break_batches() before writing there otherwise).
+  std::string copy_to_host(void* dst, const void* src, std::size_t bytes, int device);
+  /// Sends every pending packed batch.
+  std::string break_batches();
+  /// Sends pending batches and waits for every stream; on failure names the
+  /// device in *failed_device.
+  std::string finish(int* failed_device);
+
+ private:
+  struct Device;
+  std::string device(int index, Device** out);
+  std::string flush(Device& d);
+  std::vector<std::unique_ptr<Device>> devices_;
+  Device* batching_ = nullptr;  // the device whose batch the last copy joined
+};
+
+}  // namespace ckptw::detail::cuda

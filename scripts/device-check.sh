@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The GPU device check (issue: GPU path), in one call on a lent H200 machine
+# that has nvcc, CMake, ninja and a CUDA torch but no package registry.
+#
+#   scripts/device-check.sh prepare   here, with Debian's registry: fetch the
+#                                     few -dev packages ckptw builds against and
+#                                     unpack them into .device-deps/ (git-ignored;
+#                                     carry it to the device machine)
+#   scripts/device-check.sh [GiB]     on the device machine: build against its
+#                                     torch, run the GPU tests (ctest -L gpu),
+#                                     then measure on a GiB-sized GPU state dict
+#                                     (default 8): D2H peak, staging, write_async
+#                                     blocking, end-to-end write, the disk's
+#                                     O_DIRECT limit, torch.save of the same
+#                                     GPU state dict. Figures go to $OUT (or
+#                                     ./device-check-out) as JSON and text.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DEPS=$ROOT/.device-deps
+PACKAGES=(liburing-dev liburing2 libisal-dev libisal2 libgtest-dev libgmock-dev libbenchmark-dev
+  libbenchmark1debian libcli11-dev nlohmann-json3-dev zlib1g-dev)
+
+if [ "${1:-}" = prepare ]; then
+  rm -rf "$DEPS" && mkdir -p "$DEPS/debs" "$DEPS/root"
+  (cd "$DEPS/debs" && apt-get download "${PACKAGES[@]}")
+  for deb in "$DEPS"/debs/*.deb; do dpkg-deb -x "$deb" "$DEPS/root"; done
+  rm -rf "$DEPS/debs"
+  du -sh "$DEPS"
+  exit 0
+fi
+
+GIB=${1:-8}
+OUT=${OUT:-$ROOT/device-check-out}
+mkdir -p "$OUT"
+log() { printf '[device-check %s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/log.txt" >&2; }
+PY=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" || true
+TORCH_PREFIX=$($PY -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
+$PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee "$OUT/torch.txt"
+
+SYS=$DEPS/root/usr
+export PKG_CONFIG_PATH=$SYS/lib/x86_64-linux-gnu/pkgconfig:$SYS/share/pkgconfig
+export PKG_CONFIG_SYSROOT_DIR=$DEPS/root
+export LD_LIBRARY_PATH=$SYS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+BUILD=$ROOT/build-device
+log "configuring against $TORCH_PREFIX"
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$SYS" -DCKPTW_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 \
+  -DCKPTW_PYTHON="$(command -v $PY)" -DCKPTW_BUILD_EXAMPLES=OFF >"$OUT/configure.txt" 2>&1 ||
+  { tail -30 "$OUT/configure.txt"; exit 1; }
+log "building"
+cmake --build "$BUILD" -j"$(nproc)" --target ckptw_cli gpu_test writer_test gpu_stage_bench >"$OUT/build.txt" 2>&1 ||
+  { grep -E "error|Error" "$OUT/build.txt" | head -30; exit 1; }
+"$BUILD/ckptw" --version | tee "$OUT/version.txt"
+
+log "GPU tests"
+status=0
+(cd "$BUILD" && ctest -L gpu --output-on-failure) 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15 || status=1
+(cd "$BUILD" && ctest -R 'WriteAsync|AsyncCheckpointer' --output-on-failure) 2>&1 | tail -5 | tee -a "$OUT/gpu_tests.txt"
+
+DIR=${CKPTW_DEVICE_DIR:-$ROOT/device-check-data}
+mkdir -p "$DIR"
+df -hT "$DIR" | tee "$OUT/filesystem.txt"
+log "staging and write figures ($GIB GiB on cuda:0)"
+"$BUILD/bench/gpu_stage_bench" --gib "$GIB" --dir "$DIR/stage" | tee "$OUT/gpu_stage.json"
+rm -rf "$DIR/stage"
+log "disk limit (raw O_DIRECT) and CPU write, same size"
+"$BUILD/ckptw" bench --size "$($PY -c "print(int($GIB * (1 << 30)))")" --repeat 1 --warmup 0 --no-torch --dir "$DIR" --json "$OUT/bench.json" |
+  tee "$OUT/bench.txt"
+log "torch.save of the same GPU state dict (fsync included), and torch.load of a ckptw file onto the GPU"
+$PY - "$GIB" "$DIR" "$BUILD/ckptw" <<'PY' | tee "$OUT/torch_save.json"
+import json, os, subprocess, sys, time
+import torch
+gib, d, cli = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+n = int(gib * (1 << 30)) // 4 // 64
+sd = {f"layer{i}": torch.full((n,), float(i), device="cuda") for i in range(64)}
+torch.cuda.synchronize()
+times = []
+for i in range(2):
+    path = os.path.join(d, f"torch_save_{i}.pt")
+    t = time.perf_counter()
+    with open(path, "wb") as f:
+        torch.save(sd, f)
+        f.flush()
+        os.fsync(f.fileno())
+    times.append(time.perf_counter() - t)
+    os.remove(path)
+small = {"w": torch.arange(1000, device="cuda", dtype=torch.float32)}
+torch.save(small, os.path.join(d, "ref.pt"))
+loaded = torch.load(os.path.join(d, "ref.pt"))
+ok = loaded["w"].is_cuda
+print(json.dumps({"torch_save_gbps": round(n * 4 * 64 / min(times) / 1e9, 3), "torch_save_secs": [round(x, 3) for x in times],
+                  "torch_load_puts_torch_file_on_gpu": ok}))
+PY
+log "done"
+exit $status

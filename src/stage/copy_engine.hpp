@@ -1,0 +1,50 @@
+// CopyEngine: the seam between staging and whatever moves tensor bytes into
+// host memory. The CUDA engine (cuda/copy_engine.cu) copies device memory on
+// its own non-default stream per device, ordered after the producer's stream,
+// packing small storages into one transfer; the host engine copies host
+// memory on a worker thread, so staging's scheduling, ordering and async
+// semantics run in CI without a GPU.
+//
+// Contract: copy_to_host() only queues; the destination may be read, and the
+// source changed, only after finish() returned. Used from one thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+
+namespace ckptw::detail {
+
+class CopyEngine {
+ public:
+  virtual ~CopyEngine() = default;
+  virtual const char* name() const = 0;
+
+  /// Makes host memory [data, data + bytes) fast and safe for device copies
+  /// (page-locks it). False when refused; copies still work, slower.
+  virtual bool pin(void* data, std::size_t bytes) = 0;
+  virtual void unpin(void* data) noexcept = 0;
+
+  /// Orders the copies from `device` queued after this call after the work
+  /// behind `producer_event` (an event recorded on the producer's stream;
+  /// opaque here, a cudaEvent_t for CUDA).
+  virtual void wait_for_producer(int device, void* producer_event) = 0;
+
+  /// Queues a copy of `bytes` from `src` into host memory `dst`. `device` is
+  /// the CUDA device holding `src`, or -1 for host memory.
+  virtual void copy_to_host(void* dst, const void* src, std::size_t bytes, int device) = 0;
+
+  /// Blocks until every queued copy has landed. Throws ckptw::Error naming
+  /// the device when a copy failed; the engine is usable again afterwards.
+  virtual void finish() = 0;
+};
+
+/// Host memory only: memcpy on a worker thread. `delay_per_copy` slows every
+/// copy down (tests use it to show nothing reads a copy before finish()).
+std::unique_ptr<CopyEngine> make_host_copy_engine(std::chrono::microseconds delay_per_copy = {});
+
+/// The CUDA engine when ckptw was built with CUDA and a device is visible;
+/// otherwise the host engine.
+std::unique_ptr<CopyEngine> make_copy_engine();
+
+}  // namespace ckptw::detail

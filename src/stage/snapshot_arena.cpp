@@ -1,0 +1,48 @@
+#include "stage/snapshot_arena.hpp"
+
+#include <cerrno>
+
+#include <sys/mman.h>
+
+#include "ckptw/error.hpp"
+
+namespace ckptw::detail {
+
+namespace {
+constexpr std::size_t kGranule = std::size_t{2} << 20;  // huge-page sized steps
+}
+
+SnapshotArena::~SnapshotArena() { release(); }
+
+void SnapshotArena::release() noexcept {
+  if (data_ == nullptr) return;
+  if (pinned_with_) pinned_with_->unpin(data_);
+  ::munmap(data_, capacity_);
+  data_ = nullptr;
+  capacity_ = 0;
+  pinned_with_ = nullptr;
+}
+
+unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine) {
+  if (budget_ != 0 && bytes > budget_) {
+    throw UsageError("the state dict needs " + std::to_string(bytes) + " bytes of staging memory, more than "
+                     "staging_budget_bytes (" + std::to_string(budget_) + ")");
+  }
+  if (bytes <= capacity_ && data_ != nullptr) {
+    if (pinned_with_ == nullptr && engine.pin(data_, capacity_)) pinned_with_ = &engine;
+    return data_;
+  }
+  release();
+  std::size_t size = (bytes + kGranule - 1) / kGranule * kGranule;
+  if (size == 0) size = kGranule;
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw Error("cannot allocate " + std::to_string(size) + " bytes of staging memory", "", "", errno);
+  (void)::madvise(p, size, MADV_HUGEPAGE);
+  data_ = static_cast<unsigned char*>(p);
+  capacity_ = size;
+  ++allocations_;
+  if (engine.pin(data_, capacity_)) pinned_with_ = &engine;
+  return data_;
+}
+
+}  // namespace ckptw::detail

@@ -1,0 +1,64 @@
+#include "stage/stage_records.hpp"
+
+#include <set>
+
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+namespace ckptw::detail {
+namespace {
+
+// Small payloads pack tightly (64-byte steps, as in the file); large ones
+// start on a page, the unit of O_DIRECT and of fast copies.
+std::uint64_t align_for(std::uint64_t offset, std::uint64_t size) {
+  const std::uint64_t a = size >= 4096 ? 4096 : 64;
+  return (offset + a - 1) / a * a;
+}
+
+}  // namespace
+
+std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine) {
+  std::vector<PlannedRecord*> chosen;
+  std::uint64_t end = 0;
+  std::vector<std::uint64_t> offsets;
+  for (PlannedRecord& r : plan.records) {
+    if (r.size == 0 || r.data == nullptr || r.is_serialization_id) continue;
+    if (what == StageWhat::kDeviceRecords && r.device < 0) continue;
+    const std::uint64_t offset = align_for(end, r.size);
+    chosen.push_back(&r);
+    offsets.push_back(offset);
+    end = offset + r.size;
+  }
+  if (chosen.empty()) {
+    if (what == StageWhat::kAllRecords) plan.keep_alive.clear();
+    return 0;
+  }
+  unsigned char* base = arena.reserve(end, engine);
+
+  // Each device's copies wait for what the producer already queued on the
+  // device's current stream (the stream the caller's kernels ran on), never
+  // for the whole device.
+  std::set<int> devices;
+  for (const PlannedRecord* r : chosen) {
+    if (r->device >= 0) devices.insert(r->device);
+  }
+  for (int device : devices) {
+    const c10::Device d(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
+    const c10::Stream producer = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(d);
+    c10::Event event(c10::DeviceType::CUDA);
+    event.record(producer);
+    engine.wait_for_producer(device, event.eventId());
+  }
+  for (std::size_t i = 0; i < chosen.size(); ++i) {
+    engine.copy_to_host(base + offsets[i], chosen[i]->data, chosen[i]->size, chosen[i]->device);
+  }
+  engine.finish();
+  for (std::size_t i = 0; i < chosen.size(); ++i) {
+    chosen[i]->data = base + offsets[i];
+    chosen[i]->device = -1;
+  }
+  if (what == StageWhat::kAllRecords) plan.keep_alive.clear();
+  return end;
+}
+
+}  // namespace ckptw::detail

@@ -1,0 +1,128 @@
+// The GPU path on a real device (label gpu; every test skips with the reason
+// when no CUDA device is visible, as on the CI machine). Run on an H200 by
+// scripts/device-check.sh.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include <ATen/ATen.h>
+#include <torch/cuda.h>
+
+#include "ckptw/ckptw.hpp"
+#include "read/pt_inspect.hpp"
+#include "support/test_support.hpp"
+
+namespace ckptw {
+namespace {
+
+#define REQUIRE_GPU(n)                                                                                  \
+  if (static_cast<int>(torch::cuda::device_count()) < (n)) {                                           \
+    GTEST_SKIP() << "needs " << (n) << " CUDA device(s), found " << torch::cuda::device_count()         \
+                 << " (GPU tests run in scripts/device-check.sh)";                                      \
+  }
+
+at::TensorOptions on(int device) { return at::TensorOptions().device(at::kCUDA, device); }
+
+StateDict gpu_model(float value, int device = 0) {
+  StateDict sd = make_state_dict();
+  at::Tensor w = at::full({1024, 1024}, value, on(device));
+  sd.insert("w", w);
+  sd.insert("w_t", w.t());  // non-contiguous view: its storage is copied whole, like torch.save
+  sd.insert("bias", at::full({77}, value, on(device).dtype(at::kBFloat16)));
+  sd.insert("cpu_step", at::scalar_tensor(5, at::kLong));
+  return sd;
+}
+
+std::vector<std::string> locations(const std::string& file) {
+  std::vector<std::string> out;
+  for (const auto& t : detail::inspect_pt(file).tensors) out.push_back(t.tensor.location);
+  return out;
+}
+
+TEST(Gpu, WriteRecordsTheDeviceLikeTorchSaveAndReadsBack) {
+  REQUIRE_GPU(1);
+  testing::TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  const StateDict sd = gpu_model(3.0f);
+  (void)writer.write(tmp / "c", sd);
+  EXPECT_EQ(locations(tmp / "c/checkpoint_0.pt"), (std::vector<std::string>{"cuda:0", "cuda:0", "cuda:0", "cpu"}));
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(tmp / "c");
+  EXPECT_TRUE(at::equal(r.state_dict.at("w").toTensor().cpu(), sd.at("w").toTensor().cpu()));
+  EXPECT_TRUE(at::equal(r.state_dict.at("w_t").toTensor().cpu(), sd.at("w_t").toTensor().cpu()));
+  EXPECT_TRUE(at::equal(r.state_dict.at("bias").toTensor().cpu(), sd.at("bias").toTensor().cpu()));
+
+  CheckpointWriterConfig as_cpu;
+  as_cpu.record_device_as_cpu = true;
+  (void)CheckpointWriter(as_cpu, RankInfo{0, 1}).write(tmp / "cpu", sd);
+  EXPECT_EQ(locations(tmp / "cpu/checkpoint_0.pt"), (std::vector<std::string>{"cpu", "cpu", "cpu", "cpu"}));
+}
+
+// The producer's stream is busy when write_async is called: the capture must
+// wait for the kernels already queued (values 1), and must be complete when
+// write_async returns (the update queued right after must not leak in).
+TEST(Gpu, WriteAsyncCapturesAfterQueuedKernelsAndBeforeLaterOnes) {
+  REQUIRE_GPU(1);
+  testing::TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  at::Tensor big = at::randn({4096, 4096}, on(0));
+  at::Tensor w = at::zeros({4096, 4096}, on(0));
+  for (int i = 0; i < 20; ++i) big = at::mm(big, big).div_(4096);  // keeps the stream busy
+  w.add_(big.sum().mul(0)).fill_(1.0f);                             // queued after the matmuls
+  StateDict sd = make_state_dict();
+  sd.insert("w", w);
+  std::future<WriteResult> written = writer.write_async(tmp / "c", sd);
+  w.fill_(2.0f);
+  (void)written.get();
+  at::Tensor saved = CheckpointReader(RankInfo{0, 1}).read(tmp / "c").state_dict.at("w").toTensor().cpu();
+  EXPECT_TRUE(at::equal(saved, at::ones({4096, 4096})));
+}
+
+TEST(Gpu, TenThousandSmallStoragesArePackedAndLandIntact) {
+  REQUIRE_GPU(1);
+  testing::TempDir tmp;
+  StateDict sd = make_state_dict();
+  for (int i = 0; i < 10000; ++i) sd.insert("p" + std::to_string(i), at::full({1024}, static_cast<float>(i), on(0)));
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  (void)writer.write_async(tmp / "c", sd).get();
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(tmp / "c");
+  for (int i = 0; i < 10000; i += 997) {
+    EXPECT_TRUE(at::equal(r.state_dict.at("p" + std::to_string(i)).toTensor().cpu(),
+                          at::full({1024}, static_cast<float>(i))))
+        << i;
+  }
+  int wrong = 0;
+  for (int i = 0; i < 10000; ++i) {
+    wrong += !at::equal(r.state_dict.at("p" + std::to_string(i)).toTensor(), sd.at("p" + std::to_string(i)).toTensor().cpu());
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+TEST(Gpu, TensorsOnTwoDevices) {
+  REQUIRE_GPU(2);
+  testing::TempDir tmp;
+  StateDict sd = make_state_dict();
+  sd.insert("a", at::full({1000}, 1.0f, on(0)));
+  sd.insert("b", at::full({1000}, 2.0f, on(1)));
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  (void)writer.write_async(tmp / "c", sd).get();
+  EXPECT_EQ(locations(tmp / "c/checkpoint_0.pt"), (std::vector<std::string>{"cuda:0", "cuda:1"}));
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(tmp / "c");
+  EXPECT_TRUE(at::equal(r.state_dict.at("b").toTensor().cpu(), at::full({1000}, 2.0f)));
+}
+
+TEST(Gpu, NcclBarrierWithOneRankGathersAndCommits) {
+  REQUIRE_GPU(1);
+  testing::TempDir tmp;
+  NcclBarrier::Options options;
+  options.store.master_address = "127.0.0.1";
+  options.store.master_port = 29731;
+  options.timeout_secs = 60;
+  auto barrier = std::make_shared<NcclBarrier>(RankInfo{0, 1}, options);
+  EXPECT_EQ(barrier->all_gather("vote", std::chrono::seconds(30)), (std::vector<std::string>{"vote"}));
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1}, barrier);
+  (void)writer.write(tmp / "c", gpu_model(1.0f));
+  EXPECT_TRUE(testing::exists(tmp / "c/checkpoint_manifest.json"));
+}
+
+}  // namespace
+}  // namespace ckptw

@@ -1,0 +1,162 @@
+// CheckpointWriter::write_async through the copy-engine seam, with the host
+// engine (slowed down, so a capture that returned early would be caught):
+// capture semantics, one write in flight, failures on their own future, close
+// with a timeout, staging memory reused and bounded.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include <ATen/ATen.h>
+
+#include "ckptw/ckptw.hpp"
+#include "io/io_backend.hpp"
+#include "support/fault_backend.hpp"
+#include "support/test_support.hpp"
+#include "writer/writer_internals.hpp"
+
+namespace ckptw {
+namespace {
+
+using namespace std::chrono_literals;
+
+StateDict model(float value) {
+  StateDict sd = make_state_dict();
+  at::Tensor w = at::full({256, 256}, value);
+  sd.insert("w", w);
+  sd.insert("w_row", w[5]);  // a view: shares w's storage
+  sd.insert("b", at::full({300}, static_cast<double>(value), at::kDouble));
+  sd.insert("step", int64_t{3});
+  return sd;
+}
+
+// A writer whose copies each take 20 ms on the engine's worker thread.
+CheckpointWriter slow_capture_writer(CheckpointWriterConfig config = {}, std::shared_ptr<WriterHook> hook = nullptr,
+                                     testing::FaultDisk* disk = nullptr) {
+  auto io = detail::make_backend(config.io_backend, config.queue_depth);
+  if (disk) io = disk->wrap(0, std::move(io));
+  return detail::WriterInternals::make(config, RankInfo{0, 1}, nullptr, std::move(hook), std::move(io),
+                                       detail::make_host_copy_engine(20ms));
+}
+
+at::Tensor read_back(const std::string& dir, const std::string& key) {
+  return CheckpointReader(RankInfo{0, 1}).read(dir).state_dict.at(key).toTensor();
+}
+
+TEST(WriteAsync, ReturnsOnceCapturedAndTheFileHoldsTheValuesOfTheCall) {
+  testing::TempDir tmp;
+  CheckpointWriter writer = slow_capture_writer();
+  StateDict sd = model(1.0f);
+  std::future<WriteResult> written = writer.write_async(tmp / "c", sd);
+  // The trainer moves on at once: in-place updates, and a tensor dropped.
+  sd.at("w").toTensor().fill_(-7.0f);
+  sd.at("b").toTensor().fill_(-7.0);
+  (void)sd.erase("b");
+  WriteResult result = written.get();
+  EXPECT_FALSE(result.manifest.empty());
+  EXPECT_EQ(result.tensor_count, 3u);
+  EXPECT_EQ(result.storage_count, 2u);
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(tmp / "c");
+  EXPECT_TRUE(at::equal(r.state_dict.at("w").toTensor(), at::full({256, 256}, 1.0f)));
+  EXPECT_TRUE(at::equal(r.state_dict.at("w_row").toTensor(), at::full({256}, 1.0f)));
+  EXPECT_TRUE(at::equal(r.state_dict.at("b").toTensor(), at::full({300}, 1.0, at::kDouble)));
+  // The view still shares its storage, as torch.save keeps it.
+  EXPECT_EQ(r.state_dict.at("w").toTensor().storage().data(), r.state_dict.at("w_row").toTensor().storage().data());
+}
+
+// Same bytes as write(): the capture changes where payloads come from, not the file.
+TEST(WriteAsync, WritesTheSameBytesAsWrite) {
+  testing::TempDir tmp;
+  CheckpointWriter writer = slow_capture_writer();
+  const StateDict sd = model(2.5f);
+  (void)writer.write(tmp / "sync", sd);
+  (void)writer.write_async(tmp / "async", sd).get();
+  EXPECT_EQ(testing::read_file(tmp / "sync/checkpoint_0.pt"), testing::read_file(tmp / "async/checkpoint_0.pt"));
+}
+
+TEST(WriteAsync, OneWriteInFlightTheNextCallWaitsForThePrevious) {
+  testing::TempDir tmp;
+  struct SlowPreCommit : WriterHook {
+    void pre_commit(const std::string&, const HookArgs&) override { std::this_thread::sleep_for(300ms); }
+    void post_commit(const std::string&, const HookArgs&) override {}
+  };
+  CheckpointWriter writer = slow_capture_writer({}, std::make_shared<SlowPreCommit>());
+  std::future<WriteResult> first = writer.write_async(tmp / "1", model(1.0f));
+  EXPECT_EQ(first.wait_for(0ms), std::future_status::timeout);  // still writing
+  std::future<WriteResult> second = writer.write_async(tmp / "2", model(2.0f));
+  EXPECT_EQ(first.wait_for(0ms), std::future_status::ready);  // the second call waited for it
+  (void)first.get();
+  (void)second.get();
+  EXPECT_TRUE(at::equal(read_back(tmp / "1", "w"), at::full({256, 256}, 1.0f)));
+  EXPECT_TRUE(at::equal(read_back(tmp / "2", "w"), at::full({256, 256}, 2.0f)));
+}
+
+TEST(WriteAsync, AFailedWriteReportsOnItsOwnFutureAndTheNextWriteWorks) {
+  testing::TempDir tmp;
+  // EIO on the first data write of the first save only (operations: mkdir
+  // ×3, fsync_directory, list, create, preallocate, write).
+  testing::FaultDisk disk(tmp.path(), testing::Fault{testing::FaultKind::kError, 0, 7, EIO});
+  CheckpointWriter writer = slow_capture_writer({}, nullptr, &disk);
+  std::future<WriteResult> failing = writer.write_async(tmp / "bad", model(1.0f));
+  try {
+    (void)failing.get();
+    FAIL() << "the faulty write succeeded";
+  } catch (const IoError& e) {
+    EXPECT_EQ(e.errno_value(), EIO) << e.what();
+  }
+  ASSERT_TRUE(disk.fault_fired());
+  (void)writer.write_async(tmp / "good", model(2.0f)).get();
+  EXPECT_TRUE(at::equal(read_back(tmp / "good", "w"), at::full({256, 256}, 2.0f)));
+  EXPECT_FALSE(testing::exists(tmp / "bad"));
+}
+
+TEST(WriteAsync, BadInputFailsOnTheFutureWithTheKeyPathAndTheNextWriteWorks) {
+  testing::TempDir tmp;
+  CheckpointWriter writer = slow_capture_writer();
+  StateDict bad = model(1.0f);
+  bad.insert("q", at::quantize_per_tensor(at::ones({2}), 0.1, 0, at::kQInt8));
+  std::future<WriteResult> failing = writer.write_async(tmp / "bad", bad);
+  try {
+    (void)failing.get();
+    FAIL() << "a quantized tensor was written";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.key_path(), "q");
+  }
+  EXPECT_FALSE(testing::exists(tmp / "bad"));
+  (void)writer.write_async(tmp / "good", model(2.0f)).get();
+}
+
+TEST(WriteAsync, CloseWaitsForTheWriteInFlightWithATimeout) {
+  testing::TempDir tmp;
+  struct SlowPreCommit : WriterHook {
+    void pre_commit(const std::string&, const HookArgs&) override { std::this_thread::sleep_for(2500ms); }
+    void post_commit(const std::string&, const HookArgs&) override {}
+  };
+  CheckpointWriterConfig config;
+  config.close_timeout_secs = 1;
+  CheckpointWriter writer = slow_capture_writer(config, std::make_shared<SlowPreCommit>());
+  std::future<WriteResult> written = writer.write_async(tmp / "c", model(1.0f));
+  EXPECT_THROW(writer.close(), TimeoutError);  // still open: the write goes on
+  (void)written.get();
+  writer.close();
+  EXPECT_THROW((void)writer.write_async(tmp / "d", model(1.0f)), UsageError);
+  EXPECT_TRUE(at::equal(read_back(tmp / "c", "w"), at::full({256, 256}, 1.0f)));
+}
+
+TEST(WriteAsync, StagingMemoryIsReusedAndBoundedByTheBudget) {
+  testing::TempDir tmp;
+  CheckpointWriterConfig config;
+  config.staging_budget_bytes = 4 << 20;
+  CheckpointWriter writer = slow_capture_writer(config);
+  writer.reserve(2 << 20);
+  for (int i = 0; i < 3; ++i) (void)writer.write_async(tmp / std::to_string(i), model(static_cast<float>(i))).get();
+  EXPECT_EQ(detail::WriterInternals::staging_allocations(writer), 1u);  // reserve() paid once; reused since
+  StateDict big = make_state_dict();
+  big.insert("w", at::zeros({2 << 20}));  // 8 MiB > the 4 MiB budget
+  std::future<WriteResult> too_big = writer.write_async(tmp / "big", big);
+  EXPECT_THROW((void)too_big.get(), UsageError);
+  EXPECT_THROW(writer.reserve(8 << 20), UsageError);
+}
+
+}  // namespace
+}  // namespace ckptw
