@@ -146,6 +146,7 @@ Row measure_writer(const std::string& name, IoBackendKind backend, const StateDi
                    const BenchOptions& options, Progress& progress) {
   CheckpointWriterConfig config;
   config.io_backend = backend;
+  config.direct_io = options.direct_io;
   const std::uint64_t baseline_rss = status_kib("VmRSS:") * 1024;  // before the writer's ring exists
   std::unique_ptr<CheckpointWriter> writer;
   try {
@@ -415,7 +416,7 @@ int run_bench(const BenchOptions& options) {
           {"write_buffer_bytes", defaults.write_buffer_bytes},
           {"ring_buffers", defaults.ring_buffers},
           {"queue_depth", defaults.queue_depth},
-          {"direct_io", defaults.direct_io},
+          {"direct_io", options.direct_io},
           {"fsync", defaults.fsync}}},
         {"rows", json_rows},
     };

@@ -22,6 +22,7 @@ struct BenchOptions {
   std::string json_file;    ///< with json: write it here instead of stdout
   bool keep = false;
   bool torch_save = true;   ///< run the torch.save (or torch.load) row when its Python is present
+  bool direct_io = true;    ///< CheckpointWriterConfig::direct_io of the ckptw rows
   /// Measure reading instead: CheckpointReader, a raw O_DIRECT read and
   /// torch.load of the same file.
   bool read = false;

@@ -183,6 +183,8 @@ int main(int argc, char** argv) {
       ->expected(0, 1);
   bench->add_flag("--no-torch", [&](std::int64_t) { bench_options.torch_save = false; }, "Skip the torch.save row");
   bench->add_flag("--keep", bench_options.keep, "Keep the temp directory and its files");
+  bench->add_flag("--buffered", [&](std::int64_t) { bench_options.direct_io = false; },
+                  "ckptw rows write through the page cache (direct_io = false) instead of O_DIRECT");
   bench->add_flag("--read", bench_options.read,
                   "Measure reading instead: CheckpointReader, a raw O_DIRECT read and torch.load of the same file, "
                   "each cold (page cache dropped before every repeat)");

@@ -34,12 +34,20 @@ using WriteResultFilter = std::function<long(long result, std::size_t requested)
 /// Asynchronous writes of ring buffers to one open file.
 class WriteQueue {
  public:
+  /// What wait_any() returns for a finished submit_external() write.
+  static constexpr std::size_t kExternal = static_cast<std::size_t>(-1);
+
   virtual ~WriteQueue() = default;
   /// Queues a write of `size` bytes from ring buffer `buffer` (its first
   /// `size` bytes) at file `offset`. Never blocks for completion.
   virtual void submit(std::size_t buffer, std::size_t size, std::uint64_t offset) = 0;
+  /// Queues a write of `size` bytes straight from the caller's memory at
+  /// `data` (no copy into the ring), for buffered (not O_DIRECT) files. The
+  /// memory must stay valid and unchanged until wait_any() has returned
+  /// kExternal for this write.
+  virtual void submit_external(const void* data, std::size_t size, std::uint64_t offset) = 0;
   /// Blocks until a queued write finished (successfully or not) and returns
-  /// its buffer, free for reuse. Requires a write in flight.
+  /// its ring buffer, free for reuse, or kExternal. Requires a write in flight.
   virtual std::size_t wait_any() = 0;
   /// Writes still in flight.
   virtual std::size_t in_flight() const = 0;

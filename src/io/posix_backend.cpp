@@ -30,12 +30,11 @@ class PosixWriteQueue final : public WriteQueue {
   }
 
   void submit(std::size_t buffer, std::size_t size, std::uint64_t offset) override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      pending_.push_back(Task{buffer, size, offset});
-      ++in_flight_;
-    }
-    wake_workers_.notify_one();
+    queue(Task{buffer, nullptr, size, offset});
+  }
+
+  void submit_external(const void* data, std::size_t size, std::uint64_t offset) override {
+    queue(Task{kExternal, data, size, offset});
   }
 
   std::size_t wait_any() override {
@@ -59,10 +58,20 @@ class PosixWriteQueue final : public WriteQueue {
 
  private:
   struct Task {
-    std::size_t buffer;
+    std::size_t buffer;    // ring buffer, or kExternal
+    const void* external;  // the caller's memory for kExternal
     std::size_t size;
     std::uint64_t offset;
   };
+
+  void queue(const Task& task) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pending_.push_back(task);
+      ++in_flight_;
+    }
+    wake_workers_.notify_one();
+  }
 
   void work() {
     while (true) {
@@ -74,7 +83,8 @@ class PosixWriteQueue final : public WriteQueue {
         task = pending_.front();
         pending_.pop_front();
       }
-      int rc = ops_.write_all(fd_, ring_.data(task.buffer), task.size, task.offset, direct_);
+      const void* data = task.external ? task.external : ring_.data(task.buffer);
+      int rc = ops_.write_all(fd_, data, task.size, task.offset, direct_);
       {
         std::lock_guard<std::mutex> lock(mutex_);
         if (rc < 0 && error_ == 0) error_ = rc;
@@ -92,7 +102,7 @@ class PosixWriteQueue final : public WriteQueue {
   std::condition_variable wake_workers_;
   std::condition_variable done_changed_;
   std::deque<Task> pending_;        // submitted, not yet picked up
-  std::deque<std::size_t> done_;    // finished, not yet returned by wait_any
+  std::deque<std::size_t> done_;    // finished (buffer or kExternal), not yet returned by wait_any
   std::size_t in_flight_ = 0;       // submitted and not yet returned by wait_any
   int error_ = 0;                   // first failure, -errno
   bool stopping_ = false;

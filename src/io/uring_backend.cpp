@@ -26,13 +26,15 @@ class UringWriteQueue final : public WriteQueue {
   ~UringWriteQueue() override;
 
   void submit(std::size_t buffer, std::size_t size, std::uint64_t offset) override;
+  void submit_external(const void* data, std::size_t size, std::uint64_t offset) override;
   std::size_t wait_any() override;
   std::size_t in_flight() const override { return in_flight_; }
   int error() const override { return error_; }
 
  private:
   struct Request {
-    std::size_t buffer = 0;
+    std::size_t buffer = 0;  // ring buffer, or kExternal
+    const unsigned char* external = nullptr;
     std::size_t done = 0;   // bytes of the buffer already written
     std::size_t size = 0;   // bytes to write from the buffer
     std::uint64_t offset = 0;
@@ -44,7 +46,7 @@ class UringWriteQueue final : public WriteQueue {
   const int fd_;
   const bool direct_;
   BufferRing& ring_;
-  std::vector<Request> requests_;  // slot = buffer index; user_data = slot
+  std::vector<Request> requests_;  // user_data = slot; ring buffer i uses slot i, external writes the slots after
   std::vector<bool> busy_;         // slot has a write in the kernel
   std::size_t in_flight_ = 0;
   int error_ = 0;
@@ -105,9 +107,9 @@ void UringWriteQueue::queue_sqe(std::size_t slot) {
     sqe = io_uring_get_sqe(uring);
   }
   const Request& r = requests_[slot];
-  unsigned char* data = ring_.data(r.buffer) + r.done;
+  const unsigned char* data = (r.external ? r.external : ring_.data(r.buffer)) + r.done;
   const auto size = static_cast<unsigned>(r.size - r.done);
-  if (backend_.fixed_buffers()) {
+  if (r.external == nullptr && backend_.fixed_buffers()) {
     io_uring_prep_write_fixed(sqe, fd_, data, size, r.offset + r.done, static_cast<int>(r.buffer));
   } else {
     io_uring_prep_write(sqe, fd_, data, size, r.offset + r.done);
@@ -116,8 +118,21 @@ void UringWriteQueue::queue_sqe(std::size_t slot) {
   io_uring_submit(uring);
 }
 
+void UringWriteQueue::submit_external(const void* data, std::size_t size, std::uint64_t offset) {
+  std::size_t slot = ring_.count();
+  while (slot < busy_.size() && busy_[slot]) ++slot;
+  if (slot == busy_.size()) {
+    requests_.emplace_back();
+    busy_.push_back(false);
+  }
+  requests_[slot] = Request{kExternal, static_cast<const unsigned char*>(data), 0, size, offset};
+  busy_[slot] = true;
+  ++in_flight_;
+  queue_sqe(slot);
+}
+
 void UringWriteQueue::submit(std::size_t buffer, std::size_t size, std::uint64_t offset) {
-  requests_[buffer] = Request{buffer, 0, size, offset};
+  requests_[buffer] = Request{buffer, nullptr, 0, size, offset};
   busy_[buffer] = true;
   ++in_flight_;
   queue_sqe(buffer);

@@ -37,16 +37,26 @@ std::string serialization_id(const std::vector<std::string>& full_names,
 
 void ImageStreamer::check_queue() {
   if (int rc = queue_->error(); rc < 0) {
-    while (queue_->in_flight() > 0) free_.push_back(queue_->wait_any());
+    while (queue_->in_flight() > 0) note_done(queue_->wait_any());
     throw IoError("write failed", *path_, "", -rc);
   }
 }
 
-void ImageStreamer::acquire() {
-  if (free_.empty()) {
-    free_.push_back(queue_->wait_any());
-    check_queue();
+void ImageStreamer::note_done(std::size_t buffer) {
+  if (buffer == WriteQueue::kExternal) {
+    --externals_in_flight_;
+  } else {
+    free_.push_back(buffer);
   }
+}
+
+void ImageStreamer::take_completion() {
+  note_done(queue_->wait_any());
+  check_queue();
+}
+
+void ImageStreamer::acquire() {
+  while (free_.empty()) take_completion();
   current_ = free_.back();
   free_.pop_back();
   buffered_ = 0;
@@ -76,6 +86,24 @@ void ImageStreamer::append(const void* data, std::size_t size, std::uint32_t* cr
   }
 }
 
+void ImageStreamer::write_in_place(const unsigned char* data, std::size_t size, std::uint32_t* crc) {
+  if (buffered_ > 0) {
+    submit_current(buffered_);
+    acquire();
+  }
+  // Chunks of one ring buffer each, so that several are written at once and
+  // the CRC of one runs while the kernel copies the others.
+  const std::size_t chunk = ring_.buffer_bytes();
+  for (std::size_t done = 0; done < size; done += chunk) {
+    const std::size_t n = std::min(chunk, size - done);
+    while (externals_in_flight_ >= ring_.count()) take_completion();
+    queue_->submit_external(data + done, n, buffer_offset_ + done);
+    ++externals_in_flight_;
+    *crc = crc32_update(*crc, data + done, n);
+  }
+  buffer_offset_ += size;
+}
+
 ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
                                             bool pad_last_write) {
   queue_ = &queue;
@@ -83,7 +111,12 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   free_.clear();
   for (std::size_t i = ring_.count(); i-- > 0;) free_.push_back(i);
   buffer_offset_ = 0;
+  externals_in_flight_ = 0;
   acquire();
+  // Into a buffered file, large payloads go from their own memory: the kernel
+  // copies them into the page cache anyway, so a copy into the ring would be
+  // a second one. O_DIRECT needs the ring's aligned buffers.
+  const bool in_place = !pad_last_write;
 
   std::vector<ZipEntry> entries;
   std::vector<std::string> names;
@@ -107,7 +140,11 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
       if (record.device >= 0) {
         throw std::logic_error("ckptw: record " + record.name + " still points at device memory (not staged)");
       }
-      append(record.data, record.size, &crc);
+      if (in_place && record.size >= kInPlaceMinBytes) {
+        write_in_place(record.data, record.size, &crc);
+      } else {
+        append(record.data, record.size, &crc);
+      }
     }
     std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
     append(descriptor.data(), descriptor.size(), nullptr);
@@ -128,7 +165,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   } else {
     free_.push_back(current_);
   }
-  while (queue_->in_flight() > 0) free_.push_back(queue_->wait_any());
+  while (queue_->in_flight() > 0) note_done(queue_->wait_any());
   check_queue();
   if (written != plan.file_size) {
     throw Error("internal: streamed " + std::to_string(written) + " bytes, planned " + std::to_string(plan.file_size),

@@ -4,9 +4,12 @@
 // order. While one buffer is filled the others are being written, so copying
 // and checksumming overlap with the I/O.
 //
-// Each buffer covers one buffer-sized, buffer-aligned range of the file, so
-// every write but the last is aligned for O_DIRECT; the last is padded to the
-// block size when asked (the caller truncates the file to its real size).
+// Into an O_DIRECT file each buffer covers one buffer-sized, buffer-aligned
+// range of the file, so every write but the last is aligned; the last is
+// padded to the block size when asked (the caller truncates the file to its
+// real size). Into a buffered file, payloads of at least kInPlaceMinBytes are
+// written straight from their memory (one copy, the kernel's), checksummed
+// while the kernel writes them; the ring carries the rest.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +24,8 @@ namespace ckptw::detail {
 
 class ImageStreamer {
  public:
+  static constexpr std::size_t kInPlaceMinBytes = std::size_t{256} << 10;
+
   explicit ImageStreamer(BufferRing& ring) : ring_(ring) {}
 
   /// Writes the file image of `plan` from offset 0 through `queue`, waiting
@@ -35,6 +40,9 @@ class ImageStreamer {
 
  private:
   void append(const void* data, std::size_t size, std::uint32_t* crc);
+  void write_in_place(const unsigned char* data, std::size_t size, std::uint32_t* crc);
+  void note_done(std::size_t buffer);
+  void take_completion();
   void submit_current(std::size_t size);
   void acquire();
   void check_queue();
@@ -46,6 +54,7 @@ class ImageStreamer {
   std::size_t current_ = 0;          // ring buffer being filled
   std::size_t buffered_ = 0;         // bytes in the current buffer
   std::uint64_t buffer_offset_ = 0;  // file offset of the current buffer's first byte
+  std::size_t externals_in_flight_ = 0;  // in-place payload writes not yet finished
 };
 
 /// The 40-digit serialization id: 20 digits of a hash of the record names and

@@ -69,12 +69,13 @@ std::string describe_counts(const std::map<std::string, int>& counts) {
 
 bool is_temp_name(const std::string& name) { return name.find(".ckptw-tmp.") != std::string::npos; }
 
-// A few tensors, about 200 KiB per rank, so that with 64 KiB ring buffers the
-// file takes several data writes and the ring is reused.
+// A few tensors, about 400 KiB per rank, so that with 64 KiB ring buffers the
+// file takes several data writes, the ring is reused, and a buffered file
+// writes the 384 KiB payload in place in six chunks.
 StateDict model(int rank, int version) {
   StateDict sd = make_state_dict();
   const double base = rank * 1000 + version * 100;
-  sd.insert("embed.weight", at::arange(base, base + 32 * 1024, at::kFloat).reshape({128, 256}));
+  sd.insert("embed.weight", at::arange(base, base + 96 * 1024, at::kFloat).reshape({384, 256}));
   sd.insert("layer.bias", at::full({300}, base, at::kDouble));
   sd.insert("step", at::scalar_tensor(version, at::kLong));
   sd.insert("tied", sd.at("embed.weight").toTensor()[3]);
@@ -104,11 +105,17 @@ struct PostCommitFlag : WriterHook {
   void post_commit(const std::string&, const HookArgs&) override { *ran = true; }
 };
 
-class FaultSweep : public ::testing::TestWithParam<IoBackendKind> {
+// Backend × O_DIRECT: buffered files take the in-place payload path.
+struct SweepParam {
+  IoBackendKind kind;
+  bool direct;
+};
+
+class FaultSweep : public ::testing::TestWithParam<SweepParam> {
  protected:
   void SetUp() override {
     int error = 0;
-    if (GetParam() == IoBackendKind::kUring && !detail::make_uring_backend(4, &error)) {
+    if (kind() == IoBackendKind::kUring && !detail::make_uring_backend(4, &error)) {
       GTEST_SKIP() << "io_uring unavailable here: " << std::strerror(-error);
     }
     c10d::TCPStoreOptions server;
@@ -129,8 +136,11 @@ class FaultSweep : public ::testing::TestWithParam<IoBackendKind> {
     }
   }
 
+  IoBackendKind kind() const { return GetParam().kind; }
+  std::string name() const { return std::string(to_string(kind())) + (GetParam().direct ? "" : " buffered"); }
+
   std::unique_ptr<detail::IoBackend> backend(FaultDisk* disk, int rank) {
-    auto real = detail::make_backend(GetParam(), 3);
+    auto real = detail::make_backend(kind(), 3);
     return disk ? disk->wrap(rank, std::move(real)) : std::move(real);
   }
 
@@ -150,7 +160,9 @@ class FaultSweep : public ::testing::TestWithParam<IoBackendKind> {
             barrier = std::make_shared<TcpStoreBarrier>(RankInfo{r, world}, stores_[r], options);
           }
           auto hook = std::make_shared<PostCommitFlag>(&outcomes[r].post_commit);
-          CheckpointWriter writer = detail::WriterInternals::make(small_ring_config(GetParam()), RankInfo{r, world},
+          CheckpointWriterConfig config = small_ring_config(kind());
+          config.direct_io = GetParam().direct;
+          CheckpointWriter writer = detail::WriterInternals::make(config, RankInfo{r, world},
                                                                    barrier, hook, backend(disk, r));
           (void)writer.write(dir, sds[r]);
           outcomes[r].ok = true;
@@ -298,7 +310,7 @@ TEST_P(FaultSweep, TwoRanksCommitCompletelyOrNotAtAllUnderEveryFault) {
     }
   }
   std::printf("[ sweep    ] %s, two ranks: %d cases (%s) over %zu + %zu operations, 0 violations\n",
-              to_string(GetParam()), cases, describe_counts(by_kind).c_str(), log_only.log(0).size(),
+              name().c_str(), cases, describe_counts(by_kind).c_str(), log_only.log(0).size(),
               log_only.log(1).size());
 }
 
@@ -380,13 +392,18 @@ TEST_P(FaultSweep, OneRankKeepsOldOrNewUnderEveryFault) {
       }
     }
     std::printf("[ sweep    ] %s, one rank %s: %d cases (%s) over %zu operations (old manifest withdrawn at op %zu), "
-                "0 violations\n", to_string(GetParam()), in_place ? "rewriting in place" : "into a new nested directory",
+                "0 violations\n", name().c_str(), in_place ? "rewriting in place" : "into a new nested directory",
                 cases, describe_counts(by_kind).c_str(), ops.size(), withdrawn);
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, FaultSweep, ::testing::Values(IoBackendKind::kPosix, IoBackendKind::kUring),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Backends, FaultSweep,
+                         ::testing::Values(SweepParam{IoBackendKind::kPosix, true}, SweepParam{IoBackendKind::kUring, true},
+                                           SweepParam{IoBackendKind::kPosix, false},
+                                           SweepParam{IoBackendKind::kUring, false}),
+                         [](const auto& info) {
+                           return std::string(to_string(info.param.kind)) + (info.param.direct ? "_direct" : "_buffered");
+                         });
 
 }  // namespace
 }  // namespace ckptw
