@@ -11,6 +11,7 @@
 
 #include <c10/core/Device.h>
 
+#include "ckptw/config.hpp"
 #include "ckptw/export.hpp"
 #include "ckptw/types.hpp"
 
@@ -29,6 +30,10 @@ struct CKPTW_EXPORT ReadOptions {
   /// Default true; false reads files written without a manifest (torch.save,
   /// or several ranks with a seed-style barrier).
   bool require_manifest = true;
+  /// Kernel interface for the tensor data reads (io_uring with several reads
+  /// in flight, or POSIX pread), O_DIRECT where the filesystem allows it, as
+  /// for writes. Default kAuto.
+  IoBackendKind io_backend = IoBackendKind::kAuto;
 };
 
 struct CKPTW_EXPORT ReadResult {

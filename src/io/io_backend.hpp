@@ -84,6 +84,16 @@ class IoBackend {
   /// Names of the entries of directory `path`, without "." and "..".
   virtual int list_directory(const std::string& path, std::vector<std::string>* names) = 0;
 
+  /// Opens `path` for reading, with O_DIRECT first when `direct` (falling
+  /// back to buffered where the filesystem refuses it).
+  virtual int open_for_read(const std::string& path, bool direct, int* fd, bool* direct_used) = 0;
+  /// Reads [offset, offset + size) into `data`, with several chunks in flight
+  /// where the backend can, continuing short reads. May stop early only at
+  /// the end of the file, and only after at least `min_size` bytes (else
+  /// -EIO). Returns the bytes read, or -errno. On an O_DIRECT descriptor,
+  /// `data`, `offset` and `size` must be multiples of 4096.
+  virtual long read_at(int fd, void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) = 0;
+
   /// A queue writing `ring`'s buffers to `fd`, at most `depth` at a time.
   /// The ring must outlive the queue and stay the same across calls (io_uring
   /// registers its buffers once).

@@ -116,6 +116,45 @@ bool is_direct(int fd) {
   return flags >= 0 && (flags & O_DIRECT) != 0;
 }
 
+int PosixFileOps::open_for_read(const std::string& path, bool direct, int* fd, bool* direct_used) {
+  *direct_used = false;
+  int result = -1;
+  if (direct) {
+    do {
+      result = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    } while (result < 0 && errno == EINTR);
+    if (result >= 0) {
+      *fd = result;
+      *direct_used = true;
+      return 0;
+    }
+    if (errno != EINVAL) return -errno;
+  }
+  do {
+    result = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (result < 0 && errno == EINTR);
+  if (result < 0) return -errno;
+  *fd = result;
+  return 0;
+}
+
+long PosixFileOps::read_at(int fd, void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) {
+  auto* out = static_cast<unsigned char*>(data);
+  const bool direct = is_direct(fd);  // a short O_DIRECT read is the end of the file
+  std::size_t got = 0;
+  while (got < size) {
+    const std::size_t left = size - got;
+    const std::size_t chunk = left < static_cast<std::size_t>(INT_MAX) ? left : (INT_MAX & ~std::size_t{4095});
+    const long n = ::pread(fd, out + got, chunk, static_cast<off_t>(offset + got));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n < 0) return -errno;
+    if (n == 0) break;  // end of file
+    got += static_cast<std::size_t>(n);
+    if (direct && static_cast<std::size_t>(n) < chunk) break;
+  }
+  return got < min_size ? -EIO : static_cast<long>(got);
+}
+
 int PosixFileOps::list_directory(const std::string& path, std::vector<std::string>* names) {
   DIR* dir = ::opendir(path.c_str());
   if (dir == nullptr) return -errno;

@@ -19,6 +19,8 @@ class PosixFileOps : public IoBackend {
   int make_directory(const std::string& path) override;
   int remove_directory(const std::string& path) override;
   int list_directory(const std::string& path, std::vector<std::string>* names) override;
+  int open_for_read(const std::string& path, bool direct, int* fd, bool* direct_used) override;
+  long read_at(int fd, void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) override;
 
   /// write_at() for a descriptor whose O_DIRECT-ness the caller knows.
   int write_all(int fd, const void* data, std::size_t size, std::uint64_t offset, bool direct);

@@ -64,6 +64,8 @@ class UringBackend final : public PosixFileOps {
     return std::make_unique<UringWriteQueue>(*this, fd, ring, depth);
   }
 
+  long read_at(int fd, void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) override;
+
   io_uring* uring() { return &uring_; }
   bool fixed_buffers() const { return registered_ != 0; }
   long filter(long result, std::size_t requested) const { return filtered(result, requested); }
@@ -186,6 +188,81 @@ std::size_t UringWriteQueue::wait_any() {
     --in_flight_;
     return r.buffer;
   }
+}
+
+// Reads in chunks with several in flight (the disk sees a queue, not one
+// request at a time). A chunk that comes back short is continued; a zero
+// result is the end of the file, after which later chunks read nothing.
+long UringBackend::read_at(int fd, void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) {
+  constexpr std::size_t kChunk = std::size_t{4} << 20;
+  const unsigned depth = std::max(1u, uring_.sq.ring_entries / 2);
+  struct Piece {
+    std::size_t begin, end, done;
+    bool eof;
+  };
+  std::vector<Piece> pieces;
+  for (std::size_t b = 0; b < size; b += kChunk) pieces.push_back(Piece{b, std::min(size, b + kChunk), 0, false});
+  auto* out = static_cast<unsigned char*>(data);
+  // Under O_DIRECT a short read only happens at the end of the file, whose
+  // unaligned offset could not be read from again.
+  const bool direct = is_direct(fd);
+  auto queue = [&](std::size_t i) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&uring_);
+    if (sqe == nullptr) {
+      io_uring_submit(&uring_);
+      sqe = io_uring_get_sqe(&uring_);
+    }
+    const Piece& p = pieces[i];
+    const std::size_t at = p.begin + p.done;
+    io_uring_prep_read(sqe, fd, out + at, static_cast<unsigned>(p.end - at), offset + at);
+    io_uring_sqe_set_data64(sqe, i);
+    io_uring_submit(&uring_);
+  };
+  std::size_t next = 0;
+  unsigned in_flight = 0;
+  int error = 0;
+  while (next < pieces.size() && in_flight < depth) {
+    queue(next++);
+    ++in_flight;
+  }
+  while (in_flight > 0) {
+    io_uring_cqe* cqe = nullptr;
+    int rc = io_uring_wait_cqe(&uring_, &cqe);
+    if (rc == -EINTR || rc == -EAGAIN) continue;
+    if (rc < 0) return rc;  // the ring itself failed: nothing sensible to drain
+    const std::size_t i = io_uring_cqe_get_data64(cqe);
+    const int res = cqe->res;
+    io_uring_cqe_seen(&uring_, cqe);
+    Piece& p = pieces[i];
+    if (res == -EAGAIN || res == -EINTR) {
+      queue(i);
+      continue;
+    }
+    --in_flight;
+    if (res < 0) {
+      if (error == 0) error = res;
+    } else if (res == 0) {
+      p.eof = true;
+    } else {
+      p.done += static_cast<std::size_t>(res);
+      if (p.begin + p.done < p.end && !direct) {
+        queue(i);  // short read: the rest (a zero next time means end of file)
+        ++in_flight;
+        continue;
+      }
+    }
+    if (error == 0 && next < pieces.size()) {
+      queue(next++);
+      ++in_flight;
+    }
+  }
+  if (error < 0) return error;
+  std::size_t got = 0;
+  for (const Piece& p : pieces) {
+    got = p.begin + p.done;
+    if (p.begin + p.done < p.end) break;
+  }
+  return got < min_size ? -EIO : static_cast<long>(got);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <c10/core/GradMode.h>
 
 #include "checksum/crc32.hpp"
+#include "io/io_backend.hpp"
 #include "ckptw/error.hpp"
 #include "commit/manifest.hpp"
 #include "format/dtype_table.hpp"
@@ -163,7 +164,15 @@ class Loader {
     std::sort(items.begin(), items.end(),
               [](const Item& a, const Item& b) { return a.record->payload_offset < b.record->payload_offset; });
 
-    int direct_fd = ::open(file_.path().c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    // Reads go through the writer's I/O backends (io_uring with several
+    // chunks in flight, or POSIX), O_DIRECT where the filesystem allows it.
+    std::unique_ptr<detail::IoBackend> io = detail::make_backend(options_.io_backend, 4);
+    int direct_fd = -1;
+    bool direct = false;
+    if (io->open_for_read(file_.path(), true, &direct_fd, &direct) < 0 || !direct) {
+      if (direct_fd >= 0) (void)io->close(direct_fd);
+      direct_fd = -1;
+    }
     std::mutex mutex;
     std::condition_variable progress;
     std::size_t done = 0;
@@ -186,7 +195,7 @@ class Loader {
         progress.notify_all();
       }
     });
-    std::thread io([&] {
+    std::thread reader([&] {
       for (std::size_t i = 0; i < items.size(); ++i) {
         {
           std::unique_lock<std::mutex> lock(mutex);
@@ -195,31 +204,17 @@ class Loader {
         }
         const Item& item = items[i];
         const std::uint64_t needed = item.record->payload_offset + item.record->size - item.start;
-        std::size_t got = 0;
         int error = 0;
-        while (got < needed) {
-          {
-            std::lock_guard<std::mutex> lock(mutex);
-            if (stop) return;
-          }
-          const std::size_t chunk = std::min<std::size_t>(item.length - got, std::size_t{8} << 20);
+        while (true) {
           const int use_fd = direct_fd >= 0 ? direct_fd : fd;
-          ssize_t n = ::pread(use_fd, item.base + got, chunk, static_cast<off_t>(item.start + got));
-          if (n < 0 && errno == EINTR) continue;
-          if (n < 0 && errno == EINVAL && direct_fd >= 0) {  // the filesystem refuses O_DIRECT here
-            ::close(direct_fd);
+          const long n = io->read_at(use_fd, item.base, item.length, item.start, needed);
+          if (n == -EINVAL && direct_fd >= 0) {  // the filesystem refuses O_DIRECT reads here
+            (void)io->close(direct_fd);
             direct_fd = -1;
             continue;
           }
-          if (n < 0) {
-            error = errno;
-            break;
-          }
-          if (n == 0) {
-            error = EIO;  // the file ends inside a record the index placed within it
-            break;
-          }
-          got += static_cast<std::size_t>(n);
+          if (n < 0) error = static_cast<int>(-n);  // -EIO: the file ends inside a record
+          break;
         }
         std::lock_guard<std::mutex> lock(mutex);
         if (error != 0) {
@@ -238,8 +233,8 @@ class Loader {
       }
       progress.notify_all();
       populate.join();
-      io.join();
-      if (direct_fd >= 0) ::close(direct_fd);
+      reader.join();
+      if (direct_fd >= 0) (void)io->close(direct_fd);
     };
     try {
       for (std::size_t i = 0; i < items.size(); ++i) {

@@ -132,6 +132,18 @@ class FaultBackend final : public detail::IoBackend {
   int list_directory(const std::string& path, std::vector<std::string>* names) override {
     return run("list", path, [&] { return inner_->list_directory(path, names); });
   }
+  int open_for_read(const std::string& path, bool direct, int* fd, bool* direct_used) override {
+    int rc = run("open_read", path, [&] { return inner_->open_for_read(path, direct, fd, direct_used); });
+    if (rc == 0) paths_[*fd] = path;
+    return rc;
+  }
+  long read_at(int fd, void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) override {
+    auto d = disk_.before(rank_, "read", paths_[fd]);
+    if (!d.execute) return d.result;
+    long rc = inner_->read_at(fd, data, size, offset, min_size);
+    disk_.after(rank_, rc);
+    return rc;
+  }
   std::unique_ptr<detail::WriteQueue> open_queue(int fd, detail::BufferRing& ring, unsigned depth) override {
     writing_ = paths_[fd];  // read by queue threads, which start after this
     return inner_->open_queue(fd, ring, depth);

@@ -3,6 +3,8 @@
 // and failing writes. io_uring cases skip where io_uring cannot be set up.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -142,6 +144,33 @@ TYPED_TEST(BackendTest, FailedWriteIsOneIoErrorAfterDrainAndLeavesNoTempFile) {
     EXPECT_EQ(e.path(), path);
   }
   EXPECT_TRUE(testing::list_dir(this->tmp_.path()).empty());
+}
+
+// Reads: whole chunks in flight, a file ending inside the last page (O_DIRECT
+// short read), and a file ending before min_size.
+TYPED_TEST(BackendTest, ReadAtReadsToTheEndAndRefusesTooShortFiles) {
+  const std::size_t size = (9 << 20) + 123;  // over two 4 MiB chunks, not page-aligned
+  std::string bytes(size, '\0');
+  std::mt19937_64 rng(7);
+  for (auto& c : bytes) c = static_cast<char>(rng());
+  const std::string path = this->tmp_ / "r.bin";
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(size));
+  for (bool direct : {true, false}) {
+    int fd = -1;
+    bool direct_used = false;
+    ASSERT_EQ(this->backend_->open_for_read(path, direct, &fd, &direct_used), 0);
+    BufferRing buffer(1, 12 << 20);  // page-aligned destination
+    const std::size_t page_rounded = (size + 4095) / 4096 * 4096;
+    std::memset(buffer.data(0), 0, page_rounded);
+    EXPECT_EQ(this->backend_->read_at(fd, buffer.data(0), page_rounded, 0, size), static_cast<long>(size));
+    EXPECT_EQ(std::memcmp(buffer.data(0), bytes.data(), size), 0) << (direct_used ? "O_DIRECT" : "buffered");
+    // From an aligned offset inside the file.
+    EXPECT_EQ(this->backend_->read_at(fd, buffer.data(0), 8192, 4 << 20, 8192), 8192);
+    EXPECT_EQ(std::memcmp(buffer.data(0), bytes.data() + (4 << 20), 8192), 0);
+    // The file ends before the bytes the caller needs.
+    EXPECT_EQ(this->backend_->read_at(fd, buffer.data(0), page_rounded, 0, size + 1), -EIO);
+    EXPECT_EQ(this->backend_->close(fd), 0);
+  }
 }
 
 TEST(BackendSelection, NamesParseAndPosixAlwaysWorks) {
