@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
 
 #include <cuda_runtime.h>
 
@@ -72,12 +73,21 @@ struct Stager::Device {
   cudaEvent_t items_free[2] = {};         // recorded after the upload from items_host[i]
   int next_host = 0;
   std::vector<PackItem> batch;            // pending packed copies
+  std::uint64_t batch_last_ticket = 0;    // ticket of the batch's newest copy
   unsigned char* batch_base = nullptr;    // host address of scratch offset 0
   std::size_t batch_bytes = 0;            // host range covered so far
+  struct Mark {
+    std::uint64_t last_ticket;  // every copy of this device up to it is done when `event` is
+    cudaEvent_t event;
+  };
+  std::deque<Mark> marks;                 // in stream order
+  std::vector<cudaEvent_t> spare_events;
 
   ~Device() {
     DeviceScope scope(index);
     if (stream) cudaStreamSynchronize(stream);
+    for (const Mark& m : marks) cudaEventDestroy(m.event);
+    for (cudaEvent_t e : spare_events) cudaEventDestroy(e);
     for (int i = 0; i < 2; ++i) {
       if (items_free[i]) cudaEventDestroy(items_free[i]);
       if (items_host[i]) cudaFreeHost(items_host[i]);
@@ -116,6 +126,22 @@ std::string Stager::device(int index, Device** out) {
   return {};
 }
 
+std::string Stager::mark(Device& d, std::uint64_t last_ticket) {
+  DeviceScope scope(d.index);
+  cudaEvent_t event = nullptr;
+  cudaError_t e = cudaSuccess;
+  if (!d.spare_events.empty()) {
+    event = d.spare_events.back();
+    d.spare_events.pop_back();
+  } else {
+    e = cudaEventCreateWithFlags(&event, cudaEventDisableTiming);
+  }
+  if (e == cudaSuccess) e = cudaEventRecord(event, d.stream);
+  if (e != cudaSuccess) return describe(e);
+  d.marks.push_back(Device::Mark{last_ticket, event});
+  return {};
+}
+
 std::string Stager::flush(Device& d) {
   if (batching_ == &d) batching_ = nullptr;
   if (d.batch.empty()) return {};
@@ -137,10 +163,12 @@ std::string Stager::flush(Device& d) {
   }
   // Stream order: the next flush's kernel writes the scratch only after this transfer read it.
   if (e == cudaSuccess) e = cudaMemcpyAsync(d.batch_base, d.scratch, d.batch_bytes, cudaMemcpyDeviceToHost, d.stream);
+  const std::uint64_t last = d.batch_last_ticket;
   d.batch.clear();
   d.batch_base = nullptr;
   d.batch_bytes = 0;
-  return e == cudaSuccess ? std::string() : describe(e);
+  if (e != cudaSuccess) return describe(e);
+  return mark(d, last);
 }
 
 std::string Stager::wait_for_event(int index, void* event) {
@@ -152,19 +180,29 @@ std::string Stager::wait_for_event(int index, void* event) {
   return e == cudaSuccess ? std::string() : describe(e);
 }
 
-std::string Stager::copy_to_host(void* dst, const void* src, std::size_t bytes, int index) {
-  if (bytes == 0) return {};
+std::uint64_t Stager::host_ticket() {
+  ticket_device_.push_back(-1);
+  return ++next_ticket_;
+}
+
+std::string Stager::copy_to_host(void* dst, const void* src, std::size_t bytes, int index, std::uint64_t* ticket) {
   Device* d = nullptr;
   if (std::string error = device(index, &d); !error.empty()) return error;
+  *ticket = ++next_ticket_;
+  ticket_device_.push_back(index);
+  if (bytes == 0) return mark(*d, *ticket);
   auto* host = static_cast<unsigned char*>(dst);
   if (batching_ && batching_ != d) {
     if (std::string error = flush(*batching_); !error.empty()) return error;
   }
   if (bytes > kPackBelow) {
     if (std::string error = flush(*d); !error.empty()) return error;
-    DeviceScope scope(index);
-    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, d->stream);
-    return e == cudaSuccess ? std::string() : describe(e);
+    {
+      DeviceScope scope(index);
+      cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, d->stream);
+      if (e != cudaSuccess) return describe(e);
+    }
+    return mark(*d, *ticket);
   }
   // Join the batch if this copy continues it (increasing addresses, the
   // padding between them small, the scratch and item list not full).
@@ -181,7 +219,37 @@ std::string Stager::copy_to_host(void* dst, const void* src, std::size_t bytes, 
   d->batch.push_back(PackItem{static_cast<const unsigned char*>(src),
                               static_cast<unsigned long long>(host - d->batch_base), bytes});
   d->batch_bytes = static_cast<std::size_t>(host + bytes - d->batch_base);
+  d->batch_last_ticket = *ticket;
   batching_ = d;
+  return {};
+}
+
+std::string Stager::wait(std::uint64_t ticket, int* failed_device) {
+  if (ticket == 0 || ticket > ticket_device_.size()) return "unknown staging ticket " + std::to_string(ticket);
+  const int index = ticket_device_[ticket - 1];
+  *failed_device = index;
+  if (index < 0) return {};  // copied on the host
+  Device& d = *devices_[index];
+  if (!d.batch.empty() && ticket <= d.batch_last_ticket) {
+    if (std::string error = flush(d); !error.empty()) return error;
+  }
+  DeviceScope scope(index);
+  // Marks complete in stream order: wait for the first one covering the
+  // ticket; it and every earlier one are done then.
+  while (!d.marks.empty()) {
+    const Device::Mark m = d.marks.front();
+    if (m.last_ticket >= ticket) {
+      cudaError_t e = cudaEventSynchronize(m.event);
+      if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return describe(e);
+      }
+    }
+    d.marks.pop_front();
+    d.spare_events.push_back(m.event);
+    if (m.last_ticket >= ticket) break;
+  }
+  *failed_device = -1;
   return {};
 }
 
@@ -204,6 +272,8 @@ std::string Stager::finish(int* failed_device) {
       (void)cudaGetLastError();
       return describe(e);
     }
+    for (const Device::Mark& m : d->marks) d->spare_events.push_back(m.event);
+    d->marks.clear();
   }
   *failed_device = -1;
   return {};

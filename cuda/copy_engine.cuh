@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,9 +39,15 @@ class Stager {
   /// its last copy, padding included: copies must come in increasing `dst`
   /// order, and host memory between two copies of one batch must hold
   /// nothing else (break_batches() before writing there otherwise).
-  std::string copy_to_host(void* dst, const void* src, std::size_t bytes, int device);
+  /// *ticket gets the copy's ticket (increasing, never 0).
+  std::string copy_to_host(void* dst, const void* src, std::size_t bytes, int device, std::uint64_t* ticket);
+  /// A ticket for a copy made on the host (already complete).
+  std::uint64_t host_ticket();
   /// Sends every pending packed batch.
   std::string break_batches();
+  /// Blocks until copy `ticket` has landed: waits for the event recorded
+  /// after its transfer (a packed copy's batch is sent first if pending).
+  std::string wait(std::uint64_t ticket, int* failed_device);
   /// Sends pending batches and waits for every stream; on failure names the
   /// device in *failed_device.
   std::string finish(int* failed_device);
@@ -49,8 +56,11 @@ class Stager {
   struct Device;
   std::string device(int index, Device** out);
   std::string flush(Device& d);
+  std::string mark(Device& d, std::uint64_t last_ticket);
   std::vector<std::unique_ptr<Device>> devices_;
-  Device* batching_ = nullptr;  // the device whose batch the last copy joined
+  Device* batching_ = nullptr;   // the device whose batch the last copy joined
+  std::uint64_t next_ticket_ = 0;
+  std::vector<int> ticket_device_;  // device of each ticket (-1: host), index = ticket - 1
 };
 
 }  // namespace ckptw::detail::cuda

@@ -23,6 +23,9 @@ struct PlannedRecord {
   /// Where `data` lives: -1 for host memory, else the CUDA device index. The
   /// streamer reads host memory only; stage_records() moves device payloads.
   int device = -1;
+  /// Set by stage_records() when `data` is still being copied in: the copy
+  /// engine ticket to wait for before reading it (0: ready).
+  std::uint64_t staged_ticket = 0;
   /// The payload is the serialization id, computed from the CRCs of the records
   /// before it; `data` is unused.
   bool is_serialization_id = false;

@@ -5,12 +5,14 @@
 // memory on a worker thread, so staging's scheduling, ordering and async
 // semantics run in CI without a GPU.
 //
-// Contract: copy_to_host() only queues; the destination may be read, and the
-// source changed, only after finish() returned. Used from one thread.
+// Contract: copy_to_host() only queues and returns the copy's ticket; its
+// destination may be read, and its source changed, only after wait(ticket)
+// or finish() returned. Used from one thread.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 namespace ckptw::detail {
@@ -31,8 +33,14 @@ class CopyEngine {
   virtual void wait_for_producer(int device, void* producer_event) = 0;
 
   /// Queues a copy of `bytes` from `src` into host memory `dst`. `device` is
-  /// the CUDA device holding `src`, or -1 for host memory.
-  virtual void copy_to_host(void* dst, const void* src, std::size_t bytes, int device) = 0;
+  /// the CUDA device holding `src`, or -1 for host memory. Returns the copy's
+  /// ticket: increasing, never 0.
+  virtual std::uint64_t copy_to_host(void* dst, const void* src, std::size_t bytes, int device) = 0;
+
+  /// Blocks until the copy with `ticket` has landed (one event per copy or
+  /// packed batch, not the whole queue), so its bytes can be written while
+  /// later copies are still in flight. Throws like finish().
+  virtual void wait(std::uint64_t ticket) = 0;
 
   /// Blocks until every queued copy has landed. Throws ckptw::Error naming
   /// the device when a copy failed; the engine is usable again afterwards.

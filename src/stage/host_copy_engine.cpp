@@ -32,18 +32,26 @@ class HostCopyEngine final : public CopyEngine {
   void unpin(void*) noexcept override {}
   void wait_for_producer(int, void*) override {}  // host producers finished before the call
 
-  void copy_to_host(void* dst, const void* src, std::size_t bytes, int device) override {
+  std::uint64_t copy_to_host(void* dst, const void* src, std::size_t bytes, int device) override {
     if (device >= 0) throw UsageError("the host copy engine cannot read device memory (cuda:" + std::to_string(device) + ")");
+    std::uint64_t ticket;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      ticket = ++issued_;
       pending_.push_back(Copy{dst, src, bytes});
     }
     changed_.notify_all();
+    return ticket;
+  }
+
+  void wait(std::uint64_t ticket) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return completed_ >= ticket; });  // FIFO: copies land in ticket order
   }
 
   void finish() override {
     std::unique_lock<std::mutex> lock(mutex_);
-    changed_.wait(lock, [this] { return pending_.empty() && !copying_; });
+    changed_.wait(lock, [this] { return completed_ == issued_; });
   }
 
  private:
@@ -60,12 +68,11 @@ class HostCopyEngine final : public CopyEngine {
       if (pending_.empty()) return;
       Copy copy = pending_.front();
       pending_.pop_front();
-      copying_ = true;
       lock.unlock();
       if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
       std::memcpy(copy.dst, copy.src, copy.bytes);
       lock.lock();
-      copying_ = false;
+      ++completed_;
       changed_.notify_all();
     }
   }
@@ -74,7 +81,8 @@ class HostCopyEngine final : public CopyEngine {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<Copy> pending_;
-  bool copying_ = false;
+  std::uint64_t issued_ = 0;     // tickets handed out
+  std::uint64_t completed_ = 0;  // copies landed, in ticket order
   bool stopping_ = false;
   std::thread worker_;  // last: starts after the members it uses
 };
@@ -98,15 +106,22 @@ class CudaCopyEngine final : public CopyEngine {
   void wait_for_producer(int device, void* producer_event) override {
     check(stager_.wait_for_event(device, producer_event), device);
   }
-  void copy_to_host(void* dst, const void* src, std::size_t bytes, int device) override {
+  std::uint64_t copy_to_host(void* dst, const void* src, std::size_t bytes, int device) override {
     if (device < 0) {
       // A packed batch's transfer covers the padding up to its last copy:
       // send it before host bytes land next to it.
       check(stager_.break_batches(), -1);
       std::memcpy(dst, src, bytes);
-      return;
+      return stager_.host_ticket();
     }
-    check(stager_.copy_to_host(dst, src, bytes, device), device);
+    std::uint64_t ticket = 0;
+    check(stager_.copy_to_host(dst, src, bytes, device, &ticket), device);
+    return ticket;
+  }
+  void wait(std::uint64_t ticket) override {
+    int failed_device = -1;
+    std::string error = stager_.wait(ticket, &failed_device);
+    check(error, failed_device);
   }
   void finish() override {
     int failed_device = -1;

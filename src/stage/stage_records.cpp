@@ -17,7 +17,8 @@ std::uint64_t align_for(std::uint64_t offset, std::uint64_t size) {
 
 }  // namespace
 
-std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine) {
+std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
+                            bool order_after_producers) {
   std::vector<PlannedRecord*> chosen;
   std::uint64_t end = 0;
   std::vector<std::uint64_t> offsets;
@@ -43,6 +44,7 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
     if (r->device >= 0) devices.insert(r->device);
   }
   for (int device : devices) {
+    if (!order_after_producers) break;
     const c10::Device d(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
     const c10::Stream producer = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(d);
     c10::Event event(c10::DeviceType::CUDA);
@@ -50,13 +52,13 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
     engine.wait_for_producer(device, event.eventId());
   }
   for (std::size_t i = 0; i < chosen.size(); ++i) {
-    engine.copy_to_host(base + offsets[i], chosen[i]->data, chosen[i]->size, chosen[i]->device);
-  }
-  engine.finish();
-  for (std::size_t i = 0; i < chosen.size(); ++i) {
+    const std::uint64_t ticket =
+        engine.copy_to_host(base + offsets[i], chosen[i]->data, chosen[i]->size, chosen[i]->device);
     chosen[i]->data = base + offsets[i];
     chosen[i]->device = -1;
+    chosen[i]->staged_ticket = what == StageWhat::kAllRecords ? 0 : ticket;
   }
+  if (what == StageWhat::kAllRecords) engine.finish();
   if (what == StageWhat::kAllRecords) plan.keep_alive.clear();
   return end;
 }

@@ -13,9 +13,18 @@ enum class StageWhat { kDeviceRecords, kAllRecords };
 
 /// Copies the payloads `what` selects into `arena` (laid out in record order,
 /// large ones page-aligned), each device's copies ordered after the work
-/// already queued on that device's current stream, and waits for them. With
-/// kAllRecords the plan no longer refers to the caller's tensors afterwards
-/// (their memory may change or go). Returns the bytes staged.
-std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine);
+/// already queued on that device's current stream, and repoints the records
+/// at the copies.
+///  - kAllRecords (write_async's capture): waits for every copy; the plan no
+///    longer refers to the caller's tensors afterwards.
+///  - kDeviceRecords (write): returns at once; each record carries the ticket
+///    of its copy, which the streamer waits for before writing it, so disk
+///    writes overlap the copies still in flight. The caller must finish()
+///    the engine before the arena is reused, also after a failure.
+/// Returns the bytes staged.
+/// `order_after_producers` false skips the producer-stream events (tests that
+/// stand host memory in for a device).
+std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
+                            bool order_after_producers = true);
 
 }  // namespace ckptw::detail

@@ -58,10 +58,23 @@ class CheckpointWriter::Impl {
     wait_for_background_write();
     // Planned in the protocol's first phase, so that bad input on one rank
     // aborts every rank through the vote.
+    // Copies still in flight when the write ends (a failure) must land
+    // before the staging memory is used again.
+    struct FinishCopies {
+      detail::CopyEngine* engine;
+      ~FinishCopies() {
+        try {
+          if (engine) engine->finish();
+        } catch (...) {
+        }
+      }
+    } finish_copies{nullptr};
     return protocol(path, kwargs, [&](WriteResult& result) {
       detail::FilePlan plan = make_plan(path, state_dict, result);
       // Device storages reach the host through the staging arena (pinned,
-      // reused), not one pageable copy per storage.
+      // reused), not one pageable copy per storage; the file's writes start
+      // as soon as the first copies land.
+      finish_copies.engine = &engine();
       detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena_, engine());
       return plan;
     });
@@ -316,7 +329,7 @@ class CheckpointWriter::Impl {
     {
       std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
       detail::ImageStreamer streamer(*ring_);
-      streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct());
+      streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct(), engine_.get());
     }
     if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
       throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);

@@ -105,7 +105,7 @@ void ImageStreamer::write_in_place(const unsigned char* data, std::size_t size, 
 }
 
 ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
-                                            bool pad_last_write) {
+                                            bool pad_last_write, CopyEngine* engine) {
   queue_ = &queue;
   path_ = &path;
   free_.clear();
@@ -137,9 +137,10 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
       std::string id = serialization_id(names, crcs);
       append(id.data(), id.size(), &crc);
     } else if (record.size > 0) {
-      if (record.device >= 0) {
-        throw std::logic_error("ckptw: record " + record.name + " still points at device memory (not staged)");
+      if (record.device >= 0 || (record.staged_ticket != 0 && engine == nullptr)) {
+        throw std::logic_error("ckptw: record " + record.name + " is not staged");
       }
+      if (record.staged_ticket != 0) engine->wait(record.staged_ticket);
       if (in_place && record.size >= kInPlaceMinBytes) {
         write_in_place(record.data, record.size, &crc);
       } else {

@@ -19,6 +19,7 @@
 #include "io/io_backend.hpp"
 #include "plan/file_plan.hpp"
 #include "stage/buffer_ring.hpp"
+#include "stage/copy_engine.hpp"
 
 namespace ckptw::detail {
 
@@ -36,7 +37,10 @@ class ImageStreamer {
     std::uint64_t bytes = 0;            ///< plan.file_size
     std::uint32_t directory_crc32 = 0;  ///< CRC-32 of the central directory and end records
   };
-  Result stream(const FilePlan& plan, WriteQueue& queue, const std::string& path, bool pad_last_write);
+  /// Records with a staged_ticket are written once `engine` says their copy
+  /// landed.
+  Result stream(const FilePlan& plan, WriteQueue& queue, const std::string& path, bool pad_last_write,
+                CopyEngine* engine = nullptr);
 
  private:
   void append(const void* data, std::size_t size, std::uint32_t* crc);
