@@ -1,5 +1,7 @@
 #include "copy_engine.cuh"
 
+#include "crc32.cuh"
+
 #include <algorithm>
 #include <cstdint>
 #include <deque>
@@ -259,6 +261,13 @@ std::string Stager::break_batches() {
     if (std::string error = flush(*d); !error.empty()) return error;
   }
   return {};
+}
+
+std::string Stager::checksum(const void* src, std::size_t bytes, int index, const std::uint32_t shift_128[32],
+                             std::vector<std::uint32_t>* slice_crcs) {
+  Device* d = nullptr;
+  if (std::string error = device(index, &d); !error.empty()) return error;
+  return crc32_slices(src, bytes, index, d->stream, shift_128, slice_crcs);
 }
 
 std::string Stager::finish(int* failed_device) {

@@ -51,6 +51,10 @@ class Stager {
   /// Sends pending batches and waits for every stream; on failure names the
   /// device in *failed_device.
   std::string finish(int* failed_device);
+  /// Slice CRC-32s of device memory (cuda/crc32.cuh) computed on `device`'s
+  /// staging stream, so ordered after the producer like the copies.
+  std::string checksum(const void* src, std::size_t bytes, int device, const std::uint32_t shift_128[32],
+                       std::vector<std::uint32_t>* slice_crcs);
 
  private:
   struct Device;

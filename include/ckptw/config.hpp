@@ -71,6 +71,11 @@ struct CKPTW_EXPORT CheckpointWriterConfig {
   /// A state dict needing more fails with ckptw::UsageError.
   std::size_t staging_budget_bytes = 0;
 
+  /// Compute each CUDA storage's CRC-32 on its GPU (a kernel in cuda/, slice
+  /// CRCs combined on the host), so the host never checksums those bytes.
+  /// Default false: ISA-L on the host, fast and already overlapped with I/O.
+  bool crc_on_gpu = false;
+
   /// How long close() waits for a write in flight. Default 600 s.
   int close_timeout_secs = 600;
 };

@@ -2,6 +2,7 @@
 // computed with ISA-L's carry-less-multiply kernels (several GB/s per core).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -10,5 +11,16 @@ namespace ckptw::detail {
 /// Extends `crc` (0 for a fresh checksum) over `size` bytes at `data`;
 /// crc32_update(crc32_update(0, a), b) == crc32 of a followed by b.
 std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t size);
+
+/// The GF(2) operator that moves a CRC-32 past `length` more bytes (zlib's
+/// crc32_combine matrices), as 32 columns. Computing one costs log2(length)
+/// matrix squarings; applying it is 32 conditional XORs, so slice CRCs of a
+/// fixed length (the GPU's) combine cheaply.
+using Crc32Shift = std::array<std::uint32_t, 32>;
+Crc32Shift crc32_shift(std::uint64_t length);
+std::uint32_t crc32_apply(const Crc32Shift& shift, std::uint32_t crc);
+
+/// CRC-32 of A followed by B, from crc(A), crc(B) and B's length.
+std::uint32_t crc32_combine(std::uint32_t crc_a, std::uint32_t crc_b, std::uint64_t length_b);
 
 }  // namespace ckptw::detail

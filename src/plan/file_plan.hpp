@@ -26,6 +26,10 @@ struct PlannedRecord {
   /// Set by stage_records() when `data` is still being copied in: the copy
   /// engine ticket to wait for before reading it (0: ready).
   std::uint64_t staged_ticket = 0;
+  /// The payload's CRC-32, when computed where the bytes live (on the GPU);
+  /// the streamer then does not checksum them again.
+  bool crc32_known = false;
+  std::uint32_t crc32 = 0;
   /// The payload is the serialization id, computed from the CRCs of the records
   /// before it; `data` is unused.
   bool is_serialization_id = false;

@@ -42,6 +42,14 @@ class CopyEngine {
   /// later copies are still in flight. Throws like finish().
   virtual void wait(std::uint64_t ticket) = 0;
 
+  /// CRC-32 of `bytes` of memory on `device`, computed there (ordered like
+  /// the copies), so the host need not read the bytes. False when this
+  /// engine cannot (the host engine).
+  virtual bool device_crc32(const void* src, std::size_t bytes, int device, std::uint32_t* crc) {
+    (void)src, (void)bytes, (void)device, (void)crc;
+    return false;
+  }
+
   /// Blocks until every queued copy has landed. Throws ckptw::Error naming
   /// the device when a copy failed; the engine is usable again afterwards.
   virtual void finish() = 0;

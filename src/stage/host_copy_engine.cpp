@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -8,7 +9,9 @@
 #include "stage/copy_engine.hpp"
 
 #if CKPTW_HAVE_CUDA
+#include "checksum/crc32.hpp"
 #include "copy_engine.cuh"
+#include "crc32.cuh"
 #include "cuda_info.cuh"
 #endif
 
@@ -128,8 +131,22 @@ class CudaCopyEngine final : public CopyEngine {
     std::string error = stager_.finish(&failed_device);
     check(error, failed_device);
   }
+  bool device_crc32(const void* src, std::size_t bytes, int device, std::uint32_t* crc) override {
+    std::vector<std::uint32_t> slices;
+    check(stager_.checksum(src, bytes, device, shift_sub_slice_.data(), &slices), device);
+    std::uint32_t total = 0;
+    for (std::size_t i = 0; i < slices.size(); ++i) {
+      const std::size_t length = std::min(cuda::kCrcSliceBytes, bytes - i * cuda::kCrcSliceBytes);
+      total = length == cuda::kCrcSliceBytes ? crc32_apply(shift_slice_, total) ^ slices[i]
+                                             : crc32_combine(total, slices[i], length);
+    }
+    *crc = total;
+    return true;
+  }
 
  private:
+  const Crc32Shift shift_sub_slice_ = crc32_shift(cuda::kCrcSubSliceBytes);
+  const Crc32Shift shift_slice_ = crc32_shift(cuda::kCrcSliceBytes);
   static void check(const std::string& error, int device) {
     if (!error.empty()) throw Error("device-to-host staging copy failed on cuda:" + std::to_string(device) + ": " + error);
   }

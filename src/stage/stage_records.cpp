@@ -18,7 +18,7 @@ std::uint64_t align_for(std::uint64_t offset, std::uint64_t size) {
 }  // namespace
 
 std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
-                            bool order_after_producers) {
+                            const StageOptions& options) {
   std::vector<PlannedRecord*> chosen;
   std::uint64_t end = 0;
   std::vector<std::uint64_t> offsets;
@@ -44,7 +44,7 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
     if (r->device >= 0) devices.insert(r->device);
   }
   for (int device : devices) {
-    if (!order_after_producers) break;
+    if (!options.order_after_producers) break;
     const c10::Device d(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
     const c10::Stream producer = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(d);
     c10::Event event(c10::DeviceType::CUDA);
@@ -52,6 +52,10 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
     engine.wait_for_producer(device, event.eventId());
   }
   for (std::size_t i = 0; i < chosen.size(); ++i) {
+    PlannedRecord& r = *chosen[i];
+    if (options.checksum_on_device && r.device >= 0) {
+      r.crc32_known = engine.device_crc32(r.data, r.size, r.device, &r.crc32);
+    }
     const std::uint64_t ticket =
         engine.copy_to_host(base + offsets[i], chosen[i]->data, chosen[i]->size, chosen[i]->device);
     chosen[i]->data = base + offsets[i];

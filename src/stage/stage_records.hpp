@@ -22,9 +22,15 @@ enum class StageWhat { kDeviceRecords, kAllRecords };
 ///    writes overlap the copies still in flight. The caller must finish()
 ///    the engine before the arena is reused, also after a failure.
 /// Returns the bytes staged.
-/// `order_after_producers` false skips the producer-stream events (tests that
-/// stand host memory in for a device).
+struct StageOptions {
+  /// Order each device's copies after its producer stream (false only in
+  /// tests that stand host memory in for a device).
+  bool order_after_producers = true;
+  /// Checksum device payloads on the device (CopyEngine::device_crc32).
+  bool checksum_on_device = false;
+};
+
 std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
-                            bool order_after_producers = true);
+                            const StageOptions& options = StageOptions());
 
 }  // namespace ckptw::detail

@@ -75,7 +75,7 @@ class CheckpointWriter::Impl {
       // reused), not one pageable copy per storage; the file's writes start
       // as soon as the first copies land.
       finish_copies.engine = &engine();
-      detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena_, engine());
+      detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena_, engine(), stage_options());
       return plan;
     });
   }
@@ -94,7 +94,7 @@ class CheckpointWriter::Impl {
     detail::Stopwatch capture;
     try {
       job->plan = make_plan(path, state_dict, job->planned);
-      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, arena_, engine());
+      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, arena_, engine(), stage_options());
     } catch (...) {
       job->capture_error = std::current_exception();
       job->plan = detail::FilePlan();
@@ -270,6 +270,12 @@ class CheckpointWriter::Impl {
     result.tensor_count = plan.tensor_count;
     result.storage_count = plan.storage_count;
     return plan;
+  }
+
+  detail::StageOptions stage_options() const {
+    detail::StageOptions options;
+    options.checksum_on_device = config_.crc_on_gpu;
+    return options;
   }
 
   detail::CopyEngine& engine() {

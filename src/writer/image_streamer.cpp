@@ -99,7 +99,7 @@ void ImageStreamer::write_in_place(const unsigned char* data, std::size_t size, 
     while (externals_in_flight_ >= ring_.count()) take_completion();
     queue_->submit_external(data + done, n, buffer_offset_ + done);
     ++externals_in_flight_;
-    *crc = crc32_update(*crc, data + done, n);
+    if (crc) *crc = crc32_update(*crc, data + done, n);
   }
   buffer_offset_ += size;
 }
@@ -141,11 +141,13 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
         throw std::logic_error("ckptw: record " + record.name + " is not staged");
       }
       if (record.staged_ticket != 0) engine->wait(record.staged_ticket);
+      std::uint32_t* checksum = record.crc32_known ? nullptr : &crc;  // known: computed on the device
       if (in_place && record.size >= kInPlaceMinBytes) {
-        write_in_place(record.data, record.size, &crc);
+        write_in_place(record.data, record.size, checksum);
       } else {
-        append(record.data, record.size, &crc);
+        append(record.data, record.size, checksum);
       }
+      if (record.crc32_known) crc = record.crc32;
     }
     std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
     append(descriptor.data(), descriptor.size(), nullptr);

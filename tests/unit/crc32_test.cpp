@@ -25,5 +25,27 @@ TEST(Crc32, IncrementalEqualsOneShot) {
   }
 }
 
+// The combine the GPU checksum relies on, against ISA-L on random data.
+TEST(Crc32, CombineOfPartsEqualsTheWhole) {
+  std::vector<unsigned char> data((1 << 20) + 333);
+  std::mt19937 rng(11);
+  for (auto& b : data) b = static_cast<unsigned char>(rng());
+  const std::uint32_t whole = crc32_update(0, data.data(), data.size());
+  for (std::size_t split : {std::size_t{0}, std::size_t{1}, std::size_t{127}, std::size_t{16384}, std::size_t{777777},
+                            data.size()}) {
+    const std::uint32_t a = crc32_update(0, data.data(), split);
+    const std::uint32_t b = crc32_update(0, data.data() + split, data.size() - split);
+    EXPECT_EQ(crc32_combine(a, b, data.size() - split), whole) << split;
+  }
+  // Fixed-length slices combined with one precomputed operator, as the GPU path does.
+  const std::size_t slice = 16384;
+  const Crc32Shift shift = crc32_shift(slice);
+  std::uint32_t crc = 0;
+  std::size_t at = 0;
+  for (; at + slice <= data.size(); at += slice) crc = crc32_apply(shift, crc) ^ crc32_update(0, data.data() + at, slice);
+  crc = crc32_combine(crc, crc32_update(0, data.data() + at, data.size() - at), data.size() - at);
+  EXPECT_EQ(crc, whole);
+}
+
 }  // namespace
 }  // namespace ckptw::detail

@@ -195,7 +195,9 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
   ASSERT_EQ(device_records, 2);
   detail::SnapshotArena arena(0);
   const auto started = std::chrono::steady_clock::now();
-  detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena, engine, /*order_after_producers=*/false);
+  detail::StageOptions stage_options;
+  stage_options.order_after_producers = false;
+  detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena, engine, stage_options);
   EXPECT_LT(std::chrono::steady_clock::now() - started, 30ms) << "staging waited for its copies";
   for (const auto& r : plan.records) {
     if (r.size > 0 && r.name.rfind("data/", 0) == 0) {
