@@ -133,7 +133,7 @@ class Loader {
   // O_DIRECT straight into page-aligned tensor memory (no page-cache copy);
   // an I/O thread reads the next records while this thread checks CRCs.
   void prefetch(const PickleValuePtr& root, int fd) {
-    std::set<std::string> keys;
+    std::map<std::string, std::string> keys;
     collect_storage_keys(root, keys, 0);
     struct Item {
       const detail::ZipRecord* record;
@@ -144,7 +144,7 @@ class Loader {
       at::Tensor bytes;
     };
     std::vector<Item> items;
-    for (const auto& key : keys) {
+    for (const auto& [key, location] : keys) {
       const detail::ZipRecord* record = index_.find("data/" + key);
       if (record == nullptr || record->method != 0 || record->size == 0) continue;  // storage_for reports it
       constexpr std::uint64_t kPage = 4096;
@@ -153,12 +153,27 @@ class Loader {
       // Transparent huge pages: a fresh tensor's pages are faulted in 2 MiB
       // at a time during the read instead of 4 KiB at a time.
       const std::size_t length = static_cast<std::size_t>(end - start);
-      void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (base == MAP_FAILED) throw Error("out of memory for storage data/" + key, file_.path(), "", ENOMEM);
-      if (length >= (std::size_t{2} << 20)) (void)::madvise(base, length, MADV_HUGEPAGE);
-      Item item{record, key, static_cast<unsigned char*>(base), start, length, {}};
-      item.bytes = at::from_blob(item.base + (record->payload_offset - start), {static_cast<std::int64_t>(record->size)},
-                                 [base, length](void*) { ::munmap(base, length); }, at::TensorOptions().dtype(at::kByte));
+      Item item{record, key, nullptr, start, length, {}};
+      if (goes_to_gpu(location)) {
+        // Bound for a GPU: read into pinned memory (from the CUDA host
+        // allocator, which keeps and reuses it), so the copy to the device
+        // is a DMA at full speed.
+        at::Tensor pinned = at::empty({static_cast<std::int64_t>(length + 4096)},
+                                      at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+        const auto address = reinterpret_cast<std::uintptr_t>(pinned.data_ptr());
+        item.base = reinterpret_cast<unsigned char*>((address + 4095) / 4096 * 4096);  // O_DIRECT alignment
+        item.bytes = at::from_blob(item.base + (record->payload_offset - start),
+                                   {static_cast<std::int64_t>(record->size)}, [pinned](void*) {},
+                                   at::TensorOptions().dtype(at::kByte));
+      } else {
+        void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED) throw Error("out of memory for storage data/" + key, file_.path(), "", ENOMEM);
+        if (length >= (std::size_t{2} << 20)) (void)::madvise(base, length, MADV_HUGEPAGE);
+        item.base = static_cast<unsigned char*>(base);
+        item.bytes = at::from_blob(item.base + (record->payload_offset - start),
+                                   {static_cast<std::int64_t>(record->size)}, [base, length](void*) { ::munmap(base, length); },
+                                   at::TensorOptions().dtype(at::kByte));
+      }
       items.push_back(std::move(item));
     }
     std::sort(items.begin(), items.end(),
@@ -270,9 +285,20 @@ class Loader {
     for (std::size_t off = 0; off < length; off += 4096) base[off] = 0;
   }
 
-  void collect_storage_keys(const PickleValuePtr& v, std::set<std::string>& keys, std::size_t depth) const {
+  // Whether a storage recorded at `location` is loaded onto a GPU.
+  bool goes_to_gpu(const std::string& location) const {
+    if (options_.map_location) return options_.map_location->is_cuda();
+    try {
+      return c10::Device(location).is_cuda();
+    } catch (const c10::Error&) {
+      return false;  // storage_for() reports the bad location
+    }
+  }
+
+  // Storage key -> the location the file records for it.
+  void collect_storage_keys(const PickleValuePtr& v, std::map<std::string, std::string>& keys, std::size_t depth) const {
     if (depth > detail::kMaxPickleDepth) throw FormatError("containers nested too deeply (or cyclic)", file_.path());
-    if (v->kind == Kind::kTensor) keys.insert(v->tensor.storage_key);
+    if (v->kind == Kind::kTensor) keys.emplace(v->tensor.storage_key, v->tensor.location);
     for (const auto& item : v->items) collect_storage_keys(item, keys, depth + 1);
     for (const auto& [key, value] : v->entries) collect_storage_keys(value, keys, depth + 1);
   }

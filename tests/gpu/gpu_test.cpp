@@ -116,6 +116,31 @@ TEST(Gpu, CrcOnGpuMatchesIsaL) {
   EXPECT_NO_THROW(detail::verify_record_crcs(tmp / "gpu/checkpoint_0.pt", inspected.index));
 }
 
+// Reading onto the GPU: through pinned memory, as map_location says or, without
+// it, as the file's locations say (torch.load's rules).
+TEST(Gpu, ReaderPutsTensorsWhereMapLocationOrTheFileSays) {
+  REQUIRE_GPU(1);
+  testing::TempDir tmp;
+  StateDict cpu_sd = make_state_dict();
+  cpu_sd.insert("w", at::arange(3 << 20, at::kFloat));  // 12 MiB: several read chunks
+  cpu_sd.insert("b", at::arange(7, at::kDouble));
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "cpu", cpu_sd);
+  ReadOptions to_gpu;
+  to_gpu.map_location = c10::Device(c10::kCUDA, 0);
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(tmp / "cpu", std::nullopt, to_gpu);
+  EXPECT_TRUE(r.state_dict.at("w").toTensor().is_cuda());
+  EXPECT_TRUE(at::equal(r.state_dict.at("w").toTensor().cpu(), cpu_sd.at("w").toTensor()));
+  EXPECT_TRUE(at::equal(r.state_dict.at("b").toTensor().cpu(), cpu_sd.at("b").toTensor()));
+
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "gpu", gpu_model(2.0f));
+  ReadResult as_saved = CheckpointReader(RankInfo{0, 1}).read(tmp / "gpu");
+  EXPECT_TRUE(as_saved.state_dict.at("w").toTensor().is_cuda());
+  EXPECT_FALSE(as_saved.state_dict.at("cpu_step").toTensor().is_cuda());
+  ReadOptions to_cpu;
+  to_cpu.map_location = c10::Device(c10::kCPU);
+  EXPECT_FALSE(CheckpointReader(RankInfo{0, 1}).read(tmp / "gpu", std::nullopt, to_cpu).state_dict.at("w").toTensor().is_cuda());
+}
+
 TEST(Gpu, TensorsOnTwoDevices) {
   REQUIRE_GPU(2);
   testing::TempDir tmp;
