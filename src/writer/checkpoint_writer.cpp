@@ -54,7 +54,7 @@ class CheckpointWriter::Impl {
   // The last vote makes the other ranks wait for rank 0's rename to be
   // durable, so no rank reports a commit that is not on disk.
   WriteResult write(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs) {
-    check_usable(path, "write()");
+    check_writable(path, "write()");
     wait_for_background_write();
     // Planned in the protocol's first phase, so that bad input on one rank
     // aborts every rank through the vote.
@@ -86,7 +86,7 @@ class CheckpointWriter::Impl {
   // waiting; *capture_error tells the caller it happened.
   std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs,
                                        std::exception_ptr* capture_error) {
-    check_usable(path, "write_async()");
+    check_writable(path, "write_async()");
     wait_for_background_write();  // one write in flight; the arena is free again
     auto job = std::make_unique<Job>();
     job->path = path;
@@ -114,7 +114,7 @@ class CheckpointWriter::Impl {
   unsigned staging_allocations() const { return arena_.allocations(); }
 
   void reserve(std::size_t bytes) {
-    check_usable("", "reserve()");
+    check_open("reserve()");
     wait_for_background_write();
     (void)arena_.reserve(bytes, engine());
   }
@@ -184,7 +184,7 @@ class CheckpointWriter::Impl {
     std::uint32_t directory_crc = 0;
     std::unique_ptr<detail::TempFile> single_rank_manifest;
     attempt("write", [&] { directory_crc = write_file(plan, result, manifest_path, path, &single_rank_manifest); });
-    plan = detail::FilePlan();  // releases host copies of device storages early
+    plan = detail::FilePlan();  // releases the state dict's tensors before the hooks and votes
     result.write_secs = phase.lap();
     attempt("pre_commit", [&] {
       if (hook_) hook_->pre_commit(path, kwargs);
@@ -252,9 +252,13 @@ class CheckpointWriter::Impl {
     std::promise<WriteResult> result;
   };
 
-  void check_usable(const std::string& path, const char* what) const {
+  void check_open(const char* what, const std::string& path = {}) const {
     if (closed_) throw UsageError(std::string(what) + " on a closed CheckpointWriter", path);
-    if (path.empty() && std::string(what) != "reserve()") throw UsageError("checkpoint path is empty");
+  }
+
+  void check_writable(const std::string& path, const char* what) const {
+    check_open(what, path);
+    if (path.empty()) throw UsageError("checkpoint path is empty");
   }
 
   std::string file_path(const std::string& dir) const {

@@ -49,9 +49,8 @@ class FaultBackend final : public detail::IoBackend {
  public:
   FaultBackend(FaultDisk& disk, int rank, std::unique_ptr<detail::IoBackend> inner)
       : disk_(disk), rank_(rank), inner_(std::move(inner)) {
-    inner_->set_write_result_filter([this](long result, std::size_t requested) {
-      return disk_.on_write(rank_, writing_, result, requested);
-    });
+    inner_->set_write_result_filter(
+        [this](long result, std::size_t) { return disk_.on_write(rank_, writing_, result); });
   }
 
   IoBackendKind kind() const override { return inner_->kind(); }
@@ -99,7 +98,7 @@ class FaultBackend final : public detail::IoBackend {
     disk_.renaming(from, to);
     int rc = inner_->rename(from, to);
     disk_.after(rank_, rc);
-    if (rc < 0) disk_.rename_failed();
+    if (rc < 0) disk_.drop_last_change();
     for (auto& [fd, path] : paths_) {
       if (rc == 0 && path == from) path = to;
     }
@@ -111,7 +110,7 @@ class FaultBackend final : public detail::IoBackend {
     disk_.unlinking(path);
     int rc = inner_->unlink(path);
     disk_.after(rank_, rc);
-    if (rc < 0) disk_.rename_failed();  // drops the journal entry just made
+    if (rc < 0) disk_.drop_last_change();
     return rc;
   }
   int fsync_directory(const std::string& path) override {
@@ -243,7 +242,7 @@ void FaultDisk::after(int rank, long result) {
   logs_[rank].back().result = result;
 }
 
-long FaultDisk::on_write(int rank, const std::string& path, long result, std::size_t requested) {
+long FaultDisk::on_write(int rank, const std::string& path, long result) {
   std::lock_guard<std::mutex> lock(mutex_);
   const std::size_t index = next_index(rank, "write", path);
   long seen = result;
@@ -281,7 +280,6 @@ long FaultDisk::on_write(int rank, const std::string& path, long result, std::si
       case FaultKind::kNone: break;
     }
   }
-  (void)requested;
   logs_[rank][index].result = seen;
   return seen;
 }
@@ -327,7 +325,7 @@ void FaultDisk::unlinking(const std::string& path) {
   journal_.push_back(Change{Change::kUnlink, path, "", existed, existed ? durable_content_of(path) : "", false});
 }
 
-void FaultDisk::rename_failed() {
+void FaultDisk::drop_last_change() {
   std::lock_guard<std::mutex> lock(mutex_);
   journal_.pop_back();
 }

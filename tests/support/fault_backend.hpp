@@ -81,7 +81,7 @@ class FaultDisk {
   Decision before(int rank, const std::string& name, const std::string& path);
   void after(int rank, long result);
   /// Called with the raw result of each data write; returns what the queue sees.
-  long on_write(int rank, const std::string& path, long result, std::size_t requested);
+  long on_write(int rank, const std::string& path, long result);
 
   // Journal of the changes the crash model may undo.
   void created(int fd, const std::string& path);
@@ -92,7 +92,8 @@ class FaultDisk {
   void removed_directory(const std::string& path);
   void synced_directory(const std::string& path);
   void closing(int fd);
-  void rename_failed();
+  /// The rename or unlink just journaled failed: nothing changed.
+  void drop_last_change();
 
  private:
   struct Change {

@@ -1,5 +1,7 @@
 #include "support/store_backend.hpp"
 
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -81,6 +83,20 @@ class StoreBackend final : public c10d::Backend {
 
 c10::intrusive_ptr<c10d::Backend> make_store_backend(c10::intrusive_ptr<c10d::Store> store, int rank, int size) {
   return c10::make_intrusive<StoreBackend>(std::move(store), rank, size);
+}
+
+std::array<c10::intrusive_ptr<c10d::Store>, 2> loopback_store_pair() {
+  c10d::TCPStoreOptions server;
+  server.port = 0;
+  server.isServer = true;
+  server.numWorkers = 2;
+  server.waitWorkers = false;
+  server.timeout = std::chrono::seconds(30);
+  auto host = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", server);
+  c10d::TCPStoreOptions client = server;
+  client.isServer = false;
+  client.port = host->getPort();
+  return {host, c10::make_intrusive<c10d::TCPStore>("127.0.0.1", client)};
 }
 
 }  // namespace ckptw::testing

@@ -1,6 +1,7 @@
 #include "support/test_support.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,8 @@
 
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "io/io_backend.hpp"
 
 namespace ckptw::testing {
 
@@ -47,6 +50,12 @@ std::vector<std::string> list_dir(const std::string& dir) {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+std::string io_uring_unavailable_reason() {
+  int error = 0;
+  if (detail::make_uring_backend(4, &error)) return {};
+  return std::strerror(-error);
 }
 
 int run_in_child(const std::function<int()>& body, bool as_nobody) {

@@ -26,6 +26,10 @@ bool exists(const std::string& path);
 /// Names in `dir`, sorted, without "." and "..".
 std::vector<std::string> list_dir(const std::string& dir);
 
+/// Why io_uring cannot be set up here (strerror of the setup error), or ""
+/// when it can: tests of the uring backend skip with it.
+std::string io_uring_unavailable_reason();
+
 /// Runs `body` in a forked child and returns its exit status (or 128 + signal).
 /// The child must not run parallel (OpenMP) tensor kernels: make tensors
 /// before the fork.

@@ -22,12 +22,12 @@
 #include <thread>
 
 #include <ATen/ATen.h>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "ckptw/ckptw.hpp"
 #include "commit/manifest.hpp"
 #include "io/io_backend.hpp"
 #include "support/fault_backend.hpp"
+#include "support/store_backend.hpp"
 #include "support/test_support.hpp"
 #include "writer/writer_internals.hpp"
 
@@ -114,22 +114,12 @@ struct SweepParam {
 class FaultSweep : public ::testing::TestWithParam<SweepParam> {
  protected:
   void SetUp() override {
-    int error = 0;
-    if (kind() == IoBackendKind::kUring && !detail::make_uring_backend(4, &error)) {
-      GTEST_SKIP() << "io_uring unavailable here: " << std::strerror(-error);
+    if (kind() == IoBackendKind::kUring) {
+      if (std::string why = testing::io_uring_unavailable_reason(); !why.empty()) {
+        GTEST_SKIP() << "io_uring unavailable here: " << why;
+      }
     }
-    c10d::TCPStoreOptions server;
-    server.port = 0;
-    server.isServer = true;
-    server.numWorkers = 2;
-    server.waitWorkers = false;
-    server.timeout = std::chrono::seconds(30);
-    auto host = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", server);
-    c10d::TCPStoreOptions client = server;
-    client.isServer = false;
-    client.port = host->getPort();
-    stores_[0] = host;
-    stores_[1] = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", client);
+    stores_ = testing::loopback_store_pair();
     for (int r = 0; r < 2; ++r) {
       old_[r] = model(r, 1);
       new_[r] = model(r, 2);
@@ -196,7 +186,7 @@ class FaultSweep : public ::testing::TestWithParam<SweepParam> {
   // an optimisation, and leftover cleanup is best effort.
   static bool best_effort(const std::string& name) { return name == "preallocate" || name == "list"; }
 
-  c10::intrusive_ptr<c10d::Store> stores_[2];
+  std::array<c10::intrusive_ptr<c10d::Store>, 2> stores_;
   StateDict old_[2] = {make_state_dict(), make_state_dict()};
   StateDict new_[2] = {make_state_dict(), make_state_dict()};
   int sequence_ = 0;

@@ -13,12 +13,12 @@
 #include <unistd.h>
 
 #include <ATen/ATen.h>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "ckptw/ckptw.hpp"
 #include "commit/manifest.hpp"
 #include "io/io_backend.hpp"
 #include "read/verify.hpp"
+#include "support/store_backend.hpp"
 #include "support/test_support.hpp"
 
 namespace ckptw {
@@ -35,9 +35,10 @@ StateDict tensor_of(std::int64_t floats, float value) {
 class RealFaults : public ::testing::TestWithParam<IoBackendKind> {
  protected:
   void SetUp() override {
-    int error = 0;
-    if (GetParam() == IoBackendKind::kUring && !detail::make_uring_backend(4, &error)) {
-      GTEST_SKIP() << "io_uring unavailable here: " << std::strerror(-error);
+    if (GetParam() == IoBackendKind::kUring) {
+      if (std::string why = testing::io_uring_unavailable_reason(); !why.empty()) {
+        GTEST_SKIP() << "io_uring unavailable here: " << why;
+      }
     }
   }
   CheckpointWriterConfig config() const {
@@ -183,30 +184,12 @@ struct ThrowingHook : WriterHook {
   }
 };
 
-struct TwoStores {
-  c10::intrusive_ptr<c10d::Store> store[2];
-  TwoStores() {
-    c10d::TCPStoreOptions server;
-    server.port = 0;
-    server.isServer = true;
-    server.numWorkers = 2;
-    server.waitWorkers = false;
-    server.timeout = std::chrono::seconds(30);
-    auto host = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", server);
-    c10d::TCPStoreOptions client = server;
-    client.isServer = false;
-    client.port = host->getPort();
-    store[0] = host;
-    store[1] = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", client);
-  }
-};
-
 // Rank 1's pre_commit throws: it votes no, neither rank commits, and the
 // thrown error reaches rank 1's caller; then post_commit throwing on rank 0
 // is reported while the commit stands.
 TEST_P(RealFaults, ThrowingHooksOnTwoRanks) {
   TempDir tmp;
-  TwoStores stores;
+  const auto stores = testing::loopback_store_pair();
   auto run = [&](const std::string& dir, const std::string& prefix, bool pre1, bool post0, std::string* what) {
     std::vector<std::thread> threads;
     for (int r = 0; r < 2; ++r) {
@@ -214,7 +197,7 @@ TEST_P(RealFaults, ThrowingHooksOnTwoRanks) {
         try {
           TcpStoreBarrier::Options options;
           options.prefix = prefix;
-          auto barrier = std::make_shared<TcpStoreBarrier>(RankInfo{r, 2}, stores.store[r], options);
+          auto barrier = std::make_shared<TcpStoreBarrier>(RankInfo{r, 2}, stores[r], options);
           auto hook = std::make_shared<ThrowingHook>(r == 1 && pre1, r == 0 && post0);
           CheckpointWriter writer(config(), RankInfo{r, 2}, barrier, hook);
           (void)writer.write(dir, tensor_of(64, static_cast<float>(r)));
@@ -242,10 +225,10 @@ TEST_P(RealFaults, ThrowingHooksOnTwoRanks) {
 // naming it, and nothing is committed.
 TEST_P(RealFaults, BarrierTimeoutNamesTheMissingRankAndCommitsNothing) {
   TempDir tmp;
-  TwoStores stores;
+  const auto stores = testing::loopback_store_pair();
   TcpStoreBarrier::Options options;
   options.prefix = "timeout";
-  auto barrier = std::make_shared<TcpStoreBarrier>(RankInfo{0, 2}, stores.store[0], options);
+  auto barrier = std::make_shared<TcpStoreBarrier>(RankInfo{0, 2}, stores[0], options);
   CheckpointWriter writer(config(), RankInfo{0, 2}, barrier);
   const auto started = std::chrono::steady_clock::now();
   try {
