@@ -28,7 +28,8 @@ class BufferRing;
 /// Test seam: sees each raw write result (bytes written, or -errno) and the
 /// requested size before the queue acts on it, and may replace it, e.g. with
 /// a short count or -EAGAIN. The queue must then behave as if the kernel had
-/// returned that value.
+/// returned that value. Called from the queue's worker threads, possibly
+/// several at once (POSIX queue), so it must be thread-safe.
 using WriteResultFilter = std::function<long(long result, std::size_t requested)>;
 
 /// Asynchronous writes of ring buffers to one open file.

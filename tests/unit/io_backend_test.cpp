@@ -3,6 +3,7 @@
 // and failing writes. io_uring cases skip where io_uring cannot be set up.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 
 #include <cerrno>
@@ -107,11 +108,11 @@ TYPED_TEST(BackendTest, OddSizesGiveTheSameBytesWithEveryRingShape) {
 TYPED_TEST(BackendTest, ShortWritesAndEagainAreRetried) {
   FilePlan reference_plan = odd_plan(2);
   const std::string reference = testing::read_file(this->write(reference_plan, "ref.zip", 2, 1 << 20, false));
-  int calls = 0;
+  std::atomic<int> calls{0};  // the POSIX queue's workers call the filter concurrently
   this->backend_->set_write_result_filter([&calls](long result, std::size_t requested) -> long {
-    ++calls;
+    const int call = ++calls;
     if (result < 0) return result;
-    switch (calls % 4) {
+    switch (call % 4) {
       case 1: return -EAGAIN;                                     // nothing happened: resubmit
       case 2: return requested > 1 ? 1 : result;                  // one byte
       case 3: return requested > 1 ? static_cast<long>(requested - 1) : result;  // all but one
@@ -125,7 +126,7 @@ TYPED_TEST(BackendTest, ShortWritesAndEagainAreRetried) {
 }
 
 TYPED_TEST(BackendTest, FailedWriteIsOneIoErrorAfterDrainAndLeavesNoTempFile) {
-  int calls = 0;
+  std::atomic<int> calls{0};
   this->backend_->set_write_result_filter([&calls](long result, std::size_t) -> long {
     return ++calls == 3 ? -EIO : result;
   });
