@@ -83,6 +83,7 @@ struct Stager::Device {
     cudaEvent_t event;
   };
   std::deque<Mark> marks;                 // in stream order
+  std::uint64_t landed_through = 0;       // every copy of this device up to this ticket has landed
   std::vector<cudaEvent_t> spare_events;
 
   ~Device() {
@@ -188,11 +189,14 @@ std::uint64_t Stager::host_ticket() {
 }
 
 std::string Stager::copy_to_host(void* dst, const void* src, std::size_t bytes, int index, std::uint64_t* ticket) {
+  if (bytes == 0) {  // nothing to move; a mark here would overtake a pending batch
+    *ticket = host_ticket();
+    return {};
+  }
   Device* d = nullptr;
   if (std::string error = device(index, &d); !error.empty()) return error;
   *ticket = ++next_ticket_;
   ticket_device_.push_back(index);
-  if (bytes == 0) return mark(*d, *ticket);
   auto* host = static_cast<unsigned char*>(dst);
   if (batching_ && batching_ != d) {
     if (std::string error = flush(*batching_); !error.empty()) return error;
@@ -232,6 +236,12 @@ std::string Stager::wait(std::uint64_t ticket, int* failed_device) {
   *failed_device = index;
   if (index < 0) return {};  // copied on the host
   Device& d = *devices_[index];
+  // A mark covers every earlier copy of its device: a packed batch's copies
+  // after the first are already known to have landed.
+  if (ticket <= d.landed_through) {
+    *failed_device = -1;
+    return {};
+  }
   if (!d.batch.empty() && ticket <= d.batch_last_ticket) {
     if (std::string error = flush(d); !error.empty()) return error;
   }
@@ -246,6 +256,7 @@ std::string Stager::wait(std::uint64_t ticket, int* failed_device) {
         (void)cudaGetLastError();
         return describe(e);
       }
+      d.landed_through = m.last_ticket;
     }
     d.marks.pop_front();
     d.spare_events.push_back(m.event);
@@ -283,6 +294,7 @@ std::string Stager::finish(int* failed_device) {
     }
     for (const Device::Mark& m : d->marks) d->spare_events.push_back(m.event);
     d->marks.clear();
+    d->landed_through = next_ticket_;
   }
   *failed_device = -1;
   return {};
