@@ -4,6 +4,9 @@
 // Rows, in one run on the same bytes:
 //   ckptw, ckptw-posix, ckptw-uring: CheckpointWriter::write() with the auto,
 //     POSIX and io_uring backends (each repeat replaces the previous file);
+//   ckptw-async: write_async() with the auto backend, timed to the commit
+//     (future.get()); its note gives the median time the caller was blocked
+//     (until write_async() returned: the capture into staging memory);
 //   limit: a raw sequential write of the same byte count from pre-filled,
 //     aligned ring buffers with O_DIRECT through the auto backend, no copy,
 //     no CRC, no format: what the filesystem takes;
@@ -23,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <iostream>
 #include <random>
 #include <sstream>
@@ -58,6 +62,7 @@ struct Row {
   double cpu_seconds = 0;           // over the timed repeats
   std::uint64_t peak_rss_bytes = 0;
   std::uint64_t extra_rss_bytes = 0;
+  std::vector<double> blocking_seconds;  // write_async rows: until the call returned
   bool ok() const { return !seconds.empty(); }
   std::vector<double> gbps() const {
     std::vector<double> v;
@@ -142,8 +147,10 @@ Row measure(const std::string& name, const BenchOptions& options, Progress& prog
   return row;
 }
 
+enum class WriteCall { kWrite, kWriteAsync };
+
 Row measure_writer(const std::string& name, IoBackendKind backend, const StateDict& model, const std::string& dir,
-                   const BenchOptions& options, Progress& progress) {
+                   const BenchOptions& options, Progress& progress, WriteCall call = WriteCall::kWrite) {
   CheckpointWriterConfig config;
   config.io_backend = backend;
   config.direct_io = options.direct_io;
@@ -158,12 +165,27 @@ Row measure_writer(const std::string& name, IoBackendKind backend, const StateDi
     return row;
   }
   std::string how;
+  std::vector<double> blocking;  // warm-up calls first
   Row row = measure(name, options, progress, [&] {
-    WriteResult result = writer->write(dir, model);
+    WriteResult result;
+    if (call == WriteCall::kWriteAsync) {
+      detail::Stopwatch blocked;
+      std::future<WriteResult> written = writer->write_async(dir, model);
+      blocking.push_back(blocked.elapsed());
+      result = written.get();
+    } else {
+      result = writer->write(dir, model);
+    }
     how = result.io_backend + (result.direct_io ? ", O_DIRECT" : ", buffered");
     return result.bytes_written;
   }, baseline_rss);
   row.note = how;
+  if (call == WriteCall::kWriteAsync) {
+    row.blocking_seconds.assign(blocking.begin() + options.warmup, blocking.end());
+    char text[80];
+    std::snprintf(text, sizeof text, "; caller blocked %.3f s med", median(row.blocking_seconds));
+    row.note += text;
+  }
   return row;
 }
 
@@ -368,6 +390,8 @@ int run_bench(const BenchOptions& options) {
     rows.push_back(measure_writer("ckptw", IoBackendKind::kAuto, model.state_dict, ckpt_dir, options, progress));
     rows.push_back(measure_writer("ckptw-posix", IoBackendKind::kPosix, model.state_dict, ckpt_dir, options, progress));
     rows.push_back(measure_writer("ckptw-uring", IoBackendKind::kUring, model.state_dict, ckpt_dir, options, progress));
+    rows.push_back(measure_writer("ckptw-async", IoBackendKind::kAuto, model.state_dict, ckpt_dir, options, progress,
+                                  WriteCall::kWriteAsync));
   }
   const std::uint64_t file_bytes = rows.front().bytes;
   if (!options.read) rows.push_back(measure_limit(file_bytes, dir, options, progress));
@@ -401,6 +425,10 @@ int run_bench(const BenchOptions& options) {
                     {"cpu_s_per_gb", r.cpu_seconds / (r.bytes / 1e9 * options.repeats)},
                     {"peak_rss_bytes", r.peak_rss_bytes},
                     {"extra_rss_bytes", r.extra_rss_bytes}});
+        if (!r.blocking_seconds.empty()) {
+          row.update({{"blocking_seconds", r.blocking_seconds},
+                      {"blocking_seconds_median", median(r.blocking_seconds)}});
+        }
       }
       json_rows.push_back(row);
     }

@@ -161,9 +161,10 @@ int main(int argc, char** argv) {
 
   auto* bench = app.add_subcommand(
       "bench",
-      "Measure write throughput (GB/s) on the synthetic model: ckptw with each I/O backend, the\n"
-      "filesystem's own limit (raw O_DIRECT writes) and torch.save, in one run, fsync included; with --read,\n"
-      "read throughput against a raw O_DIRECT read and torch.load");
+      "Measure write throughput (GB/s) on the synthetic model: ckptw with each I/O backend, write_async\n"
+      "(with the time the caller was blocked), the filesystem's own limit (raw O_DIRECT writes) and\n"
+      "torch.save, in one run, fsync included; with --read, read throughput against a raw O_DIRECT read\n"
+      "and torch.load");
   cli::BenchOptions bench_options;
   std::string bench_backend;
   std::string bench_json;
