@@ -90,23 +90,25 @@ class CKPTW_EXPORT CheckpointWriter {
   /// writer's own CUDA stream(s), ordered after the work already queued on
   /// each tensor's current stream; CPU tensors copied), so the caller may
   /// change or free its tensors at once. The file, hooks and commit protocol
-  /// then run on the writer's background thread. One write in flight: a call
-  /// (or write()) first waits for the previous write to finish. Every failure,
-  /// bad input included, surfaces on the returned future only (after the
-  /// commit protocol has told the other ranks); the next write works.
-  /// Staging memory is allocated (and pinned when a CUDA device is present)
-  /// once and reused; it grows to the largest state dict, up to
-  /// staging_budget_bytes.
+  /// then run on the writer's background thread, one at a time, in call
+  /// order. With snapshot_sets = 1 a call first waits for the previous write
+  /// to finish; with 2 it captures into the free set while the previous
+  /// write runs, and waits only when both sets are taken. write() waits for
+  /// every background write. Every failure, bad input included, surfaces on
+  /// the returned future only (after the commit protocol has told the other
+  /// ranks); the next write works. Staging memory is allocated (and pinned
+  /// when a CUDA device is present) once per set and reused; it grows to the
+  /// largest state dict, up to the set's share of staging_budget_bytes.
   [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict,
                                                      const HookArgs& kwargs);
   [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict);
 
-  /// Allocates (and pins) `bytes` of staging memory now, so that the first
-  /// write_async() does not pay for it. Throws ckptw::UsageError beyond
-  /// staging_budget_bytes.
+  /// Allocates (and pins) `bytes` of staging memory in every snapshot set
+  /// now, so that no write_async() of up to `bytes` pays for it. Throws
+  /// ckptw::UsageError beyond a set's share of staging_budget_bytes.
   void reserve(std::size_t bytes);
 
-  /// Waits for a write in flight (at most close_timeout_secs, else
+  /// Waits for the writes in flight (at most close_timeout_secs, else
   /// ckptw::TimeoutError and the writer stays open), then releases the
   /// writer's buffers. Idempotent; writing after close() throws
   /// ckptw::UsageError.

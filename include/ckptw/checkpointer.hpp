@@ -57,8 +57,9 @@ struct CKPTW_EXPORT AsyncSave {
 /// save() captures the state dict (a copy of every storage, views and
 /// sharing kept) and returns; writing, hooks and the barrier run on a
 /// background thread. One write is in flight at a time: save() first waits
-/// for the previous one. A failed save reports on its own future only; the
-/// next save works.
+/// for the previous one (with the writer's snapshot_sets = 2, it captures
+/// while the previous write runs and waits only when both sets are taken).
+/// A failed save reports on its own future only; the next save works.
 class CKPTW_EXPORT AsyncCheckpointer {
  public:
   AsyncCheckpointer(std::shared_ptr<CheckpointWriter> writer, std::shared_ptr<CheckpointReader> reader,

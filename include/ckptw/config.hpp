@@ -65,11 +65,21 @@ struct CKPTW_EXPORT CheckpointWriterConfig {
   /// CPU. Default false: "cuda:0" as torch.save records it.
   bool record_device_as_cpu = false;
 
-  /// Most bytes of host staging memory the writer may hold: write_async()
-  /// captures whole state dicts into it, write() stages device storages
-  /// through it. 0 (default): no limit, it grows to the largest state dict.
-  /// A state dict needing more fails with ckptw::UsageError.
+  /// Most bytes of host staging memory the writer may hold, all snapshot
+  /// sets together (each set gets an equal share): write_async() captures
+  /// whole state dicts into a set, write() stages device storages through
+  /// one. 0 (default): no limit, each set grows to the largest state dict.
+  /// A state dict needing more than a set's share fails with
+  /// ckptw::UsageError.
   std::size_t staging_budget_bytes = 0;
+
+  /// Snapshot sets write_async() captures into, 1 or 2. With 1 (default) a
+  /// write_async() waits for the previous write to finish before it
+  /// captures. With 2 it captures into the free set while the previous write
+  /// is still going to disk, and waits only when both sets are taken (one
+  /// write running, one captured and queued); the writes still run one after
+  /// the other, in call order. Costs a second set of staging memory.
+  unsigned snapshot_sets = 1;
 
   /// Compute each CUDA storage's CRC-32 on its GPU (a kernel in cuda/, slice
   /// CRCs combined on the host), so the host never checksums those bytes.

@@ -52,6 +52,14 @@ struct FilePlan {
   /// Owners of tensor memory that `records[i].data` points into.
   std::vector<std::shared_ptr<const void>> keep_alive;
 
+  /// Set by stage_records(kAllRecords): page-aligned memory of at least
+  /// file_size rounded up to 4096 bytes in which every payload already sits
+  /// at its file offset (records[i].data == image + payload_offset). The
+  /// streamer fills in headers, descriptors and the central directory around
+  /// them and writes the file straight from it, O_DIRECT included: no copy
+  /// through the ring.
+  unsigned char* image = nullptr;
+
   /// Appends a record whose payload is a copy of `bytes`.
   void add_owned_record(std::string name, std::string bytes);
 };

@@ -19,22 +19,25 @@ std::uint64_t align_for(std::uint64_t offset, std::uint64_t size) {
 
 std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
                             const StageOptions& options) {
+  const bool image = what == StageWhat::kAllRecords;
   std::vector<PlannedRecord*> chosen;
   std::uint64_t end = 0;
   std::vector<std::uint64_t> offsets;
   for (PlannedRecord& r : plan.records) {
     if (r.size == 0 || r.data == nullptr || r.is_serialization_id) continue;
-    if (what == StageWhat::kDeviceRecords && r.device < 0) continue;
-    const std::uint64_t offset = align_for(end, r.size);
+    if (!image && r.device < 0) continue;
+    const std::uint64_t offset = image ? r.payload_offset : align_for(end, r.size);
     chosen.push_back(&r);
     offsets.push_back(offset);
     end = offset + r.size;
   }
-  if (chosen.empty()) {
-    if (what == StageWhat::kAllRecords) plan.keep_alive.clear();
+  if (image) {
+    end = (plan.file_size + 4095) / 4096 * 4096;  // the O_DIRECT tail write is padded to a block
+  } else if (chosen.empty()) {
     return 0;
   }
   unsigned char* base = arena.reserve(end, engine);
+  if (image) plan.image = base;
 
   // Each device's copies wait for what the producer already queued on the
   // device's current stream (the stream the caller's kernels ran on), never
@@ -60,10 +63,12 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
         engine.copy_to_host(base + offsets[i], chosen[i]->data, chosen[i]->size, chosen[i]->device);
     chosen[i]->data = base + offsets[i];
     chosen[i]->device = -1;
-    chosen[i]->staged_ticket = what == StageWhat::kAllRecords ? 0 : ticket;
+    chosen[i]->staged_ticket = image ? 0 : ticket;
   }
-  if (what == StageWhat::kAllRecords) engine.finish();
-  if (what == StageWhat::kAllRecords) plan.keep_alive.clear();
+  if (image) {
+    engine.finish();
+    plan.keep_alive.clear();
+  }
   return end;
 }
 

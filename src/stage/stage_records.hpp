@@ -11,13 +11,16 @@ namespace ckptw::detail {
 
 enum class StageWhat { kDeviceRecords, kAllRecords };
 
-/// Copies the payloads `what` selects into `arena` (laid out in record order,
-/// large ones page-aligned), each device's copies ordered after the work
-/// already queued on that device's current stream, and repoints the records
-/// at the copies.
-///  - kAllRecords (write_async's capture): waits for every copy; the plan no
-///    longer refers to the caller's tensors afterwards.
-///  - kDeviceRecords (write): returns at once; each record carries the ticket
+/// Copies the payloads `what` selects into `arena`, each device's copies
+/// ordered after the work already queued on that device's current stream,
+/// and repoints the records at the copies.
+///  - kAllRecords (write_async's capture): every payload at its file offset,
+///    so the arena holds the file image (plan.image) but for headers and
+///    descriptors; waits for every copy; the plan no longer refers to the
+///    caller's tensors afterwards.
+///  - kDeviceRecords (write): device payloads only, in record order, large
+///    ones page-aligned.
+///    Returns at once; each record carries the ticket
 ///    of its copy, which the streamer waits for before writing it, so disk
 ///    writes overlap the copies still in flight. The caller must finish()
 ///    the engine before the arena is reused, also after a failure.

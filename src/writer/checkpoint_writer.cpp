@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -36,8 +37,12 @@ class CheckpointWriter::Impl {
         hook_(std::move(hook)),
         io_(io ? std::move(io) : detail::make_backend(config.io_backend, config.queue_depth)),
         ring_(std::make_unique<detail::BufferRing>(config.ring_buffers, config.write_buffer_bytes)),
-        engine_(std::move(engine)),
-        arena_(config.staging_budget_bytes) {}
+        engine_(std::move(engine)) {
+    for (unsigned i = 0; i < config.snapshot_sets; ++i) {
+      arenas_.push_back(std::make_unique<detail::SnapshotArena>(config.staging_budget_bytes / config.snapshot_sets));
+      free_arenas_.push_back(arenas_.back().get());
+    }
+  }
 
   // The commit protocol (docs/commit.md). With a barrier that can vote and
   // more than one rank:
@@ -75,26 +80,28 @@ class CheckpointWriter::Impl {
       // reused), not one pageable copy per storage; the file's writes start
       // as soon as the first copies land.
       finish_copies.engine = &engine();
-      detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena_, engine(), stage_options());
+      detail::stage_records(plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), engine(), stage_options());
       return plan;
     });
   }
 
-  // Captures every payload into the arena on the caller's thread, then runs
-  // the protocol on the background thread. A capture failure (bad input)
-  // runs the protocol too, failing at "plan", so other ranks are not left
-  // waiting; *capture_error tells the caller it happened.
+  // Captures every payload into a free snapshot set on the caller's thread,
+  // then queues the protocol for the background thread, which runs queued
+  // writes in call order and frees each set when its write is done. A
+  // capture failure (bad input) runs the protocol too, failing at "plan", so
+  // other ranks are not left waiting; *capture_error tells the caller it
+  // happened.
   std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs,
                                        std::exception_ptr* capture_error) {
     check_writable(path, "write_async()");
-    wait_for_background_write();  // one write in flight; the arena is free again
     auto job = std::make_unique<Job>();
     job->path = path;
     job->kwargs = kwargs;
+    job->arena = take_free_arena();
     detail::Stopwatch capture;
     try {
       job->plan = make_plan(path, state_dict, job->planned);
-      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, arena_, engine(), stage_options());
+      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *job->arena, engine(), stage_options());
     } catch (...) {
       job->capture_error = std::current_exception();
       job->plan = detail::FilePlan();
@@ -104,19 +111,24 @@ class CheckpointWriter::Impl {
     std::future<WriteResult> future = job->result.get_future();
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      job_ = std::move(job);
+      jobs_.push_back(std::move(job));
       if (!worker_.joinable()) worker_ = std::thread([this] { run_background_writes(); });
     }
     changed_.notify_all();
     return future;
   }
 
-  unsigned staging_allocations() const { return arena_.allocations(); }
+  unsigned staging_allocations() const {
+    unsigned total = 0;
+    for (const auto& arena : arenas_) total += arena->allocations();
+    return total;
+  }
 
+  // Every set, so that no capture up to `bytes` allocates or pins.
   void reserve(std::size_t bytes) {
     check_open("reserve()");
     wait_for_background_write();
-    (void)arena_.reserve(bytes, engine());
+    for (auto& arena : arenas_) (void)arena->reserve(bytes, engine());
   }
 
   ~Impl() {
@@ -231,8 +243,8 @@ class CheckpointWriter::Impl {
     if (closed_) return;
     std::unique_lock<std::mutex> lock(mutex_);
     const int timeout = config_.close_timeout_secs;
-    if (!changed_.wait_for(lock, std::chrono::seconds(timeout), [this] { return !job_ && !busy_; })) {
-      throw TimeoutError("close(): the write in flight did not finish within close_timeout_secs (" +
+    if (!changed_.wait_for(lock, std::chrono::seconds(timeout), [this] { return jobs_.empty() && !busy_; })) {
+      throw TimeoutError("close(): the writes in flight did not finish within close_timeout_secs (" +
                          std::to_string(timeout) + " s)");
     }
     closed_ = true;
@@ -248,6 +260,7 @@ class CheckpointWriter::Impl {
     HookArgs kwargs = make_state_dict();
     detail::FilePlan plan;
     WriteResult planned;              // counts and capture time, filled before the protocol
+    detail::SnapshotArena* arena = nullptr;  // the snapshot set holding the captured payloads
     std::exception_ptr capture_error;
     std::promise<WriteResult> result;
   };
@@ -289,7 +302,16 @@ class CheckpointWriter::Impl {
 
   void wait_for_background_write() {
     std::unique_lock<std::mutex> lock(mutex_);
-    changed_.wait(lock, [this] { return !job_ && !busy_; });
+    changed_.wait(lock, [this] { return jobs_.empty() && !busy_; });
+  }
+
+  // A snapshot set no queued or running write holds; waits for one.
+  detail::SnapshotArena* take_free_arena() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [this] { return !free_arenas_.empty(); });
+    detail::SnapshotArena* arena = free_arenas_.back();
+    free_arenas_.pop_back();
+    return arena;
   }
 
   void run_background_writes() {
@@ -297,9 +319,10 @@ class CheckpointWriter::Impl {
       std::unique_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock, [this] { return stopping_ || job_ != nullptr; });
-        if (!job_) return;
-        job = std::move(job_);
+        changed_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
         busy_ = true;
       }
       try {
@@ -315,6 +338,7 @@ class CheckpointWriter::Impl {
       }
       {
         std::lock_guard<std::mutex> lock(mutex_);
+        free_arenas_.push_back(job->arena);  // the protocol no longer refers to the captured payloads
         busy_ = false;
       }
       changed_.notify_all();
@@ -440,15 +464,18 @@ class CheckpointWriter::Impl {
   std::shared_ptr<WriterHook> hook_;
   std::unique_ptr<detail::IoBackend> io_;
   std::unique_ptr<detail::BufferRing> ring_;  // allocated once, reused by every write
-  std::unique_ptr<detail::CopyEngine> engine_;  // created at the first capture; outlives arena_
-  detail::SnapshotArena arena_;                 // captured payloads, reused by every write
+  std::unique_ptr<detail::CopyEngine> engine_;  // created at the first capture; outlives arenas_
+  // Snapshot sets (config.snapshot_sets), reused by every write; write()
+  // stages through the first once no background write runs.
+  std::vector<std::unique_ptr<detail::SnapshotArena>> arenas_;
   bool closed_ = false;
 
-  // The background write (write_async): one in flight, run by worker_.
+  // Background writes (write_async), run one at a time by worker_ in call order.
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::unique_ptr<Job> job_;  // handed over, not yet started
-  bool busy_ = false;         // worker_ is writing
+  std::deque<std::unique_ptr<Job>> jobs_;           // captured, not yet started
+  std::vector<detail::SnapshotArena*> free_arenas_;  // sets no queued or running write holds
+  bool busy_ = false;                               // worker_ is writing
   bool stopping_ = false;
   std::thread worker_;        // started by the first write_async
 };
@@ -475,6 +502,9 @@ void validate(const CheckpointWriterConfig& config, const RankInfo& rank_info) {
   if (config.queue_depth < 1 || config.queue_depth > config.ring_buffers) {
     throw UsageError("queue_depth must be in [1, ring_buffers=" + std::to_string(config.ring_buffers) + "], got " +
                      std::to_string(config.queue_depth));
+  }
+  if (config.snapshot_sets < 1 || config.snapshot_sets > 2) {
+    throw UsageError("snapshot_sets must be 1 or 2, got " + std::to_string(config.snapshot_sets));
   }
   if (rank_info.global_world_size < 1 || rank_info.global_rank < 0 ||
       rank_info.global_rank >= rank_info.global_world_size) {

@@ -104,10 +104,90 @@ void ImageStreamer::write_in_place(const unsigned char* data, std::size_t size, 
   buffer_offset_ += size;
 }
 
+// Hands the queue every whole piece of [image_submitted_, ready); with a
+// non-zero `padded_end` (the end of the file, rounded up as the file needs),
+// everything up to it.
+void ImageStreamer::submit_image_through(const unsigned char* image, std::uint64_t ready, std::uint64_t padded_end) {
+  const std::size_t piece = ring_.buffer_bytes();
+  const std::uint64_t end = padded_end != 0 ? padded_end : ready;
+  while (end > image_submitted_ && (padded_end != 0 || end - image_submitted_ >= piece)) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(piece, end - image_submitted_));
+    while (externals_in_flight_ >= ring_.count()) take_completion();
+    queue_->submit_external(image + image_submitted_, n, image_submitted_);
+    ++externals_in_flight_;
+    image_submitted_ += n;
+  }
+}
+
+ImageStreamer::Result ImageStreamer::stream_image(const FilePlan& plan, bool pad_last_write) {
+  unsigned char* image = plan.image;
+  image_submitted_ = 0;
+  std::vector<ZipEntry> entries;
+  std::vector<std::string> names;
+  std::vector<std::uint32_t> crcs;
+  for (const auto& record : plan.records) names.push_back(plan.folder + "/" + record.name);
+  const std::size_t piece = ring_.buffer_bytes();
+  std::uint64_t position = 0;  // the image is final below it
+  for (std::size_t i = 0; i < plan.records.size(); ++i) {
+    const PlannedRecord& record = plan.records[i];
+    if (record.header_offset != position) throw std::logic_error("ckptw: records of the image are not back to back");
+    const std::string header = local_file_header(names[i], record.size, record.header_offset, plan.alignment);
+    std::memcpy(image + position, header.data(), header.size());
+    position = record.payload_offset;
+    std::uint32_t crc = 0;
+    if (record.is_serialization_id) {
+      const std::string id = serialization_id(names, crcs);
+      std::memcpy(image + position, id.data(), id.size());
+      crc = crc32_update(0, image + position, id.size());
+      position += id.size();
+    } else if (record.size > 0) {
+      if (record.data != image + record.payload_offset) {
+        throw std::logic_error("ckptw: record " + record.name + " is not at its offset in the image");
+      }
+      // Piece by piece, so that the CRC of one runs while the kernel writes
+      // the ones before it.
+      const std::uint64_t end = position + record.size;
+      while (position < end) {
+        const std::uint64_t next = std::min(end, (position / piece + 1) * piece);
+        if (!record.crc32_known) crc = crc32_update(crc, image + position, static_cast<std::size_t>(next - position));
+        position = next;
+        submit_image_through(image, position, 0);
+      }
+      if (record.crc32_known) crc = record.crc32;
+    }
+    const std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
+    std::memcpy(image + position, descriptor.data(), descriptor.size());
+    position += descriptor.size();
+    crcs.push_back(crc);
+    entries.push_back(ZipEntry{names[i], record.size, record.header_offset, crc});
+    submit_image_through(image, position, 0);
+  }
+  if (position != plan.central_directory_offset) throw std::logic_error("ckptw: image and central directory disagree");
+  const std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
+  std::memcpy(image + position, tail.data(), tail.size());
+  const std::uint32_t directory_crc = crc32_update(0, image + position, tail.size());
+  position += tail.size();
+  std::uint64_t padded_end = position;
+  if (pad_last_write) {
+    padded_end = (position + BufferRing::kAlignment - 1) / BufferRing::kAlignment * BufferRing::kAlignment;
+    std::memset(image + position, 0, static_cast<std::size_t>(padded_end - position));
+  }
+  submit_image_through(image, position, padded_end);
+  while (queue_->in_flight() > 0) note_done(queue_->wait_any());
+  check_queue();
+  if (position != plan.file_size) {
+    throw Error("internal: streamed " + std::to_string(position) + " bytes, planned " + std::to_string(plan.file_size),
+                *path_);
+  }
+  return Result{position, directory_crc};
+}
+
 ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
                                             bool pad_last_write, CopyEngine* engine) {
   queue_ = &queue;
   path_ = &path;
+  externals_in_flight_ = 0;
+  if (plan.image != nullptr) return stream_image(plan, pad_last_write);
   free_.clear();
   for (std::size_t i = ring_.count(); i-- > 0;) free_.push_back(i);
   buffer_offset_ = 0;

@@ -10,6 +10,13 @@
 // real size). Into a buffered file, payloads of at least kInPlaceMinBytes are
 // written straight from their memory (one copy, the kernel's), checksummed
 // while the kernel writes them; the ring carries the rest.
+//
+// A plan whose payloads were captured at their file offsets (plan.image, see
+// stage_records) needs no ring at all: the streamer writes headers,
+// descriptors and the central directory into the gaps of the image and
+// writes it in ring-buffer-sized pieces straight from that memory, each
+// piece as soon as it is final, O_DIRECT included (the image is page-aligned
+// and pieces start on buffer-size multiples).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +50,8 @@ class ImageStreamer {
                 CopyEngine* engine = nullptr);
 
  private:
+  Result stream_image(const FilePlan& plan, bool pad_last_write);
+  void submit_image_through(const unsigned char* image, std::uint64_t ready, std::uint64_t padded_end);
   void append(const void* data, std::size_t size, std::uint32_t* crc);
   void write_in_place(const unsigned char* data, std::size_t size, std::uint32_t* crc);
   void note_done(std::size_t buffer);
@@ -59,6 +68,7 @@ class ImageStreamer {
   std::size_t buffered_ = 0;         // bytes in the current buffer
   std::uint64_t buffer_offset_ = 0;  // file offset of the current buffer's first byte
   std::size_t externals_in_flight_ = 0;  // in-place payload writes not yet finished
+  std::uint64_t image_submitted_ = 0;    // image mode: file bytes handed to the queue
 };
 
 /// The 40-digit serialization id: 20 digits of a hash of the record names and

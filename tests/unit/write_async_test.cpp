@@ -4,8 +4,16 @@
 // with a timeout, staging memory reused and bounded.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <iterator>
+#include <future>
+#include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -160,6 +168,139 @@ TEST(WriteAsync, StagingMemoryIsReusedAndBoundedByTheBudget) {
   std::future<WriteResult> too_big = writer.write_async(tmp / "big", big);
   EXPECT_THROW((void)too_big.get(), UsageError);
   EXPECT_THROW(writer.reserve(8 << 20), UsageError);
+}
+
+// With two snapshot sets the second call captures while the first write is
+// still held in pre_commit; a third waits until the first is done; the
+// writes commit in call order, each with the values of its own call.
+TEST(WriteAsync, TwoSnapshotSetsCaptureWhileThePreviousWriteRuns) {
+  struct GatedPreCommit : WriterHook {
+    std::promise<void> open;
+    std::shared_future<void> opened = open.get_future().share();
+    std::mutex mutex;
+    std::vector<std::string> order;
+    void pre_commit(const std::string& path, const HookArgs&) override {
+      bool first;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        order.push_back(path);
+        first = order.size() == 1;
+      }
+      if (first) opened.wait();
+    }
+    void post_commit(const std::string&, const HookArgs&) override {}
+  };
+  auto gate = std::make_shared<GatedPreCommit>();
+  struct OpenGateOnExit {  // never leaves the writer's thread waiting, whatever fails below
+    GatedPreCommit& gate;
+    bool opened = false;
+    void open() {
+      if (!opened) gate.open.set_value();
+      opened = true;
+    }
+    ~OpenGateOnExit() { open(); }
+  } open_gate{*gate};
+  testing::TempDir tmp;
+  CheckpointWriterConfig config;
+  config.snapshot_sets = 2;
+  CheckpointWriter writer = slow_capture_writer(config, gate);
+
+  std::future<WriteResult> first = writer.write_async(tmp / "1", model(1.0f));
+  StateDict second_sd = model(2.0f);
+  auto second_call = std::async(std::launch::async, [&] { return writer.write_async(tmp / "2", second_sd); });
+  if (second_call.wait_for(10s) != std::future_status::ready) {
+    open_gate.open();  // lets the blocked call return before its future is destroyed
+    FAIL() << "the second capture waited for the first write";
+  }
+  std::future<WriteResult> second = second_call.get();
+  second_sd.at("w").toTensor().fill_(-1.0f);  // captured: the file keeps 2.0
+  EXPECT_EQ(first.wait_for(0ms), std::future_status::timeout);  // still held in pre_commit
+
+  auto third_call = std::async(std::launch::async, [&] { return writer.write_async(tmp / "3", model(3.0f)); });
+  EXPECT_EQ(third_call.wait_for(300ms), std::future_status::timeout) << "a third capture while both sets are taken";
+  open_gate.open();
+  std::future<WriteResult> third = third_call.get();
+  (void)first.get();
+  (void)second.get();
+  (void)third.get();
+  EXPECT_EQ(gate->order, (std::vector<std::string>{tmp / "1", tmp / "2", tmp / "3"}));
+  EXPECT_TRUE(at::equal(read_back(tmp / "1", "w"), at::full({256, 256}, 1.0f)));
+  EXPECT_TRUE(at::equal(read_back(tmp / "2", "w"), at::full({256, 256}, 2.0f)));
+  EXPECT_TRUE(at::equal(read_back(tmp / "3", "w"), at::full({256, 256}, 3.0f)));
+  EXPECT_EQ(detail::WriterInternals::staging_allocations(writer), 2u);  // one per set, reused by the third
+}
+
+TEST(WriteAsync, SnapshotSetsAreOneOrTwoAndShareTheBudget) {
+  for (unsigned sets : {0u, 3u}) {
+    CheckpointWriterConfig config;
+    config.snapshot_sets = sets;
+    EXPECT_THROW(CheckpointWriter(config, RankInfo{0, 1}), UsageError) << sets;
+  }
+  testing::TempDir tmp;
+  CheckpointWriterConfig config;
+  config.snapshot_sets = 2;
+  config.staging_budget_bytes = 4 << 20;  // 2 MiB per set
+  CheckpointWriter writer = slow_capture_writer(config);
+  EXPECT_THROW(writer.reserve(3 << 20), UsageError);
+  writer.reserve(2 << 20);
+  StateDict three_mib = make_state_dict();
+  three_mib.insert("w", at::zeros({768 << 10}));
+  EXPECT_THROW((void)writer.write_async(tmp / "big", three_mib).get(), UsageError);
+  (void)writer.write_async(tmp / "small", model(1.0f)).get();
+  EXPECT_EQ(detail::WriterInternals::staging_allocations(writer), 2u);
+}
+
+// write_async writes the captured file image straight from staging memory
+// (no ring copy). Same bytes as write() on both backends, O_DIRECT and
+// buffered, with payloads straddling the 64 KiB write pieces, while the
+// kernel's answers are turned into -EAGAIN, 1-byte and all-but-one-byte
+// writes (O_DIRECT resumes on a block boundary).
+TEST(WriteAsync, TheCapturedImageIsWrittenAsWriteWouldOnBothBackendsThroughShortWrites) {
+  StateDict sd = make_state_dict();
+  int64_t sizes[] = {1, 7, 4095, 4096, 4097, (64 << 10) + 3, 300001};
+  for (std::size_t i = 0; i < std::size(sizes); ++i) {
+    sd.insert("t" + std::to_string(i), at::arange(sizes[i], at::kByte));
+  }
+  at::Tensor shared = at::randn({70000});
+  sd.insert("shared", shared);
+  sd.insert("shared_tail", shared.narrow(0, 69000, 1000));
+  sd.insert("step", int64_t{9});
+  testing::TempDir tmp;
+  for (IoBackendKind kind : {IoBackendKind::kPosix, IoBackendKind::kUring}) {
+    if (kind == IoBackendKind::kUring && !testing::io_uring_unavailable_reason().empty()) {
+      std::printf("io_uring case skipped: %s\n", testing::io_uring_unavailable_reason().c_str());
+      continue;
+    }
+    for (bool direct : {true, false}) {
+      const std::string name = std::string(to_string(kind)) + (direct ? "_direct" : "_buffered");
+      CheckpointWriterConfig config;
+      config.io_backend = kind;
+      config.direct_io = direct;
+      config.write_buffer_bytes = 64 << 10;
+      (void)CheckpointWriter(config, RankInfo{0, 1}).write(tmp / ("ref_" + name), sd);
+      auto io = detail::make_backend(kind, config.queue_depth);
+      std::atomic<int> calls{0};
+      io->set_write_result_filter([&calls](long result, std::size_t requested) -> long {
+        const int call = ++calls;
+        if (result < 0 || requested < 2) return result;
+        switch (call % 4) {
+          case 1: return -EAGAIN;
+          case 2: return 1;
+          case 3: return static_cast<long>(requested - 1);
+          default: return result;
+        }
+      });
+      CheckpointWriter writer = detail::WriterInternals::make(config, RankInfo{0, 1}, nullptr, nullptr, std::move(io),
+                                                              detail::make_host_copy_engine());
+      WriteResult result = writer.write_async(tmp / ("async_" + name), sd).get();
+      EXPECT_EQ(result.direct_io, direct) << name;
+      EXPECT_EQ(testing::read_file(tmp / ("async_" + name + "/checkpoint_0.pt")),
+                testing::read_file(tmp / ("ref_" + name + "/checkpoint_0.pt")))
+          << name;
+      EXPECT_GT(calls.load(), 20) << name;
+      EXPECT_NO_THROW(CheckpointReader(RankInfo{0, 1}).read(tmp / ("async_" + name))) << name;
+    }
+  }
 }
 
 // write()'s staging of device storages, with host memory standing in for a
