@@ -25,6 +25,13 @@ namespace ckptw::detail {
 
 class BufferRing;
 
+/// A range of host memory.
+struct MemoryRegion {
+  const void* data = nullptr;
+  std::size_t bytes = 0;
+  bool operator==(const MemoryRegion& other) const { return data == other.data && bytes == other.bytes; }
+};
+
 /// Test seam: sees each raw write result (bytes written, or -errno) and the
 /// requested size before the queue acts on it, and may replace it, e.g. with
 /// a short count or -EAGAIN. The queue must then behave as if the kernel had
@@ -43,9 +50,10 @@ class WriteQueue {
   /// `size` bytes) at file `offset`. Never blocks for completion.
   virtual void submit(std::size_t buffer, std::size_t size, std::uint64_t offset) = 0;
   /// Queues a write of `size` bytes straight from the caller's memory at
-  /// `data` (no copy into the ring), for buffered (not O_DIRECT) files. The
-  /// memory must stay valid and unchanged until wait_any() has returned
-  /// kExternal for this write.
+  /// `data` (no copy into the ring). On an O_DIRECT file `data` and `offset`
+  /// must be 4096-aligned and `size` a multiple of 4096. The memory must stay
+  /// valid and unchanged until wait_any() has returned kExternal for this
+  /// write.
   virtual void submit_external(const void* data, std::size_t size, std::uint64_t offset) = 0;
   /// Blocks until a queued write finished (successfully or not) and returns
   /// its ring buffer, free for reuse, or kExternal. Requires a write in flight.
@@ -99,6 +107,21 @@ class IoBackend {
   /// The ring must outlive the queue and stay the same across calls (io_uring
   /// registers its buffers once).
   virtual std::unique_ptr<WriteQueue> open_queue(int fd, BufferRing& ring, unsigned depth) = 0;
+
+  /// Host memory that later queues' submit_external() writes come from (the
+  /// writer's staging memory): io_uring registers it next to the ring's
+  /// buffers at the next open_queue(), and again only when the set changes,
+  /// so those writes skip the per-I/O page pinning. Best effort (refused
+  /// registrations fall back to plain writes). Contract: when a queue is
+  /// opened, the set must describe memory mapped now (a registered range is
+  /// served from the pages it had when registered, so a stale range reused
+  /// by another mapping would write the wrong bytes); unmapping memory while
+  /// it is registered is safe, the kernel keeps the old pages until the next
+  /// registration.
+  virtual void set_staging_memory(std::vector<MemoryRegion> regions) { (void)regions; }
+  /// Writes issued from registered memory so far (io_uring fixed buffers),
+  /// for tests and logs.
+  virtual std::uint64_t registered_writes() const { return 0; }
 
   void set_write_result_filter(WriteResultFilter filter) { filter_ = std::move(filter); }
 

@@ -1,6 +1,7 @@
-// io_uring backend: one ring per writer, the write ring's buffers registered
-// once (IORING_REGISTER_BUFFERS) and written with WRITE_FIXED, several writes
-// in flight. Follows the kernel's contract: results are -errno in cqe->res
+// io_uring backend: one ring per writer, the write ring's buffers and the
+// writer's staging memory registered once (IORING_REGISTER_BUFFERS) and
+// written with WRITE_FIXED, several writes in flight. Follows the kernel's
+// contract: results are -errno in cqe->res
 // (errno is never set), a short write is requeued for its remainder, -EAGAIN
 // and -EINTR are resubmitted, and no SQE asks for more than INT_MAX bytes
 // (ring buffers are at most 1 GiB).
@@ -66,24 +67,63 @@ class UringBackend final : public PosixFileOps {
 
   long read_at(int fd, void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) override;
 
+  void set_staging_memory(std::vector<MemoryRegion> regions) override { staging_ = std::move(regions); }
+  std::uint64_t registered_writes() const override { return registered_writes_; }
+
   io_uring* uring() { return &uring_; }
   bool fixed_buffers() const { return registered_ != 0; }
   long filter(long result, std::size_t requested) const { return filtered(result, requested); }
+  void count_registered_write() { ++registered_writes_; }
+
+  // The registered buffer holding [data, data + size) whole, or -1.
+  int staging_buffer_index(const unsigned char* data, std::size_t size) const {
+    for (const Registered& r : staging_registered_) {
+      if (data >= r.begin && data + size <= r.end) return r.index;
+    }
+    return -1;
+  }
 
  private:
+  // The kernel takes at most 1 GiB per registered buffer.
+  static constexpr std::size_t kMaxRegisteredBytes = std::size_t{1} << 30;
+
+  struct Registered {
+    const unsigned char* begin;
+    const unsigned char* end;
+    int index;  // in the registered buffer table
+  };
+
   // Registration pins the pages once; every later WRITE_FIXED skips the
-  // per-I/O page lookup. Where it is refused (RLIMIT_MEMLOCK: -ENOMEM, or
-  // unsupported memory: -EOPNOTSUPP) plain WRITE works with the same buffers.
+  // per-I/O page lookup. The ring's buffers take indexes 0..count-1, the
+  // staging memory the ones after, cut into 1 GiB pieces. Redone only when
+  // the ring or the staging set changes. Where it is refused (RLIMIT_MEMLOCK:
+  // -ENOMEM, unsupported memory: -EOPNOTSUPP, EFAULT) the ring alone is
+  // tried, then nothing: plain WRITE works with the same memory.
   void register_once(BufferRing& ring) {
-    if (attempted_ == ring.id()) return;
+    if (attempted_ == ring.id() && attempted_staging_ == staging_) return;
     if (registered_ != 0) {
       io_uring_unregister_buffers(&uring_);
       registered_ = 0;
+      staging_registered_.clear();
     }
     attempted_ = ring.id();
+    attempted_staging_ = staging_;
     std::vector<iovec> iovecs(ring.count());
     for (std::size_t i = 0; i < ring.count(); ++i) iovecs[i] = iovec{ring.data(i), ring.buffer_bytes()};
+    std::vector<Registered> staging;
+    for (const MemoryRegion& region : staging_) {
+      const auto* data = static_cast<const unsigned char*>(region.data);
+      for (std::size_t offset = 0; offset < region.bytes; offset += kMaxRegisteredBytes) {
+        const std::size_t n = std::min(kMaxRegisteredBytes, region.bytes - offset);
+        staging.push_back(Registered{data + offset, data + offset + n, static_cast<int>(iovecs.size())});
+        iovecs.push_back(iovec{const_cast<unsigned char*>(data + offset), n});
+      }
+    }
     if (io_uring_register_buffers(&uring_, iovecs.data(), static_cast<unsigned>(iovecs.size())) == 0) {
+      registered_ = ring.id();
+      staging_registered_ = std::move(staging);
+    } else if (!staging.empty() &&
+               io_uring_register_buffers(&uring_, iovecs.data(), static_cast<unsigned>(ring.count())) == 0) {
       registered_ = ring.id();
     }
   }
@@ -91,6 +131,10 @@ class UringBackend final : public PosixFileOps {
   io_uring uring_;
   std::uint64_t attempted_ = 0;   // BufferRing::id() registration was last tried for
   std::uint64_t registered_ = 0;  // BufferRing::id() whose buffers are registered, 0 for none
+  std::vector<MemoryRegion> staging_;            // declared by set_staging_memory
+  std::vector<MemoryRegion> attempted_staging_;  // the set registration was last tried for
+  std::vector<Registered> staging_registered_;   // staging pieces in the table now
+  std::uint64_t registered_writes_ = 0;
 };
 
 UringWriteQueue::UringWriteQueue(UringBackend& backend, int fd, BufferRing& ring, unsigned)
@@ -111,8 +155,13 @@ void UringWriteQueue::queue_sqe(std::size_t slot) {
   const Request& r = requests_[slot];
   const unsigned char* data = (r.external ? r.external : ring_.data(r.buffer)) + r.done;
   const auto size = static_cast<unsigned>(r.size - r.done);
+  const int staging_index = r.external == nullptr ? -1 : backend_.staging_buffer_index(data, size);
   if (r.external == nullptr && backend_.fixed_buffers()) {
     io_uring_prep_write_fixed(sqe, fd_, data, size, r.offset + r.done, static_cast<int>(r.buffer));
+    backend_.count_registered_write();
+  } else if (staging_index >= 0) {
+    io_uring_prep_write_fixed(sqe, fd_, data, size, r.offset + r.done, staging_index);
+    backend_.count_registered_write();
   } else {
     io_uring_prep_write(sqe, fd_, data, size, r.offset + r.done);
   }

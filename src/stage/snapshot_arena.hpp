@@ -23,6 +23,8 @@ class SnapshotArena {
   /// budget, ckptw::Error when memory cannot be had.
   unsigned char* reserve(std::size_t bytes, CopyEngine& engine);
 
+  /// The memory (nullptr until the first reserve), `capacity()` bytes.
+  const unsigned char* data() const noexcept { return data_; }
   std::size_t capacity() const noexcept { return capacity_; }
   bool pinned() const noexcept { return pinned_with_ != nullptr; }
   /// Times the arena was (re)allocated, for tests and logs.

@@ -40,8 +40,9 @@ class CheckpointWriter::Impl {
         engine_(std::move(engine)) {
     for (unsigned i = 0; i < config.snapshot_sets; ++i) {
       arenas_.push_back(std::make_unique<detail::SnapshotArena>(config.staging_budget_bytes / config.snapshot_sets));
-      free_arenas_.push_back(arenas_.back().get());
+      free_arenas_.push_back(i);
     }
+    staging_memory_.resize(arenas_.size());
   }
 
   // The commit protocol (docs/commit.md). With a barrier that can vote and
@@ -80,6 +81,7 @@ class CheckpointWriter::Impl {
       // reused), not one pageable copy per storage; the file's writes start
       // as soon as the first copies land.
       finish_copies.engine = &engine();
+      NoteStagingMemoryOnExit note{this, 0};  // also when staging fails after growing the set
       detail::stage_records(plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), engine(), stage_options());
       return plan;
     });
@@ -101,11 +103,13 @@ class CheckpointWriter::Impl {
     detail::Stopwatch capture;
     try {
       job->plan = make_plan(path, state_dict, job->planned);
-      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *job->arena, engine(), stage_options());
+      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *arenas_[job->arena], engine(),
+                            stage_options());
     } catch (...) {
       job->capture_error = std::current_exception();
       job->plan = detail::FilePlan();
     }
+    note_staging_memory(job->arena);
     job->planned.plan_secs = capture.elapsed();
     if (capture_error) *capture_error = job->capture_error;
     std::future<WriteResult> future = job->result.get_future();
@@ -128,7 +132,10 @@ class CheckpointWriter::Impl {
   void reserve(std::size_t bytes) {
     check_open("reserve()");
     wait_for_background_write();
-    for (auto& arena : arenas_) (void)arena->reserve(bytes, engine());
+    for (std::size_t i = 0; i < arenas_.size(); ++i) {
+      NoteStagingMemoryOnExit note{this, i};
+      (void)arenas_[i]->reserve(bytes, engine());
+    }
   }
 
   ~Impl() {
@@ -260,7 +267,7 @@ class CheckpointWriter::Impl {
     HookArgs kwargs = make_state_dict();
     detail::FilePlan plan;
     WriteResult planned;              // counts and capture time, filled before the protocol
-    detail::SnapshotArena* arena = nullptr;  // the snapshot set holding the captured payloads
+    std::size_t arena = 0;            // the snapshot set holding the captured payloads
     std::exception_ptr capture_error;
     std::promise<WriteResult> result;
   };
@@ -306,12 +313,36 @@ class CheckpointWriter::Impl {
   }
 
   // A snapshot set no queued or running write holds; waits for one.
-  detail::SnapshotArena* take_free_arena() {
+  std::size_t take_free_arena() {
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [this] { return !free_arenas_.empty(); });
-    detail::SnapshotArena* arena = free_arenas_.back();
+    const std::size_t arena = free_arenas_.back();
     free_arenas_.pop_back();
     return arena;
+  }
+
+  // Records where snapshot set `index` lives now, by the thread that just
+  // (re)allocated it; write_file() declares the sets to the I/O backend
+  // before each queue, so io_uring registers them (and re-registers after a
+  // set grew) and never serves a write from a stale range.
+  void note_staging_memory(std::size_t index) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    staging_memory_[index] = detail::MemoryRegion{arenas_[index]->data(), arenas_[index]->capacity()};
+  }
+
+  struct NoteStagingMemoryOnExit {
+    Impl* impl;
+    std::size_t index;
+    ~NoteStagingMemoryOnExit() { impl->note_staging_memory(index); }
+  };
+
+  std::vector<detail::MemoryRegion> staging_memory() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<detail::MemoryRegion> regions;
+    for (const auto& region : staging_memory_) {
+      if (region.data != nullptr) regions.push_back(region);
+    }
+    return regions;
   }
 
   void run_background_writes() {
@@ -361,6 +392,7 @@ class CheckpointWriter::Impl {
     (void)io_->preallocate(file.fd(), (plan.file_size + block - 1) / block * block);  // best effort
     detail::ImageStreamer::Result streamed;
     {
+      io_->set_staging_memory(staging_memory());
       std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
       detail::ImageStreamer streamer(*ring_);
       streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct(), engine_.get());
@@ -474,7 +506,8 @@ class CheckpointWriter::Impl {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<std::unique_ptr<Job>> jobs_;           // captured, not yet started
-  std::vector<detail::SnapshotArena*> free_arenas_;  // sets no queued or running write holds
+  std::vector<std::size_t> free_arenas_;            // sets no queued or running write holds
+  std::vector<detail::MemoryRegion> staging_memory_;  // where each set lives (note_staging_memory)
   bool busy_ = false;                               // worker_ is writing
   bool stopping_ = false;
   std::thread worker_;        // started by the first write_async

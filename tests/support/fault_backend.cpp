@@ -143,6 +143,11 @@ class FaultBackend final : public detail::IoBackend {
     disk_.after(rank_, rc);
     return rc;
   }
+  void set_staging_memory(std::vector<detail::MemoryRegion> regions) override {
+    inner_->set_staging_memory(std::move(regions));
+  }
+  std::uint64_t registered_writes() const override { return inner_->registered_writes(); }
+
   std::unique_ptr<detail::WriteQueue> open_queue(int fd, detail::BufferRing& ring, unsigned depth) override {
     writing_ = paths_[fd];  // read by queue threads, which start after this
     return inner_->open_queue(fd, ring, depth);

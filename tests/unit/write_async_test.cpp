@@ -303,6 +303,26 @@ TEST(WriteAsync, TheCapturedImageIsWrittenAsWriteWouldOnBothBackendsThroughShort
   }
 }
 
+// On io_uring the staging memory is registered with the ring, so the image's
+// O_DIRECT writes are WRITE_FIXED from the snapshot set (without the
+// declaration they are plain writes: 0 registered).
+TEST(WriteAsync, IoUringWritesTheImageFromRegisteredStagingMemory) {
+  if (std::string why = testing::io_uring_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+  testing::TempDir tmp;
+  CheckpointWriterConfig config;
+  config.io_backend = IoBackendKind::kUring;
+  config.write_buffer_bytes = 64 << 10;
+  auto io = detail::make_backend(IoBackendKind::kUring, config.queue_depth);
+  const detail::IoBackend* backend = io.get();
+  CheckpointWriter writer = detail::WriterInternals::make(config, RankInfo{0, 1}, nullptr, nullptr, std::move(io),
+                                                          detail::make_host_copy_engine());
+  WriteResult result = writer.write_async(tmp / "c", model(1.0f)).get();
+  ASSERT_TRUE(result.direct_io);
+  // Every write of the image (64 KiB pieces) came from registered memory.
+  EXPECT_EQ(backend->registered_writes(), (result.bytes_written + (64 << 10) - 1) / (64 << 10));
+  EXPECT_TRUE(at::equal(read_back(tmp / "c", "w"), at::full({256, 256}, 1.0f)));
+}
+
 // write()'s staging of device storages, with host memory standing in for a
 // device: stage_records returns while the (slowed) copies are in flight, and
 // the streamer writes each record only once its own copy has landed.
