@@ -65,8 +65,9 @@ df -hT "$DIR" | tee "$OUT/filesystem.txt"
 log "staging and write figures ($GIB GiB on cuda:0)"
 "$BUILD/bench/gpu_stage_bench" --gib "$GIB" --dir "$DIR/stage" | tee "$OUT/gpu_stage.json"
 rm -rf "$DIR/stage"
-log "disk limit (raw O_DIRECT) and CPU write, same size"
-"$BUILD/ckptw" bench --size "$($PY -c "print(int($GIB * (1 << 30)))")" --repeat 1 --warmup 0 --no-torch --dir "$DIR" --json "$OUT/bench.json" |
+log "disk limit (raw O_DIRECT) and CPU write and write_async, same size"
+"$BUILD/ckptw" bench --size "$($PY -c "print(int($GIB * (1 << 30)))")" --backend auto --repeat 1 --warmup 0 --no-torch \
+  --dir "$DIR" --json "$OUT/bench.json" |
   tee "$OUT/bench.txt"
 log "torch.save of the same GPU state dict (fsync included), and torch.load of a ckptw file onto the GPU"
 $PY - "$GIB" "$DIR" "$BUILD/ckptw" <<'PY' | tee "$OUT/torch_save.json"

@@ -386,6 +386,8 @@ int run_bench(const BenchOptions& options) {
     rows = measure_reads(model, ckpt_dir, options, progress);
   } else if (options.backend) {
     rows.push_back(measure_writer("ckptw", *options.backend, model.state_dict, ckpt_dir, options, progress));
+    rows.push_back(measure_writer("ckptw-async", *options.backend, model.state_dict, ckpt_dir, options, progress,
+                                  WriteCall::kWriteAsync));
   } else {
     rows.push_back(measure_writer("ckptw", IoBackendKind::kAuto, model.state_dict, ckpt_dir, options, progress));
     rows.push_back(measure_writer("ckptw-posix", IoBackendKind::kPosix, model.state_dict, ckpt_dir, options, progress));

@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   bench->add_option("--dir", bench_options.dir, "Filesystem to measure: a temp dir is made inside DIR")
       ->capture_default_str();
-  bench->add_option("--backend", bench_backend, "Only measure ckptw with this backend: auto, uring or posix")
+  bench->add_option("--backend", bench_backend, "Only measure ckptw (write and write_async) with this backend: auto, uring or posix")
       ->check(CLI::IsMember({"auto", "uring", "posix"}));
   bench->add_option("--seed", bench_options.seed, "Synthetic model seed")->capture_default_str();
   bench->add_option("--json", bench_json, "Print JSON instead of the table, or write it to FILE (and print the table)")
