@@ -19,7 +19,14 @@ std::uint64_t align_for(std::uint64_t offset, std::uint64_t size) {
 
 std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
                             const StageOptions& options) {
-  const bool image = what == StageWhat::kAllRecords;
+  std::uint64_t host_bytes = 0;
+  std::uint64_t device_bytes = 0;
+  for (const PlannedRecord& r : plan.records) {
+    if (r.data == nullptr || r.is_serialization_id) continue;
+    (r.device >= 0 ? device_bytes : host_bytes) += r.size;
+  }
+  const bool image =
+      what == StageWhat::kAllRecords || (device_bytes > 0 && host_bytes <= options.image_host_bytes);
   std::vector<PlannedRecord*> chosen;
   std::uint64_t end = 0;
   std::vector<std::uint64_t> offsets;
@@ -63,9 +70,9 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
         engine.copy_to_host(base + offsets[i], chosen[i]->data, chosen[i]->size, chosen[i]->device);
     chosen[i]->data = base + offsets[i];
     chosen[i]->device = -1;
-    chosen[i]->staged_ticket = image ? 0 : ticket;
+    chosen[i]->staged_ticket = what == StageWhat::kAllRecords ? 0 : ticket;
   }
-  if (image) {
+  if (what == StageWhat::kAllRecords) {
     engine.finish();
     plan.keep_alive.clear();
   }

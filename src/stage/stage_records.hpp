@@ -18,8 +18,11 @@ enum class StageWhat { kDeviceRecords, kAllRecords };
 ///    so the arena holds the file image (plan.image) but for headers and
 ///    descriptors; waits for every copy; the plan no longer refers to the
 ///    caller's tensors afterwards.
-///  - kDeviceRecords (write): device payloads only, in record order, large
-///    ones page-aligned.
+///  - kDeviceRecords (write): device payloads, and, when the host payloads
+///    are small (options.image_host_bytes: an all-GPU state dict), those too,
+///    all at their file offsets (plan.image, written straight from the
+///    arena); otherwise device payloads only, in record order, large ones
+///    page-aligned, and the host ones written from their own memory.
 ///    Returns at once; each record carries the ticket
 ///    of its copy, which the streamer waits for before writing it, so disk
 ///    writes overlap the copies still in flight. The caller must finish()
@@ -31,6 +34,10 @@ struct StageOptions {
   bool order_after_producers = true;
   /// Checksum device payloads on the device (CopyEngine::device_crc32).
   bool checksum_on_device = false;
+  /// kDeviceRecords: host payload bytes up to which host records are copied
+  /// into the file image next to the device ones (a copy either way: into
+  /// the image here, or into the ring while streaming).
+  std::uint64_t image_host_bytes = std::uint64_t{64} << 20;
 };
 
 std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,

@@ -119,7 +119,7 @@ void ImageStreamer::submit_image_through(const unsigned char* image, std::uint64
   }
 }
 
-ImageStreamer::Result ImageStreamer::stream_image(const FilePlan& plan, bool pad_last_write) {
+ImageStreamer::Result ImageStreamer::stream_image(const FilePlan& plan, bool pad_last_write, CopyEngine* engine) {
   unsigned char* image = plan.image;
   image_submitted_ = 0;
   std::vector<ZipEntry> entries;
@@ -131,6 +131,14 @@ ImageStreamer::Result ImageStreamer::stream_image(const FilePlan& plan, bool pad
   for (std::size_t i = 0; i < plan.records.size(); ++i) {
     const PlannedRecord& record = plan.records[i];
     if (record.header_offset != position) throw std::logic_error("ckptw: records of the image are not back to back");
+    // A packed device copy lands the gaps between its payloads too (with
+    // scratch bytes): the header before this payload is written only after
+    // the copy landed. The descriptor after it then lies in landed memory
+    // as well (a later copy starts at its own payload).
+    if (record.staged_ticket != 0) {
+      if (engine == nullptr) throw std::logic_error("ckptw: record " + record.name + " is staged without an engine");
+      engine->wait(record.staged_ticket);
+    }
     const std::string header = local_file_header(names[i], record.size, record.header_offset, plan.alignment);
     std::memcpy(image + position, header.data(), header.size());
     position = record.payload_offset;
@@ -187,7 +195,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   queue_ = &queue;
   path_ = &path;
   externals_in_flight_ = 0;
-  if (plan.image != nullptr) return stream_image(plan, pad_last_write);
+  if (plan.image != nullptr) return stream_image(plan, pad_last_write, engine);
   free_.clear();
   for (std::size_t i = ring_.count(); i-- > 0;) free_.push_back(i);
   buffer_offset_ = 0;

@@ -11,8 +11,10 @@
 // written straight from their memory (one copy, the kernel's), checksummed
 // while the kernel writes them; the ring carries the rest.
 //
-// A plan whose payloads were captured at their file offsets (plan.image, see
-// stage_records) needs no ring at all: the streamer writes headers,
+// A plan whose payloads were staged at their file offsets (plan.image, see
+// stage_records: write_async's captures, and write() of an all-GPU state
+// dict) needs no ring at all; records still being copied are waited for one
+// by one, in file order. The streamer writes headers,
 // descriptors and the central directory into the gaps of the image and
 // writes it in ring-buffer-sized pieces straight from that memory, each
 // piece as soon as it is final, O_DIRECT included (the image is page-aligned
@@ -50,7 +52,7 @@ class ImageStreamer {
                 CopyEngine* engine = nullptr);
 
  private:
-  Result stream_image(const FilePlan& plan, bool pad_last_write);
+  Result stream_image(const FilePlan& plan, bool pad_last_write, CopyEngine* engine);
   void submit_image_through(const unsigned char* image, std::uint64_t ready, std::uint64_t padded_end);
   void append(const void* data, std::size_t size, std::uint32_t* crc);
   void write_in_place(const unsigned char* data, std::size_t size, std::uint32_t* crc);

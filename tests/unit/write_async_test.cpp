@@ -343,44 +343,51 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
   const StateDict sd = model(4.0f);
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
 
-  detail::PlanOptions options;
-  options.folder = detail::archive_folder_for("checkpoint_0.pt");
-  detail::FilePlan plan = detail::plan_state_dict(sd, options);
-  int device_records = 0;
-  for (auto& r : plan.records) {
-    if (r.data != nullptr && r.size > 0 && !r.is_serialization_id && r.name.rfind("data/", 0) == 0) {
-      r.device = 0;  // pretend: device memory
-      ++device_records;
+  // An all-device state dict becomes a file image written from the arena;
+  // with host payloads above image_host_bytes they go through the ring.
+  for (const bool image : {true, false}) {
+    SCOPED_TRACE(image ? "file image" : "ring");
+    detail::PlanOptions options;
+    options.folder = detail::archive_folder_for("checkpoint_0.pt");
+    detail::FilePlan plan = detail::plan_state_dict(sd, options);
+    int device_records = 0;
+    for (auto& r : plan.records) {
+      if (r.data != nullptr && r.size > 0 && !r.is_serialization_id && r.name.rfind("data/", 0) == 0) {
+        r.device = 0;  // pretend: device memory
+        ++device_records;
+      }
     }
-  }
-  ASSERT_EQ(device_records, 2);
-  detail::SnapshotArena arena(0);
-  const auto started = std::chrono::steady_clock::now();
-  detail::StageOptions stage_options;
-  stage_options.order_after_producers = false;
-  detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena, engine, stage_options);
-  EXPECT_LT(std::chrono::steady_clock::now() - started, 30ms) << "staging waited for its copies";
-  for (const auto& r : plan.records) {
-    if (r.size > 0 && r.name.rfind("data/", 0) == 0) {
-      EXPECT_NE(r.staged_ticket, 0u) << r.name;
+    ASSERT_EQ(device_records, 2);
+    detail::SnapshotArena arena(0);
+    const auto started = std::chrono::steady_clock::now();
+    detail::StageOptions stage_options;
+    stage_options.order_after_producers = false;
+    if (!image) stage_options.image_host_bytes = 0;
+    detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena, engine, stage_options);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 30ms) << "staging waited for its copies";
+    EXPECT_EQ(plan.image != nullptr, image);
+    for (const auto& r : plan.records) {
+      if (r.size > 0 && r.name.rfind("data/", 0) == 0) {
+        EXPECT_NE(r.staged_ticket, 0u) << r.name;
+      }
     }
-  }
 
-  auto io = detail::make_posix_backend();
-  detail::BufferRing ring(4, 1 << 20);
-  const std::string path = tmp / "staged.pt";
-  {
-    detail::TempFile file(*io, path, /*direct=*/true);
+    auto io = detail::make_posix_backend();
+    detail::BufferRing ring(4, 1 << 20);
+    const std::string path = tmp / (image ? "image.pt" : "ring.pt");
     {
-      auto queue = io->open_queue(file.fd(), ring, 3);
-      detail::ImageStreamer streamer(ring);
-      EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct(), &engine).bytes, plan.file_size);
+      detail::TempFile file(*io, path, /*direct=*/true);
+      {
+        auto queue = io->open_queue(file.fd(), ring, 3);
+        detail::ImageStreamer streamer(ring);
+        EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct(), &engine).bytes, plan.file_size);
+      }
+      ASSERT_EQ(io->truncate(file.fd(), plan.file_size), 0);
+      file.publish(true);
     }
-    ASSERT_EQ(io->truncate(file.fd(), plan.file_size), 0);
-    file.publish(true);
+    engine.finish();
+    EXPECT_EQ(testing::read_file(path), testing::read_file(tmp / "ref/checkpoint_0.pt"));
   }
-  engine.finish();
-  EXPECT_EQ(testing::read_file(path), testing::read_file(tmp / "ref/checkpoint_0.pt"));
 }
 
 }  // namespace
