@@ -24,7 +24,7 @@ void SnapshotArena::release() noexcept {
 }
 
 unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine) {
-  if (budget_ != 0 && bytes > budget_) {
+  if (!fits(bytes)) {
     throw UsageError("the state dict needs " + std::to_string(bytes) + " bytes of staging memory, more than "
                      "staging_budget_bytes (" + std::to_string(budget_) + ")");
   }

@@ -26,6 +26,8 @@ class SnapshotArena {
   /// The memory (nullptr until the first reserve), `capacity()` bytes.
   const unsigned char* data() const noexcept { return data_; }
   std::size_t capacity() const noexcept { return capacity_; }
+  /// Whether reserve(bytes) stays within the budget.
+  bool fits(std::size_t bytes) const noexcept { return budget_ == 0 || bytes <= budget_; }
   bool pinned() const noexcept { return pinned_with_ != nullptr; }
   /// Times the arena was (re)allocated, for tests and logs.
   unsigned allocations() const noexcept { return allocations_; }

@@ -25,8 +25,9 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
     if (r.data == nullptr || r.is_serialization_id) continue;
     (r.device >= 0 ? device_bytes : host_bytes) += r.size;
   }
-  const bool image =
-      what == StageWhat::kAllRecords || (device_bytes > 0 && host_bytes <= options.image_host_bytes);
+  const std::uint64_t image_bytes = (plan.file_size + 4095) / 4096 * 4096;  // the O_DIRECT tail is padded to a block
+  const bool image = what == StageWhat::kAllRecords ||
+                     (device_bytes > 0 && host_bytes <= options.image_host_bytes && arena.fits(image_bytes));
   std::vector<PlannedRecord*> chosen;
   std::uint64_t end = 0;
   std::vector<std::uint64_t> offsets;
@@ -39,7 +40,7 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
     end = offset + r.size;
   }
   if (image) {
-    end = (plan.file_size + 4095) / 4096 * 4096;  // the O_DIRECT tail write is padded to a block
+    end = image_bytes;
   } else if (chosen.empty()) {
     return 0;
   }

@@ -19,7 +19,8 @@ enum class StageWhat { kDeviceRecords, kAllRecords };
 ///    descriptors; waits for every copy; the plan no longer refers to the
 ///    caller's tensors afterwards.
 ///  - kDeviceRecords (write): device payloads, and, when the host payloads
-///    are small (options.image_host_bytes: an all-GPU state dict), those too,
+///    are small (options.image_host_bytes: an all-GPU state dict) and the
+///    image fits the arena's budget, those too,
 ///    all at their file offsets (plan.image, written straight from the
 ///    arena); otherwise device payloads only, in record order, large ones
 ///    page-aligned, and the host ones written from their own memory.

@@ -344,9 +344,12 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
 
   // An all-device state dict becomes a file image written from the arena;
-  // with host payloads above image_host_bytes they go through the ring.
-  for (const bool image : {true, false}) {
-    SCOPED_TRACE(image ? "file image" : "ring");
+  // with host payloads above image_host_bytes, or an image above the arena's
+  // budget, the device payloads are packed and the file goes through the ring.
+  enum class Case { kImage, kHostPayloadsTooLarge, kImageOverBudget };
+  for (const Case c : {Case::kImage, Case::kHostPayloadsTooLarge, Case::kImageOverBudget}) {
+    const bool image = c == Case::kImage;
+    SCOPED_TRACE(static_cast<int>(c));
     detail::PlanOptions options;
     options.folder = detail::archive_folder_for("checkpoint_0.pt");
     detail::FilePlan plan = detail::plan_state_dict(sd, options);
@@ -358,11 +361,11 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
       }
     }
     ASSERT_EQ(device_records, 2);
-    detail::SnapshotArena arena(0);
+    detail::SnapshotArena arena(c == Case::kImageOverBudget ? plan.file_size - 1 : 0);
     const auto started = std::chrono::steady_clock::now();
     detail::StageOptions stage_options;
     stage_options.order_after_producers = false;
-    if (!image) stage_options.image_host_bytes = 0;
+    if (c == Case::kHostPayloadsTooLarge) stage_options.image_host_bytes = 0;
     detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena, engine, stage_options);
     EXPECT_LT(std::chrono::steady_clock::now() - started, 30ms) << "staging waited for its copies";
     EXPECT_EQ(plan.image != nullptr, image);
@@ -374,7 +377,7 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
 
     auto io = detail::make_posix_backend();
     detail::BufferRing ring(4, 1 << 20);
-    const std::string path = tmp / (image ? "image.pt" : "ring.pt");
+    const std::string path = tmp / ("case" + std::to_string(static_cast<int>(c)) + ".pt");
     {
       detail::TempFile file(*io, path, /*direct=*/true);
       {
