@@ -26,6 +26,11 @@ if [ "${1:-}" = prepare ]; then
   (cd "$DEPS/debs" && apt-get download "${PACKAGES[@]}")
   for deb in "$DEPS"/debs/*.deb; do dpkg-deb -x "$deb" "$DEPS/root"; done
   rm -rf "$DEPS/debs"
+  # Absolute links (libz.so -> /lib/...) would point into the device
+  # machine's own tree: make them relative, inside the unpacked root.
+  find "$DEPS/root" -type l -lname '/*' | while read -r link; do
+    ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$DEPS/root$(readlink "$link")")" "$link"
+  done
   du -sh "$DEPS"
   exit 0
 fi
@@ -45,8 +50,15 @@ export PKG_CONFIG_SYSROOT_DIR=$DEPS/root
 export LD_LIBRARY_PATH=$SYS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 BUILD=$ROOT/build-device
 log "configuring against $TORCH_PREFIX"
+# Every package location spelled out: the device machine need not be a
+# Debian multiarch system, where CMake would look in lib/x86_64-linux-gnu.
+LIB=$SYS/lib/x86_64-linux-gnu
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$SYS" -DCKPTW_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$SYS" -DCMAKE_LIBRARY_PATH="$LIB" -DCKPTW_CUDA_ARCHITECTURES=90 \
+  -DTORCH_CUDA_ARCH_LIST=9.0 -DGTest_DIR="$LIB/cmake/GTest" -Dbenchmark_DIR="$LIB/cmake/benchmark" \
+  -DCLI11_DIR="$SYS/share/cmake/CLI11" -Dnlohmann_json_DIR="$SYS/share/cmake/nlohmann_json" \
+  -DISAL_INCLUDE_DIR="$SYS/include" -DISAL_LIBRARY="$LIB/libisal.so" \
+  -DZLIB_INCLUDE_DIR="$SYS/include" -DZLIB_LIBRARY="$LIB/libz.a" \
   -DCKPTW_PYTHON="$(command -v $PY)" -DCKPTW_BUILD_EXAMPLES=OFF >"$OUT/configure.txt" 2>&1 ||
   { tail -30 "$OUT/configure.txt"; exit 1; }
 log "building"
