@@ -82,6 +82,12 @@ struct Stager::Device {
     std::uint64_t last_ticket;  // every copy of this device up to it is done when `event` is
     cudaEvent_t event;
   };
+  bool crc_ready = false;                 // the CRC shift operator is on the device
+  // Pinned host memory for slice CRCs, handed out in order and taken back
+  // all at once by finish() (crc_chunk/crc_used: where the next one starts).
+  std::vector<std::pair<std::uint32_t*, std::size_t>> crc_chunks;
+  std::size_t crc_chunk = 0;
+  std::size_t crc_used = 0;
   std::deque<Mark> marks;                 // in stream order
   std::uint64_t landed_through = 0;       // every copy of this device up to this ticket has landed
   std::vector<cudaEvent_t> spare_events;
@@ -91,6 +97,7 @@ struct Stager::Device {
     if (stream) cudaStreamSynchronize(stream);
     for (const Mark& m : marks) cudaEventDestroy(m.event);
     for (cudaEvent_t e : spare_events) cudaEventDestroy(e);
+    for (const auto& chunk : crc_chunks) cudaFreeHost(chunk.first);
     for (int i = 0; i < 2; ++i) {
       if (items_free[i]) cudaEventDestroy(items_free[i]);
       if (items_host[i]) cudaFreeHost(items_host[i]);
@@ -129,18 +136,29 @@ std::string Stager::device(int index, Device** out) {
   return {};
 }
 
+namespace {
+
+// An event recorded now on `d`'s stream (the current device must be d's).
+cudaError_t record_event(std::vector<cudaEvent_t>& spare_events, cudaStream_t stream, cudaEvent_t* event) {
+  cudaError_t e = cudaSuccess;
+  if (!spare_events.empty()) {
+    *event = spare_events.back();
+    spare_events.pop_back();
+  } else {
+    e = cudaEventCreateWithFlags(event, cudaEventDisableTiming);
+  }
+  if (e == cudaSuccess) e = cudaEventRecord(*event, stream);
+  return e;
+}
+
+constexpr std::size_t kCrcChunkSlots = std::size_t{1} << 18;  // 1 MiB: the slices of 4 GiB
+
+}  // namespace
+
 std::string Stager::mark(Device& d, std::uint64_t last_ticket) {
   DeviceScope scope(d.index);
   cudaEvent_t event = nullptr;
-  cudaError_t e = cudaSuccess;
-  if (!d.spare_events.empty()) {
-    event = d.spare_events.back();
-    d.spare_events.pop_back();
-  } else {
-    e = cudaEventCreateWithFlags(&event, cudaEventDisableTiming);
-  }
-  if (e == cudaSuccess) e = cudaEventRecord(event, d.stream);
-  if (e != cudaSuccess) return describe(e);
+  if (cudaError_t e = record_event(d.spare_events, d.stream, &event); e != cudaSuccess) return describe(e);
   d.marks.push_back(Device::Mark{last_ticket, event});
   return {};
 }
@@ -274,11 +292,82 @@ std::string Stager::break_batches() {
   return {};
 }
 
-std::string Stager::checksum(const void* src, std::size_t bytes, int index, const std::uint32_t shift_128[32],
-                             std::vector<std::uint32_t>* slice_crcs) {
+std::string Stager::queue_checksum(const void* src, std::size_t bytes, int index, const std::uint32_t shift_128[32],
+                                   std::uint64_t* ticket) {
   Device* d = nullptr;
   if (std::string error = device(index, &d); !error.empty()) return error;
-  return crc32_slices(src, bytes, index, d->stream, shift_128, slice_crcs);
+  DeviceScope scope(index);
+  if (!d->crc_ready) {
+    if (std::string error = crc32_prepare_device(shift_128, d->stream); !error.empty()) return error;
+    d->crc_ready = true;
+  }
+  const std::size_t count = crc32_slice_count(bytes);
+  // Pinned slots for the slice CRCs: the rest of the current chunk, else the
+  // next chunk big enough, else a new one.
+  while (d->crc_chunk < d->crc_chunks.size() && d->crc_chunks[d->crc_chunk].second - d->crc_used < count) {
+    ++d->crc_chunk;
+    d->crc_used = 0;
+  }
+  cudaError_t e = cudaSuccess;
+  if (d->crc_chunk == d->crc_chunks.size()) {
+    const std::size_t slots = std::max(kCrcChunkSlots, count);
+    std::uint32_t* chunk = nullptr;
+    e = cudaMallocHost(reinterpret_cast<void**>(&chunk), slots * sizeof(std::uint32_t));
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return describe(e);
+    }
+    d->crc_chunks.emplace_back(chunk, slots);
+    d->crc_used = 0;
+  }
+  std::uint32_t* host = d->crc_chunks[d->crc_chunk].first + d->crc_used;
+  d->crc_used += count;
+
+  std::uint32_t* slices = nullptr;
+  if (count > 0) {
+    e = cudaMallocAsync(reinterpret_cast<void**>(&slices), count * sizeof(std::uint32_t), d->stream);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return describe(e);
+    }
+    std::string error = crc32_queue_slices(src, bytes, slices, d->stream);
+    if (error.empty()) {
+      e = cudaMemcpyAsync(host, slices, count * sizeof(std::uint32_t), cudaMemcpyDeviceToHost, d->stream);
+      if (e != cudaSuccess) error = describe(e);
+    }
+    (void)cudaFreeAsync(slices, d->stream);
+    if (!error.empty()) {
+      (void)cudaGetLastError();
+      return error;
+    }
+  }
+  cudaEvent_t done = nullptr;
+  if (e = record_event(d->spare_events, d->stream, &done); e != cudaSuccess) return describe(e);
+  *ticket = ++next_checksum_ticket_;
+  checksums_[*ticket] = PendingChecksum{index, host, bytes, done};
+  return {};
+}
+
+std::string Stager::checksum_result(std::uint64_t ticket, std::vector<std::uint32_t>* slice_crcs, std::size_t* bytes,
+                                    int* failed_device) {
+  auto it = checksums_.find(ticket);
+  if (it == checksums_.end()) return "unknown checksum ticket " + std::to_string(ticket);
+  const PendingChecksum pending = it->second;
+  checksums_.erase(it);
+  *failed_device = pending.device;
+  Device& d = *devices_[pending.device];
+  DeviceScope scope(pending.device);
+  auto event = static_cast<cudaEvent_t>(pending.done);
+  cudaError_t e = cudaEventSynchronize(event);
+  d.spare_events.push_back(event);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return describe(e);
+  }
+  slice_crcs->assign(pending.slices, pending.slices + crc32_slice_count(pending.bytes));
+  *bytes = pending.bytes;
+  *failed_device = -1;
+  return {};
 }
 
 std::string Stager::finish(int* failed_device) {
@@ -295,6 +384,17 @@ std::string Stager::finish(int* failed_device) {
     for (const Device::Mark& m : d->marks) d->spare_events.push_back(m.event);
     d->marks.clear();
     d->landed_through = next_ticket_;
+  }
+  // Every stream is idle: checksums not taken (a failed write's) are
+  // forgotten and their pinned slots reused from the start.
+  for (const auto& [ticket, pending] : checksums_) {
+    devices_[pending.device]->spare_events.push_back(static_cast<cudaEvent_t>(pending.done));
+  }
+  checksums_.clear();
+  for (auto& d : devices_) {
+    if (!d) continue;
+    d->crc_chunk = 0;
+    d->crc_used = 0;
   }
   *failed_device = -1;
   return {};

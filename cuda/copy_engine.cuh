@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace ckptw::detail::cuda {
@@ -49,12 +50,18 @@ class Stager {
   /// after its transfer (a packed copy's batch is sent first if pending).
   std::string wait(std::uint64_t ticket, int* failed_device);
   /// Sends pending batches and waits for every stream; on failure names the
-  /// device in *failed_device.
+  /// device in *failed_device. Checksums not yet taken are forgotten.
   std::string finish(int* failed_device);
-  /// Slice CRC-32s of device memory (cuda/crc32.cuh) computed on `device`'s
-  /// staging stream, so ordered after the producer like the copies.
-  std::string checksum(const void* src, std::size_t bytes, int device, const std::uint32_t shift_128[32],
-                       std::vector<std::uint32_t>* slice_crcs);
+  /// Queues the slice CRC-32s of device memory (cuda/crc32.cuh) on
+  /// `device`'s staging stream, so ordered after the producer like the
+  /// copies; they come back to pinned host memory on the same stream.
+  /// `shift_128` is crc32_shift(128). *ticket names them for checksum_result.
+  std::string queue_checksum(const void* src, std::size_t bytes, int device, const std::uint32_t shift_128[32],
+                             std::uint64_t* ticket);
+  /// Waits for checksum `ticket` and hands over its slice CRCs and the bytes
+  /// they cover; each ticket once.
+  std::string checksum_result(std::uint64_t ticket, std::vector<std::uint32_t>* slice_crcs, std::size_t* bytes,
+                              int* failed_device);
 
  private:
   struct Device;
@@ -65,6 +72,14 @@ class Stager {
   Device* batching_ = nullptr;   // the device whose batch the last copy joined
   std::uint64_t next_ticket_ = 0;
   std::vector<int> ticket_device_;  // device of each ticket (-1: host), index = ticket - 1
+  struct PendingChecksum {
+    int device;
+    const std::uint32_t* slices;  // pinned host memory the slice CRCs land in
+    std::size_t bytes;
+    void* done;                   // cudaEvent_t recorded after their transfer
+  };
+  std::unordered_map<std::uint64_t, PendingChecksum> checksums_;
+  std::uint64_t next_checksum_ticket_ = 0;
 };
 
 }  // namespace ckptw::detail::cuda

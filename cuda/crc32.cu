@@ -70,30 +70,20 @@ std::string describe(cudaError_t e) { return std::string(cudaGetErrorName(e)) + 
 
 }  // namespace
 
-std::string crc32_slices(const void* data, std::size_t bytes, int device, void* stream_handle,
-                         const std::uint32_t shift_128[32], std::vector<std::uint32_t>* slice_crcs) {
-  slice_crcs->assign((bytes + kCrcSliceBytes - 1) / kCrcSliceBytes, 0u);
-  if (bytes == 0) return {};
-  int previous = -1;
-  if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
-  auto stream = static_cast<cudaStream_t>(stream_handle);
-  std::uint32_t* device_crcs = nullptr;
-  cudaError_t e = cudaSetDevice(device);
-  if (e == cudaSuccess) e = cudaMemcpyToSymbolAsync(c_shift_128, shift_128, 32 * sizeof(std::uint32_t), 0,
-                                                    cudaMemcpyHostToDevice, stream);
-  if (e == cudaSuccess) e = cudaMallocAsync(reinterpret_cast<void**>(&device_crcs),
-                                            slice_crcs->size() * sizeof(std::uint32_t), stream);
-  if (e == cudaSuccess) {
-    crc32_slice_kernel<<<static_cast<unsigned>(slice_crcs->size()), kCrcSliceBytes / kCrcSubSliceBytes, 0, stream>>>(
-        static_cast<const unsigned char*>(data), bytes, device_crcs);
-    e = cudaGetLastError();
-  }
-  if (e == cudaSuccess) e = cudaMemcpyAsync(slice_crcs->data(), device_crcs, slice_crcs->size() * sizeof(std::uint32_t),
-                                            cudaMemcpyDeviceToHost, stream);
-  if (device_crcs != nullptr) (void)cudaFreeAsync(device_crcs, stream);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+std::string crc32_prepare_device(const std::uint32_t shift_128[32], void* stream) {
+  cudaError_t e = cudaMemcpyToSymbolAsync(c_shift_128, shift_128, 32 * sizeof(std::uint32_t), 0,
+                                          cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream));
   if (e != cudaSuccess) (void)cudaGetLastError();
-  if (previous >= 0) cudaSetDevice(previous);
+  return e == cudaSuccess ? std::string() : describe(e);
+}
+
+std::string crc32_queue_slices(const void* data, std::size_t bytes, std::uint32_t* slice_crcs, void* stream) {
+  if (bytes == 0) return {};
+  const std::size_t slices = crc32_slice_count(bytes);
+  if (slices > 0x7FFFFFFFu) return "a storage of " + std::to_string(bytes) + " bytes has too many CRC slices";
+  crc32_slice_kernel<<<static_cast<unsigned>(slices), kCrcSliceBytes / kCrcSubSliceBytes, 0,
+                       static_cast<cudaStream_t>(stream)>>>(static_cast<const unsigned char*>(data), bytes, slice_crcs);
+  cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? std::string() : describe(e);
 }
 

@@ -30,6 +30,9 @@ struct PlannedRecord {
   /// the streamer then does not checksum them again.
   bool crc32_known = false;
   std::uint32_t crc32 = 0;
+  /// Set by stage_records() when that CRC-32 is still being computed: the
+  /// copy engine's ticket for device_crc32_result() (0: none).
+  std::uint64_t crc32_ticket = 0;
   /// The payload is the serialization id, computed from the CRCs of the records
   /// before it; `data` is unused.
   bool is_serialization_id = false;

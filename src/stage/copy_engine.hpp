@@ -42,16 +42,21 @@ class CopyEngine {
   /// later copies are still in flight. Throws like finish().
   virtual void wait(std::uint64_t ticket) = 0;
 
-  /// CRC-32 of `bytes` of memory on `device`, computed there (ordered like
-  /// the copies), so the host need not read the bytes. False when this
-  /// engine cannot (the host engine).
-  virtual bool device_crc32(const void* src, std::size_t bytes, int device, std::uint32_t* crc) {
-    (void)src, (void)bytes, (void)device, (void)crc;
-    return false;
+  /// Queues the CRC-32 of `bytes` of memory on `device`, computed there
+  /// (ordered like the copies, after the producer), so the host need not
+  /// read the bytes. Returns a ticket for device_crc32_result(), or 0 when
+  /// this engine cannot (the host engine).
+  virtual std::uint64_t queue_device_crc32(const void* src, std::size_t bytes, int device) {
+    (void)src, (void)bytes, (void)device;
+    return 0;
   }
+  /// The CRC-32 queued under `ticket`, once computed; each ticket once, and
+  /// before the next finish().
+  virtual std::uint32_t device_crc32_result(std::uint64_t ticket);
 
-  /// Blocks until every queued copy has landed. Throws ckptw::Error naming
-  /// the device when a copy failed; the engine is usable again afterwards.
+  /// Blocks until every queued copy has landed; device CRC-32s not yet taken
+  /// are forgotten. Throws ckptw::Error naming the device when a copy failed;
+  /// the engine is usable again afterwards.
   virtual void finish() = 0;
 };
 

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "ckptw/error.hpp"
@@ -92,6 +94,10 @@ class HostCopyEngine final : public CopyEngine {
 
 }  // namespace
 
+std::uint32_t CopyEngine::device_crc32_result(std::uint64_t ticket) {
+  throw std::logic_error("ckptw: " + std::string(name()) + " copy engine has no device CRC-32 " + std::to_string(ticket));
+}
+
 std::unique_ptr<CopyEngine> make_host_copy_engine(std::chrono::microseconds delay_per_copy) {
   return std::make_unique<HostCopyEngine>(delay_per_copy);
 }
@@ -131,17 +137,24 @@ class CudaCopyEngine final : public CopyEngine {
     std::string error = stager_.finish(&failed_device);
     check(error, failed_device);
   }
-  bool device_crc32(const void* src, std::size_t bytes, int device, std::uint32_t* crc) override {
+  std::uint64_t queue_device_crc32(const void* src, std::size_t bytes, int device) override {
+    std::uint64_t ticket = 0;
+    check(stager_.queue_checksum(src, bytes, device, shift_sub_slice_.data(), &ticket), device);
+    return ticket;
+  }
+  std::uint32_t device_crc32_result(std::uint64_t ticket) override {
     std::vector<std::uint32_t> slices;
-    check(stager_.checksum(src, bytes, device, shift_sub_slice_.data(), &slices), device);
+    std::size_t bytes = 0;
+    int failed_device = -1;
+    std::string error = stager_.checksum_result(ticket, &slices, &bytes, &failed_device);
+    check(error, failed_device);
     std::uint32_t total = 0;
     for (std::size_t i = 0; i < slices.size(); ++i) {
       const std::size_t length = std::min(cuda::kCrcSliceBytes, bytes - i * cuda::kCrcSliceBytes);
       total = length == cuda::kCrcSliceBytes ? crc32_apply(shift_slice_, total) ^ slices[i]
                                              : crc32_combine(total, slices[i], length);
     }
-    *crc = total;
-    return true;
+    return total;
   }
 
  private:

@@ -65,7 +65,7 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
   for (std::size_t i = 0; i < chosen.size(); ++i) {
     PlannedRecord& r = *chosen[i];
     if (options.checksum_on_device && r.device >= 0) {
-      r.crc32_known = engine.device_crc32(r.data, r.size, r.device, &r.crc32);
+      r.crc32_ticket = engine.queue_device_crc32(r.data, r.size, r.device);
     }
     const std::uint64_t ticket =
         engine.copy_to_host(base + offsets[i], chosen[i]->data, chosen[i]->size, chosen[i]->device);
@@ -74,6 +74,13 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
     chosen[i]->staged_ticket = what == StageWhat::kAllRecords ? 0 : ticket;
   }
   if (what == StageWhat::kAllRecords) {
+    // Before finish(), which forgets CRCs not taken.
+    for (PlannedRecord* r : chosen) {
+      if (r->crc32_ticket == 0) continue;
+      r->crc32 = engine.device_crc32_result(r->crc32_ticket);
+      r->crc32_known = true;
+      r->crc32_ticket = 0;
+    }
     engine.finish();
     plan.keep_alive.clear();
   }

@@ -33,7 +33,9 @@ struct StageOptions {
   /// Order each device's copies after its producer stream (false only in
   /// tests that stand host memory in for a device).
   bool order_after_producers = true;
-  /// Checksum device payloads on the device (CopyEngine::device_crc32).
+  /// Checksum device payloads on the device (CopyEngine::queue_device_crc32):
+  /// kAllRecords takes the CRCs before returning, kDeviceRecords leaves
+  /// their tickets to the streamer.
   bool checksum_on_device = false;
   /// kDeviceRecords: host payload bytes up to which host records are copied
   /// into the file image next to the device ones (a copy either way: into

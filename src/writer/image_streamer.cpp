@@ -19,6 +19,19 @@ std::uint64_t fnv1a(std::uint64_t hash, const void* data, std::size_t size) {
   return hash;
 }
 
+// The record's CRC-32 when it was computed where its bytes live (on the
+// GPU), waiting for it if it is still being computed.
+bool device_crc32(const PlannedRecord& record, CopyEngine* engine, std::uint32_t* crc) {
+  if (record.crc32_known) {
+    *crc = record.crc32;
+    return true;
+  }
+  if (record.crc32_ticket == 0) return false;
+  if (engine == nullptr) throw std::logic_error("ckptw: record " + record.name + " has a device CRC without an engine");
+  *crc = engine->device_crc32_result(record.crc32_ticket);
+  return true;
+}
+
 }  // namespace
 
 std::string serialization_id(const std::vector<std::string>& full_names,
@@ -154,14 +167,16 @@ ImageStreamer::Result ImageStreamer::stream_image(const FilePlan& plan, bool pad
       }
       // Piece by piece, so that the CRC of one runs while the kernel writes
       // the ones before it.
+      std::uint32_t computed_on_device = 0;
+      const bool known = device_crc32(record, engine, &computed_on_device);
       const std::uint64_t end = position + record.size;
       while (position < end) {
         const std::uint64_t next = std::min(end, (position / piece + 1) * piece);
-        if (!record.crc32_known) crc = crc32_update(crc, image + position, static_cast<std::size_t>(next - position));
+        if (!known) crc = crc32_update(crc, image + position, static_cast<std::size_t>(next - position));
         position = next;
         submit_image_through(image, position, 0);
       }
-      if (record.crc32_known) crc = record.crc32;
+      if (known) crc = computed_on_device;
     }
     const std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
     std::memcpy(image + position, descriptor.data(), descriptor.size());
@@ -229,13 +244,15 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
         throw std::logic_error("ckptw: record " + record.name + " is not staged");
       }
       if (record.staged_ticket != 0) engine->wait(record.staged_ticket);
-      std::uint32_t* checksum = record.crc32_known ? nullptr : &crc;  // known: computed on the device
+      std::uint32_t computed_on_device = 0;
+      const bool known = device_crc32(record, engine, &computed_on_device);
+      std::uint32_t* checksum = known ? nullptr : &crc;
       if (in_place && record.size >= kInPlaceMinBytes) {
         write_in_place(record.data, record.size, checksum);
       } else {
         append(record.data, record.size, checksum);
       }
-      if (record.crc32_known) crc = record.crc32;
+      if (known) crc = computed_on_device;
     }
     std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
     append(descriptor.data(), descriptor.size(), nullptr);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iterator>
+#include <map>
 #include <future>
 #include <mutex>
 #include <string>
@@ -21,6 +22,7 @@
 #include "commit/atomic_file.hpp"
 #include "io/io_backend.hpp"
 #include "plan/state_dict_plan.hpp"
+#include "checksum/crc32.hpp"
 #include "stage/stage_records.hpp"
 #include "writer/image_streamer.hpp"
 #include "support/fault_backend.hpp"
@@ -337,7 +339,21 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
       return host->copy_to_host(dst, src, bytes, -1);
     }
     void wait(std::uint64_t ticket) override { host->wait(ticket); }
-    void finish() override { host->finish(); }
+    void finish() override {
+      host->finish();
+      crcs.clear();
+    }
+    // "Device" CRC-32s, computed at once and handed out by ticket.
+    std::map<std::uint64_t, std::uint32_t> crcs;
+    int crcs_taken = 0;
+    std::uint64_t queue_device_crc32(const void* src, std::size_t bytes, int) override {
+      crcs[crcs.size() + 1] = detail::crc32_update(0, src, bytes);
+      return crcs.size();
+    }
+    std::uint32_t device_crc32_result(std::uint64_t ticket) override {
+      ++crcs_taken;
+      return crcs.at(ticket);
+    }
   } engine;
   testing::TempDir tmp;
   const StateDict sd = model(4.0f);
@@ -365,7 +381,9 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
     const auto started = std::chrono::steady_clock::now();
     detail::StageOptions stage_options;
     stage_options.order_after_producers = false;
+    stage_options.checksum_on_device = true;
     if (c == Case::kHostPayloadsTooLarge) stage_options.image_host_bytes = 0;
+    engine.crcs_taken = 0;
     detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena, engine, stage_options);
     EXPECT_LT(std::chrono::steady_clock::now() - started, 30ms) << "staging waited for its copies";
     EXPECT_EQ(plan.image != nullptr, image);
@@ -389,6 +407,7 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
       file.publish(true);
     }
     engine.finish();
+    EXPECT_EQ(engine.crcs_taken, 2) << "the streamer checksummed device records itself";
     EXPECT_EQ(testing::read_file(path), testing::read_file(tmp / "ref/checkpoint_0.pt"));
   }
 }
