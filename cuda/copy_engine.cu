@@ -109,7 +109,13 @@ struct Stager::Device {
 };
 
 Stager::Stager() = default;
-Stager::~Stager() = default;
+
+Stager::~Stager() {
+  // Events of checksums never taken go back to their device, which destroys them.
+  for (const auto& [ticket, pending] : checksums_) {
+    devices_[pending.device]->spare_events.push_back(static_cast<cudaEvent_t>(pending.done));
+  }
+}
 
 std::string Stager::device(int index, Device** out) {
   if (index < 0) return "invalid device " + std::to_string(index);
