@@ -120,89 +120,54 @@ void ImageStreamer::write_in_place(const unsigned char* data, std::size_t size, 
 // Hands the queue every whole piece of [image_submitted_, ready); with a
 // non-zero `padded_end` (the end of the file, rounded up as the file needs),
 // everything up to it.
-void ImageStreamer::submit_image_through(const unsigned char* image, std::uint64_t ready, std::uint64_t padded_end) {
+void ImageStreamer::submit_image_through(std::uint64_t ready, std::uint64_t padded_end) {
   const std::size_t piece = ring_.buffer_bytes();
   const std::uint64_t end = padded_end != 0 ? padded_end : ready;
   while (end > image_submitted_ && (padded_end != 0 || end - image_submitted_ >= piece)) {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(piece, end - image_submitted_));
     while (externals_in_flight_ >= ring_.count()) take_completion();
-    queue_->submit_external(image + image_submitted_, n, image_submitted_);
+    queue_->submit_external(image_ + image_submitted_, n, image_submitted_);
     ++externals_in_flight_;
     image_submitted_ += n;
   }
 }
 
-ImageStreamer::Result ImageStreamer::stream_image(const FilePlan& plan, bool pad_last_write, CopyEngine* engine) {
-  unsigned char* image = plan.image;
-  image_submitted_ = 0;
-  std::vector<ZipEntry> entries;
-  std::vector<std::string> names;
-  std::vector<std::uint32_t> crcs;
-  for (const auto& record : plan.records) names.push_back(plan.folder + "/" + record.name);
+// File bytes that are not payloads (headers, descriptors, the serialization
+// id, the central directory): into the image at the current position, or
+// into the ring.
+void ImageStreamer::put(const void* data, std::size_t size, std::uint32_t* crc) {
+  if (image_ == nullptr) {
+    append(data, size, crc);
+    return;
+  }
+  std::memcpy(image_ + image_end_, data, size);
+  if (crc) *crc = crc32_update(*crc, image_ + image_end_, size);
+  image_end_ += size;
+}
+
+// A payload: already in the image (checksummed and handed to the queue piece
+// by piece, so that the CRC of one runs while the kernel writes the ones
+// before it), or from its own memory (in place or through the ring).
+void ImageStreamer::put_payload(const PlannedRecord& record, bool in_place, std::uint32_t* crc) {
+  if (image_ == nullptr) {
+    if (in_place && record.size >= kInPlaceMinBytes) {
+      write_in_place(record.data, record.size, crc);
+    } else {
+      append(record.data, record.size, crc);
+    }
+    return;
+  }
+  if (record.data != image_ + image_end_) {
+    throw std::logic_error("ckptw: record " + record.name + " is not at its offset in the image");
+  }
   const std::size_t piece = ring_.buffer_bytes();
-  std::uint64_t position = 0;  // the image is final below it
-  for (std::size_t i = 0; i < plan.records.size(); ++i) {
-    const PlannedRecord& record = plan.records[i];
-    if (record.header_offset != position) throw std::logic_error("ckptw: records of the image are not back to back");
-    // A packed device copy lands the gaps between its payloads too (with
-    // scratch bytes): the header before this payload is written only after
-    // the copy landed. The descriptor after it then lies in landed memory
-    // as well (a later copy starts at its own payload).
-    if (record.staged_ticket != 0) {
-      if (engine == nullptr) throw std::logic_error("ckptw: record " + record.name + " is staged without an engine");
-      engine->wait(record.staged_ticket);
-    }
-    const std::string header = local_file_header(names[i], record.size, record.header_offset, plan.alignment);
-    std::memcpy(image + position, header.data(), header.size());
-    position = record.payload_offset;
-    std::uint32_t crc = 0;
-    if (record.is_serialization_id) {
-      const std::string id = serialization_id(names, crcs);
-      std::memcpy(image + position, id.data(), id.size());
-      crc = crc32_update(0, image + position, id.size());
-      position += id.size();
-    } else if (record.size > 0) {
-      if (record.data != image + record.payload_offset) {
-        throw std::logic_error("ckptw: record " + record.name + " is not at its offset in the image");
-      }
-      // Piece by piece, so that the CRC of one runs while the kernel writes
-      // the ones before it.
-      std::uint32_t computed_on_device = 0;
-      const bool known = device_crc32(record, engine, &computed_on_device);
-      const std::uint64_t end = position + record.size;
-      while (position < end) {
-        const std::uint64_t next = std::min(end, (position / piece + 1) * piece);
-        if (!known) crc = crc32_update(crc, image + position, static_cast<std::size_t>(next - position));
-        position = next;
-        submit_image_through(image, position, 0);
-      }
-      if (known) crc = computed_on_device;
-    }
-    const std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
-    std::memcpy(image + position, descriptor.data(), descriptor.size());
-    position += descriptor.size();
-    crcs.push_back(crc);
-    entries.push_back(ZipEntry{names[i], record.size, record.header_offset, crc});
-    submit_image_through(image, position, 0);
+  const std::uint64_t end = image_end_ + record.size;
+  while (image_end_ < end) {
+    const std::uint64_t next = std::min(end, (image_end_ / piece + 1) * piece);
+    if (crc) *crc = crc32_update(*crc, image_ + image_end_, static_cast<std::size_t>(next - image_end_));
+    image_end_ = next;
+    submit_image_through(image_end_, 0);
   }
-  if (position != plan.central_directory_offset) throw std::logic_error("ckptw: image and central directory disagree");
-  const std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
-  std::memcpy(image + position, tail.data(), tail.size());
-  const std::uint32_t directory_crc = crc32_update(0, image + position, tail.size());
-  position += tail.size();
-  std::uint64_t padded_end = position;
-  if (pad_last_write) {
-    padded_end = (position + BufferRing::kAlignment - 1) / BufferRing::kAlignment * BufferRing::kAlignment;
-    std::memset(image + position, 0, static_cast<std::size_t>(padded_end - position));
-  }
-  submit_image_through(image, position, padded_end);
-  while (queue_->in_flight() > 0) note_done(queue_->wait_any());
-  check_queue();
-  if (position != plan.file_size) {
-    throw Error("internal: streamed " + std::to_string(position) + " bytes, planned " + std::to_string(plan.file_size),
-                *path_);
-  }
-  return Result{position, directory_crc};
 }
 
 ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
@@ -210,12 +175,15 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   queue_ = &queue;
   path_ = &path;
   externals_in_flight_ = 0;
-  if (plan.image != nullptr) return stream_image(plan, pad_last_write, engine);
+  image_ = plan.image;
+  image_end_ = 0;
+  image_submitted_ = 0;
   free_.clear();
-  for (std::size_t i = ring_.count(); i-- > 0;) free_.push_back(i);
   buffer_offset_ = 0;
-  externals_in_flight_ = 0;
-  acquire();
+  if (image_ == nullptr) {
+    for (std::size_t i = ring_.count(); i-- > 0;) free_.push_back(i);
+    acquire();
+  }
   // Into a buffered file, large payloads go from their own memory: the kernel
   // copies them into the page cache anyway, so a copy into the ring would be
   // a second one. O_DIRECT needs the ring's aligned buffers.
@@ -225,50 +193,54 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   std::vector<std::string> names;
   std::vector<std::uint32_t> crcs;
   entries.reserve(plan.records.size());
-  for (const auto& record : plan.records) {
-    std::string full_name = plan.folder + "/" + record.name;
-    names.push_back(full_name);
-  }
+  for (const auto& record : plan.records) names.push_back(plan.folder + "/" + record.name);
   for (std::size_t i = 0; i < plan.records.size(); ++i) {
     const PlannedRecord& record = plan.records[i];
-    const std::string& full_name = names[i];
-    std::string header = local_file_header(full_name, record.size, record.header_offset, plan.alignment);
-    append(header.data(), header.size(), nullptr);
+    if (image_ != nullptr && record.header_offset != image_end_) {
+      throw std::logic_error("ckptw: records of the image are not back to back");
+    }
+    if (record.device >= 0 || (record.staged_ticket != 0 && engine == nullptr)) {
+      throw std::logic_error("ckptw: record " + record.name + " is not staged");
+    }
+    // Before the header: in the image, a packed device copy lands the gaps
+    // between its payloads too (with scratch bytes), so the header before
+    // this payload is written only after the copy landed. The descriptor
+    // after it then lies in landed memory as well (a later copy starts at
+    // its own payload).
+    if (record.staged_ticket != 0) engine->wait(record.staged_ticket);
+    const std::string header = local_file_header(names[i], record.size, record.header_offset, plan.alignment);
+    put(header.data(), header.size(), nullptr);
 
     std::uint32_t crc = 0;
     if (record.is_serialization_id) {
-      std::string id = serialization_id(names, crcs);
-      append(id.data(), id.size(), &crc);
+      const std::string id = serialization_id(names, crcs);
+      put(id.data(), id.size(), &crc);
     } else if (record.size > 0) {
-      if (record.device >= 0 || (record.staged_ticket != 0 && engine == nullptr)) {
-        throw std::logic_error("ckptw: record " + record.name + " is not staged");
-      }
-      if (record.staged_ticket != 0) engine->wait(record.staged_ticket);
       std::uint32_t computed_on_device = 0;
       const bool known = device_crc32(record, engine, &computed_on_device);
-      std::uint32_t* checksum = known ? nullptr : &crc;
-      if (in_place && record.size >= kInPlaceMinBytes) {
-        write_in_place(record.data, record.size, checksum);
-      } else {
-        append(record.data, record.size, checksum);
-      }
+      put_payload(record, in_place, known ? nullptr : &crc);
       if (known) crc = computed_on_device;
     }
-    std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
-    append(descriptor.data(), descriptor.size(), nullptr);
+    const std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
+    put(descriptor.data(), descriptor.size(), nullptr);
+    if (image_ != nullptr) submit_image_through(image_end_, 0);
     crcs.push_back(crc);
-    entries.push_back(ZipEntry{full_name, record.size, record.header_offset, crc});
+    entries.push_back(ZipEntry{names[i], record.size, record.header_offset, crc});
   }
-  std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
+  const std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
   std::uint32_t directory_crc = 0;
-  append(tail.data(), tail.size(), &directory_crc);
-  const std::uint64_t written = buffer_offset_ + buffered_;
-  if (buffered_ > 0) {
-    std::size_t size = buffered_;
-    if (pad_last_write) {
-      size = (buffered_ + BufferRing::kAlignment - 1) / BufferRing::kAlignment * BufferRing::kAlignment;
-      std::memset(ring_.data(current_) + buffered_, 0, size - buffered_);
-    }
+  put(tail.data(), tail.size(), &directory_crc);
+
+  // The last write, padded to a block when asked.
+  const std::uint64_t written = image_ != nullptr ? image_end_ : buffer_offset_ + buffered_;
+  const std::uint64_t block = BufferRing::kAlignment;
+  if (image_ != nullptr) {
+    const std::uint64_t padded_end = pad_last_write ? (written + block - 1) / block * block : written;
+    std::memset(image_ + written, 0, static_cast<std::size_t>(padded_end - written));
+    submit_image_through(written, padded_end);
+  } else if (buffered_ > 0) {
+    const std::size_t size = pad_last_write ? (buffered_ + block - 1) / block * block : buffered_;
+    std::memset(ring_.data(current_) + buffered_, 0, size - buffered_);
     submit_current(size);
   } else {
     free_.push_back(current_);

@@ -52,8 +52,9 @@ class ImageStreamer {
                 CopyEngine* engine = nullptr);
 
  private:
-  Result stream_image(const FilePlan& plan, bool pad_last_write, CopyEngine* engine);
-  void submit_image_through(const unsigned char* image, std::uint64_t ready, std::uint64_t padded_end);
+  void put(const void* data, std::size_t size, std::uint32_t* crc);
+  void put_payload(const PlannedRecord& record, bool in_place, std::uint32_t* crc);
+  void submit_image_through(std::uint64_t ready, std::uint64_t padded_end);
   void append(const void* data, std::size_t size, std::uint32_t* crc);
   void write_in_place(const unsigned char* data, std::size_t size, std::uint32_t* crc);
   void note_done(std::size_t buffer);
@@ -70,6 +71,8 @@ class ImageStreamer {
   std::size_t buffered_ = 0;         // bytes in the current buffer
   std::uint64_t buffer_offset_ = 0;  // file offset of the current buffer's first byte
   std::size_t externals_in_flight_ = 0;  // in-place payload writes not yet finished
+  unsigned char* image_ = nullptr;       // plan.image, or nullptr: through the ring
+  std::uint64_t image_end_ = 0;          // image mode: the image is final below it
   std::uint64_t image_submitted_ = 0;    // image mode: file bytes handed to the queue
 };
 
