@@ -5,73 +5,28 @@
 namespace ckptw::detail::cuda {
 namespace {
 
-__constant__ std::uint32_t c_shift_128[32];
+__constant__ std::uint32_t c_shift_sub_slice[32];  // crc32_math::shift_operator(kCrcSubSliceBytes)
 
-__device__ std::uint32_t apply(const std::uint32_t* matrix, std::uint32_t vector) {
-  std::uint32_t sum = 0;
-  for (int i = 0; vector != 0; ++i, vector >>= 1) {
-    if (vector & 1) sum ^= matrix[i];
-  }
-  return sum;
-}
-
-__device__ void square(const std::uint32_t* in, std::uint32_t* out) {
-  for (int i = 0; i < 32; ++i) out[i] = apply(in, in[i]);
-}
-
-// zlib's crc32_combine for one short remainder per buffer (at most 127 bytes).
-__device__ std::uint32_t combine(std::uint32_t crc_a, std::uint32_t crc_b, unsigned length_b) {
-  std::uint32_t odd[32], even[32];
-  odd[0] = 0xEDB88320u;
-  for (int i = 1; i < 32; ++i) odd[i] = 1u << (i - 1);
-  square(odd, even);  // 2 zero bits
-  square(even, odd);  // 4 zero bits
-  do {
-    square(odd, even);
-    if (length_b & 1) crc_a = apply(even, crc_a);
-    length_b >>= 1;
-    if (length_b == 0) break;
-    square(even, odd);
-    if (length_b & 1) crc_a = apply(odd, crc_a);
-    length_b >>= 1;
-  } while (length_b != 0);
-  return crc_a ^ crc_b;
-}
-
+// One block per slice, one thread per sub-slice (crc32.cuh's functions, which
+// tests/unit/crc32_test.cpp runs on the host against ISA-L).
 __global__ void crc32_slice_kernel(const unsigned char* data, unsigned long long bytes, std::uint32_t* slice_crcs) {
   __shared__ std::uint32_t table[256];
   __shared__ std::uint32_t sub_crc[kCrcSliceBytes / kCrcSubSliceBytes];
-  __shared__ unsigned sub_length[kCrcSliceBytes / kCrcSubSliceBytes];
-  for (unsigned i = threadIdx.x; i < 256; i += blockDim.x) {
-    std::uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    table[i] = c;
+  for (unsigned i = threadIdx.x; i < 256; i += blockDim.x) table[i] = crc32_math::table_entry(i);
+  __syncthreads();
+  if (threadIdx.x < crc32_sub_slice_count(bytes, blockIdx.x)) {
+    sub_crc[threadIdx.x] = crc32_sub_slice(data, bytes, blockIdx.x, threadIdx.x, table);
   }
   __syncthreads();
-  const unsigned long long begin = static_cast<unsigned long long>(blockIdx.x) * kCrcSliceBytes +
-                                   static_cast<unsigned long long>(threadIdx.x) * kCrcSubSliceBytes;
-  const unsigned long long end = begin + kCrcSubSliceBytes < bytes ? begin + kCrcSubSliceBytes : bytes;
-  std::uint32_t c = 0xFFFFFFFFu;
-  for (unsigned long long p = begin; p < end; ++p) c = table[(c ^ data[p]) & 0xFFu] ^ (c >> 8);
-  sub_crc[threadIdx.x] = begin < end ? ~c : 0u;
-  sub_length[threadIdx.x] = begin < end ? static_cast<unsigned>(end - begin) : 0u;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    std::uint32_t crc = 0;  // CRC-32 of nothing
-    for (unsigned i = 0; i < blockDim.x && sub_length[i] != 0; ++i) {
-      crc = sub_length[i] == kCrcSubSliceBytes ? apply(c_shift_128, crc) ^ sub_crc[i]
-                                               : combine(crc, sub_crc[i], sub_length[i]);
-    }
-    slice_crcs[blockIdx.x] = crc;
-  }
+  if (threadIdx.x == 0) slice_crcs[blockIdx.x] = crc32_join_sub_slices(sub_crc, bytes, blockIdx.x, c_shift_sub_slice);
 }
 
 std::string describe(cudaError_t e) { return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e); }
 
 }  // namespace
 
-std::string crc32_prepare_device(const std::uint32_t shift_128[32], void* stream) {
-  cudaError_t e = cudaMemcpyToSymbolAsync(c_shift_128, shift_128, 32 * sizeof(std::uint32_t), 0,
+std::string crc32_prepare_device(const std::uint32_t shift_sub_slice[32], void* stream) {
+  cudaError_t e = cudaMemcpyToSymbolAsync(c_shift_sub_slice, shift_sub_slice, 32 * sizeof(std::uint32_t), 0,
                                           cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream));
   if (e != cudaSuccess) (void)cudaGetLastError();
   return e == cudaSuccess ? std::string() : describe(e);

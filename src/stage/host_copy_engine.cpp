@@ -1,4 +1,3 @@
-#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -148,13 +147,7 @@ class CudaCopyEngine final : public CopyEngine {
     int failed_device = -1;
     std::string error = stager_.checksum_result(ticket, &slices, &bytes, &failed_device);
     check(error, failed_device);
-    std::uint32_t total = 0;
-    for (std::size_t i = 0; i < slices.size(); ++i) {
-      const std::size_t length = std::min(cuda::kCrcSliceBytes, bytes - i * cuda::kCrcSliceBytes);
-      total = length == cuda::kCrcSliceBytes ? crc32_apply(shift_slice_, total) ^ slices[i]
-                                             : crc32_combine(total, slices[i], length);
-    }
-    return total;
+    return crc32_math::join_parts(slices.data(), bytes, cuda::kCrcSliceBytes, shift_slice_.data());
   }
 
  private:
