@@ -6,15 +6,21 @@
 //    (the capture: planning, device-to-host copies on ckptw's stream into its
 //    pinned staging memory), median of 3 after a warm-up that pays the pinning;
 //    blocking_over_d2h is that time over the pure D2H time of the same bytes;
-//  * small_gbps: the same for 10,000 storages of 4 KiB (packed by the kernel),
-//    small_over_large its ratio to stage_gbps;
+//    stage_copy_gbps: the same bytes over the copies alone (WriteResult::
+//    stage_secs: planning and pickling left out);
+//  * small_gbps, small_copy_gbps: the same for 10,000 storages of 4 KiB
+//    (packed by the kernel); small_over_large = small_copy_gbps over
+//    stage_copy_gbps (the packing's target), small_blocking_over_large the
+//    same for the blocking times (10,000 records' planning included);
 //  * stage_crc_on_gpu_gbps: stage_gbps with crc_on_gpu (CRC kernels queued
 //    on the staging stream before each copy), one run after a warm-up;
 //  * write_gbps: write() of the state dict into --dir, fsync included, end to
 //    end; async_write_gbps: the same through write_async() up to the commit.
 // Every write replaces the previous one in one directory, so the disk never
 // holds more than two files of the state dict's size.
-// Prints one JSON object. Used by scripts/device-check.sh.
+// Prints one JSON object. Used by scripts/device-check.sh. `--device cpu` runs
+// the same steps on CPU tensors (host memcpy for the "D2H" figures), so that
+// CI runs this program's every step where no GPU is.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -40,16 +46,23 @@ double median(std::vector<double> v) {
 
 struct AsyncTimes {
   double blocked;    // until write_async() returned
+  double copies;     // of that, the copies into staging memory (WriteResult::stage_secs)
   double committed;  // until its future was ready
 };
 
+bool on_gpu = true;
+
+void synchronize() {
+  if (on_gpu) torch::cuda::synchronize();
+}
+
 AsyncTimes write_async_times(ckptw::CheckpointWriter& writer, const std::string& dir, const ckptw::StateDict& sd) {
-  torch::cuda::synchronize();
+  synchronize();
   auto t = std::chrono::steady_clock::now();
   std::future<ckptw::WriteResult> f = writer.write_async(dir, sd);
   const double blocked = seconds_since(t);
-  (void)f.get();
-  return AsyncTimes{blocked, seconds_since(t)};
+  const ckptw::WriteResult result = f.get();
+  return AsyncTimes{blocked, result.stage_secs, seconds_since(t)};
 }
 
 }  // namespace
@@ -61,21 +74,22 @@ int main(int argc, char** argv) {
     const std::string flag = argv[i];
     if (flag == "--gib") gib = std::stod(argv[i + 1]);
     if (flag == "--dir") dir = argv[i + 1];
+    if (flag == "--device") on_gpu = std::string(argv[i + 1]) != "cpu";
   }
-  if (torch::cuda::device_count() == 0) {
+  if (on_gpu && torch::cuda::device_count() == 0) {
     std::fprintf(stderr, "gpu_stage_bench: no CUDA device, nothing to measure\n");
     return 77;
   }
   const auto bytes = static_cast<std::int64_t>(gib * (1ll << 30));
-  const auto cuda = at::TensorOptions().device(at::kCUDA, 0);
+  const auto cuda = on_gpu ? at::TensorOptions().device(at::kCUDA, 0) : at::TensorOptions();
 
   // D2H peak into pinned memory.
   std::vector<double> d2h;
   {
     at::Tensor dev = at::ones({bytes / 4}, cuda);
-    at::Tensor host = at::empty({bytes / 4}, at::TensorOptions().pinned_memory(true));
+    at::Tensor host = at::empty({bytes / 4}, at::TensorOptions().pinned_memory(on_gpu));
     for (int i = 0; i < 3; ++i) {
-      torch::cuda::synchronize();
+      synchronize();
       auto t = std::chrono::steady_clock::now();
       host.copy_(dev);
       d2h.push_back(seconds_since(t));
@@ -91,22 +105,31 @@ int main(int argc, char** argv) {
   const std::string ckpt = dir + "/ckpt";
   (void)write_async_times(writer, ckpt, sd);  // pays the pinning once
   std::vector<double> stage;
+  std::vector<double> stage_copies;
   std::vector<double> committed;
   for (int i = 0; i < 3; ++i) {
     const AsyncTimes times = write_async_times(writer, ckpt, sd);
     stage.push_back(times.blocked);
+    stage_copies.push_back(times.copies);
     committed.push_back(times.committed);
   }
   const double stage_secs = median(stage);
+  const double stage_copy_secs = median(stage_copies);
 
   ckptw::StateDict small = ckptw::make_state_dict();
   for (int i = 0; i < 10000; ++i) small.insert("p" + std::to_string(i), at::full({1024}, 1.0f, cuda));
   (void)write_async_times(writer, ckpt, small);
   std::vector<double> small_secs;
-  for (int i = 0; i < 3; ++i) small_secs.push_back(write_async_times(writer, ckpt, small).blocked);
+  std::vector<double> small_copy_secs;
+  for (int i = 0; i < 3; ++i) {
+    const AsyncTimes times = write_async_times(writer, ckpt, small);
+    small_secs.push_back(times.blocked);
+    small_copy_secs.push_back(times.copies);
+  }
   const double small_gbps = 10000.0 * 4096 / median(small_secs) / 1e9;
+  const double small_copy_gbps = 10000.0 * 4096 / median(small_copy_secs) / 1e9;
 
-  torch::cuda::synchronize();
+  synchronize();
   auto t = std::chrono::steady_clock::now();
   ckptw::WriteResult written = writer.write(ckpt, sd);
   const double write_secs = seconds_since(t);
@@ -120,12 +143,14 @@ int main(int argc, char** argv) {
 
   const double gb = static_cast<double>(bytes) / 1e9;
   std::printf(
-      "{\"bytes\": %lld, \"d2h_peak_gbps\": %.3f, \"stage_gbps\": %.3f, \"stage_over_d2h\": %.3f, "
-      "\"write_async_blocking_secs\": %.4f, \"d2h_secs\": %.4f, \"blocking_over_d2h\": %.3f, "
-      "\"small_gbps\": %.3f, \"small_over_large\": %.3f, \"write_gbps\": %.3f, \"async_write_gbps\": %.3f, "
+      "{\"bytes\": %lld, \"d2h_peak_gbps\": %.3f, \"stage_gbps\": %.3f, \"stage_copy_gbps\": %.3f, "
+      "\"stage_over_d2h\": %.3f, \"write_async_blocking_secs\": %.4f, \"d2h_secs\": %.4f, "
+      "\"blocking_over_d2h\": %.3f, \"small_gbps\": %.3f, \"small_copy_gbps\": %.3f, \"small_over_large\": %.3f, "
+      "\"small_blocking_over_large\": %.3f, \"write_gbps\": %.3f, \"async_write_gbps\": %.3f, "
       "\"stage_crc_on_gpu_gbps\": %.3f, \"file_bytes\": %llu}\n",
-      static_cast<long long>(bytes), gb / d2h_secs, gb / stage_secs, d2h_secs / stage_secs, stage_secs, d2h_secs,
-      stage_secs / d2h_secs, small_gbps, small_gbps / (gb / stage_secs), gb / write_secs, gb / median(committed),
-      gb / stage_crc_on_gpu_secs, static_cast<unsigned long long>(written.bytes_written));
+      static_cast<long long>(bytes), gb / d2h_secs, gb / stage_secs, gb / stage_copy_secs, d2h_secs / stage_secs,
+      stage_secs, d2h_secs, stage_secs / d2h_secs, small_gbps, small_copy_gbps,
+      small_copy_gbps / (gb / stage_copy_secs), small_gbps / (gb / stage_secs), gb / write_secs,
+      gb / median(committed), gb / stage_crc_on_gpu_secs, static_cast<unsigned long long>(written.bytes_written));
   return 0;
 }

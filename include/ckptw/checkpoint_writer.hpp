@@ -30,7 +30,11 @@ struct CKPTW_EXPORT WriteResult {
   std::uint64_t storage_count = 0; ///< distinct storages written (shared ones once)
   std::string io_backend;          ///< backend that wrote the file: "uring" or "posix"
   bool direct_io = false;          ///< whether the file was written with O_DIRECT
-  double plan_secs = 0;            ///< walking the state dict, laying out the file
+  double plan_secs = 0;            ///< walking the state dict, laying out the file (write_async: the
+                                   ///< whole capture, stage_secs included)
+  double stage_secs = 0;           ///< write_async: copying the tensors into staging memory, until the
+                                   ///< last device copy landed; 0 for write(), whose copies overlap the
+                                   ///< file's writes (write_secs)
   double write_secs = 0;           ///< copying, checksumming and writing the bytes
   double sync_secs = 0;            ///< fsync of the file, rename, fsync of the directory
   double pre_commit_secs = 0;      ///< pre_commit hook

@@ -103,8 +103,10 @@ class CheckpointWriter::Impl {
     detail::Stopwatch capture;
     try {
       job->plan = make_plan(path, state_dict, job->planned);
+      const double planned = capture.elapsed();
       detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *arenas_[job->arena], engine(),
                             stage_options());
+      job->planned.stage_secs = capture.elapsed() - planned;
     } catch (...) {
       job->capture_error = std::current_exception();
       job->plan = detail::FilePlan();
@@ -193,7 +195,7 @@ class CheckpointWriter::Impl {
       detail::remove_stale_temp_files(*io_, path, own_temp_prefixes(rank0));
       if (rank0 && rank_info_.global_world_size > 1) remove_manifest(manifest_path, path);
     });
-    result.plan_secs = phase.lap();
+    result.plan_secs += phase.lap();  // write_async: after its capture, set by make_plan_step
     if (voting) {
       vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
     }
@@ -362,6 +364,7 @@ class CheckpointWriter::Impl {
           result.tensor_count = job->planned.tensor_count;
           result.storage_count = job->planned.storage_count;
           result.plan_secs = job->planned.plan_secs;
+          result.stage_secs = job->planned.stage_secs;
           return std::move(job->plan);
         }));
       } catch (...) {

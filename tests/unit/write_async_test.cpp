@@ -70,6 +70,10 @@ TEST(WriteAsync, ReturnsOnceCapturedAndTheFileHoldsTheValuesOfTheCall) {
   EXPECT_FALSE(result.manifest.empty());
   EXPECT_EQ(result.tensor_count, 3u);
   EXPECT_EQ(result.storage_count, 2u);
+  // The capture's copies (two storages at 20 ms each, at least) are its
+  // stage_secs, a part of the caller-side plan_secs.
+  EXPECT_GE(result.stage_secs, 0.04);
+  EXPECT_GE(result.plan_secs, result.stage_secs);
   ReadResult r = CheckpointReader(RankInfo{0, 1}).read(tmp / "c");
   EXPECT_TRUE(at::equal(r.state_dict.at("w").toTensor(), at::full({256, 256}, 1.0f)));
   EXPECT_TRUE(at::equal(r.state_dict.at("w_row").toTensor(), at::full({256}, 1.0f)));
