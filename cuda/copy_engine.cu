@@ -57,7 +57,9 @@ class DeviceScope {
 }  // namespace
 
 bool host_register(void* data, std::size_t bytes) noexcept {
-  if (cudaHostRegister(data, bytes, cudaHostRegisterDefault) == cudaSuccess) return true;
+  // Portable: pinned for every device's context, not only the current one,
+  // so copies from tensors on any GPU into it run at pinned speed.
+  if (cudaHostRegister(data, bytes, cudaHostRegisterPortable) == cudaSuccess) return true;
   (void)cudaGetLastError();
   return false;
 }

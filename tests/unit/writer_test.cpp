@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "ckptw/ckptw.hpp"
 #include "read/pt_inspect.hpp"
@@ -288,6 +289,15 @@ TEST(CheckpointWriter, FailedWriteKeepsPreviousCheckpointAndRemovesTemp) {
   EXPECT_EQ(testing::read_file(old.file), before);
   // Still committed: a single rank removes the old manifest only just before its rename.
   EXPECT_EQ(testing::list_dir(tmp.path()), (std::vector<std::string>{"checkpoint_0.pt", "checkpoint_manifest.json"}));
+}
+
+// A CUDA build orders its copies with LibTorch's CUDA streams and events
+// (stage/stage_records.cpp), which exist only once libtorch_cuda is loaded: a
+// link that dropped it would fail the first GPU write ("not linked with
+// support for cuda devices"). Loading needs no GPU, so CI checks it.
+TEST(BuildInfo, ACudaBuildLoadsLibTorchsCudaDeviceGuard) {
+  if (build_info().cuda_version == "none") GTEST_SKIP() << "built without CUDA";
+  EXPECT_TRUE(c10::impl::hasDeviceGuardImpl(c10::DeviceType::CUDA));
 }
 
 }  // namespace
