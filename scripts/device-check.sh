@@ -6,6 +6,11 @@
 #                                     few -dev packages ckptw builds against and
 #                                     unpack them into .device-deps/ (git-ignored;
 #                                     carry it to the device machine)
+#   scripts/device-check.sh rehearse  here, as root: the build and the GPU
+#                                     tests' skip path, in a mount namespace
+#                                     where those packages' own files are
+#                                     masked, so only .device-deps serves them
+#                                     (what the device machine will see)
 #   scripts/device-check.sh [GiB]     on the device machine: build against its
 #                                     torch, run the GPU tests (ctest -L gpu),
 #                                     then measure on a GiB-sized GPU state dict
@@ -35,6 +40,18 @@ if [ "${1:-}" = prepare ]; then
   exit 0
 fi
 
+if [ "${1:-}" = rehearse ]; then
+  [ -d "$DEPS/root" ] || { echo "no $DEPS: run '$0 prepare' first" >&2; exit 1; }
+  # Mask every file the packages installed here (runtime libz.so.1 aside:
+  # every tool links it) so that a header or library found outside
+  # .device-deps fails the build instead of passing unnoticed.
+  masked=$(dpkg -L "${PACKAGES[@]}" 2>/dev/null | grep -E '^/usr/(include|lib|share/cmake|share/pkgconfig|src)/' |
+    grep -v 'libz\.so\.1' | while read -r f; do if [ -f "$f" ] && ! [ -L "$f" ]; then echo "$f"; fi; done)
+  export PYTHON=${PYTHON:-$ROOT/.venv/bin/python} CKPTW_DEVICE_REHEARSAL=1 OUT=${OUT:-/tmp/ckptw-device-rehearsal}
+  exec unshare -m bash -c 'mount --make-rprivate / && for f in $1; do mount --bind /dev/null "$f"; done && shift && exec "$@"' \
+    rehearse "$masked" "$0" "${2:-8}"
+fi
+
 GIB=${1:-8}
 OUT=${OUT:-$ROOT/device-check-out}
 mkdir -p "$OUT"
@@ -48,7 +65,7 @@ SYS=$DEPS/root/usr
 export PKG_CONFIG_PATH=$SYS/lib/x86_64-linux-gnu/pkgconfig:$SYS/share/pkgconfig
 export PKG_CONFIG_SYSROOT_DIR=$DEPS/root
 export LD_LIBRARY_PATH=$SYS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-BUILD=$ROOT/build-device
+BUILD=${CKPTW_DEVICE_BUILD:-$ROOT/build-device}
 log "configuring against $TORCH_PREFIX"
 # Every package location spelled out: the device machine need not be a
 # Debian multiarch system, where CMake would look in lib/x86_64-linux-gnu.
@@ -70,6 +87,7 @@ log "GPU tests"
 status=0
 (cd "$BUILD" && ctest -L gpu --output-on-failure) 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15 || status=1
 (cd "$BUILD" && ctest -R 'WriteAsync|AsyncCheckpointer' --output-on-failure) 2>&1 | tail -5 | tee -a "$OUT/gpu_tests.txt"
+if [ -n "${CKPTW_DEVICE_REHEARSAL:-}" ]; then log "rehearsal: stopping before the measurements, which need a GPU"; exit $status; fi
 
 DIR=${CKPTW_DEVICE_DIR:-$ROOT/device-check-data}
 mkdir -p "$DIR"
