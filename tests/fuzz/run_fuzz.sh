@@ -16,15 +16,18 @@ scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
 for pair in "fuzz_zip_index:zip" "fuzz_unpickler:pickle"; do
   target=${pair%%:*}; corpus=$here/corpus/${pair##*:}
   echo "== $target: replay $(ls "$corpus" | wc -l) saved inputs"
-  "$build/$target" -runs=0 "$corpus" >"$scratch/replay.log" 2>&1 || { cat "$scratch/replay.log"; exit 1; }
+  "$build/$target" -runs=0 -artifact_prefix="$build/" "$corpus" >"$scratch/replay.log" 2>&1 || { cat "$scratch/replay.log"; exit 1; }
   tail -1 "$scratch/replay.log"
   mkdir -p "$scratch/$target" && cp "$corpus"/* "$scratch/$target/"
   echo "== $target: fuzz ${seconds}s"
   # A crash, leak or sanitizer report makes libFuzzer exit non-zero and keep
-  # the input as crash-*/leak-* in the working directory.
+  # the input as crash-*/leak-* in the build directory (never the checkout).
   (cd "$scratch" && "$build/$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \
+    -artifact_prefix="$build/" \
     "$scratch/$target" >"$scratch/fuzz.log" 2>&1) || { tail -60 "$scratch/fuzz.log"; exit 1; }
   grep -E "stat::number_of_executed_units|^Done" "$scratch/fuzz.log"
 done
 echo "== prefixes and flips of the seed files"
-"$build/mutate_seeds" "$here"/corpus/zip/*
+# Seeds are the valid files (*.pt); regression-* inputs are ones the fuzzer
+# once failed on, kept for the replay above.
+"$build/mutate_seeds" "$here"/corpus/zip/*.pt
