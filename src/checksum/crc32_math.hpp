@@ -1,18 +1,16 @@
 // The arithmetic of zip's CRC-32 (reflected IEEE polynomial, finalized values
 // as zlib.crc32 returns them) shared by the host and the GPU kernel
-// (cuda/crc32.cu): the byte-at-a-time table loop and zlib's GF(2) operators
-// that move a CRC past a run of bytes. Header-only and callable from device
-// code, so the kernel's own arithmetic is checked against ISA-L in CI, where
-// no GPU runs it (tests/unit/crc32_test.cpp).
+// (cuda/cuda_runtime.cu): the byte-at-a-time table loop, zlib's GF(2)
+// operators that move a CRC past a run of bytes, and how the kernel splits a
+// storage into slices (one block each) and sub-slices (one thread each).
+// Header-only and callable from device code, so the kernel's own arithmetic
+// and indexing are checked against ISA-L in CI, where no GPU runs them
+// (tests/unit/crc32_test.cpp).
 #pragma once
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define CKPTW_HOST_DEVICE __host__ __device__
-#else
-#define CKPTW_HOST_DEVICE
-#endif
+#include "util/host_device.hpp"
 
 namespace ckptw::detail::crc32_math {
 
@@ -95,6 +93,40 @@ CKPTW_HOST_DEVICE inline std::uint32_t join_parts(const std::uint32_t* part_crcs
     crc = length == part_bytes ? times(part_shift, crc) ^ part_crcs[i] : combine(crc, part_crcs[i], length);
   }
   return crc;
+}
+
+// ---- The GPU's slices ------------------------------------------------------
+
+/// One block checksums one slice; each of its threads one sub-slice.
+inline constexpr std::uint64_t kSliceBytes = 16384;
+inline constexpr std::uint64_t kSubSliceBytes = 128;
+inline constexpr unsigned kThreadsPerSlice = kSliceBytes / kSubSliceBytes;
+
+/// What thread `sub` of block `slice` computes: the CRC of sub-slice `sub`
+/// of slice `slice` of [data, data + bytes), which must exist.
+CKPTW_HOST_DEVICE inline std::uint32_t sub_slice_crc(const unsigned char* data, std::uint64_t bytes,
+                                                     std::uint64_t slice, std::uint64_t sub,
+                                                     const std::uint32_t* table) {
+  const std::uint64_t begin = slice * kSliceBytes + sub * kSubSliceBytes;
+  const std::uint64_t length = bytes - begin < kSubSliceBytes ? bytes - begin : kSubSliceBytes;
+  return update_bytes(table, 0, data + begin, length);
+}
+
+CKPTW_HOST_DEVICE inline std::uint64_t slice_length(std::uint64_t bytes, std::uint64_t slice) {
+  const std::uint64_t rest = bytes - slice * kSliceBytes;
+  return rest < kSliceBytes ? rest : kSliceBytes;
+}
+
+/// Sub-slices of slice `slice`: the threads of its block that have work.
+CKPTW_HOST_DEVICE inline std::uint64_t sub_slice_count(std::uint64_t bytes, std::uint64_t slice) {
+  return part_count(slice_length(bytes, slice), kSubSliceBytes);
+}
+
+/// What thread 0 of block `slice` computes from its block's sub-slice CRCs:
+/// the slice's CRC. `shift_sub_slice` = shift_operator(kSubSliceBytes).
+CKPTW_HOST_DEVICE inline std::uint32_t join_sub_slices(const std::uint32_t* sub_crcs, std::uint64_t bytes,
+                                                       std::uint64_t slice, const std::uint32_t* shift_sub_slice) {
+  return join_parts(sub_crcs, slice_length(bytes, slice), kSubSliceBytes, shift_sub_slice);
 }
 
 }  // namespace ckptw::detail::crc32_math

@@ -1,9 +1,9 @@
 // CopyEngine: the seam between staging and whatever moves tensor bytes into
-// host memory. The CUDA engine (cuda/copy_engine.cu) copies device memory on
-// its own non-default stream per device, ordered after the producer's stream,
-// packing small storages into one transfer; the host engine copies host
-// memory on a worker thread, so staging's scheduling, ordering and async
-// semantics run in CI without a GPU.
+// host memory. The device engine (stage/device_stager.hpp, on CUDA through
+// cuda/cuda_runtime.cu) copies device memory on its own non-default stream
+// per device, ordered after the producer's stream, packing small storages
+// into one transfer; the host engine copies host memory on a worker thread.
+// Both run in CI without a GPU: the device engine over an emulated runtime.
 //
 // Contract: copy_to_host() only queues and returns the copy's ticket; its
 // destination may be read, and its source changed, only after wait(ticket)
@@ -64,8 +64,13 @@ class CopyEngine {
 /// copy down (tests use it to show nothing reads a copy before finish()).
 std::unique_ptr<CopyEngine> make_host_copy_engine(std::chrono::microseconds delay_per_copy = {});
 
-/// The CUDA engine when ckptw was built with CUDA and a device is visible;
-/// otherwise the host engine.
+class DeviceRuntime;
+/// Device memory through `runtime` (stage/device_stager.hpp), which must
+/// outlive the engine; host memory copied on the caller's thread.
+std::unique_ptr<CopyEngine> make_device_copy_engine(DeviceRuntime& runtime, const char* name);
+
+/// The device engine on CUDA when ckptw was built with CUDA and a device is
+/// visible; otherwise the host engine.
 std::unique_ptr<CopyEngine> make_copy_engine();
 
 }  // namespace ckptw::detail

@@ -9,13 +9,6 @@
 #include "ckptw/error.hpp"
 #include "stage/copy_engine.hpp"
 
-#if CKPTW_HAVE_CUDA
-#include "checksum/crc32.hpp"
-#include "copy_engine.cuh"
-#include "crc32.cuh"
-#include "cuda_info.cuh"
-#endif
-
 namespace ckptw::detail {
 namespace {
 
@@ -99,74 +92,6 @@ std::uint32_t CopyEngine::device_crc32_result(std::uint64_t ticket) {
 
 std::unique_ptr<CopyEngine> make_host_copy_engine(std::chrono::microseconds delay_per_copy) {
   return std::make_unique<HostCopyEngine>(delay_per_copy);
-}
-
-#if CKPTW_HAVE_CUDA
-namespace {
-
-// Adapts the LibTorch-free CUDA stager (cuda/copy_engine.cuh) to the seam;
-// host sources are copied on the caller's thread.
-class CudaCopyEngine final : public CopyEngine {
- public:
-  const char* name() const override { return "cuda"; }
-  bool pin(void* data, std::size_t bytes) override { return cuda::host_register(data, bytes); }
-  void unpin(void* data) noexcept override { cuda::host_unregister(data); }
-  void wait_for_producer(int device, void* producer_event) override {
-    check(stager_.wait_for_event(device, producer_event), device);
-  }
-  std::uint64_t copy_to_host(void* dst, const void* src, std::size_t bytes, int device) override {
-    if (device < 0) {
-      // A packed batch's transfer covers the padding up to its last copy:
-      // send it before host bytes land next to it.
-      check(stager_.break_batches(), -1);
-      std::memcpy(dst, src, bytes);
-      return stager_.host_ticket();
-    }
-    std::uint64_t ticket = 0;
-    check(stager_.copy_to_host(dst, src, bytes, device, &ticket), device);
-    return ticket;
-  }
-  void wait(std::uint64_t ticket) override {
-    int failed_device = -1;
-    std::string error = stager_.wait(ticket, &failed_device);
-    check(error, failed_device);
-  }
-  void finish() override {
-    int failed_device = -1;
-    std::string error = stager_.finish(&failed_device);
-    check(error, failed_device);
-  }
-  std::uint64_t queue_device_crc32(const void* src, std::size_t bytes, int device) override {
-    std::uint64_t ticket = 0;
-    check(stager_.queue_checksum(src, bytes, device, shift_sub_slice_.data(), &ticket), device);
-    return ticket;
-  }
-  std::uint32_t device_crc32_result(std::uint64_t ticket) override {
-    std::vector<std::uint32_t> slices;
-    std::size_t bytes = 0;
-    int failed_device = -1;
-    std::string error = stager_.checksum_result(ticket, &slices, &bytes, &failed_device);
-    check(error, failed_device);
-    return crc32_math::join_parts(slices.data(), bytes, cuda::kCrcSliceBytes, shift_slice_.data());
-  }
-
- private:
-  const Crc32Shift shift_sub_slice_ = crc32_shift(cuda::kCrcSubSliceBytes);
-  const Crc32Shift shift_slice_ = crc32_shift(cuda::kCrcSliceBytes);
-  static void check(const std::string& error, int device) {
-    if (!error.empty()) throw Error("device-to-host staging copy failed on cuda:" + std::to_string(device) + ": " + error);
-  }
-  cuda::Stager stager_;
-};
-
-}  // namespace
-#endif
-
-std::unique_ptr<CopyEngine> make_copy_engine() {
-#if CKPTW_HAVE_CUDA
-  if (cuda::device_count() > 0) return std::make_unique<CudaCopyEngine>();
-#endif
-  return make_host_copy_engine();
 }
 
 }  // namespace ckptw::detail

@@ -5,7 +5,6 @@
 
 #include "checksum/crc32.hpp"
 #include "checksum/crc32_math.hpp"
-#include "crc32.cuh"
 
 namespace ckptw::detail {
 namespace {
@@ -47,42 +46,6 @@ TEST(Crc32, CombineOfPartsEqualsTheWhole) {
   for (; at + slice <= data.size(); at += slice) crc = crc32_apply(shift, crc) ^ crc32_update(0, data.data() + at, slice);
   crc = crc32_combine(crc, crc32_update(0, data.data() + at, data.size() - at), data.size() - at);
   EXPECT_EQ(crc, whole);
-}
-
-// The GPU kernel's arithmetic and indexing (cuda/crc32.cuh, the functions each
-// thread and each block's thread 0 call) and the host's join of its slice
-// CRCs, run here block by block and thread by thread, against ISA-L: CI has no
-// GPU, and a wrong sub-slice bound or join would otherwise first show as a
-// corrupt checkpoint on one.
-std::uint32_t crc_as_the_gpu_computes(const std::vector<unsigned char>& data) {
-  std::uint32_t table[256];
-  for (std::uint32_t i = 0; i < 256; ++i) table[i] = crc32_math::table_entry(i);
-  const Crc32Shift shift_sub_slice = crc32_shift(cuda::kCrcSubSliceBytes);
-  std::vector<std::uint32_t> slice_crcs(cuda::crc32_slice_count(data.size()));
-  for (std::uint64_t block = 0; block < slice_crcs.size(); ++block) {
-    std::uint32_t sub_crc[cuda::kCrcSliceBytes / cuda::kCrcSubSliceBytes];
-    const std::uint64_t threads = cuda::kCrcSliceBytes / cuda::kCrcSubSliceBytes;
-    for (std::uint64_t thread = 0; thread < threads; ++thread) {
-      if (thread < cuda::crc32_sub_slice_count(data.size(), block)) {
-        sub_crc[thread] = cuda::crc32_sub_slice(data.data(), data.size(), block, thread, table);
-      }
-    }
-    slice_crcs[block] = cuda::crc32_join_sub_slices(sub_crc, data.size(), block, shift_sub_slice.data());
-  }
-  const Crc32Shift shift_slice = crc32_shift(cuda::kCrcSliceBytes);
-  return crc32_math::join_parts(slice_crcs.data(), data.size(), cuda::kCrcSliceBytes, shift_slice.data());
-}
-
-TEST(Crc32, TheGpuKernelsArithmeticMatchesIsaL) {
-  std::mt19937 rng(11);
-  const std::size_t slice = cuda::kCrcSliceBytes;
-  const std::size_t sub = cuda::kCrcSubSliceBytes;
-  for (std::size_t n : {std::size_t{1}, sub - 1, sub, sub + 1, 5 * sub + 77, slice - 1, slice, slice + 1,
-                        slice + sub, 3 * slice + 77, 7 * slice + 3 * sub + 1, (std::size_t{1} << 20) + 3}) {
-    std::vector<unsigned char> data(n);
-    for (auto& b : data) b = static_cast<unsigned char>(rng());
-    EXPECT_EQ(crc_as_the_gpu_computes(data), crc32_update(0, data.data(), data.size())) << n << " bytes";
-  }
 }
 
 TEST(Crc32, ShiftOperatorsAgreeWithCombiningByteByByte) {

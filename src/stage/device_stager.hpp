@@ -1,39 +1,42 @@
-// Device-to-host staging copies for ckptw, free of LibTorch headers: one
-// non-default stream per device; storages below kPackBelow bytes that arrive
-// back to back are packed by a kernel into a device scratch region and moved
-// in one transfer, so thousands of KB-sized storages (biases, norms) do not
-// cost one copy call each. Plain C++ interface: callers need no CUDA headers.
+// DeviceStager: device-to-host staging copies on one non-default stream per
+// device, through a DeviceRuntime (CUDA, or the tests' emulation). Storages
+// below kPackBelow bytes that arrive back to back are packed by a kernel into
+// a device scratch region and moved in one transfer, so thousands of KB-sized
+// storages (biases, norms) do not cost one copy call each.
 //
 // Every method restores the calling thread's current device. Errors come back
-// as a non-empty message (the CUDA error string), never as exceptions.
+// as a non-empty message (the runtime's), never as exceptions. Used from one
+// thread.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
-namespace ckptw::detail::cuda {
+#include "stage/device_runtime.hpp"
 
-/// cudaHostRegister of [data, data + bytes); false when refused.
-bool host_register(void* data, std::size_t bytes) noexcept;
-void host_unregister(void* data) noexcept;
+namespace ckptw::detail {
 
-class Stager {
+class DeviceStager {
  public:
   /// Copies of at most this many bytes are packed.
   static constexpr std::size_t kPackBelow = std::size_t{1} << 20;
   /// Size of each device's pack scratch region.
   static constexpr std::size_t kScratchBytes = std::size_t{64} << 20;
+  /// Items of one packed batch, at most.
+  static constexpr int kMaxItems = 16384;
 
-  Stager();
-  ~Stager();
-  Stager(const Stager&) = delete;
-  Stager& operator=(const Stager&) = delete;
+  explicit DeviceStager(DeviceRuntime& runtime);
+  ~DeviceStager();
+  DeviceStager(const DeviceStager&) = delete;
+  DeviceStager& operator=(const DeviceStager&) = delete;
 
-  /// Later copies from `device` wait for `event` (a cudaEvent_t).
+  /// Later copies from `device` wait for `event` (the runtime's event).
   std::string wait_for_event(int device, void* event);
   /// Queues a copy of `bytes` from device memory `src` on `device` into host
   /// memory `dst`. A packed batch covers the host range from its first to
@@ -52,11 +55,11 @@ class Stager {
   /// Sends pending batches and waits for every stream; on failure names the
   /// device in *failed_device. Checksums not yet taken are forgotten.
   std::string finish(int* failed_device);
-  /// Queues the slice CRC-32s of device memory (cuda/crc32.cuh) on
+  /// Queues the slice CRC-32s of device memory (crc32_math's slices) on
   /// `device`'s staging stream, so ordered after the producer like the
   /// copies; they come back to pinned host memory on the same stream.
-  /// `shift_128` is crc32_shift(128). *ticket names them for checksum_result.
-  std::string queue_checksum(const void* src, std::size_t bytes, int device, const std::uint32_t shift_128[32],
+  /// `shift_sub_slice` is crc32_shift(kSubSliceBytes). *ticket names them.
+  std::string queue_checksum(const void* src, std::size_t bytes, int device, const std::uint32_t shift_sub_slice[32],
                              std::uint64_t* ticket);
   /// Waits for checksum `ticket` and hands over its slice CRCs and the bytes
   /// they cover; each ticket once.
@@ -68,18 +71,21 @@ class Stager {
   std::string device(int index, Device** out);
   std::string flush(Device& d);
   std::string mark(Device& d, std::uint64_t last_ticket);
+  std::string record(Device& d, DeviceRuntime::Event* event);
+
+  DeviceRuntime& runtime_;
   std::vector<std::unique_ptr<Device>> devices_;
-  Device* batching_ = nullptr;   // the device whose batch the last copy joined
+  Device* batching_ = nullptr;  // the device whose batch the last copy joined
   std::uint64_t next_ticket_ = 0;
   std::vector<int> ticket_device_;  // device of each ticket (-1: host), index = ticket - 1
   struct PendingChecksum {
     int device;
     const std::uint32_t* slices;  // pinned host memory the slice CRCs land in
     std::size_t bytes;
-    void* done;                   // cudaEvent_t recorded after their transfer
+    DeviceRuntime::Event done;    // recorded after their transfer
   };
   std::unordered_map<std::uint64_t, PendingChecksum> checksums_;
   std::uint64_t next_checksum_ticket_ = 0;
 };
 
-}  // namespace ckptw::detail::cuda
+}  // namespace ckptw::detail

@@ -1,0 +1,204 @@
+// Device staging (DeviceStager behind the device copy engine, the code the
+// CUDA engine runs) over the emulated device of tests/support: its streams
+// run queued work only when something waits for it, so a destination read
+// before its copy's wait holds stale bytes. The kernels' CUDA launch and the
+// runtime calls themselves run only on a GPU (tests/gpu, device check).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "checksum/crc32.hpp"
+#include "ckptw/error.hpp"
+#include "stage/copy_engine.hpp"
+#include "stage/device_stager.hpp"
+#include "support/emulated_device.hpp"
+
+namespace ckptw {
+namespace {
+
+using detail::DeviceStager;
+
+std::vector<unsigned char> random_bytes(std::size_t n, unsigned seed) {
+  std::vector<unsigned char> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<unsigned char>(rng());
+  return v;
+}
+
+// Storages laid out in increasing host order with the given gaps, as a file
+// image or packed staging lays them out.
+struct Layout {
+  std::vector<std::vector<unsigned char>> sources;
+  std::vector<std::size_t> offsets;
+  std::vector<unsigned char> host;
+
+  Layout(const std::vector<std::size_t>& sizes, std::size_t gap) {
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      sources.push_back(random_bytes(sizes[i], static_cast<unsigned>(i + 1)));
+      offsets.push_back(at);
+      at += sizes[i] + gap;
+    }
+    host.assign(at, 0);
+  }
+  bool landed(std::size_t i) const {
+    return sources[i].empty() || std::memcmp(host.data() + offsets[i], sources[i].data(), sources[i].size()) == 0;
+  }
+  std::uint64_t copy(detail::CopyEngine& engine, std::size_t i) {
+    return engine.copy_to_host(host.data() + offsets[i], sources[i].data(), sources[i].size(), 0);
+  }
+};
+
+TEST(DeviceStager, ACopyLandsOnceItsTicketIsWaitedForPackingSmallOnesIntoBatches) {
+  testing::EmulatedDevice device;
+  auto engine = detail::make_device_copy_engine(device, "emulated");
+  const std::size_t pack_limit = DeviceStager::kPackBelow;
+  // Batch 1: 4096, 77, 1 MiB (the largest packed); direct: 1 MiB + 1; no
+  // copy: 0 bytes; batch 2: 300; direct: 5 MiB; batch 3: 64.
+  Layout layout({4096, 77, pack_limit, pack_limit + 1, 0, 300, 5 << 20, 64}, 128);
+  std::vector<std::uint64_t> tickets;
+  for (std::size_t i = 0; i < layout.sources.size(); ++i) tickets.push_back(layout.copy(*engine, i));
+  for (std::size_t i = 1; i < tickets.size(); ++i) EXPECT_GT(tickets[i], tickets[i - 1]);
+  EXPECT_EQ(device.transfers(), 0) << "queued copies ran before anything waited for them";
+  EXPECT_FALSE(layout.landed(0));
+
+  engine->wait(tickets[1]);  // in batch 1: sends it and waits for it
+  EXPECT_TRUE(layout.landed(0));
+  EXPECT_TRUE(layout.landed(1));
+  EXPECT_TRUE(layout.landed(2));
+  EXPECT_FALSE(layout.landed(3));
+  for (std::size_t i = 0; i < tickets.size(); ++i) {
+    engine->wait(tickets[i]);
+    EXPECT_TRUE(layout.landed(i)) << i;
+  }
+  engine->finish();
+  EXPECT_EQ(device.packs(), 3);
+  EXPECT_EQ(device.transfers(), 5);  // three batches, two direct copies
+  engine.reset();
+  EXPECT_EQ(device.live_resources(), 0) << "streams, events or memory left behind";
+}
+
+TEST(DeviceStager, TenThousandSmallStoragesMoveInOnePackAndOneTransfer) {
+  testing::EmulatedDevice device;
+  auto engine = detail::make_device_copy_engine(device, "emulated");
+  Layout layout(std::vector<std::size_t>(10000, 4096), 64);
+  std::vector<std::uint64_t> tickets;
+  for (std::size_t i = 0; i < layout.sources.size(); ++i) tickets.push_back(layout.copy(*engine, i));
+  engine->wait(tickets.back());
+  EXPECT_EQ(device.packs(), 1);
+  EXPECT_EQ(device.transfers(), 1);
+  int wrong = 0;
+  for (std::size_t i = 0; i < layout.sources.size(); ++i) wrong += !layout.landed(i);
+  EXPECT_EQ(wrong, 0);
+  engine->finish();
+}
+
+TEST(DeviceStager, BatchesBreakAtTheItemAndScratchLimits) {
+  {
+    testing::EmulatedDevice device;
+    auto engine = detail::make_device_copy_engine(device, "emulated");
+    Layout layout(std::vector<std::size_t>(DeviceStager::kMaxItems + 10, 16), 0);
+    for (std::size_t i = 0; i < layout.sources.size(); ++i) (void)layout.copy(*engine, i);
+    engine->finish();
+    EXPECT_EQ(device.packs(), 2);
+    int wrong = 0;
+    for (std::size_t i = 0; i < layout.sources.size(); ++i) wrong += !layout.landed(i);
+    EXPECT_EQ(wrong, 0);
+  }
+  {
+    testing::EmulatedDevice device;
+    auto engine = detail::make_device_copy_engine(device, "emulated");
+    const std::size_t count = DeviceStager::kScratchBytes / DeviceStager::kPackBelow + 3;
+    Layout layout(std::vector<std::size_t>(count, DeviceStager::kPackBelow), 0);
+    for (std::size_t i = 0; i < layout.sources.size(); ++i) (void)layout.copy(*engine, i);
+    engine->finish();
+    EXPECT_EQ(device.packs(), 2);  // 64 MiB of scratch holds 64 of them
+    for (std::size_t i = 0; i < layout.sources.size(); ++i) EXPECT_TRUE(layout.landed(i)) << i;
+  }
+}
+
+// The staging stream waits for the producer's event: the producer's pending
+// work (here: new values uploaded on its own stream) is in the copy.
+TEST(DeviceStager, CopiesAreOrderedAfterTheProducersEvent) {
+  for (const bool ordered : {true, false}) {
+    testing::EmulatedDevice device;
+    auto engine = detail::make_device_copy_engine(device, "emulated");
+    const std::vector<unsigned char> old_values(4096, 1), new_values(4096, 2);
+    std::vector<unsigned char> tensor = old_values, host(4096, 0);
+    void* producer = nullptr;
+    void* produced = nullptr;
+    ASSERT_EQ(device.create_stream(&producer), "");
+    ASSERT_EQ(device.create_event(&produced), "");
+    ASSERT_EQ(device.copy_to_device_async(tensor.data(), new_values.data(), tensor.size(), producer), "");
+    ASSERT_EQ(device.record_event(produced, producer), "");
+    if (ordered) engine->wait_for_producer(0, produced);
+    engine->wait(engine->copy_to_host(host.data(), tensor.data(), tensor.size(), 0));
+    // Unordered, the lazy producer has not run yet: the mutation this test catches.
+    EXPECT_EQ(host, ordered ? new_values : old_values) << (ordered ? "ordered" : "unordered");
+    engine->finish();
+    device.destroy_event(produced);
+    device.destroy_stream(producer);
+  }
+}
+
+TEST(DeviceStager, AFailedCopyIsAnErrorNamingTheDeviceAndTheEngineWorksAfterFinish) {
+  testing::EmulatedDevice device;
+  auto engine = detail::make_device_copy_engine(device, "emulated");
+  Layout big({5 << 20}, 0);
+  device.fail_next("copy_to_host_async");
+  try {
+    (void)big.copy(*engine, 0);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("emulated error in copy_to_host_async"), std::string::npos) << e.what();
+  }
+  engine->finish();
+
+  // A batch whose pack fails: waiting for one of its copies reports it; the
+  // copies of that batch never land, and waiting again says so.
+  Layout small({100, 200}, 64);
+  const std::uint64_t first = small.copy(*engine, 0);
+  const std::uint64_t second = small.copy(*engine, 1);
+  device.fail_next("pack_async");
+  EXPECT_THROW(engine->wait(first), Error);
+  EXPECT_THROW(engine->wait(second), Error);
+  engine->finish();
+
+  Layout again({100, 5 << 20}, 64);
+  engine->wait(again.copy(*engine, 0));
+  engine->wait(again.copy(*engine, 1));
+  EXPECT_TRUE(again.landed(0));
+  EXPECT_TRUE(again.landed(1));
+  engine->finish();
+}
+
+// CRC-32 computed "on the device" (the kernel's arithmetic, per block and
+// thread) and joined on the host equals ISA-L's, taken by ticket in any order.
+TEST(DeviceStager, DeviceCrc32MatchesIsaLAndIsTakenByTicket) {
+  testing::EmulatedDevice device;
+  auto engine = detail::make_device_copy_engine(device, "emulated");
+  const std::size_t sizes[] = {0, 1, 127, 128, 129, 16383, 16384, 16385, 3 * 16384 + 77, (std::size_t{1} << 20) + 3};
+  std::vector<std::vector<unsigned char>> data;
+  std::vector<std::uint64_t> tickets;
+  for (std::size_t n : sizes) {
+    data.push_back(random_bytes(n, static_cast<unsigned>(n)));
+    tickets.push_back(engine->queue_device_crc32(data.back().data(), n, 0));
+    EXPECT_NE(tickets.back(), 0u);
+  }
+  EXPECT_EQ(device.crc_kernels(), 0);
+  for (std::size_t i = data.size(); i-- > 0;) {
+    EXPECT_EQ(engine->device_crc32_result(tickets[i]), detail::crc32_update(0, data[i].data(), data[i].size()))
+        << sizes[i] << " bytes";
+  }
+  EXPECT_EQ(device.crc_kernels(), static_cast<int>(std::size(sizes)) - 1);  // none for 0 bytes
+  EXPECT_THROW((void)engine->device_crc32_result(tickets[0]), Error) << "a ticket is taken once";
+  engine->finish();
+  engine.reset();
+  EXPECT_EQ(device.live_resources(), 0);
+}
+
+}  // namespace
+}  // namespace ckptw
