@@ -4,6 +4,7 @@
 // with a timeout, staging memory reused and bounded.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -330,6 +331,33 @@ TEST(WriteAsync, IoUringWritesTheImageFromRegisteredStagingMemory) {
   EXPECT_TRUE(at::equal(read_back(tmp / "c", "w"), at::full({256, 256}, 1.0f)));
 }
 
+// The plan of `sd` with its storages' records marked as device memory (host
+// memory stands in for a device's).
+detail::FilePlan plan_with_device_storages(const StateDict& sd) {
+  detail::PlanOptions options;
+  options.folder = detail::archive_folder_for("checkpoint_0.pt");
+  detail::FilePlan plan = detail::plan_state_dict(sd, options);
+  for (auto& r : plan.records) {
+    if (r.data != nullptr && r.size > 0 && !r.is_serialization_id && r.name.rfind("data/", 0) == 0) r.device = 0;
+  }
+  return plan;
+}
+
+// Streams a staged plan into `path` (O_DIRECT where the filesystem allows) as
+// write() does, waiting on `engine` for the staged copies.
+void stream_staged_plan(const detail::FilePlan& plan, const std::string& path, detail::CopyEngine* engine) {
+  auto io = detail::make_posix_backend();
+  detail::BufferRing ring(4, 1 << 20);
+  detail::TempFile file(*io, path, /*direct=*/true);
+  {
+    auto queue = io->open_queue(file.fd(), ring, 3);
+    detail::ImageStreamer streamer(ring);
+    EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct(), engine).bytes, plan.file_size);
+  }
+  ASSERT_EQ(io->truncate(file.fd(), plan.file_size), 0);
+  file.publish(true);
+}
+
 // write()'s staging of device storages, with host memory standing in for a
 // device: stage_records returns while the copies are in flight, and the
 // streamer writes each record only once its own copy has landed. Two
@@ -378,17 +406,8 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
     detail::CopyEngine& engine = on_emulated_device ? *device_engine : fake_device;
     const bool image = c == Case::kImage;
     SCOPED_TRACE(std::string(engine.name()) + " case " + std::to_string(static_cast<int>(c)));
-    detail::PlanOptions options;
-    options.folder = detail::archive_folder_for("checkpoint_0.pt");
-    detail::FilePlan plan = detail::plan_state_dict(sd, options);
-    int device_records = 0;
-    for (auto& r : plan.records) {
-      if (r.data != nullptr && r.size > 0 && !r.is_serialization_id && r.name.rfind("data/", 0) == 0) {
-        r.device = 0;  // pretend: device memory
-        ++device_records;
-      }
-    }
-    ASSERT_EQ(device_records, 2);
+    detail::FilePlan plan = plan_with_device_storages(sd);
+    ASSERT_EQ(std::count_if(plan.records.begin(), plan.records.end(), [](const auto& r) { return r.device == 0; }), 2);
     detail::SnapshotArena arena(c == Case::kImageOverBudget ? plan.file_size - 1 : 0);
     const auto started = std::chrono::steady_clock::now();
     detail::StageOptions stage_options;
@@ -411,25 +430,43 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
       }
     }
 
-    auto io = detail::make_posix_backend();
-    detail::BufferRing ring(4, 1 << 20);
     const std::string path =
         tmp / (std::string(engine.name()) + "-case" + std::to_string(static_cast<int>(c)) + ".pt");
-    {
-      detail::TempFile file(*io, path, /*direct=*/true);
-      {
-        auto queue = io->open_queue(file.fd(), ring, 3);
-        detail::ImageStreamer streamer(ring);
-        EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct(), &engine).bytes, plan.file_size);
-      }
-      ASSERT_EQ(io->truncate(file.fd(), plan.file_size), 0);
-      file.publish(true);
-    }
+    stream_staged_plan(plan, path, &engine);
     engine.finish();
     EXPECT_EQ(on_emulated_device ? emulated.crc_kernels() - crc_kernels : fake_device.crcs_taken, 2)
         << "the streamer checksummed device records itself";
-    EXPECT_EQ(testing::read_file(path), testing::read_file(tmp / "ref/checkpoint_0.pt"));
+    EXPECT_TRUE(testing::read_file(path) == testing::read_file(tmp / "ref/checkpoint_0.pt")) << "not torch.save's bytes";
   }
+}
+
+// write_async()'s capture of device storages on the device engine (emulated
+// device, CRCs on the "device"): complete when staging returns, so the
+// tensors may change at once, and the file is torch.save's.
+TEST(StagedWrite, ACaptureOfDeviceStoragesIsCompleteWhenStagingReturns) {
+  testing::EmulatedDevice emulated;
+  std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
+  testing::TempDir tmp;
+  StateDict sd = model(5.0f);
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
+  detail::FilePlan plan = plan_with_device_storages(sd);
+  detail::SnapshotArena arena(0);
+  detail::StageOptions stage_options;
+  stage_options.order_after_producers = false;
+  stage_options.checksum_on_device = true;
+  detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, *engine, stage_options);
+  sd.at("w").toTensor().fill_(-1.0f);  // the trainer moves on
+  sd.at("b").toTensor().fill_(-1.0);
+  EXPECT_EQ(emulated.crc_kernels(), 2);
+  for (const auto& r : plan.records) {
+    if (r.size > 0 && r.name.rfind("data/", 0) == 0) {
+      EXPECT_TRUE(r.crc32_known) << r.name;
+      EXPECT_EQ(r.staged_ticket, 0u) << r.name;
+    }
+  }
+  stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+  EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
+      << "not torch.save's bytes";
 }
 
 }  // namespace
