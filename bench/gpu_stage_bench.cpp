@@ -17,7 +17,8 @@
 //  * write_gbps: write() of the state dict into --dir, fsync included, end to
 //    end; async_write_gbps: the same through write_async() up to the commit.
 // Every write replaces the previous one in one directory, so the disk never
-// holds more than two files of the state dict's size.
+// holds more than two files of the state dict's size; --dir/small keeps the
+// 10,000 small storages' checkpoint for torch.load.
 // Prints one JSON object. Used by scripts/device-check.sh. `--device cpu` runs
 // the same steps on CPU tensors (host memcpy for the "D2H" figures), so that
 // CI runs this program's every step where no GPU is.
@@ -133,6 +134,9 @@ int main(int argc, char** argv) {
   auto t = std::chrono::steady_clock::now();
   ckptw::WriteResult written = writer.write(ckpt, sd);
   const double write_secs = seconds_since(t);
+  // Left in place for the device check's torch.load of a ckptw file holding
+  // device tensors (10,000 of them, all 1.0, recorded as cuda:0).
+  (void)writer.write(dir + "/small", small);
   writer_owner.reset();  // its staging memory goes before the next writer pins its own
 
   ckptw::CheckpointWriterConfig crc_on_gpu;

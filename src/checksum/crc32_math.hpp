@@ -1,6 +1,6 @@
 // The arithmetic of zip's CRC-32 (reflected IEEE polynomial, finalized values
 // as zlib.crc32 returns them) shared by the host and the GPU kernel
-// (cuda/cuda_runtime.cu): the byte-at-a-time table loop, zlib's GF(2)
+// (cuda/cuda_device_runtime.cu): the byte-at-a-time table loop, zlib's GF(2)
 // operators that move a CRC past a run of bytes, and how the kernel splits a
 // storage into slices (one block each) and sub-slices (one thread each).
 // Header-only and callable from device code, so the kernel's own arithmetic

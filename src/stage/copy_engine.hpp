@@ -1,6 +1,6 @@
 // CopyEngine: the seam between staging and whatever moves tensor bytes into
 // host memory. The device engine (stage/device_stager.hpp, on CUDA through
-// cuda/cuda_runtime.cu) copies device memory on its own non-default stream
+// cuda/cuda_device_runtime.cu) copies device memory on its own non-default stream
 // per device, ordered after the producer's stream, packing small storages
 // into one transfer; the host engine copies host memory on a worker thread.
 // Both run in CI without a GPU: the device engine over an emulated runtime.

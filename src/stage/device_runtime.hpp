@@ -1,5 +1,5 @@
 // DeviceRuntime: the CUDA runtime calls that device staging (DeviceStager)
-// makes, behind an interface. cuda/cuda_runtime.cu implements it with CUDA and
+// makes, behind an interface. cuda/cuda_device_runtime.cu implements it with CUDA and
 // the kernels; tests implement it with host memory and streams whose work
 // runs only when something waits for it, so staging's bookkeeping (tickets,
 // packed batches, events, checksum slots) runs in CI, where no GPU is.
