@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "ckptw/ckptw.hpp"
 #include "read/pt_inspect.hpp"
@@ -166,6 +167,21 @@ TEST(Gpu, NcclBarrierWithOneRankGathersAndCommits) {
   CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1}, barrier);
   (void)writer.write(tmp / "c", gpu_model(1.0f));
   EXPECT_TRUE(testing::exists(tmp / "c/checkpoint_manifest.json"));
+}
+
+// A rank that never joins: the communicator's set-up (non-blocking, polled)
+// gives up at the deadline and is aborted, instead of hanging the trainer.
+// Rank 1 of this world of two is never started (NCCL refuses two ranks on one GPU).
+TEST(Gpu, NcclBarrierGivesUpOnAMissingRankAtTheDeadline) {
+  REQUIRE_GPU(1);
+  NcclBarrier::Options options;
+  options.timeout_secs = 3;
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(NcclBarrier(RankInfo{0, 2}, options, store), TimeoutError);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_GE(waited, 2.5);
+  EXPECT_LT(waited, 3 + 10) << "the deadline was not enforced";
 }
 
 }  // namespace
