@@ -34,46 +34,15 @@ class NcclTransport final : public detail::CollectiveTransport {
  public:
   NcclTransport(int device, int rank, int world, const ncclUniqueId& id, std::chrono::milliseconds init_timeout)
       : world_(world) {
-    cuda_check(cudaSetDevice(device), "cudaSetDevice");
-    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    cuda_check(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreate");
-    cuda_check(cudaMalloc(&device_send_, kSlot), "cudaMalloc");
-    cuda_check(cudaMalloc(&device_recv_, kSlot * world), "cudaMalloc");
-    cuda_check(cudaMallocHost(&host_send_, kSlot), "cudaMallocHost");
-    cuda_check(cudaMallocHost(&host_recv_, kSlot * world), "cudaMallocHost");
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;  // every NCCL call returns at once; progress is polled
-    ncclResult_t rc = ncclCommInitRankConfig(&comm_, world, id, rank, &config);
-    if (rc != ncclSuccess && rc != ncclInProgress) {
-      throw Error(std::string("NcclBarrier: ncclCommInitRankConfig failed: ") + ncclGetErrorString(rc));
-    }
-    const auto deadline = std::chrono::steady_clock::now() + init_timeout;
-    ncclResult_t state = ncclInProgress;
-    while (true) {
-      ncclCommGetAsyncError(comm_, &state);
-      if (state != ncclInProgress) break;
-      if (std::chrono::steady_clock::now() >= deadline) {
-        abort();
-        throw TimeoutError("NcclBarrier: communicator set-up timed out after " +
-                           std::to_string(init_timeout.count()) + " ms (not every rank joined)");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    if (state != ncclSuccess) {
-      abort();
-      throw Error(std::string("NcclBarrier: communicator set-up failed: ") + ncclGetErrorString(state));
+    try {
+      set_up(device, rank, id, init_timeout);
+    } catch (...) {
+      release();  // a trainer may construct the barrier again
+      throw;
     }
   }
 
-  ~NcclTransport() override {
-    abort();
-    if (done_) cudaEventDestroy(done_);
-    if (stream_) cudaStreamDestroy(stream_);
-    cudaFree(device_send_);
-    cudaFree(device_recv_);
-    cudaFreeHost(host_send_);
-    cudaFreeHost(host_recv_);
-  }
+  ~NcclTransport() override { release(); }
 
   void start(const std::string& message) override {
     auto* send = static_cast<unsigned char*>(host_send_);
@@ -123,6 +92,51 @@ class NcclTransport final : public detail::CollectiveTransport {
   }
 
  private:
+  // Throws with whatever it made still held; the constructor releases it
+  // (abort() included: a communicator still setting up is aborted).
+  void set_up(int device, int rank, const ncclUniqueId& id, std::chrono::milliseconds init_timeout) {
+    cuda_check(cudaSetDevice(device), "cudaSetDevice");
+    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    cuda_check(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_check(cudaMalloc(&device_send_, kSlot), "cudaMalloc");
+    cuda_check(cudaMalloc(&device_recv_, kSlot * world_), "cudaMalloc");
+    cuda_check(cudaMallocHost(&host_send_, kSlot), "cudaMallocHost");
+    cuda_check(cudaMallocHost(&host_recv_, kSlot * world_), "cudaMallocHost");
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;  // every NCCL call returns at once; progress is polled
+    ncclResult_t rc = ncclCommInitRankConfig(&comm_, world_, id, rank, &config);
+    if (rc != ncclSuccess && rc != ncclInProgress) {
+      throw Error(std::string("NcclBarrier: ncclCommInitRankConfig failed: ") + ncclGetErrorString(rc));
+    }
+    const auto deadline = std::chrono::steady_clock::now() + init_timeout;
+    ncclResult_t state = ncclInProgress;
+    while (true) {
+      ncclCommGetAsyncError(comm_, &state);
+      if (state != ncclInProgress) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw TimeoutError("NcclBarrier: communicator set-up timed out after " +
+                           std::to_string(init_timeout.count()) + " ms (not every rank joined)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (state != ncclSuccess) {
+      throw Error(std::string("NcclBarrier: communicator set-up failed: ") + ncclGetErrorString(state));
+    }
+  }
+
+  void release() noexcept {
+    abort();
+    if (done_) cudaEventDestroy(done_);
+    if (stream_) cudaStreamDestroy(stream_);
+    cudaFree(device_send_);
+    cudaFree(device_recv_);
+    cudaFreeHost(host_send_);
+    cudaFreeHost(host_recv_);
+    done_ = nullptr;
+    stream_ = nullptr;
+    device_send_ = device_recv_ = host_send_ = host_recv_ = nullptr;
+  }
+
   int world_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;

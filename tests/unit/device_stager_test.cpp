@@ -119,6 +119,31 @@ TEST(DeviceStager, BatchesBreakAtTheItemAndScratchLimits) {
   }
 }
 
+// Storages on two devices, interleaved: each device's copies run on its own
+// stream; a device's pending batch is sent before the other device's copy.
+TEST(DeviceStager, CopiesFromTwoDevicesLandThroughTheirOwnStreams) {
+  testing::EmulatedDevice device(2);
+  auto engine = detail::make_device_copy_engine(device, "emulated");
+  Layout layout({4096, 4096, 300, 300, 3 << 20, 64}, 64);
+  std::vector<std::uint64_t> tickets;
+  for (std::size_t i = 0; i < layout.sources.size(); ++i) {
+    tickets.push_back(engine->copy_to_host(layout.host.data() + layout.offsets[i], layout.sources[i].data(),
+                                           layout.sources[i].size(), static_cast<int>(i % 2)));
+  }
+  engine->wait(tickets[1]);  // device 1's first copy: device 0's work need not have run
+  EXPECT_TRUE(layout.landed(1));
+  EXPECT_FALSE(layout.landed(0));
+  for (std::size_t i = 0; i < tickets.size(); ++i) {
+    engine->wait(tickets[i]);
+    EXPECT_TRUE(layout.landed(i)) << i;
+  }
+  engine->finish();
+  EXPECT_EQ(device.packs(), 5);  // every device switch sends the other's batch; the 3 MiB copy goes directly
+  EXPECT_EQ(device.current_device(), 0) << "the caller's current device was not restored";
+  engine.reset();
+  EXPECT_EQ(device.live_resources(), 0);
+}
+
 // The staging stream waits for the producer's event: the producer's pending
 // work (here: new values uploaded on its own stream) is in the copy.
 TEST(DeviceStager, CopiesAreOrderedAfterTheProducersEvent) {
