@@ -99,14 +99,16 @@ STAGE_DIR=$DIR/stage
 need=$(( $($PY -c "print(int($GIB * (1 << 30)))") * 22 / 10 ))
 if [ -d /dev/shm ] && [ "$(df --output=avail -B1 /dev/shm | tail -1)" -gt "$need" ]; then STAGE_DIR=/dev/shm/ckptw-stage; fi
 log "staging repetitions write into $STAGE_DIR"
-"$BUILD/bench/gpu_stage_bench" --gib "$GIB" --dir "$DIR/stage" --stage-dir "$STAGE_DIR" | tee "$OUT/gpu_stage.json"
+# A failed step is recorded and the next steps still run: the device time is short.
+"$BUILD/bench/gpu_stage_bench" --gib "$GIB" --dir "$DIR/stage" --stage-dir "$STAGE_DIR" | tee "$OUT/gpu_stage.json" ||
+  { log "gpu_stage_bench FAILED"; status=1; }
 rm -rf "$DIR/stage/ckpt" /dev/shm/ckptw-stage  # keeps stage/small for torch.load below
 log "disk limit (raw O_DIRECT) and CPU write and write_async, same size"
 "$BUILD/ckptw" bench --size "$($PY -c "print(int($GIB * (1 << 30)))")" --backend auto --repeat 1 --warmup 0 --no-torch \
   --dir "$DIR" --json "$OUT/bench.json" |
-  tee "$OUT/bench.txt"
+  tee "$OUT/bench.txt" || { log "ckptw bench FAILED"; status=1; }
 log "torch.save of the same GPU state dict (fsync included), and torch.load of a ckptw file onto the GPU"
-$PY - "$GIB" "$DIR" <<'PY' | tee "$OUT/torch_save.json"
+$PY - "$GIB" "$DIR" <<'PY' | tee "$OUT/torch_save.json" || { log "torch.save / torch.load step FAILED"; status=1; }
 import json, os, sys, time
 import torch
 gib, d = float(sys.argv[1]), sys.argv[2]
@@ -132,5 +134,5 @@ print(json.dumps({"torch_save_gbps": round(n * 4 * 64 / min(times) / 1e9, 3), "t
                   "torch_load_of_ckptw_file": {"tensors": len(ckptw_file), "on_cuda0": on_gpu, "values_right": right}}))
 PY
 rm -rf "$DIR/stage"
-log "done"
+log "done (status $status)"
 exit $status
