@@ -68,6 +68,25 @@ AsyncTimes write_async_times(ckptw::CheckpointWriter& writer, const std::string&
   return AsyncTimes{blocked, result.stage_secs, seconds_since(t)};
 }
 
+struct StagingMedians {
+  double blocked;  // median time write_async() blocked
+  double copies;   // median WriteResult::stage_secs
+};
+
+// One warm-up write_async() of `sd` (it pays any growth and pinning of the
+// staging memory), then the medians of three.
+StagingMedians staging_medians(ckptw::CheckpointWriter& writer, const std::string& dir, const ckptw::StateDict& sd) {
+  (void)write_async_times(writer, dir, sd);
+  std::vector<double> blocked;
+  std::vector<double> copies;
+  for (int i = 0; i < 3; ++i) {
+    const AsyncTimes times = write_async_times(writer, dir, sd);
+    blocked.push_back(times.blocked);
+    copies.push_back(times.copies);
+  }
+  return StagingMedians{median(blocked), median(copies)};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -109,29 +128,15 @@ int main(int argc, char** argv) {
   ckptw::CheckpointWriter& writer = *writer_owner;
   const std::string ckpt = dir + "/ckpt";
   const std::string staged = (stage_dir.empty() ? dir : stage_dir) + "/ckpt";
-  (void)write_async_times(writer, staged, sd);  // pays the pinning once
-  std::vector<double> stage;
-  std::vector<double> stage_copies;
-  for (int i = 0; i < 3; ++i) {
-    const AsyncTimes times = write_async_times(writer, staged, sd);
-    stage.push_back(times.blocked);
-    stage_copies.push_back(times.copies);
-  }
-  const double stage_secs = median(stage);
-  const double stage_copy_secs = median(stage_copies);
+  const StagingMedians large = staging_medians(writer, staged, sd);
+  const double stage_secs = large.blocked;
+  const double stage_copy_secs = large.copies;
 
   ckptw::StateDict small = ckptw::make_state_dict();
   for (int i = 0; i < 10000; ++i) small.insert("p" + std::to_string(i), at::full({1024}, 1.0f, cuda));
-  (void)write_async_times(writer, staged, small);
-  std::vector<double> small_secs;
-  std::vector<double> small_copy_secs;
-  for (int i = 0; i < 3; ++i) {
-    const AsyncTimes times = write_async_times(writer, staged, small);
-    small_secs.push_back(times.blocked);
-    small_copy_secs.push_back(times.copies);
-  }
-  const double small_gbps = 10000.0 * 4096 / median(small_secs) / 1e9;
-  const double small_copy_gbps = 10000.0 * 4096 / median(small_copy_secs) / 1e9;
+  const StagingMedians small_medians = staging_medians(writer, staged, small);
+  const double small_gbps = 10000.0 * 4096 / small_medians.blocked / 1e9;
+  const double small_copy_gbps = 10000.0 * 4096 / small_medians.copies / 1e9;
 
   synchronize();
   auto t = std::chrono::steady_clock::now();

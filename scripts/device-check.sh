@@ -86,7 +86,8 @@ cmake --build "$BUILD" -j"$(nproc)" --target ckptw_cli gpu_test writer_test gpu_
 log "GPU tests"
 status=0
 (cd "$BUILD" && ctest -L gpu --output-on-failure) 2>&1 | tee "$OUT/gpu_tests.txt" | tail -15 || status=1
-(cd "$BUILD" && ctest -R 'WriteAsync|AsyncCheckpointer' --output-on-failure) 2>&1 | tail -5 | tee -a "$OUT/gpu_tests.txt"
+(cd "$BUILD" && ctest -R 'WriteAsync|AsyncCheckpointer' --output-on-failure) 2>&1 | tail -5 | tee -a "$OUT/gpu_tests.txt" ||
+  status=1
 if [ -n "${CKPTW_DEVICE_REHEARSAL:-}" ]; then log "rehearsal: stopping before the measurements, which need a GPU"; exit $status; fi
 
 DIR=${CKPTW_DEVICE_DIR:-$ROOT/device-check-data}
@@ -95,8 +96,9 @@ df -hT "$DIR" | tee "$OUT/filesystem.txt"
 log "staging and write figures ($GIB GiB on cuda:0)"
 # The staging repetitions need no disk: a tmpfs takes their files when it has
 # room for two of them, so only the end-to-end writes wait for the disk.
+BYTES=$($PY -c "print(int($GIB * (1 << 30)))")
 STAGE_DIR=$DIR/stage
-need=$(( $($PY -c "print(int($GIB * (1 << 30)))") * 22 / 10 ))
+need=$((BYTES * 22 / 10))
 if [ -d /dev/shm ] && [ "$(df --output=avail -B1 /dev/shm | tail -1)" -gt "$need" ]; then STAGE_DIR=/dev/shm/ckptw-stage; fi
 log "staging repetitions write into $STAGE_DIR"
 # A failed step is recorded and the next steps still run: the device time is short.
@@ -104,7 +106,7 @@ log "staging repetitions write into $STAGE_DIR"
   { log "gpu_stage_bench FAILED"; status=1; }
 rm -rf "$DIR/stage/ckpt" /dev/shm/ckptw-stage  # keeps stage/small for torch.load below
 log "disk limit (raw O_DIRECT) and CPU write and write_async, same size"
-"$BUILD/ckptw" bench --size "$($PY -c "print(int($GIB * (1 << 30)))")" --backend auto --repeat 1 --warmup 0 --no-torch \
+"$BUILD/ckptw" bench --size "$BYTES" --backend auto --repeat 1 --warmup 0 --no-torch \
   --dir "$DIR" --json "$OUT/bench.json" |
   tee "$OUT/bench.txt" || { log "ckptw bench FAILED"; status=1; }
 log "torch.save of the same GPU state dict (fsync included), and torch.load of a ckptw file onto the GPU"
