@@ -41,32 +41,28 @@ CKPTW_HOST_DEVICE inline std::uint32_t times(const std::uint32_t* matrix, std::u
   return sum;
 }
 
-CKPTW_HOST_DEVICE inline void square(const std::uint32_t* in, std::uint32_t* out) {
-  for (int i = 0; i < 32; ++i) out[i] = times(in, in[i]);
+/// matrix = matrix × matrix.
+CKPTW_HOST_DEVICE inline void square(std::uint32_t* matrix) {
+  std::uint32_t product[32];
+  for (int i = 0; i < 32; ++i) product[i] = times(matrix, matrix[i]);
+  for (int i = 0; i < 32; ++i) matrix[i] = product[i];
 }
 
 /// The operator that moves a CRC past `length` more bytes (zlib's
 /// crc32_combine matrices, kept as a reusable operator): applying it costs 32
 /// conditional XORs, computing it log2(length) squarings.
 CKPTW_HOST_DEVICE inline void shift_operator(std::uint64_t length, std::uint32_t* out) {
-  std::uint32_t step[32], scratch[32];
+  std::uint32_t step[32];
   step[0] = kReflectedPolynomial;  // one zero bit
   for (int i = 1; i < 32; ++i) step[i] = 1u << (i - 1);
-  for (int bits = 1; bits < 8; bits *= 2) {  // 1 → 2 → 4 → 8 zero bits: one byte
-    square(step, scratch);
-    for (int i = 0; i < 32; ++i) step[i] = scratch[i];
-  }
-  for (int i = 0; i < 32; ++i) out[i] = 1u << i;  // identity
+  for (int bits = 1; bits < 8; bits *= 2) square(step);  // 1 → 2 → 4 → 8 zero bits: one byte
+  for (int i = 0; i < 32; ++i) out[i] = 1u << i;         // identity
   while (length != 0) {  // squares of `step` walk 1, 2, 4, ... bytes
     if (length & 1) {
-      for (int i = 0; i < 32; ++i) scratch[i] = times(step, out[i]);
-      for (int i = 0; i < 32; ++i) out[i] = scratch[i];
+      for (int i = 0; i < 32; ++i) out[i] = times(step, out[i]);  // column i of step × out
     }
     length >>= 1;
-    if (length != 0) {
-      square(step, scratch);
-      for (int i = 0; i < 32; ++i) step[i] = scratch[i];
-    }
+    if (length != 0) square(step);
   }
 }
 
