@@ -46,8 +46,25 @@ struct Layout {
   bool landed(std::size_t i) const {
     return sources[i].empty() || std::memcmp(host.data() + offsets[i], sources[i].data(), sources[i].size()) == 0;
   }
+  std::size_t not_landed() const {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < sources.size(); ++i) n += !landed(i);
+    return n;
+  }
   std::uint64_t copy(detail::CopyEngine& engine, std::size_t i) {
     return engine.copy_to_host(host.data() + offsets[i], sources[i].data(), sources[i].size(), 0);
+  }
+  std::vector<std::uint64_t> copy_all(detail::CopyEngine& engine) {
+    std::vector<std::uint64_t> tickets;
+    for (std::size_t i = 0; i < sources.size(); ++i) tickets.push_back(copy(engine, i));
+    return tickets;
+  }
+  // Waits for each ticket in turn; storage i has landed once tickets[i] was waited for.
+  void wait_each(detail::CopyEngine& engine, const std::vector<std::uint64_t>& tickets) const {
+    for (std::size_t i = 0; i < tickets.size(); ++i) {
+      engine.wait(tickets[i]);
+      EXPECT_TRUE(landed(i)) << i;
+    }
   }
 };
 
@@ -58,8 +75,7 @@ TEST(DeviceStager, ACopyLandsOnceItsTicketIsWaitedForPackingSmallOnesIntoBatches
   // Batch 1: 4096, 77, 1 MiB (the largest packed); direct: 1 MiB + 1; no
   // copy: 0 bytes; batch 2: 300; direct: 5 MiB; batch 3: 64.
   Layout layout({4096, 77, pack_limit, pack_limit + 1, 0, 300, 5 << 20, 64}, 128);
-  std::vector<std::uint64_t> tickets;
-  for (std::size_t i = 0; i < layout.sources.size(); ++i) tickets.push_back(layout.copy(*engine, i));
+  const std::vector<std::uint64_t> tickets = layout.copy_all(*engine);
   for (std::size_t i = 1; i < tickets.size(); ++i) EXPECT_GT(tickets[i], tickets[i - 1]);
   EXPECT_EQ(device.transfers(), 0) << "queued copies ran before anything waited for them";
   EXPECT_FALSE(layout.landed(0));
@@ -69,10 +85,7 @@ TEST(DeviceStager, ACopyLandsOnceItsTicketIsWaitedForPackingSmallOnesIntoBatches
   EXPECT_TRUE(layout.landed(1));
   EXPECT_TRUE(layout.landed(2));
   EXPECT_FALSE(layout.landed(3));
-  for (std::size_t i = 0; i < tickets.size(); ++i) {
-    engine->wait(tickets[i]);
-    EXPECT_TRUE(layout.landed(i)) << i;
-  }
+  layout.wait_each(*engine, tickets);
   engine->finish();
   EXPECT_EQ(device.packs(), 3);
   EXPECT_EQ(device.transfers(), 5);  // three batches, two direct copies
@@ -84,14 +97,10 @@ TEST(DeviceStager, TenThousandSmallStoragesMoveInOnePackAndOneTransfer) {
   testing::EmulatedDevice device;
   auto engine = detail::make_device_copy_engine(device, "emulated");
   Layout layout(std::vector<std::size_t>(10000, 4096), 64);
-  std::vector<std::uint64_t> tickets;
-  for (std::size_t i = 0; i < layout.sources.size(); ++i) tickets.push_back(layout.copy(*engine, i));
-  engine->wait(tickets.back());
+  engine->wait(layout.copy_all(*engine).back());
   EXPECT_EQ(device.packs(), 1);
   EXPECT_EQ(device.transfers(), 1);
-  int wrong = 0;
-  for (std::size_t i = 0; i < layout.sources.size(); ++i) wrong += !layout.landed(i);
-  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(layout.not_landed(), 0u);
   engine->finish();
 }
 
@@ -100,22 +109,20 @@ TEST(DeviceStager, BatchesBreakAtTheItemAndScratchLimits) {
     testing::EmulatedDevice device;
     auto engine = detail::make_device_copy_engine(device, "emulated");
     Layout layout(std::vector<std::size_t>(DeviceStager::kMaxItems + 10, 16), 0);
-    for (std::size_t i = 0; i < layout.sources.size(); ++i) (void)layout.copy(*engine, i);
+    (void)layout.copy_all(*engine);
     engine->finish();
     EXPECT_EQ(device.packs(), 2);
-    int wrong = 0;
-    for (std::size_t i = 0; i < layout.sources.size(); ++i) wrong += !layout.landed(i);
-    EXPECT_EQ(wrong, 0);
+    EXPECT_EQ(layout.not_landed(), 0u);
   }
   {
     testing::EmulatedDevice device;
     auto engine = detail::make_device_copy_engine(device, "emulated");
     const std::size_t count = DeviceStager::kScratchBytes / DeviceStager::kPackBelow + 3;
     Layout layout(std::vector<std::size_t>(count, DeviceStager::kPackBelow), 0);
-    for (std::size_t i = 0; i < layout.sources.size(); ++i) (void)layout.copy(*engine, i);
+    (void)layout.copy_all(*engine);
     engine->finish();
     EXPECT_EQ(device.packs(), 2);  // 64 MiB of scratch holds 64 of them
-    for (std::size_t i = 0; i < layout.sources.size(); ++i) EXPECT_TRUE(layout.landed(i)) << i;
+    EXPECT_EQ(layout.not_landed(), 0u);
   }
 }
 
@@ -133,10 +140,7 @@ TEST(DeviceStager, CopiesFromTwoDevicesLandThroughTheirOwnStreams) {
   engine->wait(tickets[1]);  // device 1's first copy: device 0's work need not have run
   EXPECT_TRUE(layout.landed(1));
   EXPECT_FALSE(layout.landed(0));
-  for (std::size_t i = 0; i < tickets.size(); ++i) {
-    engine->wait(tickets[i]);
-    EXPECT_TRUE(layout.landed(i)) << i;
-  }
+  layout.wait_each(*engine, tickets);
   engine->finish();
   EXPECT_EQ(device.packs(), 5);  // every device switch sends the other's batch; the 3 MiB copy goes directly
   EXPECT_EQ(device.current_device(), 0) << "the caller's current device was not restored";
