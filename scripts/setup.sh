@@ -9,8 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-# ccache hits across checkouts in other directories (CI clones afresh).
-export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=true
+source scripts/build-env.sh
 BUILD_DIR=${CKPTW_BUILD_DIR:-build}
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -63,5 +62,9 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
     -DCKPTW_PYTHON="$ROOT/.venv/bin/python" >/dev/null
 fi
 log "building"
-cmake --build "$BUILD_DIR" -- -j"$(nproc)" | grep -v '^\[' || true
+# grep hides ninja's progress lines; pipefail keeps the build's verdict.
+if ! cmake --build "$BUILD_DIR" -- -j"$(nproc)" | { grep -v '^\[' || true; }; then
+  log "building $BUILD_DIR failed"
+  exit 1
+fi
 test -x "$BUILD_DIR/ckptw"

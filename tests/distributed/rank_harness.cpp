@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
 #endif
   } else if (args.barrier == "process_group") {
     barrier = std::make_shared<ProcessGroupBarrier>(
-        rank_info, testing::make_store_backend(connect_store(), rank, rank_info.global_world_size),
+        rank_info, ckptw::testing::make_store_backend(connect_store(), rank, rank_info.global_world_size),
         std::chrono::seconds(args.timeout));
   } else {
     BarrierConfig config;
