@@ -47,6 +47,10 @@ if [ "${1:-}" = rehearse ]; then
   # .device-deps fails the build instead of passing unnoticed.
   masked=$(dpkg -L "${PACKAGES[@]}" 2>/dev/null | grep -E '^/usr/(include|lib|share/cmake|share/pkgconfig|src)/' |
     grep -v 'libz\.so\.1' | while read -r f; do if [ -f "$f" ] && ! [ -L "$f" ]; then echo "$f"; fi; done)
+  # The device machine has no pkg-config either: hide this one's binaries.
+  for tool in pkg-config pkgconf x86_64-linux-gnu-pkg-config; do
+    if command -v "$tool" >/dev/null; then masked+=$'\n'$(realpath "$(command -v "$tool")"); fi
+  done
   export PYTHON=${PYTHON:-$ROOT/.venv/bin/python} CKPTW_DEVICE_REHEARSAL=1 OUT=${OUT:-/tmp/ckptw-device-rehearsal}
   exec unshare -m bash -c 'mount --make-rprivate / && for f in $1; do mount --bind /dev/null "$f"; done && shift && exec "$@"' \
     rehearse "$masked" "$0" "${2:-8}"
@@ -62,8 +66,6 @@ TORCH_PREFIX=$($PY -c 'import torch.utils; print(torch.utils.cmake_prefix_path)'
 $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee "$OUT/torch.txt"
 
 SYS=$DEPS/root/usr
-export PKG_CONFIG_PATH=$SYS/lib/x86_64-linux-gnu/pkgconfig:$SYS/share/pkgconfig
-export PKG_CONFIG_SYSROOT_DIR=$DEPS/root
 export LD_LIBRARY_PATH=$SYS/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 BUILD=${CKPTW_DEVICE_BUILD:-$ROOT/build-device}
 log "configuring against $TORCH_PREFIX"
@@ -75,6 +77,7 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DTORCH_CUDA_ARCH_LIST=9.0 -DGTest_DIR="$LIB/cmake/GTest" -Dbenchmark_DIR="$LIB/cmake/benchmark" \
   -DCLI11_DIR="$SYS/share/cmake/CLI11" -Dnlohmann_json_DIR="$SYS/share/cmake/nlohmann_json" \
   -DISAL_INCLUDE_DIR="$SYS/include" -DISAL_LIBRARY="$LIB/libisal.so" \
+  -DLIBURING_INCLUDE_DIR="$SYS/include" -DLIBURING_LIBRARY="$LIB/liburing.so" \
   -DZLIB_INCLUDE_DIR="$SYS/include" -DZLIB_LIBRARY="$LIB/libz.a" \
   -DCKPTW_PYTHON="$(command -v $PY)" -DCKPTW_BUILD_EXAMPLES=OFF >"$OUT/configure.txt" 2>&1 ||
   { tail -30 "$OUT/configure.txt"; exit 1; }

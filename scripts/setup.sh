@@ -19,7 +19,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 #    files) off the machine so it cannot shadow the LibTorch we build against.
 #    libgloo-dev only provides declarations for the Gloo barrier tests (the
 #    torch wheel ships no gloo headers).
-APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
+APT_PACKAGES=(build-essential cmake ninja-build ccache
   liburing-dev libisal-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-venv unzip
   clang libclang-rt-14-dev)
