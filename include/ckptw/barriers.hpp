@@ -84,7 +84,7 @@ class CKPTW_EXPORT NcclBarrier final : public Barrier {
  public:
   struct Options {
     TcpStoreBarrier::Options store;  ///< where the unique id is exchanged (prefix, address, port)
-    int device = -1;                 ///< CUDA device; -1: RankInfo::local_rank
+    int device = -1;                 ///< CUDA device; -1: LOCAL_RANK modulo the visible devices (docs/commit.md)
     int timeout_secs = 600;          ///< communicator set-up and execute_barrier() deadline
   };
   NcclBarrier(const RankInfo& rank_info, Options options, c10::intrusive_ptr<c10d::Store> store = {});
@@ -114,7 +114,7 @@ CKPTW_EXPORT BarrierType parse_barrier_type(const std::string& text);
 struct CKPTW_EXPORT BarrierConfig {
   BarrierType type = BarrierType::kNone;
   TcpStoreBarrier::Options tcp_store;               ///< kTcpStore, and the id exchange of kNccl
-  int nccl_device = -1;                             ///< kNccl: CUDA device, -1 for LOCAL_RANK
+  int nccl_device = -1;                             ///< kNccl: CUDA device, -1: LOCAL_RANK modulo the visible devices
   c10::intrusive_ptr<c10d::Store> store;            ///< optional store for kTcpStore / kNccl
   c10::intrusive_ptr<c10d::Backend> process_group;  ///< required for kProcessGroup
   int timeout_secs = 600;                           ///< default deadline of execute_barrier()

@@ -1,16 +1,19 @@
-// NcclBarrier: the deadline logic is polled_all_gather(); this file holds the
-// NCCL transport (compiled when ckptw is built with CUDA and NCCL) and the
-// unique-id exchange through a c10d store.
+// NcclBarrier: the deadline logic is polled_all_gather(), the id exchange and
+// the gather's ordering are in nccl_protocol.cpp (plain C++, tested without a
+// GPU); this file holds the NCCL and CUDA calls behind them (compiled when
+// ckptw is built with CUDA and NCCL).
 #include <cstring>
 #include <thread>
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "ckptw/barriers.hpp"
+#include "commit/nccl_protocol.hpp"
 #include "commit/polled_collective.hpp"
 #include "commit/store_connect.hpp"
 
 #if CKPTW_HAVE_NCCL
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 #endif
@@ -24,68 +27,103 @@ constexpr std::size_t kSlot = Barrier::kMaxMessageBytes + 1;  // [length, bytes.
 
 std::string cuda_text(cudaError_t rc) { return std::string(cudaGetErrorName(rc)) + ": " + cudaGetErrorString(rc); }
 
-void cuda_check(cudaError_t rc, const char* what) {
-  if (rc != cudaSuccess) throw Error(std::string("NcclBarrier: ") + what + " failed (" + cuda_text(rc) + ")");
+// Makes `device` current for one call on whatever thread makes it (write_async
+// votes from ckptw's own thread, whose current device is 0), and afterwards
+// makes the previous device current again only when it already has a
+// context: cudaSetDevice would create one (hundreds of MiB) on a device this
+// thread never used, as torch's MaybeSetDevice avoids too.
+class DeviceForCall {
+ public:
+  explicit DeviceForCall(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    if (previous_ != device) rc_ = cudaSetDevice(device);
+    if (previous_ == device) previous_ = -1;
+  }
+  ~DeviceForCall() {
+    if (previous_ >= 0 && at::detail::getCUDAHooks().hasPrimaryContext(static_cast<c10::DeviceIndex>(previous_))) {
+      (void)cudaSetDevice(previous_);
+    }
+  }
+  cudaError_t rc() const { return rc_; }
+
+ private:
+  int previous_ = -1;
+  cudaError_t rc_ = cudaSuccess;
+};
+
+detail::NcclCalls::Status from_cuda(cudaError_t rc, const char* what) {
+  if (rc == cudaSuccess) return {};
+  (void)cudaGetLastError();  // one failed call must not fail the trainer's next launch check
+  return {detail::NcclCalls::State::kFailed, std::string(what) + " failed (" + cuda_text(rc) + ")"};
 }
 
-// One all-gather of kSlot bytes per rank on the barrier's own stream and
-// communicator. Host staging is pinned so the copies are truly asynchronous.
-class NcclTransport final : public detail::CollectiveTransport {
+detail::NcclCalls::Status from_nccl(ncclResult_t rc) {
+  if (rc == ncclSuccess) return {};
+  if (rc == ncclInProgress) return {detail::NcclCalls::State::kInProgress, {}};
+  return {detail::NcclCalls::State::kFailed, ncclGetErrorString(rc)};
+}
+
+void cuda_check(cudaError_t rc, const char* what) {
+  if (detail::NcclCalls::Status s = from_cuda(rc, what); s.state == detail::NcclCalls::State::kFailed) {
+    throw Error("NcclBarrier: " + s.error);
+  }
+}
+
+// The barrier's own communicator (non-blocking), stream, completion event and
+// buffers on one device; every call makes that device current first.
+class CudaNcclCalls final : public detail::NcclCalls {
  public:
-  NcclTransport(int device, int rank, int world, const ncclUniqueId& id, std::chrono::milliseconds init_timeout)
-      : world_(world) {
+  CudaNcclCalls(int device, int rank, int world, const ncclUniqueId& id, std::chrono::milliseconds init_timeout)
+      : device_(device), world_(world) {
     try {
-      set_up(device, rank, id, init_timeout);
+      set_up(rank, id, init_timeout);
     } catch (...) {
       release();  // a trainer may construct the barrier again
       throw;
     }
   }
+  ~CudaNcclCalls() override { release(); }
 
-  ~NcclTransport() override { release(); }
+  unsigned char* host_send() override { return static_cast<unsigned char*>(host_send_); }
+  const unsigned char* host_recv() override { return static_cast<const unsigned char*>(host_recv_); }
 
-  void start(const std::string& message) override {
-    auto* send = static_cast<unsigned char*>(host_send_);
-    std::memset(send, 0, kSlot);
-    send[0] = static_cast<unsigned char>(message.size());
-    std::memcpy(send + 1, message.data(), message.size());
-    cuda_check(cudaMemcpyAsync(device_send_, host_send_, kSlot, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
-    ncclResult_t rc = ncclAllGather(device_send_, device_recv_, kSlot, ncclUint8, comm_, stream_);
-    if (rc != ncclSuccess && rc != ncclInProgress) {
-      throw Error(std::string("ncclAllGather failed: ") + ncclGetErrorString(rc));
-    }
-    cuda_check(cudaMemcpyAsync(host_recv_, device_recv_, kSlot * world_, cudaMemcpyDeviceToHost, stream_),
-               "cudaMemcpyAsync");
-    cuda_check(cudaEventRecord(done_, stream_), "cudaEventRecord");
+  Status upload_send() override {
+    DeviceForCall on(device_);
+    if (Status s = from_cuda(on.rc(), "cudaSetDevice"); s.state != State::kSuccess) return s;
+    return from_cuda(cudaMemcpyAsync(device_send_, host_send_, kSlot, cudaMemcpyHostToDevice, stream_),
+                     "cudaMemcpyAsync");
   }
-
-  Progress poll(std::string* error) override {
+  Status all_gather() override {
+    DeviceForCall on(device_);
+    if (Status s = from_cuda(on.rc(), "cudaSetDevice"); s.state != State::kSuccess) return s;
+    return from_nccl(ncclAllGather(device_send_, device_recv_, kSlot, ncclUint8, comm_, stream_));
+  }
+  Status comm_state() override {
     ncclResult_t state = ncclSuccess;
-    ncclCommGetAsyncError(comm_, &state);
-    if (state != ncclSuccess && state != ncclInProgress) {
-      *error = std::string("NCCL async error: ") + ncclGetErrorString(state);
-      return Progress::kFailed;
-    }
-    cudaError_t rc = cudaEventQuery(done_);
-    if (rc == cudaSuccess) return Progress::kDone;
-    if (rc == cudaErrorNotReady) return Progress::kPending;
-    *error = "cudaEventQuery: " + cuda_text(rc);
-    return Progress::kFailed;
+    if (ncclResult_t rc = ncclCommGetAsyncError(comm_, &state); rc != ncclSuccess) return from_nccl(rc);
+    return from_nccl(state);
   }
-
-  std::vector<std::string> result() override {
-    std::vector<std::string> messages;
-    const auto* recv = static_cast<const unsigned char*>(host_recv_);
-    for (int r = 0; r < world_; ++r) {
-      const unsigned char* slot = recv + kSlot * r;
-      messages.emplace_back(reinterpret_cast<const char*>(slot + 1),
-                            std::min<std::size_t>(slot[0], Barrier::kMaxMessageBytes));
-    }
-    return messages;
+  Status download_and_record() override {
+    DeviceForCall on(device_);
+    if (Status s = from_cuda(on.rc(), "cudaSetDevice"); s.state != State::kSuccess) return s;
+    Status s = from_cuda(cudaMemcpyAsync(host_recv_, device_recv_, kSlot * world_, cudaMemcpyDeviceToHost, stream_),
+                         "cudaMemcpyAsync");
+    if (s.state == State::kSuccess) s = from_cuda(cudaEventRecord(done_, stream_), "cudaEventRecord");
+    return s;
   }
-
+  Status query_done() override {
+    DeviceForCall on(device_);
+    if (Status s = from_cuda(on.rc(), "cudaSetDevice"); s.state != State::kSuccess) return s;
+    const cudaError_t rc = cudaEventQuery(done_);
+    if (rc == cudaErrorNotReady) {
+      (void)cudaGetLastError();  // not ready is no error: leave none behind for the trainer (torch does the same)
+      return {State::kInProgress, {}};
+    }
+    return from_cuda(rc, "cudaEventQuery");
+  }
   void abort() noexcept override {
     if (comm_ != nullptr) {
+      DeviceForCall on(device_);
       ncclCommAbort(comm_);  // never ncclCommDestroy: it may wait on ranks that are gone
       comm_ = nullptr;
     }
@@ -94,8 +132,9 @@ class NcclTransport final : public detail::CollectiveTransport {
  private:
   // Throws with whatever it made still held; the constructor releases it
   // (abort() included: a communicator still setting up is aborted).
-  void set_up(int device, int rank, const ncclUniqueId& id, std::chrono::milliseconds init_timeout) {
-    cuda_check(cudaSetDevice(device), "cudaSetDevice");
+  void set_up(int rank, const ncclUniqueId& id, std::chrono::milliseconds init_timeout) {
+    DeviceForCall on(device_);
+    cuda_check(on.rc(), "cudaSetDevice");
     cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     cuda_check(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreate");
     cuda_check(cudaMalloc(&device_send_, kSlot), "cudaMalloc");
@@ -109,34 +148,34 @@ class NcclTransport final : public detail::CollectiveTransport {
       throw Error(std::string("NcclBarrier: ncclCommInitRankConfig failed: ") + ncclGetErrorString(rc));
     }
     const auto deadline = std::chrono::steady_clock::now() + init_timeout;
-    ncclResult_t state = ncclInProgress;
-    while (true) {
-      ncclCommGetAsyncError(comm_, &state);
-      if (state != ncclInProgress) break;
+    Status state = comm_state();
+    while (state.state == State::kInProgress) {
       if (std::chrono::steady_clock::now() >= deadline) {
         throw TimeoutError("NcclBarrier: communicator set-up timed out after " +
                            std::to_string(init_timeout.count()) + " ms (not every rank joined)");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      state = comm_state();
     }
-    if (state != ncclSuccess) {
-      throw Error(std::string("NcclBarrier: communicator set-up failed: ") + ncclGetErrorString(state));
-    }
+    if (state.state == State::kFailed) throw Error("NcclBarrier: communicator set-up failed: " + state.error);
   }
 
   void release() noexcept {
     abort();
+    DeviceForCall on(device_);
     if (done_) cudaEventDestroy(done_);
     if (stream_) cudaStreamDestroy(stream_);
     cudaFree(device_send_);
     cudaFree(device_recv_);
     cudaFreeHost(host_send_);
     cudaFreeHost(host_recv_);
+    (void)cudaGetLastError();
     done_ = nullptr;
     stream_ = nullptr;
     device_send_ = device_recv_ = host_send_ = host_recv_ = nullptr;
   }
 
+  int device_;
   int world_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
@@ -157,26 +196,33 @@ class NcclBarrier::Impl {
 #if CKPTW_HAVE_NCCL
     options_.store = detail::resolve_store_options(rank_info, options_.store);
     if (!store) store = detail::connect_tcp_store(rank_info, options_.store);
-    const std::string key = options_.store.prefix + "/nccl_unique_id";
+    const auto timeout = std::chrono::milliseconds(std::chrono::seconds(options_.timeout_secs));
     ncclUniqueId id;
+    std::vector<std::uint8_t> bytes;
     try {
-      if (rank_info.global_rank == 0) {
-        ncclResult_t rc = ncclGetUniqueId(&id);
-        if (rc != ncclSuccess) throw Error(std::string("ncclGetUniqueId failed: ") + ncclGetErrorString(rc));
-        const auto* bytes = reinterpret_cast<const uint8_t*>(&id);
-        store->set(key, std::vector<uint8_t>(bytes, bytes + sizeof id));
-      } else {
-        store->wait({key}, std::chrono::seconds(options_.timeout_secs));
-        std::vector<uint8_t> bytes = store->get(key);
-        if (bytes.size() != sizeof id) throw Error("NcclBarrier: malformed unique id in the store");
-        std::memcpy(&id, bytes.data(), sizeof id);
-      }
+      bytes = detail::exchange_unique_id(*store, options_.store.prefix, rank_info.global_rank,
+                                         rank_info.global_world_size, timeout, [] {
+                                           ncclUniqueId fresh;
+                                           ncclResult_t rc = ncclGetUniqueId(&fresh);
+                                           if (rc != ncclSuccess) {
+                                             throw Error(std::string("ncclGetUniqueId failed: ") + ncclGetErrorString(rc));
+                                           }
+                                           const auto* p = reinterpret_cast<const std::uint8_t*>(&fresh);
+                                           return std::vector<std::uint8_t>(p, p + sizeof fresh);
+                                         });
     } catch (const c10::Error& e) {
       throw Error(std::string("NcclBarrier: unique-id exchange failed: ") + e.what_without_backtrace());
     }
-    const int device = options_.device >= 0 ? options_.device : rank_info.local_rank;
-    transport_ = std::make_unique<NcclTransport>(device, rank_info.global_rank, rank_info.global_world_size, id,
-                                                 std::chrono::seconds(options_.timeout_secs));
+    if (bytes.size() != sizeof id) throw Error("NcclBarrier: malformed unique id in the store");
+    std::memcpy(&id, bytes.data(), sizeof id);
+    int visible = 0;
+    if (cudaGetDeviceCount(&visible) != cudaSuccess) {
+      (void)cudaGetLastError();
+      visible = 0;
+    }
+    const int device = detail::nccl_device(options_.device, rank_info.local_rank, visible);
+    calls_ = std::make_unique<CudaNcclCalls>(device, rank_info.global_rank, rank_info.global_world_size, id, timeout);
+    transport_ = std::make_unique<detail::NcclGatherTransport>(*calls_, rank_info.global_world_size, kSlot);
     store_ = std::move(store);
 #else
     (void)rank_info;
@@ -188,6 +234,9 @@ class NcclBarrier::Impl {
   Options options_;
   detail::BarrierGuard guard_;
   c10::intrusive_ptr<c10d::Store> store_;
+#if CKPTW_HAVE_NCCL
+  std::unique_ptr<CudaNcclCalls> calls_;  // before transport_, which uses it
+#endif
   std::unique_ptr<detail::CollectiveTransport> transport_;
 };
 
