@@ -29,6 +29,18 @@ __global__ void crc32_slice_kernel(const unsigned char* data, unsigned long long
   if (threadIdx.x == 0) slice_crcs[blockIdx.x] = crc32_math::join_sub_slices(sub_crc, bytes, blockIdx.x, c_shift_sub_slice);
 }
 
+// A CUDA driver function (CUDA 12 ABI), nullptr when the driver lacks it.
+void* driver_entry_point(const char* symbol) {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  if (cudaGetDriverEntryPointByVersion(symbol, &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+      found != cudaDriverEntryPointSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return fn;
+}
+
 // Clears the sticky last error so that one failed call does not fail the next.
 std::string describe(cudaError_t e) {
   if (e == cudaSuccess) return {};
@@ -44,6 +56,20 @@ class CudaRuntime final : public DeviceRuntime {
     return device;
   }
   std::string set_device(int device) override { return describe(cudaSetDevice(device)); }
+  bool has_context(int device) override {
+    // The driver's cuDevicePrimaryCtxGetState through the runtime's entry
+    // point table: ckptw links no libcuda (the driver), which a machine
+    // without a GPU lacks.
+    using GetDevice = int (*)(int* cu_device, int ordinal);
+    using GetState = int (*)(int cu_device, unsigned* flags, int* active);
+    static GetDevice get_device = reinterpret_cast<GetDevice>(driver_entry_point("cuDeviceGet"));
+    static GetState get_state = reinterpret_cast<GetState>(driver_entry_point("cuDevicePrimaryCtxGetState"));
+    int cu_device = 0;
+    unsigned flags = 0;
+    int active = 0;
+    return get_device != nullptr && get_state != nullptr && get_device(&cu_device, device) == 0 &&
+           get_state(cu_device, &flags, &active) == 0 && active != 0;
+  }
 
   std::string create_stream(Stream* stream) override {
     return describe(cudaStreamCreateWithFlags(reinterpret_cast<cudaStream_t*>(stream), cudaStreamNonBlocking));

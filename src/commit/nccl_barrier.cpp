@@ -13,9 +13,10 @@
 #include "commit/store_connect.hpp"
 
 #if CKPTW_HAVE_NCCL
-#include <ATen/detail/CUDAHooksInterface.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#include "cuda_device_runtime.cuh"
 #endif
 
 namespace ckptw {
@@ -26,30 +27,6 @@ namespace {
 constexpr std::size_t kSlot = Barrier::kMaxMessageBytes + 1;  // [length, bytes...]
 
 std::string cuda_text(cudaError_t rc) { return std::string(cudaGetErrorName(rc)) + ": " + cudaGetErrorString(rc); }
-
-// Makes `device` current for one call on whatever thread makes it (write_async
-// votes from ckptw's own thread, whose current device is 0), and afterwards
-// makes the previous device current again only when it already has a
-// context: cudaSetDevice would create one (hundreds of MiB) on a device this
-// thread never used, as torch's MaybeSetDevice avoids too.
-class DeviceForCall {
- public:
-  explicit DeviceForCall(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) rc_ = cudaSetDevice(device);
-    if (previous_ == device) previous_ = -1;
-  }
-  ~DeviceForCall() {
-    if (previous_ >= 0 && at::detail::getCUDAHooks().hasPrimaryContext(static_cast<c10::DeviceIndex>(previous_))) {
-      (void)cudaSetDevice(previous_);
-    }
-  }
-  cudaError_t rc() const { return rc_; }
-
- private:
-  int previous_ = -1;
-  cudaError_t rc_ = cudaSuccess;
-};
 
 detail::NcclCalls::Status from_cuda(cudaError_t rc, const char* what) {
   if (rc == cudaSuccess) return {};
@@ -88,14 +65,14 @@ class CudaNcclCalls final : public detail::NcclCalls {
   const unsigned char* host_recv() override { return static_cast<const unsigned char*>(host_recv_); }
 
   Status upload_send() override {
-    DeviceForCall on(device_);
-    if (Status s = from_cuda(on.rc(), "cudaSetDevice"); s.state != State::kSuccess) return s;
+    detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
+    if (!on.error().empty()) return {State::kFailed, "cannot use cuda:" + std::to_string(device_) + ": " + on.error()};
     return from_cuda(cudaMemcpyAsync(device_send_, host_send_, kSlot, cudaMemcpyHostToDevice, stream_),
                      "cudaMemcpyAsync");
   }
   Status all_gather() override {
-    DeviceForCall on(device_);
-    if (Status s = from_cuda(on.rc(), "cudaSetDevice"); s.state != State::kSuccess) return s;
+    detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
+    if (!on.error().empty()) return {State::kFailed, "cannot use cuda:" + std::to_string(device_) + ": " + on.error()};
     return from_nccl(ncclAllGather(device_send_, device_recv_, kSlot, ncclUint8, comm_, stream_));
   }
   Status comm_state() override {
@@ -104,16 +81,16 @@ class CudaNcclCalls final : public detail::NcclCalls {
     return from_nccl(state);
   }
   Status download_and_record() override {
-    DeviceForCall on(device_);
-    if (Status s = from_cuda(on.rc(), "cudaSetDevice"); s.state != State::kSuccess) return s;
+    detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
+    if (!on.error().empty()) return {State::kFailed, "cannot use cuda:" + std::to_string(device_) + ": " + on.error()};
     Status s = from_cuda(cudaMemcpyAsync(host_recv_, device_recv_, kSlot * world_, cudaMemcpyDeviceToHost, stream_),
                          "cudaMemcpyAsync");
     if (s.state == State::kSuccess) s = from_cuda(cudaEventRecord(done_, stream_), "cudaEventRecord");
     return s;
   }
   Status query_done() override {
-    DeviceForCall on(device_);
-    if (Status s = from_cuda(on.rc(), "cudaSetDevice"); s.state != State::kSuccess) return s;
+    detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
+    if (!on.error().empty()) return {State::kFailed, "cannot use cuda:" + std::to_string(device_) + ": " + on.error()};
     const cudaError_t rc = cudaEventQuery(done_);
     if (rc == cudaErrorNotReady) {
       (void)cudaGetLastError();  // not ready is no error: leave none behind for the trainer (torch does the same)
@@ -123,7 +100,7 @@ class CudaNcclCalls final : public detail::NcclCalls {
   }
   void abort() noexcept override {
     if (comm_ != nullptr) {
-      DeviceForCall on(device_);
+      detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
       ncclCommAbort(comm_);  // never ncclCommDestroy: it may wait on ranks that are gone
       comm_ = nullptr;
     }
@@ -133,8 +110,8 @@ class CudaNcclCalls final : public detail::NcclCalls {
   // Throws with whatever it made still held; the constructor releases it
   // (abort() included: a communicator still setting up is aborted).
   void set_up(int rank, const ncclUniqueId& id, std::chrono::milliseconds init_timeout) {
-    DeviceForCall on(device_);
-    cuda_check(on.rc(), "cudaSetDevice");
+    detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
+    if (!on.error().empty()) throw Error("NcclBarrier: cannot use cuda:" + std::to_string(device_) + ": " + on.error());
     cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     cuda_check(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreate");
     cuda_check(cudaMalloc(&device_send_, kSlot), "cudaMalloc");
@@ -162,7 +139,7 @@ class CudaNcclCalls final : public detail::NcclCalls {
 
   void release() noexcept {
     abort();
-    DeviceForCall on(device_);
+    detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
     if (done_) cudaEventDestroy(done_);
     if (stream_) cudaStreamDestroy(stream_);
     cudaFree(device_send_);

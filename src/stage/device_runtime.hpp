@@ -54,7 +54,11 @@ class DeviceRuntime {
 
   /// The calling thread's current device, -1 when it cannot be had.
   virtual int current_device() = 0;
+  /// Makes `device` current; creates its primary context when it has none
+  /// (CUDA 12 and later), which costs hundreds of MiB on that GPU.
   virtual std::string set_device(int device) = 0;
+  /// Whether `device`'s primary context exists already (false when unknown).
+  virtual bool has_context(int device) = 0;
 
   /// A stream of the current device that does not synchronise with the
   /// legacy default stream.
@@ -97,6 +101,34 @@ class DeviceRuntime {
   /// memory `slice_crcs` (crc32_math::part_count(bytes, kSliceBytes) of them).
   virtual std::string crc32_slices_async(const void* data, std::size_t bytes, std::uint32_t* slice_crcs,
                                          Stream stream) = 0;
+};
+
+/// Makes `device` current for one call on whatever thread makes it (ckptw's
+/// own threads start on device 0), and afterwards makes the previous device
+/// current again only when that device already has a context: restoring
+/// with set_device would create one, hundreds of MiB on a GPU the thread
+/// never used (torch's MaybeSetDevice avoids the same).
+class ScopedDevice {
+ public:
+  ScopedDevice(DeviceRuntime& runtime, int device) : runtime_(runtime), previous_(runtime.current_device()) {
+    if (previous_ == device) {
+      previous_ = -1;  // nothing to change, nothing to restore
+    } else {
+      error_ = runtime.set_device(device);
+    }
+  }
+  ~ScopedDevice() {
+    if (previous_ >= 0 && runtime_.has_context(previous_)) (void)runtime_.set_device(previous_);
+  }
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+  /// Empty when `device` is current.
+  const std::string& error() const { return error_; }
+
+ private:
+  DeviceRuntime& runtime_;
+  int previous_;
+  std::string error_;
 };
 
 }  // namespace ckptw::detail

@@ -12,21 +12,6 @@ using Event = DeviceRuntime::Event;
 
 constexpr std::size_t kCrcChunkSlots = std::size_t{1} << 18;  // 1 MiB: the slices of 4 GiB
 
-class DeviceScope {
- public:
-  DeviceScope(DeviceRuntime& runtime, int device) : runtime_(runtime), previous_(runtime.current_device()) {
-    error_ = runtime.set_device(device);
-  }
-  ~DeviceScope() {
-    if (previous_ >= 0) (void)runtime_.set_device(previous_);
-  }
-  const std::string& error() const { return error_; }
-
- private:
-  DeviceRuntime& runtime_;
-  int previous_;
-  std::string error_;
-};
 
 }  // namespace
 
@@ -58,7 +43,7 @@ struct DeviceStager::Device {
   std::vector<Event> spare_events;
 
   ~Device() {
-    DeviceScope scope(*runtime, index);
+    ScopedDevice scope(*runtime, index);
     if (stream) (void)runtime->synchronize_stream(stream);
     for (const Mark& m : marks) runtime->destroy_event(m.event);
     for (Event e : spare_events) runtime->destroy_event(e);
@@ -87,7 +72,7 @@ std::string DeviceStager::device(int index, Device** out) {
     auto d = std::make_unique<Device>();
     d->runtime = &runtime_;
     d->index = index;
-    DeviceScope scope(runtime_, index);
+    ScopedDevice scope(runtime_, index);
     std::string e = scope.error();
     if (e.empty()) e = runtime_.create_stream(&d->stream);
     if (e.empty()) e = runtime_.allocate_device(reinterpret_cast<void**>(&d->scratch), kScratchBytes);
@@ -118,7 +103,7 @@ std::string DeviceStager::record(Device& d, Event* event) {
 }
 
 std::string DeviceStager::mark(Device& d, std::uint64_t last_ticket) {
-  DeviceScope scope(runtime_, d.index);
+  ScopedDevice scope(runtime_, d.index);
   Event event = nullptr;
   if (std::string e = record(d, &event); !e.empty()) return e;
   d.marks.push_back(Device::Mark{last_ticket, event});
@@ -128,7 +113,7 @@ std::string DeviceStager::mark(Device& d, std::uint64_t last_ticket) {
 std::string DeviceStager::flush(Device& d) {
   if (batching_ == &d) batching_ = nullptr;
   if (d.batch.empty()) return {};
-  DeviceScope scope(runtime_, d.index);
+  ScopedDevice scope(runtime_, d.index);
   const int slot = d.next_host;
   d.next_host ^= 1;
   // The upload from this host buffer two flushes ago must be done before it is overwritten.
@@ -153,7 +138,7 @@ std::string DeviceStager::wait_for_event(int index, void* event) {
   Device* d = nullptr;
   if (std::string error = device(index, &d); !error.empty()) return error;
   if (std::string error = flush(*d); !error.empty()) return error;
-  DeviceScope scope(runtime_, index);
+  ScopedDevice scope(runtime_, index);
   return runtime_.stream_wait_event(d->stream, event);
 }
 
@@ -179,7 +164,7 @@ std::string DeviceStager::copy_to_host(void* dst, const void* src, std::size_t b
   if (bytes > kPackBelow) {
     if (std::string error = flush(*d); !error.empty()) return error;
     {
-      DeviceScope scope(runtime_, index);
+      ScopedDevice scope(runtime_, index);
       if (std::string e = runtime_.copy_to_host_async(dst, src, bytes, d->stream); !e.empty()) return e;
     }
     return mark(*d, *ticket);
@@ -219,7 +204,7 @@ std::string DeviceStager::wait(std::uint64_t ticket, int* failed_device) {
   if (!d.batch.empty() && ticket <= d.batch_last_ticket) {
     if (std::string error = flush(d); !error.empty()) return error;
   }
-  DeviceScope scope(runtime_, index);
+  ScopedDevice scope(runtime_, index);
   // Marks complete in stream order: wait for the first one covering the
   // ticket; it and every earlier one are done then.
   bool covered = false;
@@ -252,7 +237,7 @@ std::string DeviceStager::queue_checksum(const void* src, std::size_t bytes, int
                                          const std::uint32_t shift_sub_slice[32], std::uint64_t* ticket) {
   Device* d = nullptr;
   if (std::string error = device(index, &d); !error.empty()) return error;
-  DeviceScope scope(runtime_, index);
+  ScopedDevice scope(runtime_, index);
   if (!d->crc_ready) {
     if (std::string e = runtime_.prepare_crc32(shift_sub_slice, d->stream); !e.empty()) return e;
     d->crc_ready = true;
@@ -303,7 +288,7 @@ std::string DeviceStager::checksum_result(std::uint64_t ticket, std::vector<std:
   checksums_.erase(it);
   *failed_device = pending.device;
   Device& d = *devices_[pending.device];
-  DeviceScope scope(runtime_, pending.device);
+  ScopedDevice scope(runtime_, pending.device);
   std::string e = runtime_.synchronize_event(pending.done);
   d.spare_events.push_back(pending.done);
   if (!e.empty()) return e;
@@ -318,7 +303,7 @@ std::string DeviceStager::finish(int* failed_device) {
     if (!d) continue;
     *failed_device = d->index;
     if (std::string error = flush(*d); !error.empty()) return error;
-    DeviceScope scope(runtime_, d->index);
+    ScopedDevice scope(runtime_, d->index);
     if (std::string e = runtime_.synchronize_stream(d->stream); !e.empty()) return e;
     for (const Device::Mark& m : d->marks) d->spare_events.push_back(m.event);
     d->marks.clear();

@@ -61,12 +61,27 @@ int EmulatedDevice::current_device() { return current; }
 
 std::string EmulatedDevice::set_device(int device) {
   if (device < 0 || device >= devices_) return "invalid device " + std::to_string(device);
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
   current = device;
+  contexts_.insert(device);
   return {};
 }
 
+bool EmulatedDevice::has_context(int device) {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  return contexts_.count(device) != 0;
+}
+
+std::set<int> EmulatedDevice::contexts() const {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  return contexts_;
+}
+
+void EmulatedDevice::use_current_device() { contexts_.insert(current); }
+
 std::string EmulatedDevice::create_stream(Stream* stream) {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
+  use_current_device();
   if (failing("create_stream")) return emulated_error("create_stream");
   auto s = std::make_unique<StreamState>();
   s->device = current;
@@ -92,6 +107,7 @@ std::string EmulatedDevice::synchronize_stream(Stream stream) {
 
 std::string EmulatedDevice::allocate_device(void** memory, std::size_t bytes) {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
+  use_current_device();
   if (failing("allocate_device")) return emulated_error("allocate_device");
   *memory = allocate(bytes, true);
   return {};
@@ -105,6 +121,7 @@ void EmulatedDevice::free_device(void* memory) {
 
 std::string EmulatedDevice::allocate_pinned(void** memory, std::size_t bytes) {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
+  use_current_device();
   if (failing("allocate_pinned")) return emulated_error("allocate_pinned");
   *memory = allocate(bytes, false);
   return {};
@@ -117,6 +134,7 @@ void EmulatedDevice::unregister_host(void*) {}
 
 std::string EmulatedDevice::create_event(Event* event) {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
+  use_current_device();
   if (failing("create_event")) return emulated_error("create_event");
   auto e = std::make_unique<EventState>();
   *event = e.get();

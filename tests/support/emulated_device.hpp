@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "stage/device_runtime.hpp"
@@ -38,12 +39,17 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   int crc_kernels() const { return crc_kernels_; }
   /// Device and pinned allocations, streams and events not yet freed.
   int live_resources() const;
+  /// The devices that have a context: set_device creates one, as
+  /// cudaSetDevice does since CUDA 12, and so does any call that needs the
+  /// current device (streams, allocations, events).
+  std::set<int> contexts() const;
   /// The next `op` call ("copy_to_host_async", "pack_async", "record_event",
   /// ...) fails with an emulated error instead of running.
   void fail_next(const std::string& op) { fail_next_ = op; }
 
   int current_device() override;
   std::string set_device(int device) override;
+  bool has_context(int device) override;
   std::string create_stream(Stream* stream) override;
   void destroy_stream(Stream stream) override;
   std::string synchronize_stream(Stream stream) override;
@@ -84,11 +90,13 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   void* allocate(std::size_t bytes, bool device);
 
   const int devices_;
-  std::recursive_mutex mutex_;
+  mutable std::recursive_mutex mutex_;
   std::map<StreamState*, std::unique_ptr<StreamState>> streams_;
   std::map<EventState*, std::unique_ptr<EventState>> events_;
   std::map<void*, std::size_t> allocations_;
   std::map<int, std::array<std::uint32_t, 32>> crc_shift_;  // per device: prepare_crc32's operator
+  void use_current_device();  // with mutex_ held
+  std::set<int> contexts_;
   std::string fail_next_;
   int packs_ = 0;
   int transfers_ = 0;

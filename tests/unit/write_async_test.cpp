@@ -14,6 +14,7 @@
 #include <future>
 #include <mutex>
 #include <string>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -333,12 +334,12 @@ TEST(WriteAsync, IoUringWritesTheImageFromRegisteredStagingMemory) {
 
 // The plan of `sd` with its storages' records marked as device memory (host
 // memory stands in for a device's).
-detail::FilePlan plan_with_device_storages(const StateDict& sd) {
+detail::FilePlan plan_with_device_storages(const StateDict& sd, int device = 0) {
   detail::PlanOptions options;
   options.folder = detail::archive_folder_for("checkpoint_0.pt");
   detail::FilePlan plan = detail::plan_state_dict(sd, options);
   for (auto& r : plan.records) {
-    if (r.data != nullptr && r.size > 0 && !r.is_serialization_id && r.name.rfind("data/", 0) == 0) r.device = 0;
+    if (r.data != nullptr && r.size > 0 && !r.is_serialization_id && r.name.rfind("data/", 0) == 0) r.device = device;
   }
   return plan;
 }
@@ -465,6 +466,33 @@ TEST(StagedWrite, ACaptureOfDeviceStoragesIsCompleteWhenStagingReturns) {
     }
   }
   stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+  EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
+      << "not torch.save's bytes";
+}
+
+// write_async captures and writes on ckptw's own thread, whose current device
+// is 0: with every storage on device 1, nothing may create a context on
+// device 0 (an 8-rank node would otherwise hold eight on GPU 0). Before the
+// staging scope restored the thread's previous device with set_device, which
+// created device 0's context.
+TEST(StagedWrite, StoragesOnDeviceOneNeverTouchDeviceZero) {
+  testing::EmulatedDevice emulated(2);
+  testing::TempDir tmp;
+  const StateDict sd = model(6.0f);
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
+  std::thread ckptw_thread([&] {
+    std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
+    detail::FilePlan plan = plan_with_device_storages(sd, 1);
+    detail::SnapshotArena arena(0);
+    detail::StageOptions stage_options;
+    stage_options.order_after_producers = false;
+    stage_options.checksum_on_device = true;
+    detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, *engine, stage_options);
+    stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+    engine->finish();
+  });
+  ckptw_thread.join();
+  EXPECT_EQ(emulated.contexts(), (std::set<int>{1}));
   EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
       << "not torch.save's bytes";
 }
