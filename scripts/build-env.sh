@@ -1,5 +1,5 @@
 # Sourced by scripts/setup.sh and scripts/sanitize.sh: the compiler cache's
-# settings, the same for every build tree.
+# settings, the same for every build tree, and the build step.
 #
 # ccache hits across checkouts in other directories (CI clones afresh), and
 # for translation units that use a precompiled header (CMakeLists.txt's
@@ -9,3 +9,18 @@
 export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=true
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-20G}
+
+# ckptw_build DIR [cmake --build args...]: builds a configured tree, showing
+# only what is not ninja's progress. A failed build runs once more before it
+# counts as failed: once, in 2026-12, ccache reported a precompiled header's
+# dependency file missing right after gcc made it, and the same step passed
+# when run again; a real compile error fails both times.
+ckptw_build() {
+  local dir=$1 attempt
+  shift
+  for attempt in 1 2; do
+    if cmake --build "$dir" "$@" -- -j"$(nproc)" | { grep -v '^\[' || true; }; then return 0; fi
+    ((attempt == 2)) || printf '[build] building %s failed; running the build once more\n' "$dir" >&2
+  done
+  return 1
+}

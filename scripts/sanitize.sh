@@ -55,20 +55,21 @@ case $mode in
 esac
 
 BUILD_DIR=build-$mode
+# -g1: line tables, all a sanitizer report's stack needs (file:line per
+# frame), for less compile time and disk than full debug information.
 TORCH_PREFIX=$(.venv/bin/python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
 if [ "$step" != test ]; then
   if [ ! -f "$BUILD_DIR/build.ninja" ]; then
     log "configuring $BUILD_DIR (-fsanitize=$flags)"
     cmake -S . -B "$BUILD_DIR" -G Ninja \
       -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
-      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
       -DCKPTW_SANITIZE=$flags -DCKPTW_BUILD_BENCHMARKS=OFF \
       -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache \
       -DCKPTW_PYTHON="$ROOT/.venv/bin/python" >/dev/null
   fi
   log "building $BUILD_DIR (${targets[*]})"
-  # grep hides ninja's progress lines; pipefail keeps the build's verdict.
-  if ! cmake --build "$BUILD_DIR" --target "${targets[@]}" -- -j"$(nproc)" | { grep -v '^\[' || true; }; then
+  if ! ckptw_build "$BUILD_DIR" --target "${targets[@]}"; then
     log "building $BUILD_DIR failed"
     exit 1
   fi

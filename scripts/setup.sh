@@ -62,8 +62,7 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
     -DCKPTW_PYTHON="$ROOT/.venv/bin/python" >/dev/null
 fi
 log "building"
-# grep hides ninja's progress lines; pipefail keeps the build's verdict.
-if ! cmake --build "$BUILD_DIR" -- -j"$(nproc)" | { grep -v '^\[' || true; }; then
+if ! ckptw_build "$BUILD_DIR"; then
   log "building $BUILD_DIR failed"
   exit 1
 fi
