@@ -20,25 +20,47 @@ times=("set-up and build $((SECONDS - started)) s")
 failed=()
 
 # The sanitizer trees compile while the plain suite runs, at a lower
-# priority: much of the suite waits on fsync, sleeps and child processes, and
-# a core left idle there is build time saved. Their output is shown once done.
-build_log=$BUILD_DIR/sanitizer-builds.log
+# priority, and the TSan tree while the ASan suite runs: much of each suite
+# waits on fsync, sleeps and child processes, and a core left idle there is
+# build time saved. Each build's output is shown once it is done.
+builds=$BUILD_DIR/sanitizer-builds
+rm -rf "$builds" && mkdir -p "$builds"
 stage=$SECONDS
-(nice -n 10 scripts/sanitize.sh asan --build-only && nice -n 10 scripts/sanitize.sh tsan --build-only) \
-  >"$build_log" 2>&1 &
+(
+  for mode in asan tsan; do
+    nice -n 10 scripts/sanitize.sh "$mode" --build-only >"$builds/$mode.log" 2>&1
+    echo $? >"$builds/$mode.rc"
+  done
+) &
 builder=$!
+# The exit status of the build of tree $1, once it has one.
+build_status() {
+  while [ ! -s "$builds/$1.rc" ]; do sleep 2; done
+  grep -v '^\[sanitize\] \(configuring\|building\)' "$builds/$1.log" >&2 || true
+  return "$(cat "$builds/$1.rc")"
+}
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" || failed+=(plain)
 times+=("plain suite $((SECONDS - stage)) s")
-wait "$builder" || failed+=(sanitizer-builds)
-grep -v '^\[sanitize\] \(configuring\|building\)' "$build_log" >&2 || true
-times+=("sanitizer builds, beside it, done at $((SECONDS - stage)) s")
 
 stage=$SECONDS
-scripts/sanitize.sh asan --test-only || failed+=(asan)
-times+=("ASan+UBSan $((SECONDS - stage)) s")
+if build_status asan; then
+  times+=("ASan build done $((SECONDS - stage)) s after it")
+  stage=$SECONDS
+  scripts/sanitize.sh asan --test-only || failed+=(asan)
+  times+=("ASan+UBSan $((SECONDS - stage)) s")
+else
+  failed+=(asan-build)
+fi
 stage=$SECONDS
-scripts/sanitize.sh tsan --test-only || failed+=(tsan)
-times+=("TSan $((SECONDS - stage)) s")
+wait "$builder"
+if build_status tsan; then
+  times+=("TSan build done $((SECONDS - stage)) s after it")
+  stage=$SECONDS
+  scripts/sanitize.sh tsan --test-only || failed+=(tsan)
+  times+=("TSan $((SECONDS - stage)) s")
+else
+  failed+=(tsan-build)
+fi
 
 summary=$(printf '%s | ' "${times[@]}")
 echo "[test] time: ${summary}total $((SECONDS - started)) s" >&2
