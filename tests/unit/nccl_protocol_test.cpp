@@ -126,13 +126,20 @@ TEST(NcclUniqueId, EachBarrierWithTheSamePrefixGetsItsOwnIdAndLeavesNoKeyBehind)
   EXPECT_FALSE(store.check({"ckpt/nccl_unique_id/2/read"}));
 }
 
+// A rank that reads between a timed-out generation and rank 0's next publish
+// still takes the unread id (docs/commit.md); once rank 0 has published, the
+// rebuild gets the new one, and the unread one is gone.
 TEST(NcclUniqueId, AfterASetUpThatTimedOutTheRebuildGetsTheNewId) {
   c10d::HashStore store;
-  // Rank 0 publishes, rank 1 never reads it (its process died).
-  (void)exchange_unique_id(store, "ckpt", 0, 2, std::chrono::seconds(1), [] { return id_of("stale"); });
+  auto publish = [&](const std::string& id) {
+    return exchange_unique_id(store, "ckpt", 0, 2, std::chrono::seconds(1), [&] { return id_of(id); });
+  };
+  (void)publish("stale");  // rank 1 never reads it (its process died)
   EXPECT_TRUE(store.check({"ckpt/nccl_unique_id/1"}));
-  EXPECT_EQ(exchange(store, 2, "rebuilt"), std::vector<std::vector<std::uint8_t>>(2, id_of("rebuilt")));
+  EXPECT_EQ(publish("rebuilt"), id_of("rebuilt"));
   EXPECT_FALSE(store.check({"ckpt/nccl_unique_id/1"})) << "the unread id of the timed-out generation";
+  EXPECT_EQ(exchange_unique_id(store, "ckpt", 1, 2, std::chrono::seconds(1), [] { return id_of("unused"); }),
+            id_of("rebuilt"));
 }
 
 TEST(NcclUniqueId, NoRankZeroIsATimeoutNamingTheKeys) {
