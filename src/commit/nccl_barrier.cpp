@@ -66,13 +66,13 @@ class CudaNcclCalls final : public detail::NcclCalls {
 
   Status upload_send() override {
     detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
-    if (!on.error().empty()) return {State::kFailed, "cannot use cuda:" + std::to_string(device_) + ": " + on.error()};
+    if (std::string why = unusable(on); !why.empty()) return {State::kFailed, why};
     return from_cuda(cudaMemcpyAsync(device_send_, host_send_, kSlot, cudaMemcpyHostToDevice, stream_),
                      "cudaMemcpyAsync");
   }
   Status all_gather() override {
     detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
-    if (!on.error().empty()) return {State::kFailed, "cannot use cuda:" + std::to_string(device_) + ": " + on.error()};
+    if (std::string why = unusable(on); !why.empty()) return {State::kFailed, why};
     return from_nccl(ncclAllGather(device_send_, device_recv_, kSlot, ncclUint8, comm_, stream_));
   }
   Status comm_state() override {
@@ -82,7 +82,7 @@ class CudaNcclCalls final : public detail::NcclCalls {
   }
   Status download_and_record() override {
     detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
-    if (!on.error().empty()) return {State::kFailed, "cannot use cuda:" + std::to_string(device_) + ": " + on.error()};
+    if (std::string why = unusable(on); !why.empty()) return {State::kFailed, why};
     Status s = from_cuda(cudaMemcpyAsync(host_recv_, device_recv_, kSlot * world_, cudaMemcpyDeviceToHost, stream_),
                          "cudaMemcpyAsync");
     if (s.state == State::kSuccess) s = from_cuda(cudaEventRecord(done_, stream_), "cudaEventRecord");
@@ -90,7 +90,7 @@ class CudaNcclCalls final : public detail::NcclCalls {
   }
   Status query_done() override {
     detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
-    if (!on.error().empty()) return {State::kFailed, "cannot use cuda:" + std::to_string(device_) + ": " + on.error()};
+    if (std::string why = unusable(on); !why.empty()) return {State::kFailed, why};
     const cudaError_t rc = cudaEventQuery(done_);
     if (rc == cudaErrorNotReady) {
       (void)cudaGetLastError();  // not ready is no error: leave none behind for the trainer (torch does the same)
@@ -107,11 +107,16 @@ class CudaNcclCalls final : public detail::NcclCalls {
   }
 
  private:
+  // Empty when `on` made the communicator's device current, else why not.
+  std::string unusable(const detail::ScopedDevice& on) const {
+    return on.error().empty() ? std::string() : "cannot use cuda:" + std::to_string(device_) + ": " + on.error();
+  }
+
   // Throws with whatever it made still held; the constructor releases it
   // (abort() included: a communicator still setting up is aborted).
   void set_up(int rank, const ncclUniqueId& id, std::chrono::milliseconds init_timeout) {
     detail::ScopedDevice on(detail::cuda::device_runtime(), device_);
-    if (!on.error().empty()) throw Error("NcclBarrier: cannot use cuda:" + std::to_string(device_) + ": " + on.error());
+    if (std::string why = unusable(on); !why.empty()) throw Error("NcclBarrier: " + why);
     cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     cuda_check(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreate");
     cuda_check(cudaMalloc(&device_send_, kSlot), "cudaMalloc");
