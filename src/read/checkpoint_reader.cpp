@@ -25,6 +25,14 @@
 #include "read/pt_inspect.hpp"
 #include "read/verify.hpp"
 #include "read/zip_index.hpp"
+#include "stage/device_upload.hpp"
+
+#if CKPTW_HAVE_CUDA
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include "cuda_device_runtime.cuh"
+#endif
 
 namespace ckptw {
 namespace {
@@ -132,6 +140,8 @@ class Loader {
   // Reads every storage record `root` references, in file order, with
   // O_DIRECT straight into page-aligned tensor memory (no page-cache copy);
   // an I/O thread reads the next records while this thread checks CRCs.
+  // Records bound for a GPU go through a few pinned chunks straight into
+  // device memory (stage/device_upload.hpp), so pinned memory stays bounded.
   void prefetch(const PickleValuePtr& root, int fd) {
     std::map<std::string, std::string> keys;
     collect_storage_keys(root, keys, 0);
@@ -144,6 +154,7 @@ class Loader {
       at::Tensor bytes;
     };
     std::vector<Item> items;
+    std::vector<Item> device_items;  // bytes: device memory, base/start/length unused
     for (const auto& [key, location] : keys) {
       const detail::ZipRecord* record = index_.find("data/" + key);
       if (record == nullptr || record->method != 0 || record->size == 0) continue;  // storage_for reports it
@@ -155,25 +166,20 @@ class Loader {
       const std::size_t length = static_cast<std::size_t>(end - start);
       Item item{record, key, nullptr, start, length, {}};
       if (goes_to_gpu(location)) {
-        // Bound for a GPU: read into pinned memory (from the CUDA host
-        // allocator, which keeps and reuses it), so the copy to the device
-        // is a DMA at full speed.
-        at::Tensor pinned = at::empty({static_cast<std::int64_t>(length + 4096)},
-                                      at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-        const auto address = reinterpret_cast<std::uintptr_t>(pinned.data_ptr());
-        item.base = reinterpret_cast<unsigned char*>((address + 4095) / 4096 * 4096);  // O_DIRECT alignment
-        item.bytes = at::from_blob(item.base + (record->payload_offset - start),
-                                   {static_cast<std::int64_t>(record->size)}, [pinned](void*) {},
-                                   at::TensorOptions().dtype(at::kByte));
-      } else {
-        void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED) throw Error("out of memory for storage data/" + key, file_.path(), "", ENOMEM);
-        if (length >= (std::size_t{2} << 20)) (void)::madvise(base, length, MADV_HUGEPAGE);
-        item.base = static_cast<unsigned char*>(base);
-        item.bytes = at::from_blob(item.base + (record->payload_offset - start),
-                                   {static_cast<std::int64_t>(record->size)}, [base, length](void*) { ::munmap(base, length); },
-                                   at::TensorOptions().dtype(at::kByte));
+#if CKPTW_HAVE_CUDA
+        const c10::Device device = options_.map_location ? *options_.map_location : c10::Device(location);
+        item.bytes = on_device(static_cast<std::int64_t>(record->size), device, key);
+        device_items.push_back(std::move(item));
+#endif
+        continue;  // without CUDA, storage_for reports that the device cannot be had
       }
+      void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (base == MAP_FAILED) throw Error("out of memory for storage data/" + key, file_.path(), "", ENOMEM);
+      if (length >= (std::size_t{2} << 20)) (void)::madvise(base, length, MADV_HUGEPAGE);
+      item.base = static_cast<unsigned char*>(base);
+      item.bytes = at::from_blob(item.base + (record->payload_offset - start),
+                                 {static_cast<std::int64_t>(record->size)}, [base, length](void*) { ::munmap(base, length); },
+                                 at::TensorOptions().dtype(at::kByte));
       items.push_back(std::move(item));
     }
     std::sort(items.begin(), items.end(),
@@ -188,6 +194,22 @@ class Loader {
       if (direct_fd >= 0) (void)io->close(direct_fd);
       direct_fd = -1;
     }
+    struct CloseDirect {
+      detail::IoBackend& io;
+      int& fd;
+      ~CloseDirect() {
+        if (fd >= 0) (void)io.close(fd);
+      }
+    } close_direct{*io, direct_fd};
+    // One thread at a time: the I/O thread while it runs, then the GPU uploads.
+    const detail::ReadAt read_at = [&](void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) {
+      while (true) {
+        const long n = io->read_at(direct_fd >= 0 ? direct_fd : fd, data, size, offset, min_size);
+        if (n != -EINVAL || direct_fd < 0) return n;  // -EIO: the file ends inside a record
+        (void)io->close(direct_fd);  // the filesystem refuses O_DIRECT reads here
+        direct_fd = -1;
+      }
+    };
     std::mutex mutex;
     std::condition_variable progress;
     std::size_t done = 0;
@@ -219,21 +241,10 @@ class Loader {
         }
         const Item& item = items[i];
         const std::uint64_t needed = item.record->payload_offset + item.record->size - item.start;
-        int error = 0;
-        while (true) {
-          const int use_fd = direct_fd >= 0 ? direct_fd : fd;
-          const long n = io->read_at(use_fd, item.base, item.length, item.start, needed);
-          if (n == -EINVAL && direct_fd >= 0) {  // the filesystem refuses O_DIRECT reads here
-            (void)io->close(direct_fd);
-            direct_fd = -1;
-            continue;
-          }
-          if (n < 0) error = static_cast<int>(-n);  // -EIO: the file ends inside a record
-          break;
-        }
+        const long n = read_at(item.base, item.length, item.start, needed);
         std::lock_guard<std::mutex> lock(mutex);
-        if (error != 0) {
-          io_error = error;
+        if (n < 0) {
+          io_error = static_cast<int>(-n);
           progress.notify_all();
           return;
         }
@@ -249,7 +260,6 @@ class Loader {
       progress.notify_all();
       populate.join();
       reader.join();
-      if (direct_fd >= 0) (void)io->close(direct_fd);
     };
     try {
       for (std::size_t i = 0; i < items.size(); ++i) {
@@ -259,11 +269,8 @@ class Loader {
           if (done <= i) throw IoError("read failed", file_.path(), "", io_error);
         }
         const Item& item = items[i];
-        if (options_.verify_crc &&
-            detail::crc32_update(0, item.bytes.data_ptr(), item.record->size) != item.record->crc32) {
-          throw FormatError("CRC-32 mismatch in record data/" + item.key + " at offset " +
-                                std::to_string(item.record->payload_offset),
-                            file_.path());
+        if (options_.verify_crc) {
+          check_crc(item.key, *item.record, detail::crc32_update(0, item.bytes.data_ptr(), item.record->size));
         }
         prefetched_.emplace(item.key, item.bytes);
       }
@@ -272,9 +279,62 @@ class Loader {
       throw;
     }
     finish();
+    upload(device_items, read_at);
   }
 
  private:
+#if CKPTW_HAVE_CUDA
+  // `bytes` of uninitialised memory on `device`, for storage `key`.
+  at::Tensor on_device(std::int64_t bytes, const c10::Device& device, const std::string& key) const {
+    try {
+      return at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(device));
+    } catch (const c10::Error& e) {
+      throw Error("cannot place storage data/" + key + " on " + device.str() + ": " + e.what_without_backtrace(),
+                  file_.path());
+    }
+  }
+#endif
+
+  // Fills each item's device memory from the file, one device at a time, and
+  // checks its CRC. The copies wait for the work torch queued earlier on the
+  // device's current stream: the caching allocator hands out blocks that
+  // stream's kernels may still be using.
+  template <typename Item>
+  void upload(std::vector<Item>& device_items, const detail::ReadAt& read_at) {
+#if CKPTW_HAVE_CUDA
+    std::map<int, std::vector<Item*>> by_device;
+    for (Item& item : device_items) by_device[item.bytes.device().index()].push_back(&item);
+    for (auto& [device, on] : by_device) {
+      std::sort(on.begin(), on.end(),
+                [](const Item* a, const Item* b) { return a->record->payload_offset < b->record->payload_offset; });
+      std::vector<detail::UploadRecord> records;
+      for (const Item* item : on) records.push_back({item->record->payload_offset, item->record->size, item->bytes.data_ptr()});
+      const c10::Device d(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
+      c10::Event ready(c10::DeviceType::CUDA);
+      ready.record(c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(d));
+      detail::UploadOptions upload_options;
+      upload_options.crc = options_.verify_crc;
+      upload_options.after = ready.eventId();
+      detail::upload_to_device(detail::cuda::device_runtime(), device, file_.path(), read_at, records, upload_options);
+      for (std::size_t i = 0; i < on.size(); ++i) {
+        check_crc(on[i]->key, *on[i]->record, records[i].crc32);
+        prefetched_.emplace(on[i]->key, on[i]->bytes);
+      }
+    }
+#else
+    (void)device_items;
+    (void)read_at;
+#endif
+  }
+
+  void check_crc(const std::string& key, const detail::ZipRecord& record, std::uint32_t crc,
+                 const std::string& key_path = {}) const {
+    if (options_.verify_crc && crc != record.crc32) {
+      throw FormatError("CRC-32 mismatch in record data/" + key + " at offset " + std::to_string(record.payload_offset),
+                        file_.path(), key_path);
+    }
+  }
+
   // Faults in [base, base + length) writable (MADV_POPULATE_WRITE, Linux
   // 5.14+; touching every page elsewhere).
   static void populate_for_write(unsigned char* base, std::size_t length) {
@@ -330,12 +390,7 @@ class Loader {
       file_.read(record->payload_offset, bytes.data_ptr(), record->size);
     }
     if (options_.verify_crc && !prefetched_.count(t.storage_key)) {
-      const std::uint32_t crc = detail::crc32_update(0, bytes.data_ptr(), record->size);
-      if (crc != record->crc32) {
-        throw FormatError("CRC-32 mismatch in record data/" + t.storage_key + " at offset " +
-                              std::to_string(record->payload_offset),
-                          file_.path(), key_path);
-      }
+      check_crc(t.storage_key, *record, detail::crc32_update(0, bytes.data_ptr(), record->size), key_path);
     }
     c10::Device device = options_.map_location ? *options_.map_location : location_device(t.location, key_path);
     if (!device.is_cpu()) {

@@ -128,13 +128,13 @@ TEST(Gpu, CrcOnGpuMatchesIsaL) {
   EXPECT_NO_THROW(detail::verify_record_crcs(tmp / "gpu/checkpoint_0.pt", inspected.index));
 }
 
-// Reading onto the GPU: through pinned memory, as map_location says or, without
+// Reading onto the GPU: through a ring of pinned chunks, as map_location says or, without
 // it, as the file's locations say (torch.load's rules).
 TEST(Gpu, ReaderPutsTensorsWhereMapLocationOrTheFileSays) {
   REQUIRE_GPU(1);
   testing::TempDir tmp;
   StateDict cpu_sd = make_state_dict();
-  cpu_sd.insert("w", at::arange(3 << 20, at::kFloat));  // 12 MiB: several read chunks
+  cpu_sd.insert("w", at::arange(24 << 20, at::kFloat));  // 96 MiB: six pinned chunks, the ring of four reused
   cpu_sd.insert("b", at::arange(7, at::kDouble));
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "cpu", cpu_sd);
   ReadOptions to_gpu;

@@ -1,5 +1,6 @@
 #include "support/emulated_device.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +23,11 @@ EmulatedDevice::~EmulatedDevice() {
 
 int EmulatedDevice::live_resources() const {
   return static_cast<int>(allocations_.size() + streams_.size() + events_.size());
+}
+
+std::size_t EmulatedDevice::pinned_bytes_peak() const {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  return pinned_bytes_peak_;
 }
 
 bool EmulatedDevice::failing(const char* op) {
@@ -124,10 +130,16 @@ std::string EmulatedDevice::allocate_pinned(void** memory, std::size_t bytes) {
   use_current_device();
   if (failing("allocate_pinned")) return emulated_error("allocate_pinned");
   *memory = allocate(bytes, false);
+  pinned_bytes_ += bytes;
+  pinned_bytes_peak_ = std::max(pinned_bytes_peak_, pinned_bytes_);
   return {};
 }
 
-void EmulatedDevice::free_pinned(void* memory) { free_device(memory); }
+void EmulatedDevice::free_pinned(void* memory) {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  if (auto it = allocations_.find(memory); it != allocations_.end()) pinned_bytes_ -= it->second;
+  free_device(memory);
+}
 
 bool EmulatedDevice::register_host(void*, std::size_t) { return true; }
 void EmulatedDevice::unregister_host(void*) {}

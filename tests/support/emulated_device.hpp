@@ -39,6 +39,8 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   int crc_kernels() const { return crc_kernels_; }
   /// Device and pinned allocations, streams and events not yet freed.
   int live_resources() const;
+  /// The most pinned host memory held at once so far, in bytes.
+  std::size_t pinned_bytes_peak() const;
   /// The devices that have a context: set_device creates one, as
   /// cudaSetDevice does since CUDA 12, and so does any call that needs the
   /// current device (streams, allocations, events).
@@ -94,6 +96,8 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   std::map<StreamState*, std::unique_ptr<StreamState>> streams_;
   std::map<EventState*, std::unique_ptr<EventState>> events_;
   std::map<void*, std::size_t> allocations_;
+  std::size_t pinned_bytes_ = 0;
+  std::size_t pinned_bytes_peak_ = 0;
   std::map<int, std::array<std::uint32_t, 32>> crc_shift_;  // per device: prepare_crc32's operator
   void use_current_device();  // with mutex_ held
   std::set<int> contexts_;
