@@ -14,6 +14,7 @@
 #include "ckptw/config.hpp"
 #include "ckptw/export.hpp"
 #include "ckptw/types.hpp"
+#include "ckptw/value.hpp"
 
 namespace ckptw {
 
@@ -67,6 +68,15 @@ class CKPTW_EXPORT CheckpointReader {
   /// shape/dtype mismatch, or missing keys with `strict`.
   ReadResult read(const std::string& path, const std::optional<StateDict>& state_dict_template = std::nullopt,
                   const ReadOptions& options = ReadOptions());
+
+  /// The rank file's whole object as a Value (same checks as read()): what a
+  /// StateDict cannot say is kept (int-keyed dicts, collections.OrderedDict
+  /// and its attributes, objects shared through the pickle memo), so
+  /// CheckpointWriter::write of it gives torch.save's bytes back. The root
+  /// may be any object torch.save saved.
+  Value::Ptr read_value(const std::string& path, const ReadOptions& options = ReadOptions());
+  /// read_value() of one .pt file (no manifest involved).
+  Value::Ptr read_file_value(const std::string& file, const ReadOptions& options = ReadOptions());
 
   /// Loads one .pt file directly (no manifest involved).
   ReadResult read_file(const std::string& file, const std::optional<StateDict>& state_dict_template = std::nullopt,

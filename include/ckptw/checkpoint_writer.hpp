@@ -14,6 +14,7 @@
 #include "ckptw/export.hpp"
 #include "ckptw/hooks.hpp"
 #include "ckptw/types.hpp"
+#include "ckptw/value.hpp"
 
 namespace ckptw {
 
@@ -106,6 +107,17 @@ class CKPTW_EXPORT CheckpointWriter {
   [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict,
                                                      const HookArgs& kwargs);
   [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict);
+
+  /// write() and write_async() of any Value, torch.save's object: what a
+  /// StateDict cannot say (int-keyed dicts inside string-keyed ones,
+  /// collections.OrderedDict with its _metadata, shared objects) is pickled
+  /// as torch.save pickles it, so a file read with CheckpointReader::read_value
+  /// and written again has torch.save's bytes.
+  [[nodiscard]] WriteResult write(const std::string& path, const Value::Ptr& value, const HookArgs& kwargs);
+  [[nodiscard]] WriteResult write(const std::string& path, const Value::Ptr& value);
+  [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const Value::Ptr& value,
+                                                     const HookArgs& kwargs);
+  [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const Value::Ptr& value);
 
   /// Allocates (and pins) `bytes` of staging memory in every snapshot set
   /// now, so that no write_async() of up to `bytes` pays for it. Throws

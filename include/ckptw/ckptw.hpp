@@ -12,3 +12,4 @@
 #include "ckptw/hooks.hpp"
 #include "ckptw/module.hpp"
 #include "ckptw/types.hpp"
+#include "ckptw/value.hpp"

@@ -31,6 +31,7 @@ constexpr char kEmptyList = ']';
 constexpr char kAppend = 'a';
 constexpr char kAppends = 'e';
 constexpr char kReduce = 'R';
+constexpr char kBuild = 'b';
 constexpr char kBinPersId = 'Q';
 constexpr char kBinPut = 'q';
 constexpr char kLongBinPut = 'r';
@@ -45,8 +46,8 @@ PickleWriter::PickleWriter() {
   out_.push_back('\x02');
 }
 
-void PickleWriter::memo_put() {
-  std::uint32_t id = next_memo_id_++;
+std::uint32_t PickleWriter::memo_put() {
+  const std::uint32_t id = next_memo_id_++;
   if (id < 256) {
     op(kBinPut);
     out_.push_back(static_cast<char>(id));
@@ -54,6 +55,7 @@ void PickleWriter::memo_put() {
     op(kLongBinPut);
     put_u32(out_, id);
   }
+  return id;
 }
 
 void PickleWriter::memo_get(std::uint32_t id) {
@@ -140,38 +142,45 @@ void PickleWriter::int_tuple(const std::vector<std::int64_t>& values) {
   tuple(values.size(), [&](std::size_t i) { integer(values[i]); });
 }
 
-void PickleWriter::empty_ordered_dict() {
-  global("collections", "OrderedDict");
-  op(kEmptyTuple);
-  op(kReduce);
-  memo_put();
-}
-
-void PickleWriter::tuple(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
+std::uint32_t PickleWriter::tuple(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
   if (size == 0) {
     op(kEmptyTuple);
-    return;
+    return kNotMemoized;
   }
   if (size > 3) op(kMark);
   for (std::size_t i = 0; i < size; ++i) emit_item(i);
   op(size > 3 ? kTuple : static_cast<char>(kTuple1 + size - 1));
-  memo_put();
+  return memo_put();
 }
 
-void PickleWriter::batched(std::size_t size, char single_op, char batch_op,
-                           bool trailing_empty_batch,
+void PickleWriter::batched(std::size_t size, char single_op, char batch_op, Batching batching,
                            const std::function<void(std::size_t)>& emit_item) {
-  // Mirrors CPython's batch_dict_exact / batch_list_exact: one item gets the
-  // single opcode; otherwise MARK ... batch_op per batch of 1000. The dict loop
-  // runs until a batch comes out short, so a dict whose size is a multiple of
-  // 1000 ends with an empty MARK SETITEMS; the list loop stops when done.
+  // Mirrors CPython's _pickle.c. The exact versions give one item the single
+  // opcode and otherwise write MARK ... batch_op per batch of 1000; the dict
+  // loop runs until a batch comes out short, so a dict whose size is a
+  // multiple of 1000 ends with an empty MARK SETITEMS, and the list loop
+  // stops when done. The iterator versions decide per batch: a batch of one
+  // item gets the single opcode, and nothing follows a full last batch.
   if (size == 0) return;
+  std::size_t next = 0;
+  if (batching == Batching::kIterator) {
+    while (next < size) {
+      if (size - next == 1) {
+        emit_item(next++);
+        op(single_op);
+        return;
+      }
+      op(kMark);
+      for (std::size_t n = 0; n < kBatchSize && next < size; ++n) emit_item(next++);
+      op(batch_op);
+    }
+    return;
+  }
   if (size == 1) {
     emit_item(0);
     op(single_op);
     return;
   }
-  std::size_t next = 0;
   std::size_t this_batch = 0;
   do {
     op(kMark);
@@ -181,22 +190,38 @@ void PickleWriter::batched(std::size_t size, char single_op, char batch_op,
       ++this_batch;
     }
     op(batch_op);
-  } while (trailing_empty_batch ? this_batch == kBatchSize : next < size);
+  } while (batching == Batching::kExactDict ? this_batch == kBatchSize : next < size);
 }
 
-void PickleWriter::dict(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
+std::uint32_t PickleWriter::dict(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
   op(kEmptyDict);
-  memo_put();
-  batched(size, kSetItem, kSetItems, /*trailing_empty_batch=*/true, emit_item);
+  const std::uint32_t id = memo_put();
+  batched(size, kSetItem, kSetItems, Batching::kExactDict, emit_item);
+  return id;
 }
 
-void PickleWriter::list(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
+std::uint32_t PickleWriter::list(std::size_t size, const std::function<void(std::size_t)>& emit_item) {
   op(kEmptyList);
-  memo_put();
-  batched(size, kAppend, kAppends, /*trailing_empty_batch=*/false, emit_item);
+  const std::uint32_t id = memo_put();
+  batched(size, kAppend, kAppends, Batching::kExactList, emit_item);
+  return id;
 }
 
-void PickleWriter::tensor(const TensorPickle& t) {
+std::uint32_t PickleWriter::ordered_dict(std::size_t size, const std::function<void(std::size_t)>& emit_item,
+                                         bool has_state, const std::function<void()>& emit_state) {
+  global("collections", "OrderedDict");
+  op(kEmptyTuple);
+  op(kReduce);
+  const std::uint32_t id = memo_put();
+  batched(size, kSetItem, kSetItems, Batching::kIterator, emit_item);
+  if (has_state) {
+    emit_state();
+    op(kBuild);
+  }
+  return id;
+}
+
+std::uint32_t PickleWriter::tensor(const TensorPickle& t) {
   const bool v3 = t.legacy_storage_class.empty();
   global("torch._utils", v3 ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
   op(kMark);  // argument tuple
@@ -232,12 +257,12 @@ void PickleWriter::tensor(const TensorPickle& t) {
   int_tuple(t.sizes);
   int_tuple(t.strides);
   boolean(t.requires_grad);
-  empty_ordered_dict();  // backward_hooks
+  (void)ordered_dict(0, nullptr, false, nullptr);  // backward_hooks
   if (v3) global("torch", t.v3_dtype);
   op(kTuple);
   memo_put();
   op(kReduce);
-  memo_put();
+  return memo_put();
 }
 
 std::string PickleWriter::finish() {

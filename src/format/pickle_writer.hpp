@@ -36,6 +36,9 @@ struct TensorPickle {
 
 class PickleWriter {
  public:
+  /// What a call returns for an object it did not memoize.
+  static constexpr std::uint32_t kNotMemoized = UINT32_MAX;
+
   PickleWriter();
 
   void none();
@@ -43,26 +46,36 @@ class PickleWriter {
   void integer(std::int64_t value);
   void floating(double value);
   void string(std::string_view value);
-  void tensor(const TensorPickle& t);
+  /// The container and tensor calls return the memo id of the object they
+  /// wrote (kNotMemoized for an empty tuple), for memo_get() to fetch it again.
+  std::uint32_t tensor(const TensorPickle& t);
 
   /// `emit_item(i)` writes key i then value i.
-  void dict(std::size_t size, const std::function<void(std::size_t)>& emit_item);
+  std::uint32_t dict(std::size_t size, const std::function<void(std::size_t)>& emit_item);
   /// `emit_item(i)` writes element i.
-  void list(std::size_t size, const std::function<void(std::size_t)>& emit_item);
-  void tuple(std::size_t size, const std::function<void(std::size_t)>& emit_item);
+  std::uint32_t list(std::size_t size, const std::function<void(std::size_t)>& emit_item);
+  std::uint32_t tuple(std::size_t size, const std::function<void(std::size_t)>& emit_item);
+  /// collections.OrderedDict as CPython reduces it: GLOBAL, EMPTY_TUPLE,
+  /// REDUCE, the items (batched as an iterator's, not as a dict's), then,
+  /// with `has_state`, `emit_state()` (its __dict__) and BUILD.
+  std::uint32_t ordered_dict(std::size_t size, const std::function<void(std::size_t)>& emit_item, bool has_state,
+                             const std::function<void()>& emit_state);
+  /// Fetches an object written before (BINGET / LONG_BINGET).
+  void memo_get(std::uint32_t id);
 
   /// Appends STOP and returns the pickle.
   std::string finish();
 
  private:
   void op(char opcode) { out_.push_back(opcode); }
-  void memo_put();
-  void memo_get(std::uint32_t id);
+  std::uint32_t memo_put();
   void global(std::string_view module, std::string_view name);
   void fresh_string(std::string_view value);  // BINUNICODE + memo, never BINGET
   void int_tuple(const std::vector<std::int64_t>& values);
-  void empty_ordered_dict();
-  void batched(std::size_t size, char single_op, char batch_op, bool trailing_empty_batch,
+  // How CPython batches a container's items: batch_list_exact, batch_dict_exact
+  // (a dict), or batch_list / batch_dict (an iterator, as from __reduce__).
+  enum class Batching { kExactList, kExactDict, kIterator };
+  void batched(std::size_t size, char single_op, char batch_op, Batching batching,
                const std::function<void(std::size_t)>& emit_item);
 
   std::string out_;

@@ -7,6 +7,8 @@
 #include "ckptw/error.hpp"
 #include "format/dtype_table.hpp"
 #include "format/pickle_writer.hpp"
+#include "ckptw/value.hpp"
+#include "util/key_path.hpp"
 
 namespace ckptw::detail {
 namespace {
@@ -23,14 +25,8 @@ class Planner {
     plan_.alignment = options.alignment;
   }
 
-  FilePlan run(const StateDict& state_dict) {
-    std::vector<std::pair<std::string, const c10::IValue*>> items;
-    items.reserve(state_dict.size());
-    for (const auto& entry : state_dict) items.emplace_back(entry.key(), &entry.value());
-    pickle_.dict(items.size(), [&](std::size_t i) {
-      pickle_.string(items[i].first);
-      value(*items[i].second, items[i].first);
-    });
+  FilePlan run(const Value::Ptr& root) {
+    value(root, "", 0);
 
     const std::string alignment = std::to_string(plan_.alignment);
     std::vector<PlannedRecord> storages = std::move(plan_.records);
@@ -58,49 +54,69 @@ class Planner {
     throw FormatError(what, "", key_path);
   }
 
-  void value(const c10::IValue& v, const std::string& key_path) {
-    if (v.isTensor()) return tensor(v.toTensor(), key_path);
-    if (v.isNone()) return pickle_.none();
-    if (v.isBool()) return pickle_.boolean(v.toBool());
-    if (v.isInt()) return pickle_.integer(v.toInt());
-    if (v.isDouble()) return pickle_.floating(v.toDouble());
-    if (v.isString()) return pickle_.string(v.toStringRef());
-    if (v.isGenericDict()) return dict(v.toGenericDict(), key_path);
-    if (v.isList()) {
-      auto elements = v.toListRef();
-      return pickle_.list(elements.size(), [&](std::size_t i) {
-        value(elements[i], key_path + "[" + std::to_string(i) + "]");
-      });
-    }
-    if (v.isTuple()) {
-      const auto& elements = v.toTupleRef().elements();
-      return pickle_.tuple(elements.size(), [&](std::size_t i) {
-        value(elements[i], key_path + "[" + std::to_string(i) + "]");
-      });
-    }
-    fail("cannot encode a value of type " + std::string(v.tagKind()) +
-             " (supported: tensor, dict with string keys, list, tuple, int, float, bool, str, None)",
-         key_path);
+  // Emits `v`, or a memo fetch when this same Value was emitted before (the
+  // pickler's identity memo; strings are memoized by value in PickleWriter).
+  void value(const Value::Ptr& v, const std::string& key_path, std::size_t depth) {
+    if (depth > kMaxValueDepth) fail("containers nested deeper than " + std::to_string(kMaxValueDepth), key_path);
+    if (auto it = memo_.find(v.get()); it != memo_.end()) return pickle_.memo_get(it->second);
+    const std::uint32_t id = emit(*v, key_path, depth);
+    if (id != PickleWriter::kNotMemoized) memo_.emplace(v.get(), id);
   }
 
-  void dict(const c10::impl::GenericDict& d, const std::string& key_path) {
-    std::vector<std::pair<std::string, const c10::IValue*>> items;
-    items.reserve(d.size());
-    for (const auto& entry : d) {
-      if (!entry.key().isString()) {
-        fail("dict key of type " + std::string(entry.key().tagKind()) +
-                 " is not a string (state dict keys must be strings)",
-             key_path);
+  std::uint32_t emit(const Value& v, const std::string& key_path, std::size_t depth) {
+    switch (v.kind()) {
+      case Value::Kind::kNone: pickle_.none(); break;
+      case Value::Kind::kBool: pickle_.boolean(v.as_bool()); break;
+      case Value::Kind::kInt: pickle_.integer(v.as_int()); break;
+      case Value::Kind::kFloat: pickle_.floating(v.as_float()); break;
+      case Value::Kind::kString: pickle_.string(v.as_string()); break;
+      case Value::Kind::kTensor: return tensor(v.as_tensor(), key_path);
+      case Value::Kind::kList:
+        return pickle_.list(v.items().size(),
+                            [&](std::size_t i) { value(v.items()[i], item_key_path(key_path, i), depth + 1); });
+      case Value::Kind::kTuple:
+        return pickle_.tuple(v.items().size(),
+                             [&](std::size_t i) { value(v.items()[i], item_key_path(key_path, i), depth + 1); });
+      case Value::Kind::kDict: return pickle_.dict(v.entries().size(), entry_emitter(v, key_path, depth));
+      case Value::Kind::kOrderedDict: {
+        const Value::Ptr& attributes = v.attributes();
+        const bool has_state = attributes && !attributes->entries().empty();
+        return pickle_.ordered_dict(v.entries().size(), entry_emitter(v, key_path, depth), has_state,
+                                    [&] { value(attributes, key_path, depth + 1); });
       }
-      items.emplace_back(entry.key().toStringRef(), &entry.value());
     }
-    pickle_.dict(items.size(), [&](std::size_t i) {
-      pickle_.string(items[i].first);
-      value(*items[i].second, key_path + "." + items[i].first);
-    });
+    return PickleWriter::kNotMemoized;
   }
 
-  void tensor(const at::Tensor& t, const std::string& key_path) {
+  // Writes entry i of dict `d`: its key, then its value.
+  std::function<void(std::size_t)> entry_emitter(const Value& d, const std::string& key_path, std::size_t depth) {
+    return [this, &d, &key_path, depth](std::size_t i) {
+      const auto& [key, item] = d.entries()[i];
+      check_key(*key, key_path);
+      value(key, key_path, depth + 1);
+      value(item, child_key_path(key_path, key_text(*key)), depth + 1);
+    };
+  }
+
+  // The key types torch.load(weights_only=True) can rebuild and hash.
+  void check_key(const Value& key, const std::string& key_path) const {
+    switch (key.kind()) {
+      case Value::Kind::kString:
+      case Value::Kind::kInt:
+      case Value::Kind::kBool:
+      case Value::Kind::kFloat:
+      case Value::Kind::kNone: return;
+      case Value::Kind::kTuple:
+        for (const auto& item : key.items()) check_key(*item, key_path);
+        return;
+      default:
+        fail(std::string("a dict key of type ") + key.type_name() +
+                 " cannot be saved (keys must be str, int, bool, float, None or tuples of those)",
+             key_path);
+    }
+  }
+
+  std::uint32_t tensor(const at::Tensor& t, const std::string& key_path) {
     if (!t.defined()) fail("undefined tensor", key_path);
     if (t.is_sparse() || t.layout() != c10::kStrided) fail("sparse or non-strided tensors are not supported", key_path);
     if (t.is_quantized()) fail("quantized tensors are not supported", key_path);
@@ -133,8 +149,8 @@ class Planner {
     p.sizes = t.sizes().vec();
     p.strides = t.strides().vec();
     p.requires_grad = t.requires_grad();
-    pickle_.tensor(p);
     ++plan_.tensor_count;
+    return pickle_.tensor(p);
   }
 
   static std::string location_of(const c10::Device& device) {
@@ -180,12 +196,15 @@ class Planner {
   FilePlan plan_;
   PickleWriter pickle_;
   std::unordered_map<const void*, StorageEntry> storages_;
+  std::unordered_map<const Value*, std::uint32_t> memo_;  // emitted Values: their memo ids
 };
 
 }  // namespace
 
+FilePlan plan_value(const Value::Ptr& root, const PlanOptions& options) { return Planner(options).run(root); }
+
 FilePlan plan_state_dict(const StateDict& state_dict, const PlanOptions& options) {
-  return Planner(options).run(state_dict);
+  return plan_value(to_value(state_dict), options);
 }
 
 }  // namespace ckptw::detail

@@ -1,4 +1,4 @@
-// Planning: a StateDict becomes a FilePlan (pickle + storage records, laid out).
+// Planning: a Value (or a StateDict, through to_value) becomes a FilePlan (pickle + storage records, laid out).
 //
 // Validates every value on the way and throws ckptw::FormatError naming the key
 // path (`model.layers[3].weight`) for anything torch.save's format cannot hold
@@ -8,6 +8,7 @@
 #include <string>
 
 #include "ckptw/types.hpp"
+#include "ckptw/value.hpp"
 #include "plan/file_plan.hpp"
 
 namespace ckptw::detail {
@@ -23,5 +24,10 @@ struct PlanOptions {
 /// destroyed. Records of device storages point at device memory (their
 /// `device` set); stage_records() gives them host copies.
 FilePlan plan_state_dict(const StateDict& state_dict, const PlanOptions& options);
+/// Any Value as the root (torch.save saves any object; a state dict is a dict).
+FilePlan plan_value(const Value::Ptr& root, const PlanOptions& options);
+
+/// Values nested deeper than this are refused, as the reader refuses them.
+inline constexpr std::size_t kMaxValueDepth = 1000;
 
 }  // namespace ckptw::detail

@@ -26,6 +26,7 @@
 #include "read/verify.hpp"
 #include "read/zip_index.hpp"
 #include "stage/device_upload.hpp"
+#include "util/key_path.hpp"
 
 #if CKPTW_HAVE_CUDA
 #include <c10/core/Event.h>
@@ -42,10 +43,6 @@ using detail::PickleValuePtr;
 using Kind = PickleValue::Kind;
 
 constexpr std::size_t kCrcChunk = std::size_t{8} << 20;
-
-std::string join_key(const std::string& parent, const std::string& key) {
-  return parent.empty() ? key : parent + "." + key;
-}
 
 std::string key_text(const PickleValuePtr& key) {
   if (key->kind == Kind::kString) return key->text;
@@ -71,32 +68,52 @@ class Loader {
   Loader(const detail::ByteSource& file, detail::ZipIndex index, const ReadOptions& options)
       : file_(file), index_(std::move(index)), options_(options) {}
 
-  c10::IValue materialize(const PickleValuePtr& v, const std::string& key_path, std::size_t depth = 0) {
+  // The Value of `v`: one Value per pickled object, so that what the pickle
+  // shares (through its memo) stays shared.
+  Value::Ptr value(const PickleValuePtr& v, const std::string& key_path, std::size_t depth = 0) {
     if (depth > detail::kMaxPickleDepth) {
       throw FormatError("containers nested too deeply (or cyclic)", file_.path(), key_path);
     }
-    switch (v->kind) {
-      case Kind::kNone: return c10::IValue();
-      case Kind::kBool: return c10::IValue(v->boolean);
-      case Kind::kInt: return c10::IValue(v->integer);
-      case Kind::kFloat: return c10::IValue(v->floating);
-      case Kind::kString: return c10::IValue(v->text);
-      case Kind::kTensor: return c10::IValue(tensor(v->tensor, key_path));
-      case Kind::kList: {
-        c10::impl::GenericList list(c10::AnyType::get());
-        for (std::size_t i = 0; i < v->items.size(); ++i) {
-          list.push_back(materialize(v->items[i], key_path + "[" + std::to_string(i) + "]", depth + 1));
-        }
-        return c10::IValue(list);
-      }
+    if (auto it = values_.find(v); it != values_.end()) return it->second;
+    Value::Ptr out = make_value(*v, key_path, depth);
+    values_.emplace(v, out);
+    return out;
+  }
+
+  c10::IValue materialize(const PickleValuePtr& v, const std::string& key_path) {
+    Value::Ptr loaded = value(v, key_path);
+    try {
+      return to_ivalue(loaded);
+    } catch (const FormatError& e) {
+      throw FormatError(e.message(), file_.path(), detail::child_key_path(key_path, e.key_path()));
+    }
+  }
+
+ private:
+  Value::Ptr make_value(const PickleValue& v, const std::string& key_path, std::size_t depth) {
+    switch (v.kind) {
+      case Kind::kNone: return Value::none();
+      case Kind::kBool: return Value::boolean(v.boolean);
+      case Kind::kInt: return Value::integer(v.integer);
+      case Kind::kFloat: return Value::floating(v.floating);
+      case Kind::kString: return Value::string(v.text);
+      case Kind::kTensor: return Value::tensor(tensor(v.tensor, key_path));
+      case Kind::kList:
       case Kind::kTuple: {
-        std::vector<c10::IValue> items;
-        for (std::size_t i = 0; i < v->items.size(); ++i) {
-          items.push_back(materialize(v->items[i], key_path + "[" + std::to_string(i) + "]", depth + 1));
+        Value::Items items;
+        for (std::size_t i = 0; i < v.items.size(); ++i) {
+          items.push_back(value(v.items[i], detail::item_key_path(key_path, i), depth + 1));
         }
-        return c10::IValue(c10::ivalue::Tuple::create(std::move(items)));
+        return v.kind == Kind::kList ? Value::list(std::move(items)) : Value::tuple(std::move(items));
       }
-      case Kind::kDict: return c10::IValue(dict(v, key_path, depth + 1));
+      case Kind::kDict: {
+        Value::Entries entries;
+        for (const auto& [key, item] : v.entries) {
+          entries.emplace_back(value(key, key_path, depth + 1), value(item, detail::child_key_path(key_path, key_text(key)), depth + 1));
+        }
+        if (!v.ordered) return Value::dict(std::move(entries));
+        return Value::ordered_dict(std::move(entries), v.attributes ? value(v.attributes, key_path, depth + 1) : nullptr);
+      }
       case Kind::kGlobal:
       case Kind::kStorage:
         break;
@@ -104,24 +121,7 @@ class Loader {
     throw FormatError("a bare storage or global is not a state dict value", file_.path(), key_path);
   }
 
-  c10::impl::GenericDict dict(const PickleValuePtr& v, const std::string& key_path, std::size_t depth = 0) {
-    bool string_keys = true, int_keys = true;
-    for (const auto& [key, value] : v->entries) {
-      string_keys = string_keys && key->kind == Kind::kString;
-      int_keys = int_keys && key->kind == Kind::kInt;
-    }
-    if (!string_keys && !int_keys) {
-      throw FormatError("dict keys must be all strings or all ints", file_.path(), key_path);
-    }
-    c10::TypePtr key_type = string_keys ? c10::TypePtr(c10::StringType::get()) : c10::TypePtr(c10::IntType::get());
-    c10::impl::GenericDict out(key_type, c10::AnyType::get());
-    for (const auto& [key, value] : v->entries) {
-      c10::IValue k = string_keys ? c10::IValue(key->text) : c10::IValue(key->integer);
-      out.insert_or_assign(k, materialize(value, join_key(key_path, key_text(key)), depth));
-    }
-    return out;
-  }
-
+ public:
   at::Tensor tensor(const detail::PickledTensor& t, const std::string& key_path) {
     const c10::ScalarType dtype = scalar_type_named(t.dtype, file_.path(), key_path);
     c10::Storage storage = storage_for(t, key_path);
@@ -419,6 +419,7 @@ class Loader {
   const ReadOptions& options_;
   std::unordered_map<std::string, c10::Storage> storages_;
   std::unordered_map<std::string, at::Tensor> prefetched_;  // verified host bytes by storage key
+  std::unordered_map<PickleValuePtr, Value::Ptr> values_;    // made so far, by pickled object
 };
 
 struct TemplateWalk {
@@ -450,7 +451,7 @@ struct TemplateWalk {
       auto tmpl_items = tmpl.toListRef();
       c10::impl::GenericList out(c10::AnyType::get());
       for (std::size_t i = 0; i < tmpl_items.size(); ++i) {
-        const std::string item_path = key_path + "[" + std::to_string(i) + "]";
+        const std::string item_path = detail::item_key_path(key_path, i);
         if (i >= file_value->items.size()) {
           result.missing_keys.push_back(item_path);
           out.push_back(tmpl_items[i]);
@@ -472,7 +473,7 @@ struct TemplateWalk {
       const std::string key = entry.key().isString() ? entry.key().toStringRef()
                               : entry.key().isInt()  ? std::to_string(entry.key().toInt())
                                                      : "<key>";
-      const std::string child = join_key(key_path, key);
+      const std::string child = detail::child_key_path(key_path, key);
       auto it = by_key.find(key);
       if (it == by_key.end()) {
         result.missing_keys.push_back(child);
@@ -482,7 +483,7 @@ struct TemplateWalk {
       out.insert_or_assign(entry.key(), apply(entry.value(), it->second, child));
       by_key.erase(it);
     }
-    for (const auto& [key, value] : by_key) result.unexpected_keys.push_back(join_key(key_path, key));
+    for (const auto& [key, value] : by_key) result.unexpected_keys.push_back(detail::child_key_path(key_path, key));
     return out;
   }
 };
@@ -504,8 +505,9 @@ void check_against_manifest(const std::string& dir, int rank, const detail::Byte
   detail::check_against_manifest_entry(file, index, manifest->files[rank]);
 }
 
-ReadResult load(const detail::ByteSource& file, const std::optional<StateDict>& tmpl, const ReadOptions& options,
-                detail::ZipIndex index) {
+// data.pkl's object tree, once the version record says this reader knows the format.
+std::unique_ptr<detail::PickleTree> read_tree(const detail::ByteSource& file, const detail::ZipIndex& index,
+                                              const ReadOptions& options) {
   const std::string& path = file.path();
   const detail::ZipRecord* version = index.find("version");
   if (version == nullptr) version = index.find(".data/version");
@@ -514,9 +516,20 @@ ReadResult load(const detail::ByteSource& file, const std::optional<StateDict>& 
   const std::string version_text = file.read(version->payload_offset, version->size);
   const long number = std::strtol(version_text.c_str(), nullptr, 10);
   if (number < 1 || number > 10) throw FormatError("unsupported format version '" + version_text + "'", path);
+  return detail::read_pickle(detail::read_data_pkl(file, index, options.verify_crc), path);
+}
 
-  std::unique_ptr<detail::PickleTree> tree =
-      detail::read_pickle(detail::read_data_pkl(file, index, options.verify_crc), path);
+Value::Ptr load_value(const detail::ByteSource& file, const ReadOptions& options, detail::ZipIndex index) {
+  std::unique_ptr<detail::PickleTree> tree = read_tree(file, index, options);
+  Loader loader(file, std::move(index), options);
+  if (const auto* on_disk = dynamic_cast<const detail::RandomAccessFile*>(&file)) loader.prefetch(tree->root, on_disk->fd());
+  return loader.value(tree->root, "");
+}
+
+ReadResult load(const detail::ByteSource& file, const std::optional<StateDict>& tmpl, const ReadOptions& options,
+                detail::ZipIndex index) {
+  const std::string& path = file.path();
+  std::unique_ptr<detail::PickleTree> tree = read_tree(file, index, options);
   const PickleValuePtr root = tree->root;
   if (root->kind != Kind::kDict) throw FormatError("the top-level object is not a dict", path);
   for (const auto& [key, value] : root->entries) {
@@ -528,7 +541,7 @@ ReadResult load(const detail::ByteSource& file, const std::optional<StateDict>& 
   c10::impl::GenericDict loaded = [&] {
     if (!tmpl) {
       if (const auto* on_disk = dynamic_cast<const detail::RandomAccessFile*>(&file)) loader.prefetch(root, on_disk->fd());
-      return loader.dict(root, "");
+      return loader.materialize(root, "").toGenericDict();
     }
     c10::impl::GenericDict as_generic = c10::impl::toGenericDict(*tmpl);
     TemplateWalk walk{loader, path, result};
@@ -557,6 +570,19 @@ ReadResult CheckpointReader::read(const std::string& path, const std::optional<S
   detail::ZipIndex index = detail::read_zip_index(file);
   check_against_manifest(path, rank_info_.global_rank, file, index, options.require_manifest);
   return load(file, state_dict_template, options, std::move(index));
+}
+
+Value::Ptr CheckpointReader::read_value(const std::string& path, const ReadOptions& options) {
+  const std::string file_path = path + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
+  detail::RandomAccessFile file(file_path);
+  detail::ZipIndex index = detail::read_zip_index(file);
+  check_against_manifest(path, rank_info_.global_rank, file, index, options.require_manifest);
+  return load_value(file, options, std::move(index));
+}
+
+Value::Ptr CheckpointReader::read_file_value(const std::string& file_path, const ReadOptions& options) {
+  detail::RandomAccessFile file(file_path);
+  return load_value(file, options, detail::read_zip_index(file));
 }
 
 ReadResult CheckpointReader::read_file(const std::string& file_path,

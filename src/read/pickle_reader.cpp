@@ -133,9 +133,14 @@ class Machine {
           push(reduce(at, callable, args));
           break;
         }
-        case 'b': {  // BUILD: only OrderedDict state (nn.Module's _metadata), dropped
-          pop(at);
-          if (stack_.empty() || stack_.back()->kind != Kind::kDict) fail_at(at, "BUILD on a non-dict");
+        case 'b': {  // BUILD: only an OrderedDict's __dict__ (nn.Module's _metadata)
+          PickleValuePtr state = pop(at);
+          if (stack_.empty() || stack_.back()->kind != Kind::kDict || !stack_.back()->ordered) {
+            fail_at(at, "BUILD on something other than an OrderedDict");
+          }
+          if (state->kind != Kind::kDict || state->ordered) fail_at(at, "BUILD with a state that is not a dict");
+          if (stack_.back()->attributes != nullptr) fail_at(at, "a second BUILD on one OrderedDict");
+          stack_.back()->attributes = state;
           break;
         }
         case 'q': memo_put(at, static_cast<unsigned char>(take(1)[0])); break;
@@ -298,7 +303,9 @@ class Machine {
     const auto& a = args->items;
     if (fn == "collections.OrderedDict") {
       if (!a.empty()) fail_at(at, "OrderedDict with constructor arguments");
-      return make(Kind::kDict);
+      PickleValuePtr dict = make(Kind::kDict);
+      dict->ordered = true;
+      return dict;
     }
     if (fn == "torch._utils._rebuild_parameter") {
       if (a.size() < 2 || a[0]->kind != Kind::kTensor || a[1]->kind != Kind::kBool) fail_at(at, "malformed _rebuild_parameter");

@@ -42,6 +42,8 @@ struct PickleValue {
   std::string text;                    ///< kString; kGlobal as "module.name"
   std::vector<PickleValuePtr> items;   ///< kList, kTuple
   std::vector<std::pair<PickleValuePtr, PickleValuePtr>> entries;  ///< kDict, insertion order
+  bool ordered = false;                ///< kDict made by collections.OrderedDict
+  PickleValuePtr attributes = nullptr; ///< ordered kDict: the dict its BUILD set (its __dict__)
   PickledTensor tensor;                ///< kTensor; kStorage uses the storage fields
 };
 

@@ -59,7 +59,7 @@ class CheckpointWriter::Impl {
   // directory: it never looks committed while holding a mix of files.
   // The last vote makes the other ranks wait for rank 0's rename to be
   // durable, so no rank reports a commit that is not on disk.
-  WriteResult write(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs) {
+  WriteResult write(const std::string& path, const detail::PlanInput& input, const HookArgs& kwargs) {
     check_writable(path, "write()");
     wait_for_background_write();
     // Planned in the protocol's first phase, so that bad input on one rank
@@ -76,7 +76,7 @@ class CheckpointWriter::Impl {
       }
     } finish_copies{nullptr};
     return protocol(path, kwargs, [&](WriteResult& result) {
-      detail::FilePlan plan = make_plan(path, state_dict, result);
+      detail::FilePlan plan = make_plan(path, input, result);
       // Device storages reach the host through the staging arena (pinned,
       // reused), not one pageable copy per storage; the file's writes start
       // as soon as the first copies land.
@@ -93,8 +93,8 @@ class CheckpointWriter::Impl {
   // capture failure (bad input) runs the protocol too, failing at "plan", so
   // other ranks are not left waiting; *capture_error tells the caller it
   // happened.
-  std::future<WriteResult> write_async(const std::string& path, const StateDict& state_dict, const HookArgs& kwargs,
-                                       std::exception_ptr* capture_error) {
+  std::future<WriteResult> write_async(const std::string& path, const detail::PlanInput& input,
+                                       const HookArgs& kwargs, std::exception_ptr* capture_error) {
     check_writable(path, "write_async()");
     auto job = std::make_unique<Job>();
     job->path = path;
@@ -102,7 +102,7 @@ class CheckpointWriter::Impl {
     job->arena = take_free_arena();
     detail::Stopwatch capture;
     try {
-      job->plan = make_plan(path, state_dict, job->planned);
+      job->plan = make_plan(path, input, job->planned);
       const double planned = capture.elapsed();
       detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *arenas_[job->arena], engine(),
                             stage_options());
@@ -287,12 +287,12 @@ class CheckpointWriter::Impl {
     return dir + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
   }
 
-  detail::FilePlan make_plan(const std::string& path, const StateDict& state_dict, WriteResult& result) const {
+  detail::FilePlan make_plan(const std::string& path, const detail::PlanInput& input, WriteResult& result) const {
     detail::PlanOptions options;
     options.folder = detail::archive_folder_for(file_path(path));
     options.alignment = config_.storage_alignment;
     options.record_device_as_cpu = config_.record_device_as_cpu;
-    detail::FilePlan plan = detail::plan_state_dict(state_dict, options);
+    detail::FilePlan plan = detail::plan_value(input.root(), options);
     result.tensor_count = plan.tensor_count;
     result.storage_count = plan.storage_count;
     return plan;
@@ -576,7 +576,7 @@ std::future<WriteResult> WriterInternals::write_async(CheckpointWriter& writer, 
                                                       const StateDict& state_dict, const HookArgs& kwargs,
                                                       std::exception_ptr* capture_error) {
   if (!writer.impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return writer.impl_->write_async(path, state_dict, kwargs, capture_error);
+  return writer.impl_->write_async(path, PlanInput{&state_dict, nullptr}, kwargs, capture_error);
 }
 
 }  // namespace detail
@@ -590,7 +590,7 @@ CheckpointWriter& CheckpointWriter::operator=(CheckpointWriter&&) noexcept = def
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict,
                                     const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
-  return impl_->write(path, state_dict, kwargs);
+  return impl_->write(path, detail::PlanInput{&state_dict, nullptr}, kwargs);
 }
 
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict) {
@@ -600,11 +600,32 @@ WriteResult CheckpointWriter::write(const std::string& path, const StateDict& st
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict,
                                                        const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return impl_->write_async(path, state_dict, kwargs, nullptr);
+  return impl_->write_async(path, detail::PlanInput{&state_dict, nullptr}, kwargs, nullptr);
 }
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict) {
   return write_async(path, state_dict, make_state_dict());
+}
+
+WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& value, const HookArgs& kwargs) {
+  if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
+  if (!value) throw UsageError("write() of a null Value", path);
+  return impl_->write(path, detail::PlanInput{nullptr, value}, kwargs);
+}
+
+WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& value) {
+  return write(path, value, make_state_dict());
+}
+
+std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const Value::Ptr& value,
+                                                       const HookArgs& kwargs) {
+  if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
+  if (!value) throw UsageError("write_async() of a null Value", path);
+  return impl_->write_async(path, detail::PlanInput{nullptr, value}, kwargs, nullptr);
+}
+
+std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const Value::Ptr& value) {
+  return write_async(path, value, make_state_dict());
 }
 
 void CheckpointWriter::reserve(std::size_t bytes) {

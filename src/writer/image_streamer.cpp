@@ -8,16 +8,11 @@
 
 #include "checksum/crc32.hpp"
 #include "ckptw/error.hpp"
+#include "format/serialization_id.hpp"
 #include "format/zip_layout.hpp"
 
 namespace ckptw::detail {
 namespace {
-
-std::uint64_t fnv1a(std::uint64_t hash, const void* data, std::size_t size) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < size; ++i) hash = (hash ^ p[i]) * 0x100000001b3ull;
-  return hash;
-}
 
 // The record's CRC-32 when it was computed where its bytes live (on the
 // GPU), waiting for it if it is still being computed.
@@ -33,20 +28,6 @@ bool device_crc32(const PlannedRecord& record, CopyEngine* engine, std::uint32_t
 }
 
 }  // namespace
-
-std::string serialization_id(const std::vector<std::string>& full_names,
-                             const std::vector<std::uint32_t>& crcs) {
-  std::vector<std::string> sorted = full_names;
-  std::sort(sorted.begin(), sorted.end());
-  std::uint64_t name_hash = 0xcbf29ce484222325ull;
-  for (const auto& name : sorted) name_hash = fnv1a(name_hash, name.data(), name.size() + 1);
-  std::uint64_t crc_hash = 0xcbf29ce484222325ull;
-  for (std::uint32_t crc : crcs) crc_hash = fnv1a(crc_hash, &crc, sizeof crc);
-  char text[kSerializationIdSize + 1];
-  std::snprintf(text, sizeof text, "%020llu%020llu", static_cast<unsigned long long>(name_hash),
-                static_cast<unsigned long long>(crc_hash));
-  return std::string(text, kSerializationIdSize);
-}
 
 void ImageStreamer::check_queue() {
   if (int rc = queue_->error(); rc < 0) {
@@ -191,7 +172,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
 
   std::vector<ZipEntry> entries;
   std::vector<std::string> names;
-  std::vector<std::uint32_t> crcs;
+  SerializationId serialization_id;
   entries.reserve(plan.records.size());
   for (const auto& record : plan.records) names.push_back(plan.folder + "/" + record.name);
   for (std::size_t i = 0; i < plan.records.size(); ++i) {
@@ -213,7 +194,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
 
     std::uint32_t crc = 0;
     if (record.is_serialization_id) {
-      const std::string id = serialization_id(names, crcs);
+      const std::string id = serialization_id.value();
       put(id.data(), id.size(), &crc);
     } else if (record.size > 0) {
       std::uint32_t computed_on_device = 0;
@@ -224,7 +205,9 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
     const std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
     put(descriptor.data(), descriptor.size(), nullptr);
     if (image_ != nullptr) submit_image_through(image_end_, 0);
-    crcs.push_back(crc);
+    if (!record.is_serialization_id) {
+      serialization_id.add(record.name, record.data, record.size, crc);
+    }
     entries.push_back(ZipEntry{names[i], record.size, record.header_offset, crc});
   }
   const std::string tail = central_directory_and_end(entries, plan.central_directory_offset);

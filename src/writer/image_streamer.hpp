@@ -76,8 +76,4 @@ class ImageStreamer {
   std::uint64_t image_submitted_ = 0;    // image mode: file bytes handed to the queue
 };
 
-/// The 40-digit serialization id: 20 digits of a hash of the record names and
-/// 20 digits of a hash of the CRCs of the records written before it.
-std::string serialization_id(const std::vector<std::string>& full_names, const std::vector<std::uint32_t>& crcs);
-
 }  // namespace ckptw::detail

@@ -3,15 +3,26 @@
 // engine; AsyncCheckpointer learns whether a capture failed.
 #pragma once
 
+
 #include <exception>
 #include <future>
 #include <memory>
 
 #include "ckptw/checkpoint_writer.hpp"
+#include "ckptw/value.hpp"
 #include "io/io_backend.hpp"
 #include "stage/copy_engine.hpp"
 
 namespace ckptw::detail {
+
+/// What a write saves: a state dict, or any Value. The state dict becomes a
+/// Value while planning, inside the commit protocol, so that bad input on one
+/// rank aborts every rank through the vote.
+struct PlanInput {
+  const StateDict* state_dict = nullptr;
+  Value::Ptr value;
+  Value::Ptr root() const { return value ? value : to_value(*state_dict); }
+};
 
 struct WriterInternals {
   /// A CheckpointWriter whose every system call goes through `io` and whose

@@ -60,6 +60,10 @@ StateDict views() {
   sd.insert("share_a", shared.slice(0, 0, 3));
   sd.insert("share_b", shared.slice(0, 2));
   sd.insert("requires_grad", arange(4, at::kFloat).requires_grad_(true));
+  // Bytes that open like a zip data descriptor: torch's serialization id
+  // counts the CRC field of such a payload too.
+  sd.insert("descriptor_lookalike",
+            at::tensor({0x50, 0x4b, 0x07, 0x08, 0x11, 0x22, 0x33, 0x44, 9, 9, 9, 9}, at::kByte));
   return sd;
 }
 
@@ -148,14 +152,18 @@ StateDict zip64() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 4 && std::string(argv[1]) == "--roundtrip") {
+  if (argc == 4 && (std::string(argv[1]) == "--roundtrip" || std::string(argv[1]) == "--roundtrip-value")) {
     // Reads a .pt file (torch.save's or ckptw's) with CheckpointReader and
-    // writes what it read with CheckpointWriter: OUTDIR/checkpoint_0.pt.
+    // writes what it read with CheckpointWriter: OUTDIR/checkpoint_0.pt;
+    // as a StateDict (read_file), or as a Value (read_file_value).
     try {
       ckptw::CheckpointReader reader(ckptw::RankInfo{0, 1});
-      ckptw::ReadResult read = reader.read_file(argv[2]);
       ckptw::CheckpointWriter writer(ckptw::CheckpointWriterConfig{}, ckptw::RankInfo{0, 1});
-      (void)writer.write(argv[3], read.state_dict);
+      if (std::string(argv[1]) == "--roundtrip") {
+        (void)writer.write(argv[3], reader.read_file(argv[2]).state_dict);
+      } else {
+        (void)writer.write(argv[3], reader.read_file_value(argv[2]));
+      }
       return 0;
     } catch (const ckptw::Error& e) {
       std::fprintf(stderr, "%s\n", e.what());

@@ -196,10 +196,10 @@ TEST(CheckpointWriter, BadInputNamesKeyPathAndLeavesNothing) {
          sd.insert("model", inner);
        },
        "model.layers[1]"},
-      {"int key",
+      {"tensor key",
        [](StateDict& sd) {
-         c10::impl::GenericDict inner(c10::IntType::get(), c10::AnyType::get());
-         inner.insert(3, at::ones({1}));
+         c10::impl::GenericDict inner(c10::TensorType::get(), c10::AnyType::get());
+         inner.insert(at::ones({1}), 3);
          sd.insert("state", inner);
        },
        "state"},

@@ -1,0 +1,283 @@
+#include "ckptw/value.hpp"
+
+#include <unordered_map>
+
+#include "ckptw/error.hpp"
+#include "util/key_path.hpp"
+
+namespace ckptw {
+namespace {
+
+const char* kind_name(Value::Kind kind) {
+  switch (kind) {
+    case Value::Kind::kNone: return "NoneType";
+    case Value::Kind::kBool: return "bool";
+    case Value::Kind::kInt: return "int";
+    case Value::Kind::kFloat: return "float";
+    case Value::Kind::kString: return "str";
+    case Value::Kind::kTensor: return "torch.Tensor";
+    case Value::Kind::kList: return "list";
+    case Value::Kind::kTuple: return "tuple";
+    case Value::Kind::kDict: return "dict";
+    case Value::Kind::kOrderedDict: return "collections.OrderedDict";
+  }
+  return "?";
+}
+
+// IValue -> Value. One Value per IValue object that Python would see as one
+// object: a TensorImpl, a list, a dict or a tuple reached twice.
+class FromIValue {
+ public:
+  Value::Ptr convert(const c10::IValue& v, const std::string& key_path) {
+    if (v.isNone()) return Value::none();
+    if (v.isBool()) return Value::boolean(v.toBool());
+    if (v.isInt()) return Value::integer(v.toInt());
+    if (v.isDouble()) return Value::floating(v.toDouble());
+    if (v.isString()) return Value::string(v.toStringRef());
+    if (v.isTensor()) {
+      const at::Tensor& t = v.toTensor();
+      return shared(t.defined() ? static_cast<const void*>(t.unsafeGetTensorImpl()) : nullptr,
+                    [&] { return Value::tensor(t); });
+    }
+    if (v.isGenericDict()) {
+      return shared(v.internalToPointer(), [&] {
+        Value::Entries entries;
+        for (const auto& entry : v.toGenericDict()) {
+          Value::Ptr key = convert(entry.key(), key_path);
+          if (key->is(Value::Kind::kTensor)) {
+            throw FormatError("a tensor as a dict key cannot be saved (torch.load's weights_only refuses it)", "",
+                              key_path);
+          }
+          entries.emplace_back(key, convert(entry.value(), detail::child_key_path(key_path, detail::key_text(*key))));
+        }
+        return Value::dict(std::move(entries));
+      });
+    }
+    if (v.isList()) {
+      return shared(v.internalToPointer(), [&] {
+        Value::Items items;
+        const auto elements = v.toListRef();
+        for (std::size_t i = 0; i < elements.size(); ++i) items.push_back(convert(elements[i], detail::item_key_path(key_path, i)));
+        return Value::list(std::move(items));
+      });
+    }
+    if (v.isTuple()) {
+      return shared(v.internalToPointer(), [&] {
+        Value::Items items;
+        const auto& elements = v.toTupleRef().elements();
+        for (std::size_t i = 0; i < elements.size(); ++i) items.push_back(convert(elements[i], detail::item_key_path(key_path, i)));
+        return Value::tuple(std::move(items));
+      });
+    }
+    throw FormatError("cannot save a value of type " + std::string(v.tagKind()) +
+                          " (supported: tensor, dict, list, tuple, int, float, bool, str, None; torch.load's "
+                          "weights_only would refuse others too)",
+                      "", key_path);
+  }
+
+ private:
+  template <typename Make>
+  Value::Ptr shared(const void* identity, Make make) {
+    if (identity == nullptr) return make();
+    if (auto it = seen_.find(identity); it != seen_.end()) return it->second;
+    Value::Ptr value = make();
+    seen_.emplace(identity, value);
+    return value;
+  }
+
+  std::unordered_map<const void*, Value::Ptr> seen_;
+};
+
+// Value -> IValue, keeping the sharing IValue can express.
+class ToIValue {
+ public:
+  c10::IValue convert(const Value::Ptr& v, const std::string& key_path) {
+    if (auto it = seen_.find(v.get()); it != seen_.end()) return it->second;
+    c10::IValue out = make(*v, key_path);
+    if (v->is(Value::Kind::kTensor) || v->is(Value::Kind::kList) || v->is(Value::Kind::kDict) ||
+        v->is(Value::Kind::kOrderedDict) || v->is(Value::Kind::kTuple)) {
+      seen_.emplace(v.get(), out);
+    }
+    return out;
+  }
+
+ private:
+  c10::IValue make(const Value& v, const std::string& key_path) {
+    switch (v.kind()) {
+      case Value::Kind::kNone: return c10::IValue();
+      case Value::Kind::kBool: return c10::IValue(v.as_bool());
+      case Value::Kind::kInt: return c10::IValue(v.as_int());
+      case Value::Kind::kFloat: return c10::IValue(v.as_float());
+      case Value::Kind::kString: return c10::IValue(v.as_string());
+      case Value::Kind::kTensor: return c10::IValue(v.as_tensor());
+      case Value::Kind::kList: {
+        c10::impl::GenericList list(c10::AnyType::get());
+        for (std::size_t i = 0; i < v.items().size(); ++i) list.push_back(convert(v.items()[i], detail::item_key_path(key_path, i)));
+        return c10::IValue(list);
+      }
+      case Value::Kind::kTuple: {
+        std::vector<c10::IValue> items;
+        for (std::size_t i = 0; i < v.items().size(); ++i) items.push_back(convert(v.items()[i], detail::item_key_path(key_path, i)));
+        return c10::IValue(c10::ivalue::Tuple::create(std::move(items)));
+      }
+      case Value::Kind::kDict:
+      case Value::Kind::kOrderedDict: return dict(v, key_path);
+    }
+    throw std::logic_error("ckptw: unknown Value kind");
+  }
+
+  c10::IValue dict(const Value& v, const std::string& key_path) {
+    Value::Kind key_kind = Value::Kind::kString;  // an empty dict: string keys, as a state dict
+    if (!v.entries().empty()) key_kind = v.entries().front().first->kind();
+    c10::TypePtr key_type;
+    switch (key_kind) {
+      case Value::Kind::kString: key_type = c10::StringType::get(); break;
+      case Value::Kind::kInt: key_type = c10::IntType::get(); break;
+      case Value::Kind::kBool: key_type = c10::BoolType::get(); break;
+      case Value::Kind::kFloat: key_type = c10::FloatType::get(); break;
+      default:
+        throw FormatError(std::string("a dict with ") + kind_name(key_kind) + " keys has no IValue form (use read_value)",
+                          "", key_path);
+    }
+    c10::impl::GenericDict out(key_type, c10::AnyType::get());
+    for (const auto& [key, value] : v.entries()) {
+      if (!key->is(key_kind)) {
+        throw FormatError(std::string("a dict with both ") + kind_name(key_kind) + " and " + key->type_name() +
+                              " keys has no IValue form (use read_value)",
+                          "", key_path);
+      }
+      out.insert_or_assign(convert(key, key_path), convert(value, detail::child_key_path(key_path, detail::key_text(*key))));
+    }
+    return c10::IValue(out);
+  }
+
+  std::unordered_map<const Value*, c10::IValue> seen_;
+};
+
+}  // namespace
+
+Value::Ptr Value::none() {
+  static const Ptr none = std::shared_ptr<Value>(new Value(Kind::kNone));
+  return none;
+}
+
+Value::Ptr Value::boolean(bool value) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kBool));
+  v->boolean_ = value;
+  return v;
+}
+
+Value::Ptr Value::integer(std::int64_t value) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kInt));
+  v->integer_ = value;
+  return v;
+}
+
+Value::Ptr Value::floating(double value) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kFloat));
+  v->floating_ = value;
+  return v;
+}
+
+Value::Ptr Value::string(std::string value) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kString));
+  v->text_ = std::move(value);
+  return v;
+}
+
+Value::Ptr Value::tensor(at::Tensor value) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kTensor));
+  v->tensor_ = std::move(value);
+  return v;
+}
+
+Value::Ptr Value::list(Items items) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kList));
+  v->items_ = std::move(items);
+  return v;
+}
+
+Value::Ptr Value::tuple(Items items) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kTuple));
+  v->items_ = std::move(items);
+  return v;
+}
+
+Value::Ptr Value::dict(Entries entries) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kDict));
+  v->entries_ = std::move(entries);
+  return v;
+}
+
+Value::Ptr Value::ordered_dict(Entries entries, Ptr attributes) {
+  if (attributes && !attributes->is(Kind::kDict)) {
+    throw UsageError(std::string("an OrderedDict's attributes must be a dict, not ") + attributes->type_name());
+  }
+  auto v = std::shared_ptr<Value>(new Value(Kind::kOrderedDict));
+  v->entries_ = std::move(entries);
+  v->attributes_ = std::move(attributes);
+  return v;
+}
+
+const char* Value::type_name() const noexcept { return kind_name(kind_); }
+
+void Value::expect(Kind kind) const {
+  if (kind_ != kind) {
+    throw UsageError(std::string("Value is a ") + type_name() + ", not a " + kind_name(kind));
+  }
+}
+
+bool Value::as_bool() const {
+  expect(Kind::kBool);
+  return boolean_;
+}
+
+std::int64_t Value::as_int() const {
+  expect(Kind::kInt);
+  return integer_;
+}
+
+double Value::as_float() const {
+  expect(Kind::kFloat);
+  return floating_;
+}
+
+const std::string& Value::as_string() const {
+  expect(Kind::kString);
+  return text_;
+}
+
+const at::Tensor& Value::as_tensor() const {
+  expect(Kind::kTensor);
+  return tensor_;
+}
+
+const Value::Items& Value::items() const {
+  if (kind_ != Kind::kTuple) expect(Kind::kList);
+  return items_;
+}
+
+const Value::Entries& Value::entries() const {
+  if (kind_ != Kind::kOrderedDict) expect(Kind::kDict);
+  return entries_;
+}
+
+const Value::Ptr& Value::attributes() const {
+  expect(Kind::kOrderedDict);
+  return attributes_;
+}
+
+Value::Ptr Value::get(std::string_view key) const {
+  for (const auto& [k, v] : entries()) {
+    if (k->is(Kind::kString) && k->as_string() == key) return v;
+  }
+  return nullptr;
+}
+
+Value::Ptr to_value(const StateDict& state_dict) { return FromIValue().convert(c10::IValue(state_dict), ""); }
+
+Value::Ptr to_value(const c10::IValue& value) { return FromIValue().convert(value, ""); }
+
+c10::IValue to_ivalue(const Value::Ptr& value) { return ToIValue().convert(value, ""); }
+
+}  // namespace ckptw

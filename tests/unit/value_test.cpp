@@ -1,0 +1,98 @@
+// Value, the planner's input model: identity, OrderedDict attributes and
+// int keys survive a write and a read_value; what IValue cannot say is an
+// error naming the key path, not a silent change.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "ckptw/ckptw.hpp"
+#include "support/test_support.hpp"
+
+namespace ckptw {
+namespace {
+
+Value::Ptr str(const char* s) { return Value::string(s); }
+
+// An optimizer-shaped checkpoint: int-keyed state, two param groups sharing
+// one betas tuple, a model OrderedDict with its _metadata.
+Value::Ptr training_checkpoint(const Value::Ptr& betas) {
+  Value::Ptr weight = Value::tensor(at::arange(4, at::kFloat));
+  Value::Ptr metadata = Value::ordered_dict({{str(""), Value::dict({{str("version"), Value::integer(1)}})}});
+  Value::Ptr model = Value::ordered_dict({{str("w"), weight}}, Value::dict({{str("_metadata"), metadata}}));
+  Value::Ptr state = Value::dict({{Value::integer(0), Value::dict({{str("step"), Value::tensor(at::scalar_tensor(3.0))},
+                                                                   {str("exp_avg"), weight}})}});
+  auto group = [&](std::int64_t param) {
+    return Value::dict({{str("lr"), Value::floating(1e-3)}, {str("betas"), betas},
+                        {str("params"), Value::list({Value::integer(param)})}});
+  };
+  Value::Ptr optimizer = Value::dict({{str("state"), state}, {str("param_groups"), Value::list({group(0), group(1)})}});
+  return Value::dict({{str("model"), model}, {str("optimizer"), optimizer}});
+}
+
+TEST(Value, IdentityOrderedDictAttributesAndIntKeysSurviveAWriteAndReadValue) {
+  testing::TempDir tmp;
+  const Value::Ptr betas = Value::tuple({Value::floating(0.9), Value::floating(0.95)});
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  (void)writer.write(tmp / "c", training_checkpoint(betas));
+
+  const Value::Ptr back = CheckpointReader(RankInfo{0, 1}).read_value(tmp / "c");
+  const Value::Ptr model = back->get("model");
+  ASSERT_TRUE(model->is(Value::Kind::kOrderedDict));
+  ASSERT_TRUE(model->attributes());
+  EXPECT_TRUE(model->attributes()->get("_metadata")->is(Value::Kind::kOrderedDict));
+  const auto& groups = back->get("optimizer")->get("param_groups")->items();
+  EXPECT_EQ(groups[0]->get("betas").get(), groups[1]->get("betas").get()) << "one tuple, pickled once";
+  const auto& state = back->get("optimizer")->get("state")->entries();
+  ASSERT_EQ(state.size(), 1u);
+  EXPECT_EQ(state[0].first->as_int(), 0);
+  // The tensor saved twice is one object in the file too (one storage, one memo entry).
+  EXPECT_EQ(state[0].second->get("exp_avg").get(), model->get("w").get());
+
+  // Rewritten, it is the same file.
+  (void)writer.write(tmp / "again", back);
+  EXPECT_TRUE(testing::read_file(tmp / "again/checkpoint_0.pt") == testing::read_file(tmp / "c/checkpoint_0.pt"));
+}
+
+TEST(Value, EqualButDistinctTuplesStayDistinct) {
+  testing::TempDir tmp;
+  auto pair = [] { return Value::tuple({Value::floating(0.9), Value::floating(0.95)}); };
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1})
+      .write(tmp / "c", Value::dict({{str("a"), pair()}, {str("b"), pair()}}));
+  const Value::Ptr back = CheckpointReader(RankInfo{0, 1}).read_value(tmp / "c");
+  EXPECT_NE(back->get("a").get(), back->get("b").get());
+}
+
+TEST(Value, StateDictsWithIntKeysAreWrittenAndReadBackAsIValues) {
+  testing::TempDir tmp;
+  c10::impl::GenericDict state(c10::IntType::get(), c10::AnyType::get());
+  state.insert(7, at::ones({2}));
+  StateDict sd = make_state_dict();
+  sd.insert("state", state);
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "c", sd);
+  const StateDict back = CheckpointReader(RankInfo{0, 1}).read(tmp / "c").state_dict;
+  EXPECT_TRUE(at::equal(back.at("state").toGenericDict().at(7).toTensor(), at::ones({2})));
+}
+
+TEST(Value, WhatIValueCannotSayIsAFormatErrorNamingTheKeyPath) {
+  const Value::Ptr mixed = Value::dict({{str("outer"), Value::dict({{str("a"), Value::integer(1)},
+                                                                    {Value::integer(2), Value::integer(2)}})}});
+  try {
+    (void)to_ivalue(mixed);
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.key_path(), "outer");
+    EXPECT_NE(std::string(e.what()).find("str and int keys"), std::string::npos) << e.what();
+  }
+  testing::TempDir tmp;
+  const Value::Ptr tensor_key = Value::dict({{str("m"), Value::dict({{Value::tensor(at::ones({1})), Value::none()}})}});
+  try {
+    (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "c", tensor_key);
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.key_path(), "m");
+  }
+  EXPECT_FALSE(testing::exists(tmp / "c"));
+}
+
+}  // namespace
+}  // namespace ckptw
