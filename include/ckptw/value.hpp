@@ -30,7 +30,7 @@ namespace ckptw {
 
 class CKPTW_EXPORT Value {
  public:
-  enum class Kind { kNone, kBool, kInt, kFloat, kString, kTensor, kList, kTuple, kDict, kOrderedDict };
+  enum class Kind { kNone, kBool, kInt, kFloat, kString, kTensor, kParameter, kList, kTuple, kDict, kOrderedDict };
   using Ptr = std::shared_ptr<const Value>;
   using Items = std::vector<Ptr>;
   using Entries = std::vector<std::pair<Ptr, Ptr>>;
@@ -41,6 +41,9 @@ class CKPTW_EXPORT Value {
   static Ptr floating(double value);
   static Ptr string(std::string value);
   static Ptr tensor(at::Tensor value);
+  /// torch.nn.Parameter (state_dict(keep_vars=True)): `data` and whether the
+  /// parameter requires grad; as_tensor() gives `data` with that flag set.
+  static Ptr parameter(at::Tensor data, bool requires_grad);
   static Ptr list(Items items);
   static Ptr tuple(Items items);
   /// A dict, in insertion order. Keys: str, int, bool, float, None or tuples
@@ -59,6 +62,7 @@ class CKPTW_EXPORT Value {
   std::int64_t as_int() const;
   double as_float() const;
   const std::string& as_string() const;
+  /// kTensor, kParameter.
   const at::Tensor& as_tensor() const;
   /// kList, kTuple.
   const Items& items() const;
@@ -94,7 +98,8 @@ CKPTW_EXPORT Value::Ptr to_value(const StateDict& state_dict);
 CKPTW_EXPORT Value::Ptr to_value(const c10::IValue& value);
 
 /// The IValue of a Value, as faithfully as IValue allows: an OrderedDict
-/// becomes a plain dict (its attributes are dropped), identity becomes
+/// becomes a plain dict (its attributes are dropped), a Parameter a tensor
+/// with its requires_grad, identity becomes
 /// sharing where IValue shares (tensors, lists, dicts). Dict keys must all be
 /// of one type (str, int, bool or float); otherwise ckptw::FormatError.
 CKPTW_EXPORT c10::IValue to_ivalue(const Value::Ptr& value);

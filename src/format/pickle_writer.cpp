@@ -265,6 +265,19 @@ std::uint32_t PickleWriter::tensor(const TensorPickle& t) {
   return memo_put();
 }
 
+std::uint32_t PickleWriter::parameter(const TensorPickle& t) {
+  global("torch._utils", "_rebuild_parameter");
+  TensorPickle data = t;
+  data.requires_grad = false;
+  (void)tensor(data);
+  boolean(t.requires_grad);
+  (void)ordered_dict(0, nullptr, false, nullptr);  // backward_hooks
+  op(static_cast<char>(kTuple1 + 2));
+  memo_put();
+  op(kReduce);
+  return memo_put();
+}
+
 std::string PickleWriter::finish() {
   op(kStop);
   return std::move(out_);

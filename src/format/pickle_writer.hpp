@@ -49,6 +49,9 @@ class PickleWriter {
   /// The container and tensor calls return the memo id of the object they
   /// wrote (kNotMemoized for an empty tuple), for memo_get() to fetch it again.
   std::uint32_t tensor(const TensorPickle& t);
+  /// torch.nn.Parameter: _rebuild_parameter(data, t.requires_grad, OrderedDict()),
+  /// `data` being `t` without requires_grad.
+  std::uint32_t parameter(const TensorPickle& t);
 
   /// `emit_item(i)` writes key i then value i.
   std::uint32_t dict(std::size_t size, const std::function<void(std::size_t)>& emit_item);

@@ -71,6 +71,7 @@ class Planner {
       case Value::Kind::kFloat: pickle_.floating(v.as_float()); break;
       case Value::Kind::kString: pickle_.string(v.as_string()); break;
       case Value::Kind::kTensor: return tensor(v.as_tensor(), key_path);
+      case Value::Kind::kParameter: return tensor(v.as_tensor(), key_path, /*parameter=*/true);
       case Value::Kind::kList:
         return pickle_.list(v.items().size(),
                             [&](std::size_t i) { value(v.items()[i], item_key_path(key_path, i), depth + 1); });
@@ -116,7 +117,9 @@ class Planner {
     }
   }
 
-  std::uint32_t tensor(const at::Tensor& t, const std::string& key_path) {
+  // A parameter is pickled as torch.nn.Parameter.__reduce_ex__ does: its
+  // data as a tensor that does not require grad, inside _rebuild_parameter.
+  std::uint32_t tensor(const at::Tensor& t, const std::string& key_path, bool parameter = false) {
     if (!t.defined()) fail("undefined tensor", key_path);
     if (t.is_sparse() || t.layout() != c10::kStrided) fail("sparse or non-strided tensors are not supported", key_path);
     if (t.is_quantized()) fail("quantized tensors are not supported", key_path);
@@ -150,6 +153,7 @@ class Planner {
     p.strides = t.strides().vec();
     p.requires_grad = t.requires_grad();
     ++plan_.tensor_count;
+    if (parameter) return pickle_.parameter(p);
     return pickle_.tensor(p);
   }
 

@@ -97,7 +97,10 @@ class Loader {
       case Kind::kInt: return Value::integer(v.integer);
       case Kind::kFloat: return Value::floating(v.floating);
       case Kind::kString: return Value::string(v.text);
-      case Kind::kTensor: return Value::tensor(tensor(v.tensor, key_path));
+      case Kind::kTensor: {
+        at::Tensor t = tensor(v.tensor, key_path);
+        return v.tensor.parameter ? Value::parameter(t, v.tensor.requires_grad) : Value::tensor(t);
+      }
       case Kind::kList:
       case Kind::kTuple: {
         Value::Items items;

@@ -311,6 +311,7 @@ class Machine {
       if (a.size() < 2 || a[0]->kind != Kind::kTensor || a[1]->kind != Kind::kBool) fail_at(at, "malformed _rebuild_parameter");
       PickleValuePtr v = &tree_.arena.emplace_back(*a[0]);
       v->tensor.requires_grad = a[1]->boolean;
+      v->tensor.parameter = true;
       return v;
     }
     const bool v3 = fn == "torch._utils._rebuild_tensor_v3";

@@ -25,6 +25,7 @@ struct PickledTensor {
   std::vector<std::int64_t> sizes;
   std::vector<std::int64_t> strides;
   bool requires_grad = false;
+  bool parameter = false;           ///< rebuilt by _rebuild_parameter (torch.nn.Parameter)
 };
 
 struct PickleValue;

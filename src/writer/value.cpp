@@ -16,6 +16,7 @@ const char* kind_name(Value::Kind kind) {
     case Value::Kind::kFloat: return "float";
     case Value::Kind::kString: return "str";
     case Value::Kind::kTensor: return "torch.Tensor";
+    case Value::Kind::kParameter: return "torch.nn.Parameter";
     case Value::Kind::kList: return "list";
     case Value::Kind::kTuple: return "tuple";
     case Value::Kind::kDict: return "dict";
@@ -94,7 +95,7 @@ class ToIValue {
   c10::IValue convert(const Value::Ptr& v, const std::string& key_path) {
     if (auto it = seen_.find(v.get()); it != seen_.end()) return it->second;
     c10::IValue out = make(*v, key_path);
-    if (v->is(Value::Kind::kTensor) || v->is(Value::Kind::kList) || v->is(Value::Kind::kDict) ||
+    if (v->is(Value::Kind::kTensor) || v->is(Value::Kind::kParameter) || v->is(Value::Kind::kList) || v->is(Value::Kind::kDict) ||
         v->is(Value::Kind::kOrderedDict) || v->is(Value::Kind::kTuple)) {
       seen_.emplace(v.get(), out);
     }
@@ -109,7 +110,8 @@ class ToIValue {
       case Value::Kind::kInt: return c10::IValue(v.as_int());
       case Value::Kind::kFloat: return c10::IValue(v.as_float());
       case Value::Kind::kString: return c10::IValue(v.as_string());
-      case Value::Kind::kTensor: return c10::IValue(v.as_tensor());
+      case Value::Kind::kTensor:
+      case Value::Kind::kParameter: return c10::IValue(v.as_tensor());
       case Value::Kind::kList: {
         c10::impl::GenericList list(c10::AnyType::get());
         for (std::size_t i = 0; i < v.items().size(); ++i) list.push_back(convert(v.items()[i], detail::item_key_path(key_path, i)));
@@ -191,6 +193,12 @@ Value::Ptr Value::tensor(at::Tensor value) {
   return v;
 }
 
+Value::Ptr Value::parameter(at::Tensor data, bool requires_grad) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kParameter));
+  v->tensor_ = data.defined() ? data.detach().requires_grad_(requires_grad) : data;
+  return v;
+}
+
 Value::Ptr Value::list(Items items) {
   auto v = std::shared_ptr<Value>(new Value(Kind::kList));
   v->items_ = std::move(items);
@@ -248,7 +256,7 @@ const std::string& Value::as_string() const {
 }
 
 const at::Tensor& Value::as_tensor() const {
-  expect(Kind::kTensor);
+  if (kind_ != Kind::kParameter) expect(Kind::kTensor);
   return tensor_;
 }
 

@@ -62,6 +62,20 @@ TEST(Value, EqualButDistinctTuplesStayDistinct) {
   EXPECT_NE(back->get("a").get(), back->get("b").get());
 }
 
+TEST(Value, ParametersStayParametersAndOneSharedParameterIsPickledOnce) {
+  testing::TempDir tmp;
+  const Value::Ptr embed = Value::parameter(at::ones({4, 2}), true);
+  const Value::Ptr frozen = Value::parameter(at::zeros({2}), false);
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1})
+      .write(tmp / "c", Value::dict({{str("embed"), embed}, {str("head"), embed}, {str("frozen"), frozen}}));
+  const Value::Ptr back = CheckpointReader(RankInfo{0, 1}).read_value(tmp / "c");
+  ASSERT_TRUE(back->get("embed")->is(Value::Kind::kParameter));
+  EXPECT_TRUE(back->get("embed")->as_tensor().requires_grad());
+  EXPECT_FALSE(back->get("frozen")->as_tensor().requires_grad());
+  EXPECT_EQ(back->get("embed").get(), back->get("head").get());
+  EXPECT_TRUE(at::equal(back->get("embed")->as_tensor(), at::ones({4, 2})));
+}
+
 TEST(Value, StateDictsWithIntKeysAreWrittenAndReadBackAsIValues) {
   testing::TempDir tmp;
   c10::impl::GenericDict state(c10::IntType::get(), c10::AnyType::get());
