@@ -30,7 +30,7 @@ namespace ckptw {
 
 class CKPTW_EXPORT Value {
  public:
-  enum class Kind { kNone, kBool, kInt, kFloat, kString, kTensor, kParameter, kList, kTuple, kDict, kOrderedDict };
+  enum class Kind { kNone, kBool, kInt, kBigInt, kFloat, kString, kTensor, kParameter, kList, kTuple, kDict, kOrderedDict };
   using Ptr = std::shared_ptr<const Value>;
   using Items = std::vector<Ptr>;
   using Entries = std::vector<std::pair<Ptr, Ptr>>;
@@ -38,6 +38,12 @@ class CKPTW_EXPORT Value {
   static Ptr none();
   static Ptr boolean(bool value);
   static Ptr integer(std::int64_t value);
+  /// An int beyond int64 (torch.initial_seed() is a uint64): its bytes as
+  /// pickle's LONG1 holds them, little-endian two's complement (redundant
+  /// sign bytes are dropped). Fits int64: a kInt.
+  static Ptr big_integer(std::string little_endian_bytes);
+  /// integer(), or big_integer() above INT64_MAX.
+  static Ptr unsigned_integer(std::uint64_t value);
   static Ptr floating(double value);
   static Ptr string(std::string value);
   static Ptr tensor(at::Tensor value);
@@ -60,6 +66,8 @@ class CKPTW_EXPORT Value {
 
   bool as_bool() const;
   std::int64_t as_int() const;
+  /// kBigInt: the minimal little-endian two's-complement bytes.
+  const std::string& big_integer_bytes() const;
   double as_float() const;
   const std::string& as_string() const;
   /// kTensor, kParameter.
@@ -101,7 +109,8 @@ CKPTW_EXPORT Value::Ptr to_value(const c10::IValue& value);
 /// becomes a plain dict (its attributes are dropped), a Parameter a tensor
 /// with its requires_grad, identity becomes
 /// sharing where IValue shares (tensors, lists, dicts). Dict keys must all be
-/// of one type (str, int, bool or float); otherwise ckptw::FormatError.
+/// of one type (str, int, bool or float), and an int wider than 64 bits has no
+/// IValue: either is a ckptw::FormatError naming the key path.
 CKPTW_EXPORT c10::IValue to_ivalue(const Value::Ptr& value);
 
 }  // namespace ckptw

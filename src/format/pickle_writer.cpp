@@ -1,6 +1,7 @@
 #include "format/pickle_writer.hpp"
 
 #include <cstring>
+#include <stdexcept>
 
 #include "util/byte_order.hpp"
 
@@ -94,10 +95,15 @@ void PickleWriter::integer(std::int64_t value) {
       if (!redundant) break;
       --n;
     }
-    op(kLong1);
-    out_.push_back(static_cast<char>(n));
-    out_.append(reinterpret_cast<const char*>(bytes), n);
+    long_integer(std::string_view(reinterpret_cast<const char*>(bytes), n));
   }
+}
+
+void PickleWriter::long_integer(std::string_view bytes) {
+  if (bytes.size() > kMaxLongBytes) throw std::logic_error("ckptw: LONG1 holds at most 255 bytes");
+  op(kLong1);
+  out_.push_back(static_cast<char>(bytes.size()));
+  out_.append(bytes);
 }
 
 void PickleWriter::floating(double value) {

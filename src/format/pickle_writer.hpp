@@ -44,6 +44,11 @@ class PickleWriter {
   void none();
   void boolean(bool value);
   void integer(std::int64_t value);
+  /// An int of any width up to kMaxLongBytes: its minimal little-endian
+  /// two's-complement bytes, as LONG1 (CPython takes LONG4 beyond, which
+  /// torch's weights-only loader does not read).
+  void long_integer(std::string_view bytes);
+  static constexpr std::size_t kMaxLongBytes = 255;
   void floating(double value);
   void string(std::string_view value);
   /// The container and tensor calls return the memo id of the object they

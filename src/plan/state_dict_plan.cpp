@@ -68,6 +68,12 @@ class Planner {
       case Value::Kind::kNone: pickle_.none(); break;
       case Value::Kind::kBool: pickle_.boolean(v.as_bool()); break;
       case Value::Kind::kInt: pickle_.integer(v.as_int()); break;
+      case Value::Kind::kBigInt:
+        if (v.big_integer_bytes().size() > PickleWriter::kMaxLongBytes) {
+          fail("an int wider than " + std::to_string(PickleWriter::kMaxLongBytes * 8) + " bits cannot be saved", key_path);
+        }
+        pickle_.long_integer(v.big_integer_bytes());
+        break;
       case Value::Kind::kFloat: pickle_.floating(v.as_float()); break;
       case Value::Kind::kString: pickle_.string(v.as_string()); break;
       case Value::Kind::kTensor: return tensor(v.as_tensor(), key_path);
@@ -104,6 +110,7 @@ class Planner {
     switch (key.kind()) {
       case Value::Kind::kString:
       case Value::Kind::kInt:
+      case Value::Kind::kBigInt:
       case Value::Kind::kBool:
       case Value::Kind::kFloat:
       case Value::Kind::kNone: return;

@@ -95,6 +95,7 @@ class Loader {
       case Kind::kNone: return Value::none();
       case Kind::kBool: return Value::boolean(v.boolean);
       case Kind::kInt: return Value::integer(v.integer);
+      case Kind::kBigInt: return Value::big_integer(v.text);
       case Kind::kFloat: return Value::floating(v.floating);
       case Kind::kString: return Value::string(v.text);
       case Kind::kTensor: {

@@ -53,8 +53,13 @@ class Machine {
         case 'J': push_int(static_cast<std::int32_t>(le(take(4), 4))); break;
         case 0x8a: {  // LONG1
           std::size_t n = static_cast<unsigned char>(take(1)[0]);
-          if (n > 8) fail_at(at, "integer wider than 64 bits");
           std::string_view bytes = take(n);
+          if (n > 8) {  // torch.initial_seed() can be 2^64 - 1
+            auto v = make(Kind::kBigInt);
+            v->text = std::string(bytes);
+            push(v);
+            break;
+          }
           std::uint64_t bits = n ? le(bytes, n) : 0;
           if (n > 0 && n < 8 && (static_cast<unsigned char>(bytes[n - 1]) & 0x80)) bits |= ~0ull << (8 * n);
           push_int(static_cast<std::int64_t>(bits));

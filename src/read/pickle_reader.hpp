@@ -34,13 +34,13 @@ struct PickleValue;
 using PickleValuePtr = PickleValue*;
 
 struct PickleValue {
-  enum class Kind { kNone, kBool, kInt, kFloat, kString, kList, kTuple, kDict, kTensor, kGlobal, kStorage };
+  enum class Kind { kNone, kBool, kInt, kBigInt, kFloat, kString, kList, kTuple, kDict, kTensor, kGlobal, kStorage };
   Kind kind = Kind::kNone;
   std::uint32_t depth = 0;             ///< containers nested inside this one
   bool boolean = false;
   std::int64_t integer = 0;
   double floating = 0;
-  std::string text;                    ///< kString; kGlobal as "module.name"
+  std::string text;                    ///< kString; kGlobal as "module.name"; kBigInt: LONG1 bytes
   std::vector<PickleValuePtr> items;   ///< kList, kTuple
   std::vector<std::pair<PickleValuePtr, PickleValuePtr>> entries;  ///< kDict, insertion order
   bool ordered = false;                ///< kDict made by collections.OrderedDict

@@ -12,7 +12,8 @@ const char* kind_name(Value::Kind kind) {
   switch (kind) {
     case Value::Kind::kNone: return "NoneType";
     case Value::Kind::kBool: return "bool";
-    case Value::Kind::kInt: return "int";
+    case Value::Kind::kInt:
+    case Value::Kind::kBigInt: return "int";
     case Value::Kind::kFloat: return "float";
     case Value::Kind::kString: return "str";
     case Value::Kind::kTensor: return "torch.Tensor";
@@ -108,6 +109,8 @@ class ToIValue {
       case Value::Kind::kNone: return c10::IValue();
       case Value::Kind::kBool: return c10::IValue(v.as_bool());
       case Value::Kind::kInt: return c10::IValue(v.as_int());
+      case Value::Kind::kBigInt:
+        throw FormatError("an int wider than 64 bits has no IValue form (use read_value)", "", key_path);
       case Value::Kind::kFloat: return c10::IValue(v.as_float());
       case Value::Kind::kString: return c10::IValue(v.as_string());
       case Value::Kind::kTensor:
@@ -173,6 +176,36 @@ Value::Ptr Value::integer(std::int64_t value) {
   auto v = std::shared_ptr<Value>(new Value(Kind::kInt));
   v->integer_ = value;
   return v;
+}
+
+Value::Ptr Value::big_integer(std::string bytes) {
+  // Minimal form, as CPython's encode_long: drop a top byte that only
+  // repeats the sign of the byte below it.
+  while (bytes.size() > 1) {
+    const auto top = static_cast<unsigned char>(bytes.back());
+    const auto next = static_cast<unsigned char>(bytes[bytes.size() - 2]);
+    if (!((top == 0x00 && !(next & 0x80)) || (top == 0xFF && (next & 0x80)))) break;
+    bytes.pop_back();
+  }
+  if (bytes.size() <= 8) {
+    std::uint64_t bits = 0;
+    for (std::size_t i = bytes.size(); i-- > 0;) bits = (bits << 8) | static_cast<unsigned char>(bytes[i]);
+    if (!bytes.empty() && bytes.size() < 8 && (static_cast<unsigned char>(bytes.back()) & 0x80)) {
+      bits |= ~std::uint64_t{0} << (8 * bytes.size());
+    }
+    return integer(static_cast<std::int64_t>(bits));
+  }
+  auto v = std::shared_ptr<Value>(new Value(Kind::kBigInt));
+  v->text_ = std::move(bytes);
+  return v;
+}
+
+Value::Ptr Value::unsigned_integer(std::uint64_t value) {
+  if (value <= static_cast<std::uint64_t>(INT64_MAX)) return integer(static_cast<std::int64_t>(value));
+  std::string bytes;
+  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<char>(value >> (8 * i)));
+  bytes.push_back('\0');  // the sign byte: positive
+  return big_integer(std::move(bytes));
 }
 
 Value::Ptr Value::floating(double value) {
@@ -243,6 +276,11 @@ bool Value::as_bool() const {
 std::int64_t Value::as_int() const {
   expect(Kind::kInt);
   return integer_;
+}
+
+const std::string& Value::big_integer_bytes() const {
+  expect(Kind::kBigInt);
+  return text_;
 }
 
 double Value::as_float() const {

@@ -149,6 +149,4 @@ CORPUS = {
 
 # Not encoded yet (the issue on whole training checkpoints lists them): the test expects
 # these to fail, and fails when one starts passing, so this list stays true.
-NOT_YET = {
-    "big_initial_seed": "ints wider than 64 bits (LONG1 beyond 8 bytes) are not in the value model yet",
-}
+NOT_YET = {}

@@ -76,6 +76,26 @@ TEST(Value, ParametersStayParametersAndOneSharedParameterIsPickledOnce) {
   EXPECT_TRUE(at::equal(back->get("embed")->as_tensor(), at::ones({4, 2})));
 }
 
+// torch.initial_seed() is a uint64: above INT64_MAX it is a LONG1 of 9 bytes.
+TEST(Value, IntsBeyondInt64RoundTripAndHaveNoIValue) {
+  const Value::Ptr seed = Value::unsigned_integer(~std::uint64_t{0});
+  ASSERT_TRUE(seed->is(Value::Kind::kBigInt));
+  EXPECT_EQ(seed->big_integer_bytes(), std::string("\xff\xff\xff\xff\xff\xff\xff\xff\x00", 9));
+  EXPECT_TRUE(Value::unsigned_integer(5)->is(Value::Kind::kInt));
+  EXPECT_EQ(Value::big_integer(std::string("\xfe\xff\xff", 3))->as_int(), -2) << "redundant sign bytes dropped";
+  testing::TempDir tmp;
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "c", Value::dict({{str("seed"), seed}}));
+  const Value::Ptr back = CheckpointReader(RankInfo{0, 1}).read_value(tmp / "c");
+  EXPECT_EQ(back->get("seed")->big_integer_bytes(), seed->big_integer_bytes());
+  try {
+    (void)CheckpointReader(RankInfo{0, 1}).read(tmp / "c");
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.key_path(), "seed");
+    EXPECT_NE(std::string(e.what()).find("wider than 64 bits"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Value, StateDictsWithIntKeysAreWrittenAndReadBackAsIValues) {
   testing::TempDir tmp;
   c10::impl::GenericDict state(c10::IntType::get(), c10::AnyType::get());
