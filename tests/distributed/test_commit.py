@@ -178,3 +178,36 @@ def test_example_trainer_commits_every_k_steps_under_torchrun(tmp_path):
         assert m["world_size"] == 2
         assert torch.load(tmp_path / step / "checkpoint_1.pt")["step"] == int(step.split("_")[1])
     assert out.stdout.count("committed") == 4
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
+def test_python_resumes_the_cpp_trainers_model_and_optimizer(kind, tmp_path):
+    """The example LibTorch trainer saves model + optimizer with ckptw; Python builds the same
+    model and optimizer, load_state_dict()s both from torch.load, takes the next steps on the same
+    batches and reaches the parameters the C++ trainer saved after those steps."""
+    example = os.environ.get("CKPTW_EXAMPLE")
+    if not example:
+        pytest.skip("the example program is not available")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out = subprocess.run([example, str(tmp_path), "--steps", "6", "--every", "3", "--optimizer", kind],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    if kind == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    else:
+        opt = (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(model.parameters(), lr=1e-3)
+    at_3 = torch.load(tmp_path / "step_3" / "checkpoint_0.pt", weights_only=True)
+    model.load_state_dict(at_3["model"])
+    opt.load_state_dict(at_3["optimizer"])
+    assert set(at_3["optimizer"]["state"]) == {0, 1, 2, 3}
+    for step in range(4, 7):
+        x = torch.sin(torch.arange(16 * 32, dtype=torch.float32).reshape(16, 32) * 0.01 * step)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    at_6 = torch.load(tmp_path / "step_6" / "checkpoint_0.pt", weights_only=True)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, at_6["model"][name], rtol=1e-5, atol=1e-6, msg=name)
