@@ -30,7 +30,10 @@ namespace ckptw {
 
 class CKPTW_EXPORT Value {
  public:
-  enum class Kind { kNone, kBool, kInt, kBigInt, kFloat, kString, kTensor, kParameter, kList, kTuple, kDict, kOrderedDict };
+  enum class Kind {
+    kNone, kBool, kInt, kBigInt, kFloat, kComplex, kString, kBytes, kByteArray,
+    kTensor, kParameter, kList, kTuple, kSet, kDict, kOrderedDict, kCounter, kSize, kDtype, kDevice
+  };
   using Ptr = std::shared_ptr<const Value>;
   using Items = std::vector<Ptr>;
   using Entries = std::vector<std::pair<Ptr, Ptr>>;
@@ -45,13 +48,27 @@ class CKPTW_EXPORT Value {
   /// integer(), or big_integer() above INT64_MAX.
   static Ptr unsigned_integer(std::uint64_t value);
   static Ptr floating(double value);
+  static Ptr complex_number(double real, double imag);
   static Ptr string(std::string value);
+  /// bytes / bytearray: raw bytes. torch.load(weights_only=True) refuses an
+  /// empty bytes (pickled through the `bytes` global), so the planner does.
+  static Ptr bytes(std::string value);
+  static Ptr bytearray(std::string value);
   static Ptr tensor(at::Tensor value);
   /// torch.nn.Parameter (state_dict(keep_vars=True)): `data` and whether the
   /// parameter requires grad; as_tensor() gives `data` with that flag set.
   static Ptr parameter(at::Tensor data, bool requires_grad);
   static Ptr list(Items items);
   static Ptr tuple(Items items);
+  /// A set, its items in iteration order (frozenset is outside weights_only).
+  static Ptr set(Items items);
+  /// collections.Counter.
+  static Ptr counter(Entries entries);
+  /// torch.Size, torch.dtype (a torch name: "float32", "bfloat16"),
+  /// torch.device (type "cpu", "cuda", ...; index -1: none).
+  static Ptr size(std::vector<std::int64_t> dims);
+  static Ptr dtype(std::string torch_name);
+  static Ptr device(std::string type, std::int64_t index = -1);
   /// A dict, in insertion order. Keys: str, int, bool, float, None or tuples
   /// of those (what weights_only loading can hash); the planner checks.
   static Ptr dict(Entries entries);
@@ -69,12 +86,23 @@ class CKPTW_EXPORT Value {
   /// kBigInt: the minimal little-endian two's-complement bytes.
   const std::string& big_integer_bytes() const;
   double as_float() const;
+  /// kComplex: {real, imag}.
+  std::pair<double, double> as_complex() const;
+  /// kBytes, kByteArray.
+  const std::string& as_bytes() const;
+  /// kSize.
+  const std::vector<std::int64_t>& as_size() const;
+  /// kDtype: the torch name.
+  const std::string& dtype_name() const;
+  /// kDevice: type and index (-1: none).
+  const std::string& device_type() const;
+  std::int64_t device_index() const;
   const std::string& as_string() const;
   /// kTensor, kParameter.
   const at::Tensor& as_tensor() const;
-  /// kList, kTuple.
+  /// kList, kTuple, kSet.
   const Items& items() const;
-  /// kDict, kOrderedDict.
+  /// kDict, kOrderedDict, kCounter.
   const Entries& entries() const;
   /// kOrderedDict: its attributes, or null.
   const Ptr& attributes() const;
@@ -89,6 +117,8 @@ class CKPTW_EXPORT Value {
   bool boolean_ = false;
   std::int64_t integer_ = 0;
   double floating_ = 0;
+  double imag_ = 0;
+  std::vector<std::int64_t> dims_;
   std::string text_;
   at::Tensor tensor_;
   Items items_;
@@ -108,7 +138,9 @@ CKPTW_EXPORT Value::Ptr to_value(const c10::IValue& value);
 /// The IValue of a Value, as faithfully as IValue allows: an OrderedDict
 /// becomes a plain dict (its attributes are dropped), a Parameter a tensor
 /// with its requires_grad, identity becomes
-/// sharing where IValue shares (tensors, lists, dicts). Dict keys must all be
+/// sharing where IValue shares (tensors, lists, dicts); a set becomes a list,
+/// a Counter a dict, a torch.Size an int list, bytes a string of those bytes,
+/// a dtype its ScalarType, a device a Device, a complex a complex. Dict keys must all be
 /// of one type (str, int, bool or float), and an int wider than 64 bits has no
 /// IValue: either is a ckptw::FormatError naming the key path.
 CKPTW_EXPORT c10::IValue to_ivalue(const Value::Ptr& value);

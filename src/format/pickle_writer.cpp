@@ -271,6 +271,14 @@ std::uint32_t PickleWriter::tensor(const TensorPickle& t) {
   return memo_put();
 }
 
+std::uint32_t PickleWriter::reduce(std::string_view module, std::string_view name, std::size_t args,
+                                   const std::function<void(std::size_t)>& emit_arg) {
+  global(module, name);
+  (void)tuple(args, emit_arg);
+  op(kReduce);
+  return memo_put();
+}
+
 std::uint32_t PickleWriter::parameter(const TensorPickle& t) {
   global("torch._utils", "_rebuild_parameter");
   TensorPickle data = t;

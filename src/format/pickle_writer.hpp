@@ -70,6 +70,16 @@ class PickleWriter {
                              const std::function<void()>& emit_state);
   /// Fetches an object written before (BINGET / LONG_BINGET).
   void memo_get(std::uint32_t id);
+  /// `module.name(*args)` as save_reduce writes it: the (memoized) global,
+  /// the argument tuple (`emit_arg(i)` writes argument i), REDUCE, memoized.
+  std::uint32_t reduce(std::string_view module, std::string_view name, std::size_t args,
+                       const std::function<void(std::size_t)>& emit_arg);
+  /// The global itself, as a value (torch.float32).
+  void global(std::string_view module, std::string_view name);
+  /// A string object seen for the first time whatever its text (one Python
+  /// builds afresh, as torch.device's type): BINUNICODE, memoized, never a
+  /// memo fetch.
+  void fresh_string(std::string_view value);
 
   /// Appends STOP and returns the pickle.
   std::string finish();
@@ -77,8 +87,6 @@ class PickleWriter {
  private:
   void op(char opcode) { out_.push_back(opcode); }
   std::uint32_t memo_put();
-  void global(std::string_view module, std::string_view name);
-  void fresh_string(std::string_view value);  // BINUNICODE + memo, never BINGET
   void int_tuple(const std::vector<std::int64_t>& values);
   // How CPython batches a container's items: batch_list_exact, batch_dict_exact
   // (a dict), or batch_list / batch_dict (an iterator, as from __reduce__).

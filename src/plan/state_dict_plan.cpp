@@ -76,6 +76,42 @@ class Planner {
         break;
       case Value::Kind::kFloat: pickle_.floating(v.as_float()); break;
       case Value::Kind::kString: pickle_.string(v.as_string()); break;
+      case Value::Kind::kComplex:
+        return pickle_.reduce("__builtin__", "complex", 2, [&](std::size_t i) {
+          pickle_.floating(i == 0 ? v.as_complex().first : v.as_complex().second);
+        });
+      case Value::Kind::kBytes:
+        if (v.as_bytes().empty()) {
+          fail("an empty bytes cannot be saved: torch.load(weights_only=True) refuses it (it is pickled through the "
+               "bytes global)",
+               key_path);
+        }
+        return bytes(v.as_bytes());
+      case Value::Kind::kByteArray:
+        return pickle_.reduce("__builtin__", "bytearray", 1, [&](std::size_t) { (void)bytes(v.as_bytes()); });
+      case Value::Kind::kSize:
+        return pickle_.reduce("torch", "Size", 1, [&](std::size_t) {
+          (void)pickle_.tuple(v.as_size().size(), [&](std::size_t i) { pickle_.integer(v.as_size()[i]); });
+        });
+      case Value::Kind::kDtype:
+        pickle_.global("torch", v.dtype_name());
+        break;
+      case Value::Kind::kDevice:
+        // device.__reduce__ gives (type,) or (type, index); the type string is
+        // made afresh each time, so it is never a memo hit.
+        return pickle_.reduce("torch", "device", v.device_index() < 0 ? 1 : 2, [&](std::size_t i) {
+          if (i == 0) return pickle_.fresh_string(v.device_type());
+          pickle_.integer(v.device_index());
+        });
+      case Value::Kind::kSet:
+        return pickle_.reduce("__builtin__", "set", 1, [&](std::size_t) {
+          (void)pickle_.list(v.items().size(),
+                             [&](std::size_t i) { value(v.items()[i], item_key_path(key_path, i), depth + 1); });
+        });
+      case Value::Kind::kCounter:
+        return pickle_.reduce("collections", "Counter", 1, [&](std::size_t) {
+          (void)pickle_.dict(v.entries().size(), entry_emitter(v, key_path, depth));
+        });
       case Value::Kind::kTensor: return tensor(v.as_tensor(), key_path);
       case Value::Kind::kParameter: return tensor(v.as_tensor(), key_path, /*parameter=*/true);
       case Value::Kind::kList:
@@ -105,12 +141,35 @@ class Planner {
     };
   }
 
+  // bytes as protocol 2 pickles them: _codecs.encode(text, "latin1"), the
+  // text being the bytes decoded as latin-1 (a fresh string object).
+  std::uint32_t bytes(const std::string& raw) {
+    std::string latin1_as_utf8;
+    for (const unsigned char c : raw) {
+      if (c < 0x80) {
+        latin1_as_utf8.push_back(static_cast<char>(c));
+      } else {
+        latin1_as_utf8.push_back(static_cast<char>(0xC0 | (c >> 6)));
+        latin1_as_utf8.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+      }
+    }
+    return pickle_.reduce("_codecs", "encode", 2, [&](std::size_t i) {
+      if (i == 0) return pickle_.fresh_string(latin1_as_utf8);
+      pickle_.string("latin1");
+    });
+  }
+
   // The key types torch.load(weights_only=True) can rebuild and hash.
   void check_key(const Value& key, const std::string& key_path) const {
     switch (key.kind()) {
       case Value::Kind::kString:
       case Value::Kind::kInt:
       case Value::Kind::kBigInt:
+      case Value::Kind::kComplex:
+      case Value::Kind::kBytes:
+      case Value::Kind::kDtype:
+      case Value::Kind::kDevice:
+      case Value::Kind::kSize:
       case Value::Kind::kBool:
       case Value::Kind::kFloat:
       case Value::Kind::kNone: return;

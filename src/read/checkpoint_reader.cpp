@@ -21,6 +21,7 @@
 #include "ckptw/error.hpp"
 #include "commit/manifest.hpp"
 #include "format/dtype_table.hpp"
+#include "format/scalar_type.hpp"
 #include "read/pickle_reader.hpp"
 #include "read/pt_inspect.hpp"
 #include "read/verify.hpp"
@@ -51,13 +52,7 @@ std::string key_text(const PickleValuePtr& key) {
 }
 
 c10::ScalarType scalar_type_named(const std::string& torch_name, const std::string& path, const std::string& key) {
-  const detail::DtypeInfo* info = detail::dtype_by_torch_name(torch_name);
-  if (info != nullptr) {
-    for (int i = 0; i < static_cast<int>(c10::ScalarType::NumOptions); ++i) {
-      const auto type = static_cast<c10::ScalarType>(i);
-      if (info->c10_name == c10::toString(type)) return type;
-    }
-  }
+  if (std::optional<c10::ScalarType> type = detail::scalar_type_for(torch_name)) return *type;
   throw FormatError("dtype " + torch_name + " is not supported by this LibTorch", path, key);
 }
 
@@ -118,11 +113,55 @@ class Loader {
         if (!v.ordered) return Value::dict(std::move(entries));
         return Value::ordered_dict(std::move(entries), v.attributes ? value(v.attributes, key_path, depth + 1) : nullptr);
       }
+      case Kind::kReduced: return reduced(v, key_path, depth);
       case Kind::kGlobal:
+        if (v.text.rfind("torch.", 0) == 0 && detail::dtype_by_torch_name(v.text.substr(6))) {
+          return Value::dtype(v.text.substr(6));
+        }
+        break;
       case Kind::kStorage:
         break;
     }
     throw FormatError("a bare storage or global is not a state dict value", file_.path(), key_path);
+  }
+
+  // The objects the pickle VM rebuilt by REDUCE, their arguments checked there.
+  Value::Ptr reduced(const PickleValue& v, const std::string& key_path, std::size_t depth) {
+    const auto& a = v.items;
+    if (v.text == "torch.Size") {
+      std::vector<std::int64_t> dims;
+      for (const auto& d : a[0]->items) dims.push_back(d->integer);
+      return Value::size(std::move(dims));
+    }
+    if (v.text == "torch.device") return Value::device(a[0]->text, a.size() > 1 ? a[1]->integer : -1);
+    if (v.text == "__builtin__.complex") return Value::complex_number(a[0]->floating, a[1]->floating);
+    if (v.text == "_codecs.encode") return Value::bytes(latin1_bytes(a[0]->text, key_path));
+    if (v.text == "__builtin__.bytearray") return Value::bytearray(value(a[0], key_path, depth + 1)->as_bytes());
+    if (v.text == "__builtin__.set") {
+      Value::Items items;
+      for (std::size_t i = 0; i < a[0]->items.size(); ++i) {
+        items.push_back(value(a[0]->items[i], detail::item_key_path(key_path, i), depth + 1));
+      }
+      return Value::set(std::move(items));
+    }
+    // collections.Counter
+    return Value::counter(value(a[0], key_path, depth + 1)->entries());
+  }
+
+  // The bytes a protocol-2 pickle spells as `text` decoded from latin-1.
+  std::string latin1_bytes(const std::string& utf8, const std::string& key_path) const {
+    std::string out;
+    for (std::size_t i = 0; i < utf8.size(); ++i) {
+      const auto c = static_cast<unsigned char>(utf8[i]);
+      if (c < 0x80) {
+        out.push_back(static_cast<char>(c));
+      } else if ((c == 0xC2 || c == 0xC3) && i + 1 < utf8.size()) {
+        out.push_back(static_cast<char>(((c & 0x03) << 6) | (static_cast<unsigned char>(utf8[++i]) & 0x3F)));
+      } else {
+        throw FormatError("bytes whose latin-1 text holds a character beyond U+00FF", file_.path(), key_path);
+      }
+    }
+    return out;
   }
 
  public:

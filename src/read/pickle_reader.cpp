@@ -250,6 +250,9 @@ class Machine {
         (module == "torch._utils" &&
          (name == "_rebuild_tensor_v2" || name == "_rebuild_tensor_v3" || name == "_rebuild_parameter")) ||
         (module == "torch.storage" && name == "UntypedStorage") ||
+        (module == "torch" && (name == "Size" || name == "device")) ||
+        ((module == "__builtin__" || module == "builtins") && (name == "set" || name == "complex" || name == "bytearray")) ||
+        (module == "_codecs" && name == "encode") || (module == "collections" && name == "Counter") ||
         (module == "torch" && (dtype_by_legacy_storage(name) || dtype_by_torch_name(name)));
     if (!allowed) fail_at(at, "global '" + module + "." + name + "' is not allowed in a weights-only state dict");
     auto v = make(Kind::kGlobal);
@@ -312,6 +315,7 @@ class Machine {
       dict->ordered = true;
       return dict;
     }
+    if (PickleValuePtr object = reduced_object(at, fn, a)) return object;
     if (fn == "torch._utils._rebuild_parameter") {
       if (a.size() < 2 || a[0]->kind != Kind::kTensor || a[1]->kind != Kind::kBool) fail_at(at, "malformed _rebuild_parameter");
       PickleValuePtr v = &tree_.arena.emplace_back(*a[0]);
@@ -340,6 +344,35 @@ class Machine {
     t.strides = int_tuple(at, a[3], "stride");
     t.requires_grad = a[4]->boolean;
     check_extent(at, t);
+    return v;
+  }
+
+  // The objects of torch's weights-only set that a REDUCE builds, their
+  // arguments checked; nullptr for another callable.
+  PickleValuePtr reduced_object(std::size_t at, const std::string& fn, const std::vector<PickleValuePtr>& a) {
+    auto is = [&](std::size_t i, Kind kind) { return a.size() > i && a[i]->kind == kind; };
+    bool ok;
+    if (fn == "torch.Size") {
+      ok = a.size() == 1 && is(0, Kind::kTuple);
+      if (ok) (void)int_tuple(at, a[0], "torch.Size");
+    } else if (fn == "torch.device") {
+      ok = (a.size() == 1 || a.size() == 2) && is(0, Kind::kString) && (a.size() == 1 || a[1]->kind == Kind::kInt);
+    } else if (fn == "__builtin__.set" || fn == "builtins.set") {
+      ok = a.size() == 1 && is(0, Kind::kList);
+    } else if (fn == "__builtin__.complex" || fn == "builtins.complex") {
+      ok = a.size() == 2 && is(0, Kind::kFloat) && is(1, Kind::kFloat);
+    } else if (fn == "_codecs.encode") {  // bytes, as protocol 2 pickles them
+      ok = a.size() == 2 && is(0, Kind::kString) && is(1, Kind::kString) && a[1]->text == "latin1";
+    } else if (fn == "__builtin__.bytearray" || fn == "builtins.bytearray") {
+      ok = a.size() == 1 && is(0, Kind::kReduced) && a[0]->text == "_codecs.encode";
+    } else if (fn == "collections.Counter") {
+      ok = a.size() == 1 && is(0, Kind::kDict) && !a[0]->ordered;
+    } else {
+      return nullptr;
+    }
+    if (!ok) fail_at(at, "malformed " + fn + " arguments");
+    PickleValuePtr v = sequence(at, Kind::kReduced, a);
+    v->text = fn.rfind("builtins.", 0) == 0 ? "__builtin__." + fn.substr(std::strlen("builtins.")) : fn;
     return v;
   }
 

@@ -34,7 +34,10 @@ struct PickleValue;
 using PickleValuePtr = PickleValue*;
 
 struct PickleValue {
-  enum class Kind { kNone, kBool, kInt, kBigInt, kFloat, kString, kList, kTuple, kDict, kTensor, kGlobal, kStorage };
+  /// kReduced: an object of the weights-only set rebuilt by a REDUCE (`text`
+  /// names the callable, e.g. "torch.Size"; `items` are its checked arguments).
+  enum class Kind { kNone, kBool, kInt, kBigInt, kFloat, kString, kList, kTuple, kDict, kTensor, kGlobal, kStorage,
+                    kReduced };
   Kind kind = Kind::kNone;
   std::uint32_t depth = 0;             ///< containers nested inside this one
   bool boolean = false;

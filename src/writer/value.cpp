@@ -3,6 +3,8 @@
 #include <unordered_map>
 
 #include "ckptw/error.hpp"
+#include "format/dtype_table.hpp"
+#include "format/scalar_type.hpp"
 #include "util/key_path.hpp"
 
 namespace ckptw {
@@ -15,6 +17,14 @@ const char* kind_name(Value::Kind kind) {
     case Value::Kind::kInt:
     case Value::Kind::kBigInt: return "int";
     case Value::Kind::kFloat: return "float";
+    case Value::Kind::kComplex: return "complex";
+    case Value::Kind::kBytes: return "bytes";
+    case Value::Kind::kByteArray: return "bytearray";
+    case Value::Kind::kSet: return "set";
+    case Value::Kind::kCounter: return "collections.Counter";
+    case Value::Kind::kSize: return "torch.Size";
+    case Value::Kind::kDtype: return "torch.dtype";
+    case Value::Kind::kDevice: return "torch.device";
     case Value::Kind::kString: return "str";
     case Value::Kind::kTensor: return "torch.Tensor";
     case Value::Kind::kParameter: return "torch.nn.Parameter";
@@ -96,7 +106,8 @@ class ToIValue {
   c10::IValue convert(const Value::Ptr& v, const std::string& key_path) {
     if (auto it = seen_.find(v.get()); it != seen_.end()) return it->second;
     c10::IValue out = make(*v, key_path);
-    if (v->is(Value::Kind::kTensor) || v->is(Value::Kind::kParameter) || v->is(Value::Kind::kList) || v->is(Value::Kind::kDict) ||
+    if (v->is(Value::Kind::kTensor) || v->is(Value::Kind::kParameter) || v->is(Value::Kind::kList) ||
+        v->is(Value::Kind::kSet) || v->is(Value::Kind::kCounter) || v->is(Value::Kind::kDict) ||
         v->is(Value::Kind::kOrderedDict) || v->is(Value::Kind::kTuple)) {
       seen_.emplace(v.get(), out);
     }
@@ -113,9 +124,26 @@ class ToIValue {
         throw FormatError("an int wider than 64 bits has no IValue form (use read_value)", "", key_path);
       case Value::Kind::kFloat: return c10::IValue(v.as_float());
       case Value::Kind::kString: return c10::IValue(v.as_string());
+      case Value::Kind::kComplex: return c10::IValue(c10::complex<double>(v.as_complex().first, v.as_complex().second));
+      case Value::Kind::kBytes:
+      case Value::Kind::kByteArray: return c10::IValue(v.as_bytes());
+      case Value::Kind::kSize: return c10::IValue(v.as_size());
+      case Value::Kind::kDtype: {
+        std::optional<c10::ScalarType> type = detail::scalar_type_for(v.dtype_name());
+        if (!type) throw FormatError("dtype " + v.dtype_name() + " is not supported by this LibTorch", "", key_path);
+        return c10::IValue(*type);
+      }
+      case Value::Kind::kDevice:
+        try {
+          return c10::IValue(c10::Device(v.device_index() < 0 ? v.device_type()
+                                                               : v.device_type() + ":" + std::to_string(v.device_index())));
+        } catch (const c10::Error&) {
+          throw FormatError("device '" + v.device_type() + "' is not known to this LibTorch", "", key_path);
+        }
       case Value::Kind::kTensor:
       case Value::Kind::kParameter: return c10::IValue(v.as_tensor());
-      case Value::Kind::kList: {
+      case Value::Kind::kList:
+      case Value::Kind::kSet: {
         c10::impl::GenericList list(c10::AnyType::get());
         for (std::size_t i = 0; i < v.items().size(); ++i) list.push_back(convert(v.items()[i], detail::item_key_path(key_path, i)));
         return c10::IValue(list);
@@ -126,7 +154,8 @@ class ToIValue {
         return c10::IValue(c10::ivalue::Tuple::create(std::move(items)));
       }
       case Value::Kind::kDict:
-      case Value::Kind::kOrderedDict: return dict(v, key_path);
+      case Value::Kind::kOrderedDict:
+      case Value::Kind::kCounter: return dict(v, key_path);
     }
     throw std::logic_error("ckptw: unknown Value kind");
   }
@@ -214,6 +243,59 @@ Value::Ptr Value::floating(double value) {
   return v;
 }
 
+Value::Ptr Value::complex_number(double real, double imag) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kComplex));
+  v->floating_ = real;
+  v->imag_ = imag;
+  return v;
+}
+
+Value::Ptr Value::bytes(std::string value) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kBytes));
+  v->text_ = std::move(value);
+  return v;
+}
+
+Value::Ptr Value::bytearray(std::string value) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kByteArray));
+  v->text_ = std::move(value);
+  return v;
+}
+
+Value::Ptr Value::set(Items items) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kSet));
+  v->items_ = std::move(items);
+  return v;
+}
+
+Value::Ptr Value::counter(Entries entries) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kCounter));
+  v->entries_ = std::move(entries);
+  return v;
+}
+
+Value::Ptr Value::size(std::vector<std::int64_t> dims) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kSize));
+  v->dims_ = std::move(dims);
+  return v;
+}
+
+Value::Ptr Value::dtype(std::string torch_name) {
+  if (detail::dtype_by_torch_name(torch_name) == nullptr) {
+    throw UsageError("'" + torch_name + "' is not a dtype the .pt format knows (torch names: float32, bfloat16, ...)");
+  }
+  auto v = std::shared_ptr<Value>(new Value(Kind::kDtype));
+  v->text_ = std::move(torch_name);
+  return v;
+}
+
+Value::Ptr Value::device(std::string type, std::int64_t index) {
+  auto v = std::shared_ptr<Value>(new Value(Kind::kDevice));
+  v->text_ = std::move(type);
+  v->integer_ = index < 0 ? -1 : index;
+  return v;
+}
+
 Value::Ptr Value::string(std::string value) {
   auto v = std::shared_ptr<Value>(new Value(Kind::kString));
   v->text_ = std::move(value);
@@ -288,6 +370,36 @@ double Value::as_float() const {
   return floating_;
 }
 
+std::pair<double, double> Value::as_complex() const {
+  expect(Kind::kComplex);
+  return {floating_, imag_};
+}
+
+const std::string& Value::as_bytes() const {
+  if (kind_ != Kind::kByteArray) expect(Kind::kBytes);
+  return text_;
+}
+
+const std::vector<std::int64_t>& Value::as_size() const {
+  expect(Kind::kSize);
+  return dims_;
+}
+
+const std::string& Value::dtype_name() const {
+  expect(Kind::kDtype);
+  return text_;
+}
+
+const std::string& Value::device_type() const {
+  expect(Kind::kDevice);
+  return text_;
+}
+
+std::int64_t Value::device_index() const {
+  expect(Kind::kDevice);
+  return integer_;
+}
+
 const std::string& Value::as_string() const {
   expect(Kind::kString);
   return text_;
@@ -299,12 +411,12 @@ const at::Tensor& Value::as_tensor() const {
 }
 
 const Value::Items& Value::items() const {
-  if (kind_ != Kind::kTuple) expect(Kind::kList);
+  if (kind_ != Kind::kTuple && kind_ != Kind::kSet) expect(Kind::kList);
   return items_;
 }
 
 const Value::Entries& Value::entries() const {
-  if (kind_ != Kind::kOrderedDict) expect(Kind::kDict);
+  if (kind_ != Kind::kOrderedDict && kind_ != Kind::kCounter) expect(Kind::kDict);
   return entries_;
 }
 

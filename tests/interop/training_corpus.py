@@ -2,6 +2,7 @@
 torch.save holds (model, optimizer, scheduler, scaler, RNG state, config) for small GPT-like
 and CNN models after a few optimizer steps. Each entry is name -> builder; every builder is
 deterministic (seeded) and returns the object torch.save is given."""
+import collections
 import math
 
 import torch
@@ -129,6 +130,23 @@ def keep_vars_parameters():
     return {"gpt": TinyGPT().state_dict(keep_vars=True), "cnn": TinyCNN().state_dict(keep_vars=True)}
 
 
+def python_values():
+    """The other values torch.load(weights_only=True) accepts, as trainers keep them in a
+    checkpoint's metadata: shapes, dtypes, devices, sets, bytes, complex numbers, counters."""
+    shape = torch.Size([4, 8])
+    return {
+        "shapes": [shape, shape, torch.Size([]), torch.Size([3])],  # one Size object twice: pickled once
+        "dtypes": {"param": torch.bfloat16, "grad": torch.float32, "mask": torch.bool, "fp8": torch.float8_e4m3fn},
+        "devices": [torch.device("cuda", 1), torch.device("cuda", 1), torch.device("cpu"), torch.device("meta")],
+        "seen_ids": {3, 1, 2},
+        "tags": {"a", "bc"},
+        "blob": b"\x00\x01PK\xff\x80ckpt",
+        "mutable_blob": bytearray(b"\xfe\x00z"),
+        "phase": 1.5 - 2j,
+        "token_counts": collections.Counter({"the": 3, "a": 1}),
+    }
+
+
 def big_initial_seed():
     torch.manual_seed(2**64 - 5)
     return {"seed": torch.initial_seed(), "rng_state": torch.get_rng_state()}
@@ -145,6 +163,7 @@ CORPUS = {
     "five_thousand_small_tensors": five_thousand_small_tensors,
     "keep_vars_parameters": keep_vars_parameters,
     "big_initial_seed": big_initial_seed,
+    "python_values": python_values,
 }
 
 # Not encoded yet (the issue on whole training checkpoints lists them): the test expects

@@ -96,6 +96,55 @@ TEST(Value, IntsBeyondInt64RoundTripAndHaveNoIValue) {
   }
 }
 
+// The rest of the weights-only set, through a write and read_value, and what
+// to_ivalue makes of each.
+TEST(Value, SizesDtypesDevicesSetsBytesComplexAndCountersRoundTrip) {
+  testing::TempDir tmp;
+  const Value::Ptr shape = Value::size({4, 8});
+  const Value::Ptr meta = Value::dict({
+      {str("shapes"), Value::list({shape, shape})},
+      {str("dtype"), Value::dtype("bfloat16")},
+      {str("device"), Value::device("cuda", 1)},
+      {str("cpu"), Value::device("cpu")},
+      {str("ids"), Value::set({Value::integer(3), Value::integer(1)})},
+      {str("blob"), Value::bytes(std::string("\x00\xffPK", 4))},
+      {str("mutable"), Value::bytearray("xy")},
+      {str("phase"), Value::complex_number(1.5, -2.0)},
+      {str("counts"), Value::counter({{str("the"), Value::integer(3)}})},
+  });
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "c", meta);
+  const Value::Ptr back = CheckpointReader(RankInfo{0, 1}).read_value(tmp / "c");
+  const auto& shapes = back->get("shapes")->items();
+  EXPECT_EQ(shapes[0]->as_size(), (std::vector<std::int64_t>{4, 8}));
+  EXPECT_EQ(shapes[0].get(), shapes[1].get());
+  EXPECT_EQ(back->get("dtype")->dtype_name(), "bfloat16");
+  EXPECT_EQ(back->get("device")->device_type(), "cuda");
+  EXPECT_EQ(back->get("device")->device_index(), 1);
+  EXPECT_EQ(back->get("cpu")->device_index(), -1);
+  EXPECT_EQ(back->get("ids")->items().size(), 2u);
+  EXPECT_EQ(back->get("blob")->as_bytes(), std::string("\x00\xffPK", 4));
+  EXPECT_TRUE(back->get("mutable")->is(Value::Kind::kByteArray));
+  EXPECT_EQ(back->get("phase")->as_complex(), (std::pair<double, double>{1.5, -2.0}));
+  EXPECT_EQ(back->get("counts")->entries()[0].second->as_int(), 3);
+
+  const auto as_ivalue = to_ivalue(back).toGenericDict();
+  EXPECT_EQ(as_ivalue.at("shapes").toList().get(0).toIntVector(), (std::vector<int64_t>{4, 8}));
+  EXPECT_EQ(as_ivalue.at("dtype").toScalarType(), at::kBFloat16);
+  EXPECT_EQ(as_ivalue.at("device").toDevice(), c10::Device("cuda:1"));
+  EXPECT_EQ(as_ivalue.at("blob").toStringRef(), std::string("\x00\xffPK", 4));
+  EXPECT_EQ(as_ivalue.at("phase").toComplexDouble(), c10::complex<double>(1.5, -2.0));
+
+  try {
+    (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1})
+        .write(tmp / "empty", Value::dict({{str("blob"), Value::bytes("")}}));
+    FAIL() << "no error";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.key_path(), "blob");
+    EXPECT_NE(std::string(e.what()).find("weights_only"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(testing::exists(tmp / "empty"));
+}
+
 TEST(Value, StateDictsWithIntKeysAreWrittenAndReadBackAsIValues) {
   testing::TempDir tmp;
   c10::impl::GenericDict state(c10::IntType::get(), c10::AnyType::get());
