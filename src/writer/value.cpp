@@ -55,11 +55,7 @@ class FromIValue {
       return shared(v.internalToPointer(), [&] {
         Value::Entries entries;
         for (const auto& entry : v.toGenericDict()) {
-          Value::Ptr key = convert(entry.key(), key_path);
-          if (key->is(Value::Kind::kTensor)) {
-            throw FormatError("a tensor as a dict key cannot be saved (torch.load's weights_only refuses it)", "",
-                              key_path);
-          }
+          Value::Ptr key = convert(entry.key(), key_path);  // the planner checks the key's type
           entries.emplace_back(key, convert(entry.value(), detail::child_key_path(key_path, detail::key_text(*key))));
         }
         return Value::dict(std::move(entries));
