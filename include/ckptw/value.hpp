@@ -8,9 +8,10 @@
 // Identity: one Value reached twice (the same pointer) is one Python object:
 // it is pickled once and fetched from the pickle memo afterwards, as CPython's
 // pickler does (all param_groups sharing one `betas` tuple; a tensor in two
-// places). Equal but distinct Values stay distinct. Strings are the
-// exception: they are memoized by value, as CPython's interned strings are.
-// A Value is immutable once made; cycles cannot be built.
+// places). Equal but distinct Values stay distinct, strings included (two
+// equal str objects are pickled twice), except the few literals torch writes
+// itself ("cpu", "storage", "latin1"), which CPython interns: those are shared
+// by text. A Value is immutable once made; cycles cannot be built.
 #pragma once
 
 #include <cstdint>
@@ -128,7 +129,9 @@ class CKPTW_EXPORT Value {
 
 /// The Value of a state dict. Tensors, lists, dicts and tuples reached twice
 /// through the same object (TensorImpl, list, dict or tuple) become one Value,
-/// so they are pickled once, as torch.save pickles one Python object. Dict
+/// so they are pickled once, as torch.save pickles one Python object; equal
+/// strings become one Value (C++ strings have no identity; a Python script's
+/// equal literals are one interned object). Dict
 /// keys may be str, int, bool or float (an optimizer's `state` is int-keyed).
 /// Throws ckptw::FormatError naming the key path for a value torch.load's
 /// weights-only mode would refuse (objects, enums, futures, ...).

@@ -113,22 +113,24 @@ void PickleWriter::floating(double value) {
   for (int i = 7; i >= 0; --i) out_.push_back(static_cast<char>((bits >> (8 * i)) & 0xFF));
 }
 
-void PickleWriter::fresh_string(std::string_view value) {
+std::uint32_t PickleWriter::fresh_string(std::string_view value) {
   op(kBinUnicode);
   put_u32(out_, static_cast<std::uint32_t>(value.size()));
   out_.append(value);
-  memo_put();
+  return memo_put();
+}
+
+bool PickleWriter::is_interned_literal(std::string_view value) {
+  return value == "storage" || value == "cpu" || value == "latin1";
 }
 
 void PickleWriter::string(std::string_view value) {
-  // CPython memoizes by object identity; equal strings in a state dict are
-  // almost always the same (interned) object, so memoizing by value matches.
   if (auto it = string_memo_.find(value); it != string_memo_.end()) {
     memo_get(it->second);
     return;
   }
   string_memo_.emplace(std::string(value), next_memo_id_);
-  fresh_string(value);
+  (void)fresh_string(value);
 }
 
 void PickleWriter::global(std::string_view module, std::string_view name) {
@@ -245,14 +247,14 @@ std::uint32_t PickleWriter::tensor(const TensorPickle& t) {
     memo_get(it->second);
   } else {
     storage_key_memo_.emplace(t.storage_index, next_memo_id_);
-    fresh_string(std::to_string(t.storage_index));
+    (void)fresh_string(std::to_string(t.storage_index));
   }
   // "cpu" is one interned literal in torch; device tags such as "cuda:0" are
   // built afresh for every storage, so CPython never memo-hits them.
   if (t.location == "cpu") {
     string(t.location);
   } else {
-    fresh_string(t.location);
+    (void)fresh_string(t.location);
   }
   integer(t.storage_numel);
   op(kTuple);

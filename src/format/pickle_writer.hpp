@@ -50,7 +50,12 @@ class PickleWriter {
   void long_integer(std::string_view bytes);
   static constexpr std::size_t kMaxLongBytes = 255;
   void floating(double value);
+  /// A string memoized by its text: for the literals torch and pickle write
+  /// themselves ("storage", "cpu", "latin1"), which CPython interns, so a
+  /// caller's equal literal is the same object.
   void string(std::string_view value);
+  /// Whether `value` is one of those literals.
+  static bool is_interned_literal(std::string_view value);
   /// The container and tensor calls return the memo id of the object they
   /// wrote (kNotMemoized for an empty tuple), for memo_get() to fetch it again.
   std::uint32_t tensor(const TensorPickle& t);
@@ -78,8 +83,8 @@ class PickleWriter {
   void global(std::string_view module, std::string_view name);
   /// A string object seen for the first time whatever its text (one Python
   /// builds afresh, as torch.device's type): BINUNICODE, memoized, never a
-  /// memo fetch.
-  void fresh_string(std::string_view value);
+  /// memo fetch. Returns its memo id.
+  std::uint32_t fresh_string(std::string_view value);
 
   /// Appends STOP and returns the pickle.
   std::string finish();

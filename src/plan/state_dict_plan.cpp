@@ -55,7 +55,7 @@ class Planner {
   }
 
   // Emits `v`, or a memo fetch when this same Value was emitted before (the
-  // pickler's identity memo; strings are memoized by value in PickleWriter).
+  // pickler's identity memo).
   void value(const Value::Ptr& v, const std::string& key_path, std::size_t depth) {
     if (depth > kMaxValueDepth) fail("containers nested deeper than " + std::to_string(kMaxValueDepth), key_path);
     if (auto it = memo_.find(v.get()); it != memo_.end()) return pickle_.memo_get(it->second);
@@ -75,7 +75,14 @@ class Planner {
         pickle_.long_integer(v.big_integer_bytes());
         break;
       case Value::Kind::kFloat: pickle_.floating(v.as_float()); break;
-      case Value::Kind::kString: pickle_.string(v.as_string()); break;
+      case Value::Kind::kString:
+        // One string object per Value, as CPython memoizes by identity; the
+        // literals torch writes itself are shared by text (see PickleWriter::string).
+        if (PickleWriter::is_interned_literal(v.as_string())) {
+          pickle_.string(v.as_string());
+          break;
+        }
+        return pickle_.fresh_string(v.as_string());
       case Value::Kind::kComplex:
         return pickle_.reduce("__builtin__", "complex", 2, [&](std::size_t i) {
           pickle_.floating(i == 0 ? v.as_complex().first : v.as_complex().second);
@@ -100,8 +107,11 @@ class Planner {
         // device.__reduce__ gives (type,) or (type, index); the type string is
         // made afresh each time, so it is never a memo hit.
         return pickle_.reduce("torch", "device", v.device_index() < 0 ? 1 : 2, [&](std::size_t i) {
-          if (i == 0) return pickle_.fresh_string(v.device_type());
-          pickle_.integer(v.device_index());
+          if (i == 0) {
+            (void)pickle_.fresh_string(v.device_type());
+          } else {
+            pickle_.integer(v.device_index());
+          }
         });
       case Value::Kind::kSet:
         return pickle_.reduce("__builtin__", "set", 1, [&](std::size_t) {
@@ -154,7 +164,7 @@ class Planner {
       }
     }
     return pickle_.reduce("_codecs", "encode", 2, [&](std::size_t i) {
-      if (i == 0) return pickle_.fresh_string(latin1_as_utf8);
+      if (i == 0) return (void)pickle_.fresh_string(latin1_as_utf8);
       pickle_.string("latin1");
     });
   }

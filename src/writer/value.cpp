@@ -45,7 +45,13 @@ class FromIValue {
     if (v.isBool()) return Value::boolean(v.toBool());
     if (v.isInt()) return Value::integer(v.toInt());
     if (v.isDouble()) return Value::floating(v.toDouble());
-    if (v.isString()) return Value::string(v.toStringRef());
+    if (v.isString()) {
+      // A C++ string has no identity: equal texts become one Value, as the
+      // literals of a Python script are one interned object.
+      const std::string& text = v.toStringRef();
+      if (auto it = strings_.find(text); it != strings_.end()) return it->second;
+      return strings_.emplace(text, Value::string(text)).first->second;
+    }
     if (v.isTensor()) {
       const at::Tensor& t = v.toTensor();
       return shared(t.defined() ? static_cast<const void*>(t.unsafeGetTensorImpl()) : nullptr,
@@ -94,6 +100,7 @@ class FromIValue {
   }
 
   std::unordered_map<const void*, Value::Ptr> seen_;
+  std::unordered_map<std::string, Value::Ptr> strings_;
 };
 
 // Value -> IValue, keeping the sharing IValue can express.
