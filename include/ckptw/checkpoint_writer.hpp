@@ -119,6 +119,14 @@ class CKPTW_EXPORT CheckpointWriter {
                                                      const HookArgs& kwargs);
   [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const Value::Ptr& value);
 
+  /// torch.save(value, file): writes `value` to exactly `file` (not a
+  /// checkpoint directory), the bytes torch.save would write there (its
+  /// archive folder is the file's name without extension). The directory
+  /// must exist. Written under a temporary name, fsynced (config.fsync) and
+  /// renamed, so `file` holds the previous or the new complete file; on
+  /// failure the temporary file is removed. No hooks, barrier or manifest.
+  /// Waits for background writes first. Throws as write() does.
+  WriteResult save(const std::string& file, const Value::Ptr& value);
   /// Allocates (and pins) `bytes` of staging memory in every snapshot set
   /// now, so that no write_async() of up to `bytes` pays for it. Throws
   /// ckptw::UsageError beyond a set's share of staging_budget_bytes.

@@ -16,6 +16,11 @@ std::string parent_directory(const std::string& path) {
   return path.substr(0, slash);
 }
 
+std::string base_name(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
 std::vector<std::string> make_directories(IoBackend& io, const std::string& dir) {
   std::vector<std::string> created;
   std::string prefix;
@@ -49,10 +54,9 @@ std::string temp_prefix_for(const std::string& base_name) { return "." + base_na
 
 std::string temp_path_for(const std::string& final_path) {
   static std::atomic<unsigned long> sequence{0};
-  auto slash = final_path.find_last_of('/');
-  std::string base = slash == std::string::npos ? final_path : final_path.substr(slash + 1);
-  std::string name = temp_prefix_for(base) + std::to_string(::getpid()) + "." + std::to_string(sequence.fetch_add(1));
-  return slash == std::string::npos ? name : parent_directory(final_path) + "/" + name;
+  std::string name =
+      temp_prefix_for(base_name(final_path)) + std::to_string(::getpid()) + "." + std::to_string(sequence.fetch_add(1));
+  return final_path.find('/') == std::string::npos ? name : parent_directory(final_path) + "/" + name;
 }
 
 void remove_stale_temp_files(IoBackend& io, const std::string& dir, const std::vector<std::string>& prefixes) noexcept {

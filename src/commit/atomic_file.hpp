@@ -70,5 +70,7 @@ class TempFile {
 
 /// Directory part of a path ("." when there is none).
 std::string parent_directory(const std::string& path);
+/// The last component of a path (the whole path when it has no '/').
+std::string base_name(const std::string& path);
 
 }  // namespace ckptw::detail

@@ -64,27 +64,32 @@ class CheckpointWriter::Impl {
     wait_for_background_write();
     // Planned in the protocol's first phase, so that bad input on one rank
     // aborts every rank through the vote.
-    // Copies still in flight when the write ends (a failure) must land
-    // before the staging memory is used again.
-    struct FinishCopies {
-      detail::CopyEngine* engine;
-      ~FinishCopies() {
-        try {
-          if (engine) engine->finish();
-        } catch (...) {
-        }
-      }
-    } finish_copies{nullptr};
+    FinishCopiesOnExit finish_copies;
     return protocol(path, kwargs, [&](WriteResult& result) {
-      detail::FilePlan plan = make_plan(path, input, result);
-      // Device storages reach the host through the staging arena (pinned,
-      // reused), not one pageable copy per storage; the file's writes start
-      // as soon as the first copies land.
-      finish_copies.engine = &engine();
-      NoteStagingMemoryOnExit note{this, 0};  // also when staging fails after growing the set
-      detail::stage_records(plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), engine(), stage_options());
-      return plan;
+      return plan_and_stage_device_records(file_path(path), input, result, finish_copies);
     });
+  }
+
+  // torch.save(value, file): the one file at exactly `file` (its directory
+  // must exist, as for torch.save), under a temporary name until it is
+  // complete; no hooks, barrier or manifest.
+  WriteResult save(const std::string& file, const detail::PlanInput& input) {
+    check_writable(file, "save()");
+    wait_for_background_write();
+    detail::Stopwatch total;
+    detail::Stopwatch phase;
+    WriteResult result;
+    result.file = file;
+    result.io_backend = io_->name();
+    FinishCopiesOnExit finish_copies;
+    detail::FilePlan plan = plan_and_stage_device_records(file, input, result, finish_copies);
+    const std::string dir = detail::parent_directory(file);
+    detail::remove_stale_temp_files(*io_, dir, {detail::temp_prefix_for(detail::base_name(file))});
+    result.plan_secs = phase.lap();
+    (void)write_file(plan, result, [](const detail::Vote&) {});
+    result.write_secs = phase.lap();
+    result.total_secs = total.elapsed();
+    return result;
   }
 
   // Captures every payload into a free snapshot set on the caller's thread,
@@ -102,7 +107,7 @@ class CheckpointWriter::Impl {
     job->arena = take_free_arena();
     detail::Stopwatch capture;
     try {
-      job->plan = make_plan(path, input, job->planned);
+      job->plan = make_plan(file_path(path), input, job->planned);
       const double planned = capture.elapsed();
       detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *arenas_[job->arena], engine(),
                             stage_options());
@@ -204,7 +209,18 @@ class CheckpointWriter::Impl {
     // 2. This rank's file, published under its final name.
     std::uint32_t directory_crc = 0;
     std::unique_ptr<detail::TempFile> single_rank_manifest;
-    attempt("write", [&] { directory_crc = write_file(plan, result, manifest_path, path, &single_rank_manifest); });
+    // A single rank prepares its manifest before touching the previous
+    // checkpoint (a full disk or quota then fails the save while the old one
+    // is still committed) and removes the old manifest just before the rename
+    // replaces the file it describes: what remains between removing the old
+    // manifest and publishing the new one is renames and fsyncs.
+    attempt("write", [&] {
+      directory_crc = write_file(plan, result, [&](const detail::Vote& written) {
+        if (rank_info_.global_world_size != 1) return;
+        single_rank_manifest = prepare_manifest(manifest_path, {written});
+        remove_manifest(manifest_path, path);
+      });
+    });
     plan = detail::FilePlan();  // releases the state dict's tensors before the hooks and votes
     result.write_secs = phase.lap();
     attempt("pre_commit", [&] {
@@ -287,9 +303,33 @@ class CheckpointWriter::Impl {
     return dir + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
   }
 
-  detail::FilePlan make_plan(const std::string& path, const detail::PlanInput& input, WriteResult& result) const {
+  // Copies still in flight when a write ends (a failure) must land before
+  // the staging memory is used again.
+  struct FinishCopiesOnExit {
+    detail::CopyEngine* engine = nullptr;
+    ~FinishCopiesOnExit() {
+      try {
+        if (engine) engine->finish();
+      } catch (...) {
+      }
+    }
+  };
+
+  // The plan of `file`, its device storages being copied to the host
+  // through the first staging set (pinned, reused), not one pageable copy
+  // per storage; the file's writes start as soon as the first copies land.
+  detail::FilePlan plan_and_stage_device_records(const std::string& file, const detail::PlanInput& input,
+                                                 WriteResult& result, FinishCopiesOnExit& finish_copies) {
+    detail::FilePlan plan = make_plan(file, input, result);
+    finish_copies.engine = &engine();
+    NoteStagingMemoryOnExit note{this, 0};  // also when staging fails after growing the set
+    detail::stage_records(plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), engine(), stage_options());
+    return plan;
+  }
+
+  detail::FilePlan make_plan(const std::string& file, const detail::PlanInput& input, WriteResult& result) const {
     detail::PlanOptions options;
-    options.folder = detail::archive_folder_for(file_path(path));
+    options.folder = detail::archive_folder_for(file);
     options.alignment = config_.storage_alignment;
     options.record_device_as_cpu = config_.record_device_as_cpu;
     detail::FilePlan plan = detail::plan_value(input.root(), options);
@@ -379,13 +419,10 @@ class CheckpointWriter::Impl {
     }
   }
 
-  // Writes and publishes this rank's file. A single rank also prepares its
-  // manifest here (*manifest), before touching the previous checkpoint: a
-  // full disk or quota then fails the save while the old one is still
-  // committed, and what remains between removing the old manifest and
-  // publishing the new one is renames and fsyncs.
-  std::uint32_t write_file(const detail::FilePlan& plan, WriteResult& result, const std::string& manifest_path,
-                           const std::string& dir, std::unique_ptr<detail::TempFile>* manifest) {
+  // Writes result.file under a temporary name, runs `before_publish`, then
+  // publishes it under its final name.
+  std::uint32_t write_file(const detail::FilePlan& plan, WriteResult& result,
+                           const std::function<void(const detail::Vote&)>& before_publish) {
     detail::TempFile file(*io_, result.file, config_.direct_io);
     result.direct_io = file.direct();
     // Preallocating the whole (block-rounded) file keeps the writes from
@@ -403,13 +440,7 @@ class CheckpointWriter::Impl {
     if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
       throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
     }
-    // A single rank keeps the previous checkpoint committed until its new
-    // file and manifest are complete: only now does the old manifest go, just
-    // before the rename replaces the file it describes.
-    if (rank_info_.global_world_size == 1) {
-      *manifest = prepare_manifest(manifest_path, {detail::Vote{true, streamed.bytes, streamed.directory_crc32, ""}});
-      remove_manifest(manifest_path, dir);
-    }
+    before_publish(detail::Vote{true, streamed.bytes, streamed.directory_crc32, ""});
     file.publish(config_.fsync);
     result.bytes_written = streamed.bytes;
     return streamed.directory_crc32;
@@ -579,6 +610,18 @@ std::future<WriteResult> WriterInternals::write_async(CheckpointWriter& writer, 
   return writer.impl_->write_async(path, PlanInput{&state_dict, nullptr}, kwargs, capture_error);
 }
 
+WriteResult WriterInternals::write(CheckpointWriter& writer, const std::string& path, const PlanInput& input,
+                                   const HookArgs& kwargs) {
+  if (!writer.impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
+  return writer.impl_->write(path, input, kwargs);
+}
+
+std::future<WriteResult> WriterInternals::write_async(CheckpointWriter& writer, const std::string& path,
+                                                      const PlanInput& input, const HookArgs& kwargs) {
+  if (!writer.impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
+  return writer.impl_->write_async(path, input, kwargs, nullptr);
+}
+
 }  // namespace detail
 
 CheckpointWriter::CheckpointWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -626,6 +669,12 @@ std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, 
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const Value::Ptr& value) {
   return write_async(path, value, make_state_dict());
+}
+
+WriteResult CheckpointWriter::save(const std::string& file, const Value::Ptr& value) {
+  if (!impl_) throw UsageError("save() on a moved-from CheckpointWriter", file);
+  if (!value) throw UsageError("save() of a null Value", file);
+  return impl_->save(file, detail::PlanInput{nullptr, value});
 }
 
 void CheckpointWriter::reserve(std::size_t bytes) {

@@ -18,10 +18,17 @@ namespace ckptw::detail {
 /// What a write saves: a state dict, or any Value. The state dict becomes a
 /// Value while planning, inside the commit protocol, so that bad input on one
 /// rank aborts every rank through the vote.
+/// `error`: the front end could not make the Value (the Python binding's
+/// conversion failed); planning rethrows it, inside the protocol, so the
+/// other ranks learn of it through the vote instead of waiting for a timeout.
 struct PlanInput {
   const StateDict* state_dict = nullptr;
   Value::Ptr value;
-  Value::Ptr root() const { return value ? value : to_value(*state_dict); }
+  std::exception_ptr error;
+  Value::Ptr root() const {
+    if (error) std::rethrow_exception(error);
+    return value ? value : to_value(*state_dict);
+  }
 };
 
 struct WriterInternals {
@@ -36,6 +43,12 @@ struct WriterInternals {
   static std::future<WriteResult> write_async(CheckpointWriter& writer, const std::string& path,
                                               const StateDict& state_dict, const HookArgs& kwargs,
                                               std::exception_ptr* capture_error);
+
+  /// write() and write_async() of a PlanInput (the Python binding's).
+  static WriteResult write(CheckpointWriter& writer, const std::string& path, const PlanInput& input,
+                           const HookArgs& kwargs);
+  static std::future<WriteResult> write_async(CheckpointWriter& writer, const std::string& path,
+                                              const PlanInput& input, const HookArgs& kwargs);
 
   /// How many times the writer's staging memory was (re)allocated.
   static unsigned staging_allocations(const CheckpointWriter& writer);

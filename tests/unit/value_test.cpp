@@ -1,6 +1,8 @@
 // Value, the planner's input model: identity, OrderedDict attributes and
 // int keys survive a write and a read_value; what IValue cannot say is an
 // error naming the key path, not a silent change.
+#include <filesystem>
+
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -60,6 +62,63 @@ TEST(Value, EqualButDistinctTuplesStayDistinct) {
       .write(tmp / "c", Value::dict({{str("a"), pair()}, {str("b"), pair()}}));
   const Value::Ptr back = CheckpointReader(RankInfo{0, 1}).read_value(tmp / "c");
   EXPECT_NE(back->get("a").get(), back->get("b").get());
+}
+
+// CPython's pickler memoizes strings by identity: two equal str objects are
+// pickled twice (argparse values), one object twice is fetched from the
+// memo; the literals torch writes itself ("cpu") are interned, so a caller's
+// equal literal is shared with them.
+TEST(Value, StringsAreOneObjectPerValueExceptTorchsInternedLiterals) {
+  testing::TempDir tmp;
+  const Value::Ptr same = str("adamw");
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  (void)writer.write(tmp / "c", Value::dict({{str("a"), str("sgd")}, {str("b"), str("sgd")}, {str("c"), same},
+                                             {str("d"), same}, {str("e"), str("cpu")},
+                                             {str("w"), Value::tensor(at::ones({2}))}}));
+  const Value::Ptr back = CheckpointReader(RankInfo{0, 1}).read_value(tmp / "c");
+  EXPECT_NE(back->get("a").get(), back->get("b").get());
+  EXPECT_EQ(back->get("c").get(), back->get("d").get());
+  const std::string pickle = testing::read_file(tmp / "c/checkpoint_0.pt");
+  auto count = [&](const std::string& text) {
+    std::size_t n = 0;
+    for (std::size_t at = pickle.find(text); at != std::string::npos; at = pickle.find(text, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("sgd"), 2u);
+  EXPECT_EQ(count("adamw"), 1u);
+  EXPECT_EQ(count(std::string("X\x03\0\0\0cpu", 8)), 1u) << "the caller's \"cpu\" and the tensor's location are one string";
+  // A StateDict's equal strings are one Value (C++ strings have no identity).
+  StateDict sd = make_state_dict();
+  sd.insert("a", std::string("sgd"));
+  sd.insert("b", std::string("sgd"));
+  const Value::Ptr converted = to_value(sd);
+  EXPECT_EQ(converted->get("a").get(), converted->get("b").get());
+}
+
+// torch.save(value, file): the file at exactly that path, named archive
+// folder, no manifest, no temporary file left; a missing directory is an
+// IoError naming it, with nothing created.
+TEST(Value, SaveWritesOneFileAtItsPathAsTorchSaveDoes) {
+  testing::TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  const WriteResult result = writer.save(tmp / "model.pt", Value::dict({{str("w"), Value::tensor(at::ones({3}))}}));
+  EXPECT_EQ(result.file, tmp / "model.pt");
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(tmp.path())) names.push_back(entry.path().filename());
+  EXPECT_EQ(names, std::vector<std::string>{"model.pt"});
+  const std::string file = testing::read_file(tmp / "model.pt");
+  EXPECT_NE(file.find("model/data.pkl"), std::string::npos);
+  EXPECT_EQ(result.bytes_written, file.size());
+  EXPECT_TRUE(at::equal(CheckpointReader(RankInfo{0, 1}).read_file(tmp / "model.pt").state_dict.at("w").toTensor(),
+                        at::ones({3})));
+  try {
+    (void)writer.save(tmp / "missing/model.pt", Value::dict({}));
+    FAIL() << "expected an IoError";
+  } catch (const IoError& e) {
+    EXPECT_EQ(e.errno_value(), ENOENT);
+    EXPECT_NE(e.path().find("missing"), std::string::npos);
+  }
+  EXPECT_FALSE(std::filesystem::exists(tmp / "missing"));
 }
 
 TEST(Value, ParametersStayParametersAndOneSharedParameterIsPickledOnce) {
