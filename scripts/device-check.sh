@@ -79,7 +79,7 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DISAL_INCLUDE_DIR="$SYS/include" -DISAL_LIBRARY="$LIB/libisal.so" \
   -DLIBURING_INCLUDE_DIR="$SYS/include" -DLIBURING_LIBRARY="$LIB/liburing.so" \
   -DZLIB_INCLUDE_DIR="$SYS/include" -DZLIB_LIBRARY="$LIB/libz.a" \
-  -DCKPTW_PYTHON="$(command -v $PY)" -DCKPTW_BUILD_EXAMPLES=OFF >"$OUT/configure.txt" 2>&1 ||
+  -DCKPTW_PYTHON="$(command -v $PY)" -DCKPTW_BUILD_EXAMPLES=OFF -DCKPTW_BUILD_PYTHON=OFF >"$OUT/configure.txt" 2>&1 ||
   { tail -30 "$OUT/configure.txt"; exit 1; }
 log "building"
 cmake --build "$BUILD" -j"$(nproc)" --target ckptw_cli gpu_test writer_test gpu_stage_bench >"$OUT/build.txt" 2>&1 ||

@@ -64,7 +64,7 @@ if [ "$step" != test ]; then
     cmake -S . -B "$BUILD_DIR" -G Ninja \
       -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
-      -DCKPTW_SANITIZE=$flags -DCKPTW_BUILD_BENCHMARKS=OFF \
+      -DCKPTW_SANITIZE=$flags -DCKPTW_BUILD_BENCHMARKS=OFF -DCKPTW_BUILD_PYTHON=OFF \
       -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache \
       -DCKPTW_PYTHON="$ROOT/.venv/bin/python" >/dev/null
   fi

@@ -21,7 +21,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 #    torch wheel ships no gloo headers).
 APT_PACKAGES=(build-essential cmake ninja-build ccache
   liburing-dev libisal-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-venv unzip
+  libcli11-dev nlohmann-json3-dev libgloo-dev python3-torch python3-venv python3-dev unzip
   clang libclang-rt-14-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -40,10 +40,12 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, numpy, pytest" 2>/dev/null; then
-  log "installing torch, numpy, pytest into .venv (large download on a fresh machine)"
+# scikit-build-core builds the ckptw package (step 4); safetensors is a row of
+# `ckptw bench`.
+if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, safetensors" 2>/dev/null; then
+  log "installing torch, numpy, pytest, scikit-build-core, safetensors into .venv (large download on a fresh machine)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q torch numpy pytest
+  .venv/bin/python -m pip install -q torch numpy pytest scikit-build-core safetensors
 fi
 
 # 3. Configure (once) and build.
@@ -59,7 +61,7 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja \
     -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache \
-    -DCKPTW_PYTHON="$ROOT/.venv/bin/python" >/dev/null
+    -DCKPTW_PYTHON="$ROOT/.venv/bin/python" -DPython_EXECUTABLE="$ROOT/.venv/bin/python" >/dev/null
 fi
 log "building"
 if ! ckptw_build "$BUILD_DIR"; then
@@ -67,3 +69,17 @@ if ! ckptw_build "$BUILD_DIR"; then
   exit 1
 fi
 test -x "$BUILD_DIR/ckptw"
+
+# 4. The Python package (ckptw._C, the CLI as the `ckptw` console script) into
+#    .venv, from the tree just built: scikit-build-core reconfigures it with
+#    the same settings and installs the `python` component, so nothing is
+#    compiled twice. Without build isolation, so it builds against .venv's
+#    torch rather than fetching another.
+if [ -z "${CKPTW_TORCH_DIR:-}" ]; then
+  log "installing the ckptw Python package into .venv"
+  if ! .venv/bin/python -m pip install -q --no-build-isolation --no-deps -C build-dir="$BUILD_DIR" . >"$BUILD_DIR/pip-install.log" 2>&1; then
+    cat "$BUILD_DIR/pip-install.log" >&2
+    log "installing the Python package failed"
+    exit 1
+  fi
+fi

@@ -1,0 +1,198 @@
+"""CheckpointWriter (the seed's class, over ckptw's C++ writer) and save()."""
+
+import atexit
+import concurrent.futures
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import weakref
+
+from . import _C
+from .errors import CommitAborted
+from ._types import CheckpointWriterConfig, as_rank_info
+
+
+def _raise_hook_error_first(context, aborted):
+    """A hook's own exception, when one aborted the commit, is what the caller sees."""
+    if context.error is not None:
+        raise context.error from aborted
+    raise aborted
+
+
+class CheckpointWriter:
+    """Writes one rank's state dict as ``{path}/checkpoint_{rank}.pt``, then commits it.
+
+    ``CheckpointWriter(config=None, rank_info=None, barrier=None, commit_hook=None)``:
+    the seed's signature. ``rank_info`` defaults to ``RankInfo.from_env()``.
+    ``barrier`` is one of ckptw's barriers (they vote: every rank commits or
+    none, and rank 0 writes ``checkpoint_manifest.json``) or any object with
+    ``execute_barrier()`` (called once per write, as the seed does).
+    ``commit_hook`` is any object with ``pre_commit(path, **kwargs)`` and
+    ``post_commit(path, **kwargs)`` (torch's ``WriterHook`` subclasses too).
+
+    The state dict may be anything ``torch.save`` saves under
+    ``torch.load(weights_only=True)``: the file has torch.save's bytes.
+    Writes run with the GIL released; hooks and Python barriers take it.
+    """
+
+    def __init__(self, config=None, rank_info=None, barrier=None, commit_hook=None):
+        self._config = config if config is not None else CheckpointWriterConfig()
+        self._rank_info = as_rank_info(rank_info)
+        self._writer = _C.Writer(self._config, self._rank_info, barrier, commit_hook)
+        self._pending = queue.SimpleQueue()
+        self._completer = None
+        self._lock = threading.Lock()
+        self._closed = False
+        _open_writers.add(self)
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def rank_info(self):
+        return self._rank_info
+
+    def write(self, path, state_dict, **kwargs) -> None:
+        """Writes and commits ``state_dict``; returns None once the commit is done (the seed's contract).
+
+        Order: this rank's file (temporary name, fsync, rename), ``pre_commit(path, **kwargs)``,
+        the barrier, ``post_commit(path, **kwargs)``. Raises ckptw.FormatError (naming the key
+        path) for what cannot be saved, with nothing left on disk; ckptw.CommitAborted when a
+        rank failed (on the rank whose hook raised: that exception, the abort as its cause);
+        ckptw.TimeoutError when a rank never arrived.
+        """
+        context = _C.HookContext(kwargs)
+        try:
+            self._writer.write(os.fspath(path), state_dict, context)
+        except CommitAborted as aborted:
+            _raise_hook_error_first(context, aborted)
+
+    def write_async(self, path, state_dict, **kwargs) -> concurrent.futures.Future:
+        """write() in the background; returns once every tensor's bytes are captured.
+
+        The caller may then change its tensors. The future's result is None once the
+        checkpoint is committed; every failure of this write (bad input included) is the
+        future's exception, and only this future's. Writes run one at a time, in call order.
+        """
+        future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        context = _C.HookContext(kwargs)
+        pending = self._writer.write_async(os.fspath(path), state_dict, context)
+        with self._lock:
+            if self._completer is None:
+                self._completer = threading.Thread(target=self._complete, name="ckptw-write-async", daemon=True)
+                self._completer.start()
+            self._pending.put((pending, context, future))
+        return future
+
+    def _complete(self):
+        # Writes finish in call order, so one thread waiting on each in turn
+        # completes every future as soon as its write is done.
+        while True:
+            item = self._pending.get()
+            if item is None:
+                return
+            pending, context, future = item
+            try:
+                try:
+                    pending.wait()
+                except CommitAborted as aborted:
+                    _raise_hook_error_first(context, aborted)
+            except BaseException as e:  # noqa: B036 - every failure belongs to its future
+                future.set_exception(e)
+            else:
+                future.set_result(None)
+
+    def reserve(self, nbytes: int) -> None:
+        """Allocates (and, with a GPU, pins) ``nbytes`` of staging memory now, so write_async pays nothing."""
+        self._writer.reserve(int(nbytes))
+
+    def close(self) -> None:
+        """Waits for the writes in flight (their futures are completed), then releases the buffers.
+
+        Idempotent. ckptw.TimeoutError after ``config.close_timeout_secs``.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._writer.close()
+            self._closed = True
+            completer, self._completer = self._completer, None
+        if completer is not None:
+            self._pending.put(None)
+            completer.join()
+        _open_writers.discard(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+# Writers still open at interpreter exit are closed first, so that a pending
+# write_async finishes (or reports) before the interpreter goes away.
+_open_writers = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_writers():
+    for writer in list(_open_writers):
+        try:
+            writer.close()
+        except Exception as e:  # noqa: BLE001 - at exit, report and go on
+            print(f"ckptw: closing a CheckpointWriter at exit failed: {e}")
+
+
+_save_writer = None
+_save_lock = threading.Lock()
+
+
+def save(obj, f, *, config=None) -> None:
+    """``torch.save(obj, f)`` with ckptw's writer: the same bytes, written atomically.
+
+    ``f`` is a path (str or os.PathLike): the file appears under its name only once it
+    is complete (temporary name, fsync unless ``config.fsync`` is False, rename); on
+    failure nothing is left behind and a previous file is untouched. The directory
+    must exist, as for torch.save. A file-like ``f`` (``io.BytesIO``) receives the
+    same bytes, written to a temporary file first.
+
+    ``obj``: anything torch.load(weights_only=True) loads (tensors, Parameters, dicts,
+    OrderedDicts with ``_metadata``, lists, tuples, sets, str, int, float, complex,
+    bytes, torch.Size/dtype/device ...). Anything else is a ckptw.FormatError naming
+    its key path and type.
+    """
+    if hasattr(f, "write"):
+        directory = tempfile.mkdtemp(prefix="ckptw-save-")
+        try:
+            path = os.path.join(directory, "archive.pt")  # torch.save's archive name for a file object
+            save(obj, path, config=config)
+            with open(path, "rb") as encoded:
+                shutil.copyfileobj(encoded, f, 8 << 20)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        return
+    path = os.fspath(f)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if config is not None:
+        writer = _C.Writer(config, _single_rank(), None, None)
+        try:
+            writer.save(path, obj)
+        finally:
+            writer.close()
+        return
+    global _save_writer
+    with _save_lock:  # one C++ writer is used by one thread at a time
+        if _save_writer is None:
+            _save_writer = _C.Writer(CheckpointWriterConfig(), _single_rank(), None, None)
+        _save_writer.save(path, obj)
+
+
+def _single_rank():
+    from ._types import RankInfo
+
+    return RankInfo(0, 1)

@@ -1,0 +1,493 @@
+// ckptw._C: the Python binding of ckptw's C++ library. A front end only: the
+// writer, its encoder, the commit protocol and the reader are the library's.
+//
+// The GIL: Python objects are converted (and hooks and Python barriers
+// called) with it held; every write, wait, barrier and read runs with it
+// released, so a Python thread keeps running during a save and ckptw's
+// background thread can take it to call a hook.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <torch/csrc/utils/pybind.h>
+
+#include "ckptw/barriers.hpp"
+#include "ckptw/build_info.hpp"
+#include "ckptw/checkpoint_reader.hpp"
+#include "ckptw/checkpoint_writer.hpp"
+#include "ckptw/error.hpp"
+#include "commit/manifest.hpp"
+#include "py_value.hpp"
+#include "read/verify.hpp"
+#include "read/zip_index.hpp"
+#include "writer/writer_internals.hpp"
+
+namespace py = pybind11;
+
+namespace ckptw::python {
+namespace {
+
+// A Python object that C++ may release on any thread: it takes the GIL to
+// drop its reference, and leaks it once the interpreter is gone.
+class SharedPyObject {
+ public:
+  explicit SharedPyObject(py::object obj) : obj_(new py::object(std::move(obj)), release) {}
+  const py::object& get() const { return *obj_; }
+
+ private:
+  static void release(py::object* obj) {
+    if (!Py_IsInitialized()) return;  // finalized: leak rather than crash
+    py::gil_scoped_acquire gil;
+    delete obj;
+  }
+  std::shared_ptr<py::object> obj_;
+};
+
+// An exception raised by Python code that ckptw called (a hook, a barrier),
+// carried through the C++ library and raised again, as itself, at the call
+// into ckptw.
+class PythonError : public Error {
+ public:
+  // With the GIL held, from inside the catch of `e`.
+  explicit PythonError(const std::string& where, py::error_already_set& e)
+      : Error(where + " raised " + std::string(py::str(py::type::handle_of(e.value()).attr("__name__"))) + ": " +
+              std::string(py::str(e.value()))),
+        exception_(std::make_shared<SharedPyObject>(py::reinterpret_borrow<py::object>(e.value()))) {
+    // The traceback travels with the exception object, so raising it again
+    // shows where the hook failed.
+    if (e.trace()) PyException_SetTraceback(e.value().ptr(), e.trace().ptr());
+  }
+  const py::object& exception() const { return exception_->get(); }
+
+ private:
+  std::shared_ptr<SharedPyObject> exception_;
+};
+
+void raise_python(const py::object& exception) {
+  py::object tb = exception.attr("__traceback__");
+  PyErr_Restore(py::type::handle_of(exception).inc_ref().ptr(), exception.inc_ref().ptr(),
+                tb.is_none() ? nullptr : tb.inc_ref().ptr());
+}
+
+// What one write passes to Python hooks: the caller's kwargs as the objects
+// they are, and the first exception a hook raised (hooks run on ckptw's
+// thread for write_async; this is how it reaches the caller). It travels in
+// the HookArgs as a capsule.
+struct HookContext : torch::CustomClassHolder {
+  explicit HookContext(py::dict kwargs) : kwargs(std::move(kwargs)) {}
+  SharedPyObject kwargs;
+  std::optional<SharedPyObject> error;  // guarded by the GIL
+};
+
+constexpr const char* kContextKey = "__ckptw_python_hook_context__";
+
+HookArgs hook_args(const c10::intrusive_ptr<HookContext>& context) {
+  HookArgs args = make_state_dict();
+  args.insert(kContextKey, c10::IValue::make_capsule(context));
+  return args;
+}
+
+// Any object with pre_commit(path, **kwargs) and post_commit(path, **kwargs).
+class PyHook final : public WriterHook {
+ public:
+  explicit PyHook(py::object hook) : hook_(std::move(hook)) {}
+  void pre_commit(const std::string& path, const HookArgs& kwargs) override { call("pre_commit", path, kwargs); }
+  void post_commit(const std::string& path, const HookArgs& kwargs) override { call("post_commit", path, kwargs); }
+
+ private:
+  void call(const char* method, const std::string& path, const HookArgs& kwargs) {
+    py::gil_scoped_acquire gil;
+    HookContext* context = nullptr;
+    if (auto it = kwargs.find(kContextKey); it != kwargs.end()) {
+      context = static_cast<HookContext*>(it->value().toCapsule().get());
+    }
+    try {
+      py::dict args = context ? py::dict(context->kwargs.get()) : py::dict();
+      hook_.get().attr(method)(path, **args);
+    } catch (py::error_already_set& e) {
+      PythonError error(std::string(method) + " hook", e);
+      if (context && !context->error) context->error.emplace(error.exception());
+      throw error;
+    }
+  }
+  SharedPyObject hook_;
+};
+
+// Any object with execute_barrier(): the seed's barrier (no vote).
+class PyBarrier final : public Barrier {
+ public:
+  explicit PyBarrier(py::object barrier) : barrier_(std::move(barrier)) {}
+  void execute_barrier() override {
+    py::gil_scoped_acquire gil;
+    try {
+      barrier_.get().attr("execute_barrier")();
+    } catch (py::error_already_set& e) {
+      throw PythonError("execute_barrier()", e);
+    }
+  }
+
+ private:
+  SharedPyObject barrier_;
+};
+
+std::shared_ptr<Barrier> as_barrier(const py::object& obj) {
+  if (obj.is_none()) return nullptr;
+  if (py::isinstance<Barrier>(obj)) return obj.cast<std::shared_ptr<Barrier>>();
+  if (!py::hasattr(obj, "execute_barrier")) {
+    throw UsageError("barrier must have an execute_barrier() method (got " + type_name(obj) + ")");
+  }
+  return std::make_shared<PyBarrier>(obj);
+}
+
+std::optional<c10::Device> as_device(const py::object& map_location) {
+  if (map_location.is_none()) return std::nullopt;
+  if (py::isinstance<py::str>(map_location) || type_name(map_location) == "torch.device") {
+    return c10::Device(std::string(py::str(map_location)));
+  }
+  throw UsageError("map_location must be None, a str or a torch.device (got " + type_name(map_location) +
+                   "); a dict or a function is not supported");
+}
+
+// The writer, released without the GIL: closing it waits for background
+// writes, whose hooks may need the GIL.
+class PyWriter {
+ public:
+  PyWriter(CheckpointWriterConfig config, RankInfo rank_info, const py::object& barrier, const py::object& hook)
+      : writer_(std::make_unique<CheckpointWriter>(
+            config, rank_info, as_barrier(barrier),
+            hook.is_none() ? nullptr : std::make_shared<PyHook>(hook))) {}
+  ~PyWriter() {
+    py::gil_scoped_release nogil;
+    writer_.reset();
+  }
+  CheckpointWriter& get() { return *writer_; }
+
+ private:
+  std::unique_ptr<CheckpointWriter> writer_;
+};
+
+// A write_async in flight; wait() gives its WriteResult or raises its error.
+class PendingWrite {
+ public:
+  explicit PendingWrite(std::future<WriteResult> future) : future_(std::move(future)) {}
+  WriteResult wait() {
+    if (!future_.valid()) throw UsageError("wait() called twice on one pending write");
+    py::gil_scoped_release nogil;
+    return future_.get();
+  }
+
+ private:
+  std::future<WriteResult> future_;
+};
+
+// ckptw.errors, set once at import and never released (the translator may
+// run until the interpreter exits).
+PyObject* g_errors_module = nullptr;
+
+void translate_errors(std::exception_ptr error) {
+  py::handle errors(g_errors_module);
+  auto raise = [&](const char* cls, const Error& e) {
+    py::object type = errors.attr(cls);
+    py::object exc;
+    if (std::string(cls) == "IoError" || std::string(cls) == "NotFoundError") {
+      exc = type(e.errno_value(), e.message(), e.path().empty() ? py::object(py::none()) : py::str(e.path()));
+    } else {
+      exc = type(e.what());
+    }
+    exc.attr("path") = e.path().empty() ? py::object(py::none()) : py::str(e.path());
+    exc.attr("key_path") = e.key_path().empty() ? py::object(py::none()) : py::str(e.key_path());
+    exc.attr("ckptw_errno") = e.errno_value();
+    PyErr_SetObject(type.ptr(), exc.ptr());
+  };
+  try {
+    std::rethrow_exception(error);
+  } catch (const PythonError& e) {
+    raise_python(e.exception());
+  } catch (const IoError& e) {
+    raise(e.errno_value() == ENOENT ? "NotFoundError" : "IoError", e);
+  } catch (const FormatError& e) {
+    raise("FormatError", e);
+  } catch (const UsageError& e) {
+    raise("UsageError", e);
+  } catch (const CommitAborted& e) {
+    raise("CommitAborted", e);
+  } catch (const TimeoutError& e) {
+    raise("TimeoutError", e);
+  } catch (const Error& e) {
+    raise("Error", e);
+  }
+}
+
+// What a write saves; a failed conversion travels to the protocol (see
+// detail::PlanInput) rather than out of the call before the ranks vote.
+detail::PlanInput plan_input(py::handle obj) {
+  detail::PlanInput input;
+  try {
+    input.value = to_value(obj);
+  } catch (py::error_already_set& e) {
+    input.error = std::make_exception_ptr(PythonError("converting the state dict", e));
+  } catch (const std::exception&) {
+    input.error = std::current_exception();
+  }
+  return input;
+}
+
+// Why checkpoint directory `dir` is not committed, or "" when it is: its
+// manifest exists and every rank file it lists has the committed size and
+// zip directory checksum (the data's CRCs are checked when it is read).
+std::string uncommitted_reason(const std::string& dir) {
+  try {
+    std::optional<detail::Manifest> manifest = detail::read_manifest(dir);
+    if (!manifest) return "no commit manifest";
+    for (const detail::ManifestEntry& entry : manifest->files) {
+      detail::RandomAccessFile file(dir + "/" + entry.file);
+      detail::check_against_manifest_entry(file, detail::read_zip_index(file), entry);
+    }
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+ReadOptions read_options(const py::object& map_location, bool strict, bool verify_crc, bool require_manifest,
+                         const std::string& io_backend) {
+  ReadOptions options;
+  options.map_location = as_device(map_location);
+  options.strict = strict;
+  options.verify_crc = verify_crc;
+  options.require_manifest = require_manifest;
+  options.io_backend = parse_io_backend_kind(io_backend.c_str());
+  return options;
+}
+
+}  // namespace
+}  // namespace ckptw::python
+
+using namespace ckptw;
+using namespace ckptw::python;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ckptw's C++ library; use the `ckptw` package, not this module.";
+  g_errors_module = py::module_::import("ckptw.errors").release().ptr();
+  py::register_exception_translator(&translate_errors);
+
+  m.attr("TORCH_VERSION") = CKPTW_BINDING_TORCH_VERSION;
+  m.def("build_info", [] {
+    BuildInfo info = ckptw::build_info();
+    py::dict out;
+    out["ckptw"] = info.ckptw_version;
+    out["libtorch"] = info.libtorch_version;
+    out["cuda"] = info.cuda_version;
+    out["nccl"] = info.nccl_version;
+    out["liburing"] = info.liburing_version;
+    out["isa-l"] = info.isal_version;
+    return out;
+  });
+
+  py::class_<RankInfo>(m, "RankInfo")
+      .def(py::init<int, int>(), py::arg("global_rank"), py::arg("global_world_size"))
+      .def_readwrite("global_rank", &RankInfo::global_rank)
+      .def_readwrite("global_world_size", &RankInfo::global_world_size)
+      .def_readwrite("local_rank", &RankInfo::local_rank)
+      .def_readwrite("master_address", &RankInfo::master_address)
+      .def_readwrite("master_port", &RankInfo::master_port)
+      .def_static("from_env", &RankInfo::from_env);
+
+  const CheckpointWriterConfig d;
+  py::class_<CheckpointWriterConfig>(m, "CheckpointWriterConfig")
+      .def(py::init([](int write_barrier_timeout_secs, std::uint32_t storage_alignment, const std::string& io_backend,
+                       bool direct_io, std::size_t write_buffer_bytes, unsigned ring_buffers, unsigned queue_depth,
+                       bool fsync, bool record_device_as_cpu, std::size_t staging_budget_bytes,
+                       unsigned snapshot_sets, bool crc_on_gpu, int close_timeout_secs) {
+             CheckpointWriterConfig c;
+             c.write_barrier_timeout_secs = write_barrier_timeout_secs;
+             c.storage_alignment = storage_alignment;
+             c.io_backend = parse_io_backend_kind(io_backend.c_str());
+             c.direct_io = direct_io;
+             c.write_buffer_bytes = write_buffer_bytes;
+             c.ring_buffers = ring_buffers;
+             c.queue_depth = queue_depth;
+             c.fsync = fsync;
+             c.record_device_as_cpu = record_device_as_cpu;
+             c.staging_budget_bytes = staging_budget_bytes;
+             c.snapshot_sets = snapshot_sets;
+             c.crc_on_gpu = crc_on_gpu;
+             c.close_timeout_secs = close_timeout_secs;
+             return c;
+           }),
+           py::arg("write_barrier_timeout_secs") = d.write_barrier_timeout_secs,
+           py::arg("storage_alignment") = d.storage_alignment, py::arg("io_backend") = to_string(d.io_backend),
+           py::arg("direct_io") = d.direct_io, py::arg("write_buffer_bytes") = d.write_buffer_bytes,
+           py::arg("ring_buffers") = d.ring_buffers, py::arg("queue_depth") = d.queue_depth,
+           py::arg("fsync") = d.fsync, py::arg("record_device_as_cpu") = d.record_device_as_cpu,
+           py::arg("staging_budget_bytes") = d.staging_budget_bytes, py::arg("snapshot_sets") = d.snapshot_sets,
+           py::arg("crc_on_gpu") = d.crc_on_gpu, py::arg("close_timeout_secs") = d.close_timeout_secs)
+      .def_readwrite("write_barrier_timeout_secs", &CheckpointWriterConfig::write_barrier_timeout_secs)
+      .def_readwrite("storage_alignment", &CheckpointWriterConfig::storage_alignment)
+      .def_property(
+          "io_backend", [](const CheckpointWriterConfig& c) { return std::string(to_string(c.io_backend)); },
+          [](CheckpointWriterConfig& c, const std::string& v) { c.io_backend = parse_io_backend_kind(v.c_str()); })
+      .def_readwrite("direct_io", &CheckpointWriterConfig::direct_io)
+      .def_readwrite("write_buffer_bytes", &CheckpointWriterConfig::write_buffer_bytes)
+      .def_readwrite("ring_buffers", &CheckpointWriterConfig::ring_buffers)
+      .def_readwrite("queue_depth", &CheckpointWriterConfig::queue_depth)
+      .def_readwrite("fsync", &CheckpointWriterConfig::fsync)
+      .def_readwrite("record_device_as_cpu", &CheckpointWriterConfig::record_device_as_cpu)
+      .def_readwrite("staging_budget_bytes", &CheckpointWriterConfig::staging_budget_bytes)
+      .def_readwrite("snapshot_sets", &CheckpointWriterConfig::snapshot_sets)
+      .def_readwrite("crc_on_gpu", &CheckpointWriterConfig::crc_on_gpu)
+      .def_readwrite("close_timeout_secs", &CheckpointWriterConfig::close_timeout_secs);
+
+  py::class_<WriteResult>(m, "WriteResult")
+      .def_readonly("file", &WriteResult::file)
+      .def_readonly("manifest", &WriteResult::manifest)
+      .def_readonly("bytes_written", &WriteResult::bytes_written)
+      .def_readonly("tensor_count", &WriteResult::tensor_count)
+      .def_readonly("storage_count", &WriteResult::storage_count)
+      .def_readonly("io_backend", &WriteResult::io_backend)
+      .def_readonly("direct_io", &WriteResult::direct_io)
+      .def_readonly("plan_secs", &WriteResult::plan_secs)
+      .def_readonly("stage_secs", &WriteResult::stage_secs)
+      .def_readonly("write_secs", &WriteResult::write_secs)
+      .def_readonly("sync_secs", &WriteResult::sync_secs)
+      .def_readonly("pre_commit_secs", &WriteResult::pre_commit_secs)
+      .def_readonly("barrier_secs", &WriteResult::barrier_secs)
+      .def_readonly("post_commit_secs", &WriteResult::post_commit_secs)
+      .def_readonly("total_secs", &WriteResult::total_secs);
+
+  py::class_<HookContext, c10::intrusive_ptr<HookContext>>(m, "HookContext")
+      .def(py::init([](py::dict kwargs) { return c10::make_intrusive<HookContext>(std::move(kwargs)); }))
+      .def_property_readonly("error", [](const HookContext& c) {
+        return c.error ? c.error->get() : py::object(py::none());
+      });
+
+  py::class_<PendingWrite>(m, "PendingWrite").def("wait", &PendingWrite::wait);
+
+  py::class_<PyWriter>(m, "Writer")
+      .def(py::init<CheckpointWriterConfig, RankInfo, py::object, py::object>(), py::arg("config"),
+           py::arg("rank_info"), py::arg("barrier"), py::arg("commit_hook"))
+      .def("write",
+           [](PyWriter& w, const std::string& path, py::handle obj, const c10::intrusive_ptr<HookContext>& context) {
+             ckptw::detail::PlanInput input = plan_input(obj);
+             HookArgs args = hook_args(context);
+             py::gil_scoped_release nogil;
+             return ckptw::detail::WriterInternals::write(w.get(), path, input, args);
+           })
+      .def("write_async",
+           [](PyWriter& w, const std::string& path, py::handle obj, const c10::intrusive_ptr<HookContext>& context) {
+             ckptw::detail::PlanInput input = plan_input(obj);
+             HookArgs args = hook_args(context);
+             py::gil_scoped_release nogil;
+             return PendingWrite(ckptw::detail::WriterInternals::write_async(w.get(), path, input, args));
+           })
+      .def("save",
+           [](PyWriter& w, const std::string& file, py::handle obj) {
+             Value::Ptr value = to_value(obj);
+             py::gil_scoped_release nogil;
+             return w.get().save(file, value);
+           })
+      .def("reserve", [](PyWriter& w, std::size_t bytes) {
+        py::gil_scoped_release nogil;
+        w.get().reserve(bytes);
+      })
+      .def("close", [](PyWriter& w) {
+        py::gil_scoped_release nogil;
+        w.get().close();
+      });
+
+  m.def("uncommitted_reason", [](const std::string& dir) {
+    py::gil_scoped_release nogil;
+    return uncommitted_reason(dir);
+  });
+  m.def(
+      "read_file",
+      [](const std::string& file, const py::object& map_location, bool verify_crc, const std::string& io_backend) {
+        ReadOptions options = read_options(map_location, false, verify_crc, false, io_backend);
+        Value::Ptr value;
+        {
+          py::gil_scoped_release nogil;
+          value = CheckpointReader(RankInfo()).read_file_value(file, options);
+        }
+        return to_python(value);
+      },
+      py::arg("file"), py::arg("map_location"), py::arg("verify_crc"), py::arg("io_backend"));
+
+  m.def(
+      "read_checkpoint",
+      [](const std::string& path, const RankInfo& rank_info, const py::object& state_dict,
+         const py::object& map_location, bool strict, bool verify_crc, bool require_manifest,
+         const std::string& io_backend) {
+        ReadOptions options = read_options(map_location, strict, verify_crc, require_manifest, io_backend);
+        CheckpointReader reader(rank_info);
+        if (state_dict.is_none()) {
+          Value::Ptr value;
+          {
+            py::gil_scoped_release nogil;
+            value = reader.read_value(path, options);
+          }
+          return py::make_tuple(to_python(value), py::list()).cast<py::object>();
+        }
+        c10::IValue template_value = to_ivalue(to_value(state_dict));
+        if (!template_value.isGenericDict() || !template_value.toGenericDict().keyType()->cast<c10::StringType>()) {
+          throw UsageError("state_dict must be a dict with str keys (got " + type_name(state_dict) + ")", path);
+        }
+        StateDict state_dict_template = c10::impl::toTypedDict<std::string, c10::IValue>(template_value.toGenericDict());
+        ReadResult result;
+        {
+          py::gil_scoped_release nogil;
+          result = reader.read(path, state_dict_template, options);
+        }
+        return py::make_tuple(to_python(to_value(result.state_dict)), py::cast(result.missing_keys)).cast<py::object>();
+      },
+      py::arg("path"), py::arg("rank_info"), py::arg("state_dict"), py::arg("map_location"), py::arg("strict"),
+      py::arg("verify_crc"), py::arg("require_manifest"), py::arg("io_backend"));
+
+  // Barriers ckptw implements (they vote: all ranks commit or none).
+  py::class_<Barrier, std::shared_ptr<Barrier>>(m, "Barrier")
+      .def("execute_barrier", [](Barrier& b) {
+        py::gil_scoped_release nogil;
+        b.execute_barrier();
+      });
+  py::class_<TcpStoreBarrier, Barrier, std::shared_ptr<TcpStoreBarrier>>(m, "TcpStoreBarrier")
+      .def(py::init([](const RankInfo& rank_info, const std::string& prefix, const std::string& master_address,
+                       int master_port, int init_timeout_secs, int timeout_secs, const py::object& store) {
+             TcpStoreBarrier::Options options;
+             options.prefix = prefix;
+             options.master_address = master_address;
+             options.master_port = master_port;
+             options.init_timeout_secs = init_timeout_secs;
+             options.timeout_secs = timeout_secs;
+             if (store.is_none()) {
+               py::gil_scoped_release nogil;
+               return std::make_shared<TcpStoreBarrier>(rank_info, options);
+             }
+             auto c10d_store = store.cast<c10::intrusive_ptr<c10d::Store>>();
+             py::gil_scoped_release nogil;
+             return std::make_shared<TcpStoreBarrier>(rank_info, c10d_store, options);
+           }),
+           py::arg("rank_info"), py::arg("prefix"), py::arg("master_address"), py::arg("master_port"),
+           py::arg("init_timeout_secs"), py::arg("timeout_secs"), py::arg("store"))
+      .def_property_readonly("store", &TcpStoreBarrier::store);
+  py::class_<ProcessGroupBarrier, Barrier, std::shared_ptr<ProcessGroupBarrier>>(m, "ProcessGroupBarrier")
+      .def(py::init([](const RankInfo& rank_info, const py::object& backend, int timeout_secs) {
+             auto c10d_backend = backend.cast<c10::intrusive_ptr<c10d::Backend>>();
+             return std::make_shared<ProcessGroupBarrier>(rank_info, c10d_backend, std::chrono::seconds(timeout_secs));
+           }),
+           py::arg("rank_info"), py::arg("backend"), py::arg("timeout_secs"));
+  py::class_<NcclBarrier, Barrier, std::shared_ptr<NcclBarrier>>(m, "NcclBarrier")
+      .def(py::init([](const RankInfo& rank_info, const std::string& prefix, const std::string& master_address,
+                       int master_port, int device, int timeout_secs, const py::object& store) {
+             NcclBarrier::Options options;
+             options.store.prefix = prefix;
+             options.store.master_address = master_address;
+             options.store.master_port = master_port;
+             options.device = device;
+             options.timeout_secs = timeout_secs;
+             c10::intrusive_ptr<c10d::Store> c10d_store;
+             if (!store.is_none()) c10d_store = store.cast<c10::intrusive_ptr<c10d::Store>>();
+             py::gil_scoped_release nogil;
+             return std::make_shared<NcclBarrier>(rank_info, options, c10d_store);
+           }),
+           py::arg("rank_info"), py::arg("prefix"), py::arg("master_address"), py::arg("master_port"),
+           py::arg("device"), py::arg("timeout_secs"), py::arg("store"));
+}

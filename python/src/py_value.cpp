@@ -1,0 +1,261 @@
+#include "py_value.hpp"
+
+#include <climits>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <torch/csrc/Device.h>
+#include <torch/csrc/Dtype.h>
+#include <torch/csrc/Size.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include "ckptw/error.hpp"
+#include "plan/state_dict_plan.hpp"
+#include "util/key_path.hpp"
+
+namespace py = pybind11;
+
+namespace ckptw::python {
+namespace {
+
+// The Python types the conversions test for by identity, looked up once.
+struct Types {
+  py::object ordered_dict, counter, parameter, torch_size, torch_dtype, torch_device;
+
+  static const Types& get() {
+    // Leaked on purpose: destroying Python objects after the interpreter
+    // finalized would crash at exit.
+    static const Types* types = [] {
+      auto* t = new Types;
+      py::module_ collections = py::module_::import("collections");
+      py::module_ torch = py::module_::import("torch");
+      t->ordered_dict = collections.attr("OrderedDict");
+      t->counter = collections.attr("Counter");
+      t->parameter = py::module_::import("torch.nn.parameter").attr("Parameter");
+      t->torch_size = torch.attr("Size");
+      t->torch_dtype = torch.attr("dtype");
+      t->torch_device = torch.attr("device");
+      return t;
+    }();
+    return *types;
+  }
+};
+
+bool is_type(py::handle obj, const py::object& type) { return Py_TYPE(obj.ptr()) == reinterpret_cast<PyTypeObject*>(type.ptr()); }
+
+std::string utf8(py::handle text, const std::string& key_path) {
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+  if (data == nullptr) {
+    PyErr_Clear();
+    throw FormatError("a str that is not valid Unicode (a lone surrogate) cannot be saved", "", key_path);
+  }
+  return std::string(data, static_cast<std::size_t>(size));
+}
+
+class FromPython {
+ public:
+  Value::Ptr convert(py::handle obj, const std::string& key_path, std::size_t depth) {
+    PyObject* o = obj.ptr();
+    // The pickler memoizes neither None, bools, ints nor floats.
+    if (o == Py_None) return Value::none();
+    if (PyBool_Check(o)) return Value::boolean(o == Py_True);
+    if (PyLong_CheckExact(o)) return integer(obj);
+    if (PyFloat_CheckExact(o)) return Value::floating(PyFloat_AS_DOUBLE(o));
+    if (auto it = seen_.find(o); it != seen_.end()) return it->second;
+    if (depth > detail::kMaxValueDepth) {
+      throw FormatError("containers nested deeper than " + std::to_string(detail::kMaxValueDepth), "", key_path);
+    }
+    if (!in_progress_.insert(o).second) {
+      throw FormatError("a container that contains itself cannot be saved by torch.save's weights-only format", "",
+                        key_path);
+    }
+    Value::Ptr value = make(obj, key_path, depth);
+    in_progress_.erase(o);
+    seen_.emplace(o, value);
+    keep_alive_.push_back(py::reinterpret_borrow<py::object>(obj));  // ids stay unique while converting
+    return value;
+  }
+
+ private:
+  static Value::Ptr integer(py::handle obj) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+    if (!overflow) return Value::integer(v);
+    // Little-endian two's complement with room for the sign bit; Value drops
+    // redundant sign bytes.
+    const std::size_t bits = obj.attr("bit_length")().cast<std::size_t>();
+    py::bytes raw = obj.attr("to_bytes")(bits / 8 + 1, "little", py::arg("signed") = true);
+    return Value::big_integer(std::string(raw));
+  }
+
+  Value::Ptr make(py::handle obj, const std::string& key_path, std::size_t depth) {
+    const Types& types = Types::get();
+    PyObject* o = obj.ptr();
+    if (PyUnicode_CheckExact(o)) return Value::string(utf8(obj, key_path));
+    // Before the tensor check: THPVariable_CheckExact accepts a Parameter too.
+    if (is_type(obj, types.parameter)) {
+      return Value::parameter(THPVariable_Unpack(o), obj.attr("requires_grad").cast<bool>());
+    }
+    if (THPVariable_CheckExact(o)) return Value::tensor(THPVariable_Unpack(o));
+    if (PyComplex_CheckExact(o)) return Value::complex_number(PyComplex_RealAsDouble(o), PyComplex_ImagAsDouble(o));
+    if (PyBytes_CheckExact(o)) return Value::bytes(std::string(py::reinterpret_borrow<py::bytes>(obj)));
+    if (PyByteArray_CheckExact(o)) {
+      return Value::bytearray(std::string(PyByteArray_AS_STRING(o), static_cast<std::size_t>(PyByteArray_GET_SIZE(o))));
+    }
+    if (is_type(obj, types.torch_size)) {
+      std::vector<std::int64_t> dims;
+      for (py::handle d : obj) dims.push_back(d.cast<std::int64_t>());
+      return Value::size(std::move(dims));
+    }
+    if (is_type(obj, types.torch_dtype)) {
+      std::string name = py::str(obj);  // "torch.float32"
+      return Value::dtype(name.substr(name.find('.') + 1));
+    }
+    if (is_type(obj, types.torch_device)) {
+      py::object index = obj.attr("index");
+      return Value::device(obj.attr("type").cast<std::string>(), index.is_none() ? -1 : index.cast<std::int64_t>());
+    }
+    if (PyTuple_CheckExact(o)) return Value::tuple(items(obj, key_path, depth));
+    if (PyList_CheckExact(o)) return Value::list(items(obj, key_path, depth));
+    if (PyDict_CheckExact(o)) return Value::dict(entries(obj, key_path, depth));
+    if (is_type(obj, types.ordered_dict)) {
+      Value::Ptr attributes;
+      if (py::hasattr(obj, "__dict__")) {
+        py::dict state = obj.attr("__dict__");
+        if (!state.empty()) attributes = convert(state, key_path, depth + 1);
+      }
+      return Value::ordered_dict(entries(obj, key_path, depth), attributes);
+    }
+    if (is_type(obj, types.counter)) return Value::counter(entries(obj, key_path, depth));
+    if (PySet_CheckExact(o)) return Value::set(items(obj, key_path, depth));
+    std::string why = "torch.load(weights_only=True) would refuse it";
+    if (THPVariable_Check(o)) why = "a tensor subclass; save the plain tensor (t.as_subclass(torch.Tensor))";
+    throw FormatError("cannot save an object of type " + type_name(obj) + ": " + why, "", key_path);
+  }
+
+  Value::Items items(py::handle seq, const std::string& key_path, std::size_t depth) {
+    Value::Items out;
+    std::size_t i = 0;
+    for (py::handle item : seq) {
+      out.push_back(convert(item, detail::item_key_path(key_path, i), depth + 1));
+      ++i;
+    }
+    return out;
+  }
+
+  Value::Entries entries(py::handle mapping, const std::string& key_path, std::size_t depth) {
+    Value::Entries out;
+    PyObject* key = nullptr;
+    PyObject* item = nullptr;
+    Py_ssize_t pos = 0;
+    if (PyDict_CheckExact(mapping.ptr())) {
+      while (PyDict_Next(mapping.ptr(), &pos, &key, &item)) add_entry(out, key, item, key_path, depth);
+      return out;
+    }
+    // OrderedDict and Counter: their own iteration order (an OrderedDict may
+    // have been reordered with move_to_end).
+    for (py::handle k : mapping) add_entry(out, k.ptr(), mapping[k].ptr(), key_path, depth);
+    return out;
+  }
+
+  void add_entry(Value::Entries& out, PyObject* key, PyObject* item, const std::string& key_path, std::size_t depth) {
+    Value::Ptr k = convert(key, key_path, depth + 1);  // the planner checks the key's type
+    out.emplace_back(k, convert(item, detail::child_key_path(key_path, detail::key_text(*k)), depth + 1));
+  }
+
+  std::unordered_map<PyObject*, Value::Ptr> seen_;
+  std::unordered_set<PyObject*> in_progress_;
+  std::vector<py::object> keep_alive_;
+};
+
+class ToPython {
+ public:
+  py::object convert(const Value::Ptr& v) {
+    if (auto it = seen_.find(v.get()); it != seen_.end()) return it->second;
+    py::object out = make(*v);
+    seen_.emplace(v.get(), out);
+    return out;
+  }
+
+ private:
+  py::object make(const Value& v) {
+    const Types& types = Types::get();
+    using Kind = Value::Kind;
+    switch (v.kind()) {
+      case Kind::kNone: return py::none();
+      case Kind::kBool: return py::bool_(v.as_bool());
+      case Kind::kInt: return py::int_(v.as_int());
+      case Kind::kBigInt: {
+        const std::string& raw = v.big_integer_bytes();
+        return py::module_::import("builtins").attr("int").attr("from_bytes")(py::bytes(raw), "little",
+                                                                              py::arg("signed") = true);
+      }
+      case Kind::kFloat: return py::float_(v.as_float());
+      case Kind::kComplex:
+        return py::reinterpret_steal<py::object>(PyComplex_FromDoubles(v.as_complex().first, v.as_complex().second));
+      case Kind::kString: return py::str(v.as_string());
+      case Kind::kBytes: return py::bytes(v.as_bytes());
+      case Kind::kByteArray:
+        return py::reinterpret_steal<py::object>(
+            PyByteArray_FromStringAndSize(v.as_bytes().data(), static_cast<Py_ssize_t>(v.as_bytes().size())));
+      case Kind::kTensor: return py::reinterpret_steal<py::object>(THPVariable_Wrap(v.as_tensor()));
+      case Kind::kParameter: {
+        at::Tensor data = v.as_tensor().detach();
+        return types.parameter(py::reinterpret_steal<py::object>(THPVariable_Wrap(data)), v.as_tensor().requires_grad());
+      }
+      case Kind::kList: {
+        py::list out;
+        for (const auto& item : v.items()) out.append(convert(item));
+        return out;
+      }
+      case Kind::kTuple: {
+        py::tuple out(v.items().size());
+        for (std::size_t i = 0; i < v.items().size(); ++i) out[i] = convert(v.items()[i]);
+        return out;
+      }
+      case Kind::kSet: {
+        py::set out;
+        for (const auto& item : v.items()) out.add(convert(item));
+        return out;
+      }
+      case Kind::kDict: return fill(py::dict(), v);
+      case Kind::kCounter: return fill(types.counter(), v);
+      case Kind::kOrderedDict: {
+        py::object out = fill(types.ordered_dict(), v);
+        if (v.attributes()) {
+          for (const auto& [key, item] : v.attributes()->entries()) py::setattr(out, convert(key), convert(item));
+        }
+        return out;
+      }
+      case Kind::kSize: return types.torch_size(py::cast(v.as_size()));
+      case Kind::kDtype: return py::module_::import("torch").attr(v.dtype_name().c_str());
+      case Kind::kDevice:
+        return v.device_index() < 0 ? types.torch_device(v.device_type())
+                                    : types.torch_device(v.device_type(), v.device_index());
+    }
+    throw Error("unknown Value kind");
+  }
+
+  py::object fill(py::object mapping, const Value& v) {
+    for (const auto& [key, item] : v.entries()) mapping[convert(key)] = convert(item);
+    return mapping;
+  }
+
+  std::unordered_map<const Value*, py::object> seen_;
+};
+
+}  // namespace
+
+std::string type_name(py::handle obj) {
+  py::handle type = reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr()));
+  const std::string module = py::str(type.attr("__module__"));
+  const std::string name = py::str(type.attr("__qualname__"));
+  return module == "builtins" ? name : module + "." + name;
+}
+
+Value::Ptr to_value(py::handle obj) { return FromPython().convert(obj, "", 0); }
+
+py::object to_python(const Value::Ptr& value) { return ToPython().convert(value); }
+
+}  // namespace ckptw::python

@@ -1,0 +1,59 @@
+"""Several real processes, one per rank, on loopback: all commit or none does."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import ckptw
+
+WORKER = os.path.join(os.path.dirname(__file__), "rank_worker.py")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(world, path, barrier, fail_rank=-1):
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, WORKER, str(path), barrier, str(fail_rank)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    reports = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    return sorted(reports, key=lambda r: r["rank"])
+
+
+@pytest.mark.parametrize("world, barrier", [(2, "tcp_store"), (4, "tcp_store"), (2, "torch_store"), (2, "gloo")])
+def test_every_rank_commits(world, barrier, tmp_path):
+    reports = run_ranks(world, tmp_path / "step", barrier)
+    assert [r["outcome"] for r in reports] == ["committed"] * world
+    assert all(r["hook"] == ["pre_commit", "post_commit"] for r in reports)
+    manifest = json.loads((tmp_path / "step" / "checkpoint_manifest.json").read_text())
+    assert len(manifest["files"]) == world
+    for rank in range(world):
+        loaded, _ = ckptw.CheckpointReader(ckptw.RankInfo(rank, world)).read(tmp_path / "step")
+        assert loaded["rank"] == rank and torch.equal(loaded["w"], torch.full((4,), float(rank)))
+    assert ckptw.latest_committed(tmp_path) == str(tmp_path / "step")
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_a_raising_pre_commit_on_one_rank_aborts_every_rank(world, tmp_path):
+    reports = run_ranks(world, tmp_path / "step", "tcp_store", fail_rank=1)
+    assert reports[1]["outcome"] == "own ValueError: rank 1 refuses to commit; cause: CommitAborted"
+    for r in reports[:1] + reports[2:]:
+        assert r["outcome"].startswith("CommitAborted") and "rank 1" in r["outcome"], r
+        assert r["hook"] == ["pre_commit"]  # nobody ran post_commit
+    assert not (tmp_path / "step" / "checkpoint_manifest.json").exists()
+    assert ckptw.latest_committed(tmp_path) is None

@@ -1,0 +1,204 @@
+"""ckptw.save / ckptw.load against torch.save / torch.load, with the real torch."""
+import collections
+import hashlib
+import io
+import os
+import pwd
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import ckptw
+import training_corpus
+from equality import assert_same
+
+
+def sha256(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def strings_built_at_run_time():
+    """Equal strings that are distinct objects (argparse/json values) are pickled twice by
+    torch.save, and the same object twice once: ckptw keeps Python's identity."""
+    a, b = "".join(["ad", "amw"]), "".join(["ad", "amw"])
+    same = "".join(["cos", "ine"])
+    return {"optimizer": a, "scheduler_optimizer": b, "sched": same, "sched_again": same, "device": "cpu",
+            "w": torch.ones(2)}
+
+
+CASES = dict(training_corpus.CORPUS, strings_built_at_run_time=strings_built_at_run_time)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_save_writes_torch_saves_bytes(name, tmp_path):
+    obj = CASES[name]()
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "ckptw").mkdir()
+    torch.save(obj, tmp_path / "torch" / "model.pt")
+    ckptw.save(obj, tmp_path / "ckptw" / "model.pt")  # os.PathLike
+    assert sha256(tmp_path / "ckptw" / "model.pt") == sha256(tmp_path / "torch" / "model.pt")
+    assert os.listdir(tmp_path / "ckptw") == ["model.pt"]  # no temporary file left
+
+
+def test_save_to_a_file_object_writes_torch_saves_bytes():
+    obj = training_corpus.gpt_adamw_cosine()
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    ckptw.save(obj, ours)
+    torch.save(obj, theirs)
+    assert ours.getvalue() == theirs.getvalue()
+    ours.seek(0)
+    assert_same(ckptw.load(ours), torch.load(io.BytesIO(theirs.getvalue())))
+
+
+def test_save_with_a_config(tmp_path):
+    obj = {"w": torch.arange(10.0)}
+    ckptw.save(obj, str(tmp_path / "a.pt"), config=ckptw.CheckpointWriterConfig(fsync=False, io_backend="posix"))
+    torch.save(obj, str(tmp_path / "b.pt"))
+    assert torch.equal(torch.load(tmp_path / "a.pt")["w"], obj["w"])
+    # Same bytes but for the archive folder named after the file (a vs b).
+    assert os.path.getsize(tmp_path / "a.pt") == os.path.getsize(tmp_path / "b.pt")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("writer", ["torch", "ckptw"])
+def test_load_returns_what_torch_load_returns(name, writer, tmp_path):
+    obj = CASES[name]()
+    path = tmp_path / "model.pt"
+    (torch.save if writer == "torch" else ckptw.save)(obj, path)
+    assert_same(ckptw.load(path), torch.load(path, weights_only=True))
+
+
+def test_load_maps_to_a_device(tmp_path):
+    torch.save({"w": torch.ones(3)}, tmp_path / "m.pt")
+    assert ckptw.load(tmp_path / "m.pt", map_location="cpu")["w"].device.type == "cpu"
+    assert ckptw.load(tmp_path / "m.pt", map_location=torch.device("cpu"))["w"].device.type == "cpu"
+    with pytest.raises(ckptw.UsageError, match="map_location"):
+        ckptw.load(tmp_path / "m.pt", map_location={"cuda:0": "cpu"})
+
+
+OLD_TORCH = os.environ.get("CKPTW_OLD_TORCH_PYTHON", "/usr/bin/python3")
+
+
+def test_load_reads_torch_1_13_files(tmp_path):
+    script = textwrap.dedent("""
+        import collections, sys, torch
+        assert torch.__version__.startswith("1.13"), torch.__version__
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model(torch.randn(5, 4)).sum().backward()
+        opt.step()
+        big = torch.arange(24, dtype=torch.float64).reshape(4, 6)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 7,
+                    "view": big[1:3, ::2], "base": big, "half": torch.ones(3, dtype=torch.float16),
+                    "rng": torch.get_rng_state()}, sys.argv[1])
+    """)
+    out = subprocess.run([OLD_TORCH, "-c", script, str(tmp_path / "old.pt")], capture_output=True, text=True)
+    if out.returncode != 0 and "No module named 'torch'" in out.stderr:
+        pytest.skip(f"no torch 1.13 at {OLD_TORCH}")
+    assert out.returncode == 0, out.stderr
+    loaded = ckptw.load(tmp_path / "old.pt")
+    assert_same(loaded, torch.load(tmp_path / "old.pt", weights_only=True))
+    assert loaded["view"].untyped_storage().data_ptr() == loaded["base"].untyped_storage().data_ptr()
+
+
+def test_unsupported_object_is_a_format_error_naming_the_key_path_and_nothing_is_written(tmp_path):
+    class Config:
+        pass
+
+    with pytest.raises(ckptw.FormatError) as e:
+        ckptw.save({"model": {"w": torch.ones(2)}, "extra": [1, {"cfg": Config()}]}, tmp_path / "x.pt")
+    assert e.value.key_path == "extra[1].cfg"
+    assert "Config" in str(e.value) and "extra[1].cfg" in str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
+class TaggedTensor(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize("value, why", [
+    (frozenset({1}), "frozenset"),
+    (__import__("numpy").float64(1.5), "numpy.float64"),
+    (torch.ones(2).as_subclass(TaggedTensor), "tensor subclass"),
+    (collections.defaultdict(list), "defaultdict"),
+])
+def test_types_weights_only_refuses_are_refused(value, why, tmp_path):
+    with pytest.raises(ckptw.FormatError, match=why):
+        ckptw.save({"k": value}, tmp_path / "x.pt")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_cycle_is_a_format_error(tmp_path):
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ckptw.FormatError, match="contains itself"):
+        ckptw.save({"loop": loop}, tmp_path / "x.pt")
+
+
+def test_missing_directory_and_file_are_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        ckptw.save({"w": torch.ones(1)}, tmp_path / "no" / "such" / "x.pt")
+    assert isinstance(e.value, ckptw.IoError) and e.value.errno == 2
+    with pytest.raises(FileNotFoundError) as e:
+        ckptw.load(tmp_path / "missing.pt")
+    assert e.value.filename == str(tmp_path / "missing.pt")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as nobody")
+def test_directory_without_permission_is_an_io_error_with_errno(tmp_path):
+    os.chmod(tmp_path, 0o755)  # nobody may enter, not write
+    script = textwrap.dedent(f"""
+        import errno, os, torch, ckptw
+        try:
+            ckptw.save({{"w": torch.ones(2)}}, {str(tmp_path / "x.pt")!r})
+        except ckptw.IoError as e:
+            assert e.errno == errno.EACCES, e.errno
+            assert e.filename and e.filename.startswith({str(tmp_path)!r}), e.filename
+            print("IoError", e)
+    """)
+    nobody = pwd.getpwnam("nobody")
+
+    def become_nobody():
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    # .venv's interpreter may live where nobody cannot go (pyenv under /root);
+    # the system one of the same version imports the same site-packages.
+    python = "/usr/bin/python3"
+    version = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                             text=True).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"{python} is Python {version}, not {sys.version_info[:2]}")
+    site = os.path.dirname(os.path.dirname(ckptw.__file__))
+    out = subprocess.run([python, "-c", script], capture_output=True, text=True, preexec_fn=become_nobody,
+                         env=dict(os.environ, HOME="/tmp", PYTHONPATH=site), cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("IoError [Errno 13]")
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupt_file_is_a_format_error_naming_the_record(tmp_path):
+    path = tmp_path / "m.pt"
+    ckptw.save({"w": torch.arange(1000, dtype=torch.int32)}, path)
+    data = bytearray(path.read_bytes())
+    at = data.index((500).to_bytes(4, "little"))  # inside the tensor's record
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ckptw.FormatError) as e:
+        ckptw.load(path)
+    assert "CRC-32 mismatch in record data/0 at offset" in str(e.value) and e.value.path == str(path)
+
+
+def test_version_and_build_info():
+    info = ckptw.build_info()
+    assert ckptw.__version__ == info["ckptw"]
+    assert info["libtorch"] == torch.__version__.split("+")[0]
+    cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ckptw"), "--version"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    for key, value in info.items():
+        assert value in cli.stdout, (key, cli.stdout)
