@@ -49,7 +49,12 @@ class ProcessGroupBarrier::Impl {
       while (!work->isCompleted()) {
         if (std::chrono::steady_clock::now() >= deadline) {
           guard_.mark_broken("timed out");
-          work->abort();
+          // Best effort: Gloo's Work has no abort ("not implemented"); the
+          // barrier refuses further use either way.
+          try {
+            work->abort();
+          } catch (const c10::Error&) {
+          }
           throw TimeoutError(where + " timed out after " + std::to_string(timeout.count()) +
                              " ms: not every rank joined the all-gather");
         }
