@@ -43,19 +43,36 @@ struct Types {
 
 bool is_type(py::handle obj, const py::object& type) { return Py_TYPE(obj.ptr()) == reinterpret_cast<PyTypeObject*>(type.ptr()); }
 
-std::string utf8(py::handle text, const std::string& key_path) {
+// Where a value sits, spelled out (as a key path) only when an error needs it:
+// building every entry's path up front was a third of converting a state
+// dict of many small tensors.
+struct Where {
+  const Where* parent = nullptr;
+  const Value* key = nullptr;  // a dict entry's key, or null for item `index`
+  std::size_t index = 0;
+
+  std::string key_path() const {
+    if (parent == nullptr) return "";
+    const std::string above = parent->key_path();
+    return key ? detail::child_key_path(above, detail::key_text(*key)) : detail::item_key_path(above, index);
+  }
+};
+
+std::string utf8(py::handle text, const Where& at) {
   Py_ssize_t size = 0;
   const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
   if (data == nullptr) {
     PyErr_Clear();
-    throw FormatError("a str that is not valid Unicode (a lone surrogate) cannot be saved", "", key_path);
+    throw FormatError("a str that is not valid Unicode (a lone surrogate) cannot be saved", "", at.key_path());
   }
   return std::string(data, static_cast<std::size_t>(size));
 }
 
+// Memoized by id(): the objects stay alive (the root holds them) while
+// converting, so an id is never reused for another object meanwhile.
 class FromPython {
  public:
-  Value::Ptr convert(py::handle obj, const std::string& key_path, std::size_t depth) {
+  Value::Ptr convert(py::handle obj, const Where& at, std::size_t depth) {
     PyObject* o = obj.ptr();
     // The pickler memoizes neither None, bools, ints nor floats.
     if (o == Py_None) return Value::none();
@@ -63,17 +80,8 @@ class FromPython {
     if (PyLong_CheckExact(o)) return integer(obj);
     if (PyFloat_CheckExact(o)) return Value::floating(PyFloat_AS_DOUBLE(o));
     if (auto it = seen_.find(o); it != seen_.end()) return it->second;
-    if (depth > detail::kMaxValueDepth) {
-      throw FormatError("containers nested deeper than " + std::to_string(detail::kMaxValueDepth), "", key_path);
-    }
-    if (!in_progress_.insert(o).second) {
-      throw FormatError("a container that contains itself cannot be saved by torch.save's weights-only format", "",
-                        key_path);
-    }
-    Value::Ptr value = make(obj, key_path, depth);
-    in_progress_.erase(o);
+    Value::Ptr value = make(obj, at, depth);
     seen_.emplace(o, value);
-    keep_alive_.push_back(py::reinterpret_borrow<py::object>(obj));  // ids stay unique while converting
     return value;
   }
 
@@ -89,10 +97,10 @@ class FromPython {
     return Value::big_integer(std::string(raw));
   }
 
-  Value::Ptr make(py::handle obj, const std::string& key_path, std::size_t depth) {
+  Value::Ptr make(py::handle obj, const Where& at, std::size_t depth) {
     const Types& types = Types::get();
     PyObject* o = obj.ptr();
-    if (PyUnicode_CheckExact(o)) return Value::string(utf8(obj, key_path));
+    if (PyUnicode_CheckExact(o)) return Value::string(utf8(obj, at));
     // Before the tensor check: THPVariable_CheckExact accepts a Parameter too.
     if (is_type(obj, types.parameter)) {
       return Value::parameter(THPVariable_Unpack(o), obj.attr("requires_grad").cast<bool>());
@@ -116,57 +124,76 @@ class FromPython {
       py::object index = obj.attr("index");
       return Value::device(obj.attr("type").cast<std::string>(), index.is_none() ? -1 : index.cast<std::int64_t>());
     }
-    if (PyTuple_CheckExact(o)) return Value::tuple(items(obj, key_path, depth));
-    if (PyList_CheckExact(o)) return Value::list(items(obj, key_path, depth));
-    if (PyDict_CheckExact(o)) return Value::dict(entries(obj, key_path, depth));
+    const bool container = PyTuple_CheckExact(o) || PyList_CheckExact(o) || PyDict_CheckExact(o) ||
+                           PySet_CheckExact(o) || is_type(obj, types.ordered_dict) || is_type(obj, types.counter);
+    if (!container) {
+      std::string why = "torch.load(weights_only=True) would refuse it";
+      if (THPVariable_Check(o)) why = "a tensor subclass; save the plain tensor (t.as_subclass(torch.Tensor))";
+      throw FormatError("cannot save an object of type " + type_name(obj) + ": " + why, "", at.key_path());
+    }
+    if (depth > detail::kMaxValueDepth) {
+      throw FormatError("containers nested deeper than " + std::to_string(detail::kMaxValueDepth), "", at.key_path());
+    }
+    if (!in_progress_.insert(o).second) {
+      throw FormatError("a container that contains itself cannot be saved by torch.save's weights-only format", "",
+                        at.key_path());
+    }
+    Value::Ptr value = make_container(obj, at, depth);
+    in_progress_.erase(o);
+    return value;
+  }
+
+  Value::Ptr make_container(py::handle obj, const Where& at, std::size_t depth) {
+    const Types& types = Types::get();
+    PyObject* o = obj.ptr();
+    if (PyDict_CheckExact(o)) return Value::dict(entries(obj, at, depth));
+    if (PyList_CheckExact(o)) return Value::list(items(obj, at, depth));
+    if (PyTuple_CheckExact(o)) return Value::tuple(items(obj, at, depth));
     if (is_type(obj, types.ordered_dict)) {
       Value::Ptr attributes;
       if (py::hasattr(obj, "__dict__")) {
         py::dict state = obj.attr("__dict__");
-        if (!state.empty()) attributes = convert(state, key_path, depth + 1);
+        if (!state.empty()) attributes = convert(state, at, depth + 1);
       }
-      return Value::ordered_dict(entries(obj, key_path, depth), attributes);
+      return Value::ordered_dict(entries(obj, at, depth), attributes);
     }
-    if (is_type(obj, types.counter)) return Value::counter(entries(obj, key_path, depth));
-    if (PySet_CheckExact(o)) return Value::set(items(obj, key_path, depth));
-    std::string why = "torch.load(weights_only=True) would refuse it";
-    if (THPVariable_Check(o)) why = "a tensor subclass; save the plain tensor (t.as_subclass(torch.Tensor))";
-    throw FormatError("cannot save an object of type " + type_name(obj) + ": " + why, "", key_path);
+    if (is_type(obj, types.counter)) return Value::counter(entries(obj, at, depth));
+    return Value::set(items(obj, at, depth));
   }
 
-  Value::Items items(py::handle seq, const std::string& key_path, std::size_t depth) {
+  Value::Items items(py::handle seq, const Where& at, std::size_t depth) {
     Value::Items out;
     std::size_t i = 0;
     for (py::handle item : seq) {
-      out.push_back(convert(item, detail::item_key_path(key_path, i), depth + 1));
+      out.push_back(convert(item, Where{&at, nullptr, i}, depth + 1));
       ++i;
     }
     return out;
   }
 
-  Value::Entries entries(py::handle mapping, const std::string& key_path, std::size_t depth) {
+  Value::Entries entries(py::handle mapping, const Where& at, std::size_t depth) {
     Value::Entries out;
     PyObject* key = nullptr;
     PyObject* item = nullptr;
     Py_ssize_t pos = 0;
     if (PyDict_CheckExact(mapping.ptr())) {
-      while (PyDict_Next(mapping.ptr(), &pos, &key, &item)) add_entry(out, key, item, key_path, depth);
+      out.reserve(static_cast<std::size_t>(PyDict_GET_SIZE(mapping.ptr())));
+      while (PyDict_Next(mapping.ptr(), &pos, &key, &item)) add_entry(out, key, item, at, depth);
       return out;
     }
     // OrderedDict and Counter: their own iteration order (an OrderedDict may
     // have been reordered with move_to_end).
-    for (py::handle k : mapping) add_entry(out, k.ptr(), mapping[k].ptr(), key_path, depth);
+    for (py::handle k : mapping) add_entry(out, k.ptr(), mapping[k].ptr(), at, depth);
     return out;
   }
 
-  void add_entry(Value::Entries& out, PyObject* key, PyObject* item, const std::string& key_path, std::size_t depth) {
-    Value::Ptr k = convert(key, key_path, depth + 1);  // the planner checks the key's type
-    out.emplace_back(k, convert(item, detail::child_key_path(key_path, detail::key_text(*k)), depth + 1));
+  void add_entry(Value::Entries& out, PyObject* key, PyObject* item, const Where& at, std::size_t depth) {
+    Value::Ptr k = convert(key, at, depth + 1);  // the planner checks the key's type
+    out.emplace_back(k, convert(item, Where{&at, k.get(), 0}, depth + 1));
   }
 
   std::unordered_map<PyObject*, Value::Ptr> seen_;
   std::unordered_set<PyObject*> in_progress_;
-  std::vector<py::object> keep_alive_;
 };
 
 class ToPython {
@@ -254,7 +281,7 @@ std::string type_name(py::handle obj) {
   return module == "builtins" ? name : module + "." + name;
 }
 
-Value::Ptr to_value(py::handle obj) { return FromPython().convert(obj, "", 0); }
+Value::Ptr to_value(py::handle obj) { return FromPython().convert(obj, Where{}, 0); }
 
 py::object to_python(const Value::Ptr& value) { return ToPython().convert(value); }
 
