@@ -1,33 +1,91 @@
-"""torch.save reference for `ckptw bench`: loads the checkpoint ckptw wrote (so both
-writers save the same state dict), then times torch.save of it into DIR, fsync of the
-file and its directory included, as ckptw's figures are.
+"""The Python savers' rows of `ckptw bench`: loads the checkpoint ckptw wrote (so every
+writer saves the same state dict), then times SAVER writing it into DIR, durably:
 
-Usage: torch_save_bench.py SOURCE.pt DIR REPEATS WARMUP  -> prints JSON on stdout."""
+  torch.save   torch.save, then fsync of the file and its directory
+  ckptw.save   ckptw.save from Python (fsync inside), so the binding's cost shows
+  dcp          torch.distributed.checkpoint.save, one process, FileSystemWriter with its
+               defaults (its own fsync of every file), into a fresh directory each time
+  safetensors  safetensors.torch.save_file (tied weights once), then fsync of the file and its directory
+
+CPU seconds are this process's (every thread) over the timed saves only.
+
+Usage: python_save_bench.py SOURCE.pt DIR SAVER REPEATS WARMUP  -> prints JSON on stdout."""
 import json
 import os
+import shutil
 import sys
 import time
 
 import torch
 
 
-def main():
-    source, directory, repeats, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    state_dict = torch.load(source, mmap=False)
-    path = os.path.join(directory, "checkpoint_0.pt")
-    seconds = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        torch.save(state_dict, path)
-        fd = os.open(path, os.O_RDONLY)
+def fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
         os.fsync(fd)
+    finally:
         os.close(fd)
-        dfd = os.open(directory, os.O_RDONLY)
-        os.fsync(dfd)
-        os.close(dfd)
+
+
+def saver(name, directory):
+    """A function saving a state dict, and the function giving the bytes it wrote."""
+    path = os.path.join(directory, "checkpoint_0.pt")
+    if name == "torch.save":
+        def save(sd):
+            torch.save(sd, path)
+            fsync(path)
+            fsync(directory)
+        return save, lambda: os.path.getsize(path), f"torch {torch.__version__}"
+    if name == "ckptw.save":
+        import ckptw
+
+        return (lambda sd: ckptw.save(sd, path)), lambda: os.path.getsize(path), f"ckptw {ckptw.__version__}"
+    if name == "safetensors":
+        from safetensors.torch import save_file
+        import safetensors
+
+        def save(sd):
+            save_file(sd, path)
+            fsync(path)
+            fsync(directory)
+        return save, lambda: os.path.getsize(path), f"safetensors {safetensors.__version__}"
+    if name == "dcp":
+        import torch.distributed.checkpoint as dcp
+
+        target = os.path.join(directory, "dcp")
+
+        def save(sd):
+            shutil.rmtree(target, ignore_errors=True)
+            dcp.save(sd, storage_writer=dcp.FileSystemWriter(target), no_dist=True)
+
+        def written():
+            return sum(e.stat().st_size for e in os.scandir(target))
+        return save, written, f"torch {torch.__version__}, FileSystemWriter defaults"
+    raise SystemExit(f"unknown saver {name!r}")
+
+
+def main():
+    source, directory, name, repeats, warmup = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    state_dict = torch.load(source, mmap=False)
+    if name == "safetensors":
+        # Tensors only (safetensors holds no other values), and a tied weight
+        # once: save_file refuses tensors sharing memory (save_model drops the
+        # aliases the same way).
+        seen, kept = set(), {}
+        for key, value in state_dict.items():
+            if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() not in seen:
+                seen.add(value.untyped_storage().data_ptr())
+                kept[key] = value
+        state_dict = kept
+    save, written, version = saver(name, directory)
+    seconds, cpu_seconds = [], []
+    for i in range(warmup + repeats):
+        start, cpu = time.perf_counter(), time.process_time()
+        save(state_dict)
         if i >= warmup:
             seconds.append(time.perf_counter() - start)
-    print(json.dumps({"torch_version": torch.__version__, "file_bytes": os.path.getsize(path), "seconds": seconds}))
+            cpu_seconds.append(time.process_time() - cpu)
+    print(json.dumps({"version": version, "file_bytes": written(), "seconds": seconds, "cpu_seconds": cpu_seconds}))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,11 @@
 //   limit: a raw sequential write of the same byte count from pre-filled,
 //     aligned ring buffers with O_DIRECT through the auto backend, no copy,
 //     no CRC, no format: what the filesystem takes;
-//   torch.save: the project's newest torch saving the same state dict (loaded
-//     from the ckptw file), fsync included (bench/torch_save_bench.py).
+//   torch.save, ckptw.save, dcp, safetensors: Python savers writing the same
+//     state dict (loaded from the ckptw file) durably, in the project's Python
+//     (bench/python_save_bench.py): torch's reference, ckptw through its
+//     binding, torch.distributed.checkpoint and safetensors, the peers users
+//     pick; their CPU seconds are the script's own over the timed saves.
 // GB/s = file bytes / seconds, GB = 1e9 bytes. CPU s/GB = process CPU time
 // (user + system) per GB written. Peak RSS: the process's high-water mark
 // during the row (reset before it via /proc/self/clear_refs); "extra" is that
@@ -278,11 +281,18 @@ Row measure_python(const std::string& name, const std::string& script, const std
   row.bytes = result["file_bytes"].get<std::uint64_t>();
   row.seconds = result["seconds"].get<std::vector<double>>();
   row.peak_rss_bytes = static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
-  // The child's CPU covers start-up and the warm-up too; scale to the timed part.
-  const double total_cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
-                           usage.ru_stime.tv_usec / 1e6;
-  row.cpu_seconds = total_cpu * options.repeats / (options.repeats + options.warmup + 1);
-  row.note = "torch " + result["torch_version"].get<std::string>() + ", CPU s/GB approximate";
+  if (result.contains("cpu_seconds")) {
+    double cpu = 0;
+    for (double s : result["cpu_seconds"].get<std::vector<double>>()) cpu += s;
+    row.cpu_seconds = cpu;
+    row.note = result["version"].get<std::string>();
+  } else {
+    // Only the child's rusage: it covers start-up and the warm-up too; scale to the timed part.
+    const double total_cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
+                             usage.ru_stime.tv_usec / 1e6;
+    row.cpu_seconds = total_cpu * options.repeats / (options.repeats + options.warmup + 1);
+    row.note = "torch " + result["torch_version"].get<std::string>() + ", CPU s/GB approximate";
+  }
   return row;
 }
 
@@ -398,9 +408,13 @@ int run_bench(const BenchOptions& options) {
   const std::uint64_t file_bytes = rows.front().bytes;
   if (!options.read) rows.push_back(measure_limit(file_bytes, dir, options, progress));
   if (options.torch_save && !options.read) {
-    fs::create_directories(dir + "/torch");
-    rows.push_back(measure_python("torch.save", CKPTW_TORCH_SAVE_SCRIPT, {ckpt_dir + "/checkpoint_0.pt", dir + "/torch"},
-                                  options, progress));
+    for (const char* saver : {"torch.save", "ckptw.save", "dcp", "safetensors"}) {
+      const std::string out = dir + "/" + saver;
+      fs::create_directories(out);
+      rows.push_back(measure_python(saver, CKPTW_PYTHON_SAVE_SCRIPT, {ckpt_dir + "/checkpoint_0.pt", out, saver},
+                                    options, progress));
+      fs::remove_all(out);  // the next row's writes get the same free space
+    }
   }
   progress.done();
 
