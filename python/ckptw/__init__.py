@@ -28,6 +28,7 @@ if _C.TORCH_VERSION != _torch.__version__.split("+")[0]:
         f"its C++ ABI may differ; rebuild ckptw with `pip install --no-build-isolation <ckptw source>`"
     )
 
+from ._async import PassThroughStager, WriteAsyncProcess, async_checkpointer
 from ._barriers import BarrierConfig, NcclBarrier, ProcessGroupBarrier, TCPStoreBarrier, create_barrier_from_config
 from ._reader import CheckpointReader, latest_committed, load
 from ._types import CheckpointWriterConfig, RankInfo
@@ -48,6 +49,7 @@ def build_info() -> dict:
 __all__ = [
     "save", "load", "build_info", "__version__",
     "RankInfo", "CheckpointWriterConfig", "CheckpointWriter", "CheckpointReader", "latest_committed",
+    "async_checkpointer", "PassThroughStager", "WriteAsyncProcess",
     "BarrierConfig", "create_barrier_from_config", "TCPStoreBarrier", "ProcessGroupBarrier", "NcclBarrier",
     "errors", "Error", "IoError", "NotFoundError", "FormatError", "UsageError", "CommitAborted", "TimeoutError",
 ]

@@ -202,3 +202,39 @@ def test_version_and_build_info():
     assert cli.returncode == 0, cli.stderr
     for key, value in info.items():
         assert value in cli.stdout, (key, cli.stdout)
+
+
+SAVE_BIG = textwrap.dedent("""
+    import sys, torch, ckptw
+    big = {"w": torch.full((256, 1024, 1024), 2.0)}  # 1 GiB
+    print("saving", flush=True)
+    try:
+        ckptw.save(big, sys.argv[1])
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        raise
+    print("saved", flush=True)
+""")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_a_signal_during_save_leaves_the_old_file_or_the_new_one_whole(sig, tmp_path):
+    import signal
+    import time
+
+    path = tmp_path / "model.pt"
+    ckptw.save({"w": torch.ones(3)}, path)
+    child = subprocess.Popen([sys.executable, "-c", SAVE_BIG, str(path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "saving"
+    time.sleep(0.2)  # inside the save: writing 1 GiB takes longer
+    child.send_signal(getattr(signal, sig))
+    child.communicate(timeout=120)
+    loaded = ckptw.load(path)["w"]  # whole, whichever it is: the CRCs are checked
+    if sig == "SIGINT":
+        # Python delivers KeyboardInterrupt once the GIL-free save returns: the new file is complete.
+        assert torch.equal(loaded, torch.full((256, 1024, 1024), 2.0)) or torch.equal(loaded, torch.ones(3))
+        assert os.listdir(tmp_path) == ["model.pt"]
+    else:
+        assert torch.equal(loaded, torch.ones(3)), "a killed save never replaces the old file"
+        ckptw.save({"w": torch.zeros(2)}, path)  # the next save clears what the killed one left
+        assert os.listdir(tmp_path) == ["model.pt"]

@@ -188,3 +188,18 @@ def test_a_python_thread_keeps_running_during_a_1_gib_save(tmp_path):
     # (a counting loop does millions per second with the GIL to itself).
     assert during > 1000 * took, (during, took)
     assert os.path.getsize(tmp_path / "big" / "checkpoint_0.pt") > 1 << 30
+
+
+def test_torchs_async_checkpointer_over_write_async(tmp_path):
+    rank = ckptw.RankInfo(0, 1)
+    checkpointer = ckptw.async_checkpointer(ckptw.CheckpointWriter(rank_info=rank), ckptw.CheckpointReader(rank))
+    weight = torch.arange(6.0)
+    stage_future, write_future = checkpointer.save(str(tmp_path / "a"), {"w": weight})
+    assert stage_future.done()  # captured when save() returned
+    weight.zero_()
+    assert write_future.result(timeout=60) is None
+    assert torch.equal(checkpointer.load(str(tmp_path / "a"))["w"], torch.arange(6.0))
+    _, second = checkpointer.save(str(tmp_path / "b"), {"w": weight})
+    second.result(timeout=60)
+    assert torch.equal(torch.load(tmp_path / "b" / "checkpoint_0.pt")["w"], torch.zeros(6))
+    checkpointer.close()
