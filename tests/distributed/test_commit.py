@@ -211,3 +211,10 @@ def test_python_resumes_the_cpp_trainers_model_and_optimizer(kind, tmp_path):
     at_6 = torch.load(tmp_path / "step_6" / "checkpoint_0.pt", weights_only=True)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, at_6["model"][name], rtol=1e-5, atol=1e-6, msg=name)
+    # The C++ trainer's file is torch.save's bytes of what it holds: torch.save of the object
+    # torch.load returns (under the same file name, hence the same archive folder) is identical.
+    (tmp_path / "resaved").mkdir()
+    resaved = tmp_path / "resaved" / "checkpoint_0.pt"
+    torch.save(at_6, resaved)
+    original = (tmp_path / "step_6" / "checkpoint_0.pt").read_bytes()
+    assert resaved.read_bytes() == original, "the C++-built checkpoint differs from torch.save's of the same object"

@@ -120,15 +120,23 @@ class TaggedTensor(torch.Tensor):
     pass
 
 
+class Color(__import__("enum").Enum):
+    RED = 1
+
+
 @pytest.mark.parametrize("value, why", [
     (frozenset({1}), "frozenset"),
     (__import__("numpy").float64(1.5), "numpy.float64"),
     (torch.ones(2).as_subclass(TaggedTensor), "tensor subclass"),
     (collections.defaultdict(list), "defaultdict"),
+    (__import__("numpy").zeros(3), "numpy.ndarray"),
+    (__import__("argparse").Namespace(lr=0.1), "argparse.Namespace"),
+    (Color.RED, "Color"),
 ])
 def test_types_weights_only_refuses_are_refused(value, why, tmp_path):
-    with pytest.raises(ckptw.FormatError, match=why):
-        ckptw.save({"k": value}, tmp_path / "x.pt")
+    with pytest.raises(ckptw.FormatError, match=why) as e:
+        ckptw.save({"k": [value]}, tmp_path / "x.pt")
+    assert e.value.key_path == "k[0]"
     assert os.listdir(tmp_path) == []
 
 
