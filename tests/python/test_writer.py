@@ -203,3 +203,33 @@ def test_torchs_async_checkpointer_over_write_async(tmp_path):
     second.result(timeout=60)
     assert torch.equal(torch.load(tmp_path / "b" / "checkpoint_0.pt")["w"], torch.zeros(6))
     checkpointer.close()
+
+
+def test_nccl_barrier_without_a_gpu_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the GPU tests (-L gpu) cover NcclBarrier")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ckptw.Error, match="no CUDA device|without CUDA"):
+        ckptw.NcclBarrier(ckptw.RankInfo(0, 1), master_address="127.0.0.1", tcpstore_port=port, timeout_secs=5)
+
+
+def test_barrier_config_builds_ckptws_barriers_with_the_rank_injected(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert ckptw.create_barrier_from_config(ckptw.BarrierConfig(), ckptw.RankInfo(0, 1)) is None
+    config = ckptw.BarrierConfig("tcp_store", {"master_address": "127.0.0.1", "tcpstore_port": port,
+                                               "timeout_secs": 30})
+    barrier = ckptw.create_barrier_from_config(config, ckptw.RankInfo(0, 1))
+    assert isinstance(barrier, ckptw.TCPStoreBarrier)
+    with ckptw.CheckpointWriter(rank_info=ckptw.RankInfo(0, 1), barrier=barrier) as writer:
+        writer.write(tmp_path / "c", state())
+    assert ckptw.latest_committed(tmp_path) == str(tmp_path / "c")
+    with pytest.raises(ckptw.UsageError, match="unknown barrier_type"):
+        ckptw.create_barrier_from_config(ckptw.BarrierConfig("carrier_pigeon"), ckptw.RankInfo(0, 1))
