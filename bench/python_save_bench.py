@@ -1,5 +1,6 @@
 """The Python savers' rows of `ckptw bench`: loads the checkpoint ckptw wrote (so every
-writer saves the same state dict), then times SAVER writing it into DIR, durably:
+writer saves the same state dict), then, once per "save" line on stdin, times SAVER
+writing it into DIR, durably, and answers with one JSON line:
 
   torch.save   torch.save, then fsync of the file and its directory
   ckptw.save   ckptw.save from Python (fsync inside), so the binding's cost shows
@@ -9,7 +10,7 @@ writer saves the same state dict), then times SAVER writing it into DIR, durably
 
 CPU seconds are this process's (every thread) over the timed saves only.
 
-Usage: python_save_bench.py SOURCE.pt DIR SAVER REPEATS WARMUP  -> prints JSON on stdout."""
+Usage: python_save_bench.py SOURCE.pt DIR SAVER  (first line out: {"ready": true, "version": ...})"""
 import json
 import os
 import shutil
@@ -65,7 +66,7 @@ def saver(name, directory):
 
 
 def main():
-    source, directory, name, repeats, warmup = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    source, directory, name = sys.argv[1], sys.argv[2], sys.argv[3]
     state_dict = torch.load(source, mmap=False)
     if name == "safetensors":
         # Tensors only (safetensors holds no other values), and a tied weight
@@ -78,14 +79,19 @@ def main():
                 kept[key] = value
         state_dict = kept
     save, written, version = saver(name, directory)
-    seconds, cpu_seconds = [], []
-    for i in range(warmup + repeats):
-        start, cpu = time.perf_counter(), time.process_time()
-        save(state_dict)
-        if i >= warmup:
-            seconds.append(time.perf_counter() - start)
-            cpu_seconds.append(time.process_time() - cpu)
-    print(json.dumps({"version": version, "file_bytes": written(), "seconds": seconds, "cpu_seconds": cpu_seconds}))
+    print(json.dumps({"ready": True, "version": version}), flush=True)
+    # One save per "save" line, so that `ckptw bench` can interleave this row
+    # with the others; EOF ends it.
+    for line in sys.stdin:
+        if line.strip() != "save":
+            continue
+        try:
+            start, cpu = time.perf_counter(), time.process_time()
+            save(state_dict)
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+            print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "file_bytes": written()}), flush=True)
+        except Exception as e:  # noqa: BLE001 - reported as the row's note
+            print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 // What it measures: wall time of writing the synthetic model to a fresh temp
 // directory on the chosen filesystem, fsync of file and directory included in
 // every figure, warm model in memory, one warm-up write per row first.
-// Rows, in one run on the same bytes:
+// The rows run interleaved: each round runs every row once, in an order
+// rotated from round to round, after the warm-up rounds, the output directory
+// emptied and the filesystem synced before each run (so no row pays for
+// another's writeback); medians per row over the rounds. The auto row and the
+// forced row it picks are the same configuration, kept on purpose: their
+// ratio is printed as the noise floor. Rows, in one run on the same bytes:
 //   ckptw, ckptw-posix, ckptw-uring: CheckpointWriter::write() with the auto,
 //     POSIX and io_uring backends (each repeat replaces the previous file);
 //   ckptw-async: write_async() with the auto backend, timed to the commit
@@ -29,6 +34,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <future>
 #include <iostream>
 #include <random>
@@ -150,68 +156,101 @@ Row measure(const std::string& name, const BenchOptions& options, Progress& prog
   return row;
 }
 
+// ---- the write table: rows interleaved round by round ------------------------
+//
+// Each round runs every row once, in an order rotated from round to round
+// (A B C D, B C D A, ...), after the warm-up rounds; before each timed run
+// the output directory is emptied and the filesystem synced, so no row pays
+// for another's writeback. Every row writes the same file name in the same
+// directory.
+
+// What one run of a row measured; negative: take the caller's measurement.
+struct RunResult {
+  std::uint64_t bytes = 0;
+  double seconds = -1;      // wall time of the save itself (Python rows)
+  double cpu_seconds = -1;  // the saver's own CPU time (Python rows)
+  double blocking = -1;     // write_async rows: until the call returned
+  std::string how;          // the row's note, when the run tells it (the backend auto picked)
+};
+
+struct Runner {
+  Row row;
+  std::function<RunResult()> once;  // null: the row could not be set up (row.note says why)
+  bool ran = false;
+  std::uint64_t setup_rss = 0;     // what setting the row up added (a writer's ring)
+  std::uint64_t baseline_rss = 0;  // RSS before the row's first run
+};
+
+// `make()`, with the RSS it added noted in the Runner.
+Runner set_up(const std::function<Runner()>& make) {
+  const std::uint64_t before = status_kib("VmRSS:") * 1024;
+  Runner runner = make();
+  const std::uint64_t after = status_kib("VmRSS:") * 1024;
+  runner.setup_rss = after > before ? after - before : 0;
+  return runner;
+}
+
 enum class WriteCall { kWrite, kWriteAsync };
 
-Row measure_writer(const std::string& name, IoBackendKind backend, const StateDict& model, const std::string& dir,
-                   const BenchOptions& options, Progress& progress, WriteCall call = WriteCall::kWrite) {
+Runner writer_runner(const std::string& name, IoBackendKind backend, const StateDict& model, const std::string& out,
+                     const BenchOptions& options, WriteCall call = WriteCall::kWrite) {
+  Runner runner;
+  runner.row.name = name;
   CheckpointWriterConfig config;
   config.io_backend = backend;
   config.direct_io = options.direct_io;
-  const std::uint64_t baseline_rss = status_kib("VmRSS:") * 1024;  // before the writer's ring exists
-  std::unique_ptr<CheckpointWriter> writer;
+  std::shared_ptr<CheckpointWriter> writer;
   try {
-    writer = std::make_unique<CheckpointWriter>(config, RankInfo{0, 1});
+    writer = std::make_shared<CheckpointWriter>(config, RankInfo{0, 1});
   } catch (const Error& e) {
-    Row row;
-    row.name = name;
-    row.note = std::string("unavailable: ") + e.what();
-    return row;
+    runner.row.note = std::string("unavailable: ") + e.what();
+    return runner;
   }
-  std::string how;
-  std::vector<double> blocking;  // warm-up calls first
-  Row row = measure(name, options, progress, [&] {
+  runner.once = [writer, &model, out, call] {
+    RunResult run;
     WriteResult result;
     if (call == WriteCall::kWriteAsync) {
       detail::Stopwatch blocked;
-      std::future<WriteResult> written = writer->write_async(dir, model);
-      blocking.push_back(blocked.elapsed());
+      std::future<WriteResult> written = writer->write_async(out, model);
+      run.blocking = blocked.elapsed();
       result = written.get();
     } else {
-      result = writer->write(dir, model);
+      result = writer->write(out, model);
     }
-    how = result.io_backend + (result.direct_io ? ", O_DIRECT" : ", buffered");
-    return result.bytes_written;
-  }, baseline_rss);
-  row.note = how;
-  if (call == WriteCall::kWriteAsync) {
-    row.blocking_seconds.assign(blocking.begin() + options.warmup, blocking.end());
-    char text[80];
-    std::snprintf(text, sizeof text, "; caller blocked %.3f s med", median(row.blocking_seconds));
-    row.note += text;
-  }
-  return row;
+    run.bytes = result.bytes_written;
+    run.how = result.io_backend + (result.direct_io ? ", O_DIRECT" : ", buffered");
+    return run;
+  };
+  return runner;
 }
 
-// The filesystem's own limit: sequential writes of pre-filled aligned buffers.
-Row measure_limit(std::uint64_t bytes, const std::string& dir, const BenchOptions& options, Progress& progress) {
-  CheckpointWriterConfig config;
-  auto io = detail::make_backend(IoBackendKind::kAuto, config.queue_depth);
-  detail::BufferRing ring(config.ring_buffers, config.write_buffer_bytes);
+// The filesystem's own limit: sequential writes of pre-filled aligned buffers
+// through the auto backend, no copy, no CRC, no format.
+Runner limit_runner(std::uint64_t bytes, const std::string& out) {
+  struct Limit {
+    CheckpointWriterConfig config;
+    std::unique_ptr<detail::IoBackend> io = detail::make_backend(IoBackendKind::kAuto, config.queue_depth);
+    detail::BufferRing ring{config.ring_buffers, config.write_buffer_bytes};
+    bool direct = false;
+  };
+  auto limit = std::make_shared<Limit>();
   std::mt19937_64 rng(1);
-  for (std::size_t i = 0; i < ring.count(); ++i) {
-    auto* words = reinterpret_cast<std::uint64_t*>(ring.data(i));
-    for (std::size_t w = 0; w < ring.buffer_bytes() / 8; ++w) words[w] = rng();
+  for (std::size_t i = 0; i < limit->ring.count(); ++i) {
+    auto* words = reinterpret_cast<std::uint64_t*>(limit->ring.data(i));
+    for (std::size_t w = 0; w < limit->ring.buffer_bytes() / 8; ++w) words[w] = rng();
   }
-  const std::uint64_t block = detail::BufferRing::kAlignment;
-  const std::uint64_t rounded = (bytes + block - 1) / block * block;
-  bool direct = false;
-  Row row = measure("limit", options, progress, [&] {
-    const std::string path = dir + "/limit.bin";
-    detail::TempFile file(*io, path, config.direct_io);
-    direct = file.direct();
-    (void)io->preallocate(file.fd(), rounded);
+  Runner runner;
+  runner.row.name = "limit";
+  runner.row.note = std::string(limit->io->name()) + (limit->config.direct_io ? ", O_DIRECT" : ", buffered");
+  runner.once = [limit, bytes, path = out + "/checkpoint_0.pt"] {
+    detail::IoBackend& io = *limit->io;
+    detail::BufferRing& ring = limit->ring;
+    const std::uint64_t block = detail::BufferRing::kAlignment;
+    const std::uint64_t rounded = (bytes + block - 1) / block * block;
+    detail::TempFile file(io, path, limit->config.direct_io);
+    (void)io.preallocate(file.fd(), rounded);
     {
-      auto queue = io->open_queue(file.fd(), ring, config.queue_depth);
+      auto queue = io.open_queue(file.fd(), ring, limit->config.queue_depth);
       std::vector<std::size_t> free;
       for (std::size_t i = 0; i < ring.count(); ++i) free.push_back(i);
       for (std::uint64_t offset = 0; offset < rounded;) {
@@ -225,15 +264,26 @@ Row measure_limit(std::uint64_t bytes, const std::string& dir, const BenchOption
       if (int rc = queue->error(); rc < 0) throw IoError("limit write failed", path, "", -rc);
     }
     file.publish(true);
-    return bytes;
-  });
-  row.note = std::string(io->name()) + (direct ? ", O_DIRECT" : ", buffered");
-  return row;
+    RunResult run;
+    run.bytes = bytes;
+    return run;
+  };
+  return runner;
 }
 
 std::string default_python() {
   if (const char* env = std::getenv("CKPTW_PYTHON"); env && *env) return env;
   return CKPTW_DEFAULT_PYTHON;
+}
+
+// In a forked child: runs `python args...`, or exits with 127.
+[[noreturn]] void exec_python(const std::string& python, std::vector<std::string> args) {
+  args.insert(args.begin(), python);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execv(python.c_str(), argv.data());
+  _exit(127);
 }
 
 // A reference row run by a script in the project's Python: torch.save of the
@@ -255,15 +305,11 @@ Row measure_python(const std::string& name, const std::string& script, const std
     dup2(pipe_fds[1], STDOUT_FILENO);
     ::close(pipe_fds[0]);
     ::close(pipe_fds[1]);
-    std::vector<std::string> argv_text = {python, script};
-    argv_text.insert(argv_text.end(), script_args.begin(), script_args.end());
-    argv_text.push_back(std::to_string(options.repeats));
-    argv_text.push_back(std::to_string(options.warmup));
-    std::vector<char*> argv_ptrs;
-    for (auto& a : argv_text) argv_ptrs.push_back(a.data());
-    argv_ptrs.push_back(nullptr);
-    execv(python.c_str(), argv_ptrs.data());
-    _exit(127);
+    std::vector<std::string> args = {script};
+    args.insert(args.end(), script_args.begin(), script_args.end());
+    args.push_back(std::to_string(options.repeats));
+    args.push_back(std::to_string(options.warmup));
+    exec_python(python, args);
   }
   ::close(pipe_fds[1]);
   std::string output;
@@ -294,6 +340,198 @@ Row measure_python(const std::string& name, const std::string& script, const std
     row.note = "torch " + result["torch_version"].get<std::string>() + ", CPU s/GB approximate";
   }
   return row;
+}
+
+// A Python saver (bench/python_save_bench.py) running for the whole table:
+// it loads the state dict once, then saves once per request, so its row
+// interleaves with the others.
+class PythonSaver {
+ public:
+  PythonSaver(const std::string& python, const std::vector<std::string>& args) {
+    // Close-on-exec, so that savers started later do not inherit this one's
+    // pipe ends (its stdin would then never see EOF); dup2 clears the flag
+    // on the child's stdin and stdout.
+    int to_child[2], from_child[2];
+    if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0) {
+      throw IoError("pipe failed", "", "", errno);
+    }
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(to_child[0], STDIN_FILENO);
+      dup2(from_child[1], STDOUT_FILENO);
+      for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) ::close(fd);
+      exec_python(python, args);
+    }
+    ::close(to_child[0]);
+    ::close(from_child[1]);
+    to_ = fdopen(to_child[1], "w");
+    from_ = fdopen(from_child[0], "r");
+    nlohmann::json ready = reply();
+    version_ = ready.value("version", "");
+  }
+  ~PythonSaver() { (void)finish(); }
+
+  const std::string& version() const { return version_; }
+
+  RunResult save() {
+    std::fputs("save\n", to_);
+    std::fflush(to_);
+    nlohmann::json answer = reply();
+    if (answer.contains("error")) throw Error(answer["error"].get<std::string>());
+    RunResult run;
+    run.bytes = answer["file_bytes"].get<std::uint64_t>();
+    run.seconds = answer["seconds"].get<double>();
+    run.cpu_seconds = answer["cpu_seconds"].get<double>();
+    return run;
+  }
+
+  // Ends the child; its peak RSS (load included).
+  std::uint64_t finish() {
+    if (pid_ <= 0) return peak_rss_;
+    if (to_) std::fclose(to_);
+    to_ = nullptr;
+    int status = 0;
+    rusage usage{};
+    wait4(pid_, &status, 0, &usage);
+    pid_ = -1;
+    if (from_) std::fclose(from_);
+    from_ = nullptr;
+    peak_rss_ = static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
+    return peak_rss_;
+  }
+
+ private:
+  nlohmann::json reply() {
+    char* line = nullptr;
+    std::size_t capacity = 0;
+    const ssize_t n = getline(&line, &capacity, from_);
+    std::string text = n > 0 ? std::string(line, static_cast<std::size_t>(n)) : std::string();
+    std::free(line);
+    if (text.empty()) throw Error("the Python saver exited (see its error above)");
+    return nlohmann::json::parse(text);
+  }
+
+  pid_t pid_ = -1;
+  FILE* to_ = nullptr;
+  FILE* from_ = nullptr;
+  std::string version_;
+  std::uint64_t peak_rss_ = 0;
+};
+
+Runner python_runner(const std::string& saver, const std::string& source, const std::string& out,
+                     std::vector<std::function<void(Row&)>>* finishers) {
+  Runner runner;
+  runner.row.name = saver;
+  const std::string python = default_python();
+  if (access(python.c_str(), X_OK) != 0 || access(CKPTW_PYTHON_SAVE_SCRIPT, R_OK) != 0) {
+    runner.row.note = "missing: no Python at " + python + " (set CKPTW_PYTHON)";
+    return runner;
+  }
+  std::shared_ptr<PythonSaver> process;
+  try {
+    process = std::make_shared<PythonSaver>(python, std::vector<std::string>{CKPTW_PYTHON_SAVE_SCRIPT, source, out, saver});
+  } catch (const std::exception& e) {
+    runner.row.note = std::string("failed: ") + e.what();
+    return runner;
+  }
+  runner.row.note = process->version();
+  runner.once = [process] { return process->save(); };
+  finishers->push_back([process](Row& row) { row.peak_rss_bytes = process->finish(); });
+  return runner;
+}
+
+// Empties `out` and waits for the filesystem to finish what that left to do.
+void clear_output(const std::string& out) {
+  std::error_code ignored;
+  for (const auto& entry : fs::directory_iterator(out, ignored)) fs::remove_all(entry.path(), ignored);
+  int fd = ::open(out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)::syncfs(fd);
+    ::close(fd);
+  }
+}
+
+// Runs the rows warm-up + repeats rounds, rotating the order every round;
+// `order` gets the names in the order they ran, round by round.
+std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out, const BenchOptions& options,
+                            Progress& progress, std::vector<std::vector<std::string>>& order) {
+  const std::size_t n = runners.size();
+  for (int round = 0; round < options.warmup + options.repeats; ++round) {
+    const bool timed = round >= options.warmup;
+    order.emplace_back();
+    for (std::size_t k = 0; k < n; ++k) {
+      Runner& runner = runners[timed ? (k + static_cast<std::size_t>(round - options.warmup)) % n : k];
+      if (!runner.once) continue;
+      order.back().push_back(runner.row.name);
+      Row& row = runner.row;
+      clear_output(out);
+      progress.line(row.name + (timed ? ": repeat " + std::to_string(round - options.warmup + 1) + "/" +
+                                            std::to_string(options.repeats)
+                                      : ": warm-up " + std::to_string(round + 1) + "/" + std::to_string(options.warmup)));
+      if (!runner.ran) runner.baseline_rss = status_kib("VmRSS:") * 1024;
+      reset_peak_rss();
+      const double cpu_before = cpu_seconds_self();
+      detail::Stopwatch clock;
+      RunResult run;
+      try {
+        run = runner.once();
+      } catch (const std::exception& e) {
+        row.note = std::string("failed: ") + e.what();
+        row.seconds.clear();
+        runner.once = nullptr;
+        continue;
+      }
+      const double wall = clock.elapsed();
+      const double cpu = cpu_seconds_self() - cpu_before;
+      const std::uint64_t peak = status_kib("VmHWM:") * 1024;
+      if (!run.how.empty()) row.note = run.how;
+      row.bytes = run.bytes;
+      if (run.seconds < 0) {  // this process's own work: its peak and what it added
+        row.peak_rss_bytes = std::max(row.peak_rss_bytes, peak);
+        if (!runner.ran) {
+          row.extra_rss_bytes = runner.setup_rss + (peak > runner.baseline_rss ? peak - runner.baseline_rss : 0);
+        }
+      }
+      runner.ran = true;
+      if (!timed) continue;
+      row.seconds.push_back(run.seconds >= 0 ? run.seconds : wall);
+      row.cpu_seconds += run.cpu_seconds >= 0 ? run.cpu_seconds : cpu;
+      if (run.blocking >= 0) row.blocking_seconds.push_back(run.blocking);
+    }
+  }
+  std::vector<Row> rows;
+  for (Runner& runner : runners) {
+    Row& row = runner.row;
+    if (!row.blocking_seconds.empty()) {
+      char text[80];
+      std::snprintf(text, sizeof text, "; caller blocked %.3f s med", median(row.blocking_seconds));
+      row.note += text;
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// The auto row and the forced row it picked are one configuration: how far
+// apart their medians land is the noise every other ratio is read against.
+struct NoiseFloor {
+  std::string a, b;
+  double ratio = 0;  // larger median / smaller median
+};
+
+std::optional<NoiseFloor> noise_floor(const std::vector<Row>& rows) {
+  const Row* automatic = nullptr;
+  for (const Row& r : rows) {
+    if (r.name == "ckptw" && r.ok()) automatic = &r;
+  }
+  if (!automatic) return std::nullopt;
+  for (const Row& r : rows) {
+    if ((r.name == "ckptw-uring" || r.name == "ckptw-posix") && r.ok() && r.note == automatic->note) {
+      const double x = median(automatic->gbps()), y = median(r.gbps());
+      return NoiseFloor{automatic->name, r.name, std::max(x, y) / std::min(x, y)};
+    }
+  }
+  return std::nullopt;
 }
 
 void drop_from_page_cache(const std::string& path) {
@@ -392,28 +630,44 @@ int run_bench(const BenchOptions& options) {
 
   std::vector<Row> rows;
   const std::string ckpt_dir = dir + "/ckptw";
+  std::vector<std::vector<std::string>> order;
+  std::uint64_t file_bytes = 0;
   if (options.read) {
     rows = measure_reads(model, ckpt_dir, options, progress);
-  } else if (options.backend) {
-    rows.push_back(measure_writer("ckptw", *options.backend, model.state_dict, ckpt_dir, options, progress));
-    rows.push_back(measure_writer("ckptw-async", *options.backend, model.state_dict, ckpt_dir, options, progress,
-                                  WriteCall::kWriteAsync));
+    file_bytes = rows.front().bytes;
   } else {
-    rows.push_back(measure_writer("ckptw", IoBackendKind::kAuto, model.state_dict, ckpt_dir, options, progress));
-    rows.push_back(measure_writer("ckptw-posix", IoBackendKind::kPosix, model.state_dict, ckpt_dir, options, progress));
-    rows.push_back(measure_writer("ckptw-uring", IoBackendKind::kUring, model.state_dict, ckpt_dir, options, progress));
-    rows.push_back(measure_writer("ckptw-async", IoBackendKind::kAuto, model.state_dict, ckpt_dir, options, progress,
-                                  WriteCall::kWriteAsync));
-  }
-  const std::uint64_t file_bytes = rows.front().bytes;
-  if (!options.read) rows.push_back(measure_limit(file_bytes, dir, options, progress));
-  if (options.torch_save && !options.read) {
-    for (const char* saver : {"torch.save", "ckptw.save", "dcp", "safetensors"}) {
-      const std::string out = dir + "/" + saver;
-      fs::create_directories(out);
-      rows.push_back(measure_python(saver, CKPTW_PYTHON_SAVE_SCRIPT, {ckpt_dir + "/checkpoint_0.pt", out, saver},
-                                    options, progress));
-      fs::remove_all(out);  // the next row's writes get the same free space
+    // The source of the Python rows and the byte count of `limit`, written once, untimed.
+    progress.line("writing the model once (the Python rows load it)");
+    file_bytes = CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(dir + "/source", model.state_dict).bytes_written;
+    const std::string source = dir + "/source/checkpoint_0.pt";
+    const std::string out = dir + "/out";
+    fs::create_directories(out);
+    std::vector<Runner> runners;
+    auto writer_row = [&](const char* name, IoBackendKind backend, WriteCall call = WriteCall::kWrite) {
+      runners.push_back(set_up([&] { return writer_runner(name, backend, model.state_dict, out, options, call); }));
+    };
+    if (options.backend) {
+      writer_row("ckptw", *options.backend);
+      writer_row("ckptw-async", *options.backend, WriteCall::kWriteAsync);
+    } else {
+      writer_row("ckptw", IoBackendKind::kAuto);
+      writer_row("ckptw-posix", IoBackendKind::kPosix);
+      writer_row("ckptw-uring", IoBackendKind::kUring);
+      writer_row("ckptw-async", IoBackendKind::kAuto, WriteCall::kWriteAsync);
+    }
+    runners.push_back(set_up([&] { return limit_runner(file_bytes, out); }));
+    std::vector<std::function<void(Row&)>> finishers(runners.size());
+    if (options.torch_save) {
+      for (const char* saver : {"torch.save", "ckptw.save", "dcp", "safetensors"}) {
+        progress.line(std::string(saver) + ": starting " + CKPTW_PYTHON_SAVE_SCRIPT);
+        std::vector<std::function<void(Row&)>> finisher;
+        runners.push_back(python_runner(saver, source, out, &finisher));
+        finishers.push_back(finisher.empty() ? nullptr : finisher.front());
+      }
+    }
+    rows = run_rounds(runners, out, options, progress, order);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (finishers[i]) finishers[i](rows[i]);
     }
   }
   progress.done();
@@ -464,6 +718,10 @@ int run_bench(const BenchOptions& options) {
           {"fsync", defaults.fsync}}},
         {"rows", json_rows},
     };
+    if (!order.empty()) out["order"] = order;  // row names as they ran, one list per round (warm-up first)
+    if (auto noise = noise_floor(rows)) {
+      out["noise_floor"] = {{"rows", {noise->a, noise->b}}, {"ratio", noise->ratio}};
+    }
     if (options.json_file.empty()) {
       std::cout << out.dump(2) << "\n";
     } else {
@@ -488,7 +746,17 @@ int run_bench(const BenchOptions& options) {
                 r.cpu_seconds / (r.bytes / 1e9 * options.repeats), r.peak_rss_bytes / 1048576.0,
                 r.extra_rss_bytes / 1048576.0, r.note.c_str());
   }
-  std::printf("\nGB = 1e9 bytes; RSS in MiB; extra RSS = peak during the row minus RSS before it (the model is %.0f MiB).\n",
+  if (auto noise = noise_floor(rows)) {
+    std::printf("\nnoise floor: %s and %s run the same configuration; their medians differ by %.0f %%:\n"
+                "read the other ratios against it.\n",
+                noise->a.c_str(), noise->b.c_str(), (noise->ratio - 1) * 100);
+  }
+  if (!options.read) {
+    std::printf("\nRows interleaved: each round runs every row once, in an order rotated every round, the output\n"
+                "emptied and synced before each run.");
+  }
+  std::printf("\nGB = 1e9 bytes; RSS in MiB; extra RSS = peak during the row's first run minus RSS before it\n"
+              "(the model is %.0f MiB); the Python rows' peak RSS is their process's.\n",
               model.payload_bytes / 1048576.0);
   return 0;
 }

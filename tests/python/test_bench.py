@@ -1,0 +1,31 @@
+"""`ckptw bench` (through the package's console script) on a tiny model: every row runs,
+rounds are interleaved with a rotated order, the noise floor is reported, nothing is left."""
+import json
+import os
+import subprocess
+import sys
+
+
+def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
+    ckptw_cli = os.path.join(os.path.dirname(sys.executable), "ckptw")
+    out = subprocess.run([ckptw_cli, "bench", "--size", str(8 << 20), "--repeat", "3", "--warmup", "1",
+                          "--dir", str(tmp_path), "--json", str(tmp_path / "bench.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "noise floor:" in out.stdout
+    report = json.loads((tmp_path / "bench.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    names = ["ckptw", "ckptw-posix", "ckptw-uring", "ckptw-async", "limit",
+             "torch.save", "ckptw.save", "dcp", "safetensors"]
+    assert list(rows) == names
+    for name in names:
+        assert len(rows[name]["seconds"]) == 3, (name, rows[name]["note"])
+        assert rows[name]["gbps_median"] > 0 and rows[name]["cpu_s_per_gb"] > 0, name
+    # One warm-up round in table order, then three timed rounds, each rotated by one.
+    order = report["order"]
+    assert order[0] == names and order[1] == names
+    assert order[2] == names[1:] + names[:1] and order[3] == names[2:] + names[:2]
+    noise = report["noise_floor"]
+    assert noise["rows"][0] == "ckptw" and noise["rows"][1] in ("ckptw-uring", "ckptw-posix")
+    assert noise["ratio"] >= 1
+    assert sorted(os.listdir(tmp_path)) == ["bench.json"]  # the bench's temp directory is gone
