@@ -52,6 +52,11 @@ class FromIValue {
       if (auto it = strings_.find(text); it != strings_.end()) return it->second;
       return strings_.emplace(text, Value::string(text)).first->second;
     }
+    if (v.isDevice()) {
+      const c10::Device device = v.toDevice();
+      return Value::device(c10::DeviceTypeName(device.type(), /*lower_case=*/true),
+                           device.has_index() ? device.index() : -1);
+    }
     if (v.isTensor()) {
       const at::Tensor& t = v.toTensor();
       return shared(t.defined() ? static_cast<const void*>(t.unsafeGetTensorImpl()) : nullptr,
@@ -84,7 +89,7 @@ class FromIValue {
       });
     }
     throw FormatError("cannot save a value of type " + std::string(v.tagKind()) +
-                          " (supported: tensor, dict, list, tuple, int, float, bool, str, None; torch.load's "
+                          " (supported: tensor, dict, list, tuple, int, float, bool, str, None, Device; torch.load's "
                           "weights_only would refuse others too)",
                       "", key_path);
   }

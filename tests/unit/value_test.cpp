@@ -121,6 +121,19 @@ TEST(Value, SaveWritesOneFileAtItsPathAsTorchSaveDoes) {
   EXPECT_FALSE(std::filesystem::exists(tmp / "missing"));
 }
 
+TEST(Value, AStateDictsDevicesBecomeTorchDevices) {
+  StateDict sd = make_state_dict();
+  sd.insert("where", c10::IValue(c10::Device("cuda:1")));
+  sd.insert("host", c10::IValue(c10::Device("cpu")));
+  const Value::Ptr v = to_value(sd);
+  ASSERT_TRUE(v->get("where")->is(Value::Kind::kDevice));
+  EXPECT_EQ(v->get("where")->device_type(), "cuda");
+  EXPECT_EQ(v->get("where")->device_index(), 1);
+  EXPECT_EQ(v->get("host")->device_type(), "cpu");
+  EXPECT_EQ(v->get("host")->device_index(), -1);
+  EXPECT_EQ(to_ivalue(v->get("where")).toDevice(), c10::Device("cuda:1"));
+}
+
 TEST(Value, ParametersStayParametersAndOneSharedParameterIsPickledOnce) {
   testing::TempDir tmp;
   const Value::Ptr embed = Value::parameter(at::ones({4, 2}), true);
