@@ -2,7 +2,8 @@
 // directory on the chosen filesystem, fsync of file and directory included in
 // every figure, warm model in memory, one warm-up write per row first.
 // The rows run interleaved: each round runs every row once, in an order
-// rotated from round to round, after the warm-up rounds, the output directory
+// rotated from round to round and reversed every other round (so that no row
+// always follows the same one), after the warm-up rounds, the output directory
 // emptied and the filesystem synced before each run (so no row pays for
 // another's writeback); medians per row over the rounds. The auto row and the
 // forced row it picks are the same configuration, kept on purpose: their
@@ -460,7 +461,12 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
     const bool timed = round >= options.warmup;
     order.emplace_back();
     for (std::size_t k = 0; k < n; ++k) {
-      Runner& runner = runners[timed ? (k + static_cast<std::size_t>(round - options.warmup)) % n : k];
+      // Rotated by one every round, and reversed every other round: a plain
+      // rotation keeps each row's predecessor, and what the previous row
+      // left (its page cache, the disk's state) would land on the same row.
+      const std::size_t timed_round = static_cast<std::size_t>(round - options.warmup);
+      const std::size_t slot = timed_round % 2 ? n - 1 - k : k;
+      Runner& runner = runners[timed ? (slot + timed_round) % n : k];
       if (!runner.once) continue;
       order.back().push_back(runner.row.name);
       Row& row = runner.row;

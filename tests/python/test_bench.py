@@ -21,10 +21,13 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     for name in names:
         assert len(rows[name]["seconds"]) == 3, (name, rows[name]["note"])
         assert rows[name]["gbps_median"] > 0 and rows[name]["cpu_s_per_gb"] > 0, name
-    # One warm-up round in table order, then three timed rounds, each rotated by one.
+    # One warm-up round in table order, then three timed rounds, rotated by one each round and
+    # reversed every other round, so that no row always follows the same one.
     order = report["order"]
     assert order[0] == names and order[1] == names
-    assert order[2] == names[1:] + names[:1] and order[3] == names[2:] + names[:2]
+    assert order[2] == [names[(len(names) - 1 - k + 1) % len(names)] for k in range(len(names))]
+    assert order[3] == names[2:] + names[:2]
+    assert len({round_[round_.index("ckptw-uring") - 1] for round_ in order[1:]}) > 1
     noise = report["noise_floor"]
     assert noise["rows"][0] == "ckptw" and noise["rows"][1] in ("ckptw-uring", "ckptw-posix")
     assert noise["ratio"] >= 1
