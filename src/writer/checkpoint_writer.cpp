@@ -607,7 +607,7 @@ std::future<WriteResult> WriterInternals::write_async(CheckpointWriter& writer, 
                                                       const StateDict& state_dict, const HookArgs& kwargs,
                                                       std::exception_ptr* capture_error) {
   if (!writer.impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return writer.impl_->write_async(path, PlanInput{&state_dict, nullptr}, kwargs, capture_error);
+  return writer.impl_->write_async(path, PlanInput{&state_dict, nullptr, nullptr}, kwargs, capture_error);
 }
 
 WriteResult WriterInternals::write(CheckpointWriter& writer, const std::string& path, const PlanInput& input,
@@ -633,7 +633,7 @@ CheckpointWriter& CheckpointWriter::operator=(CheckpointWriter&&) noexcept = def
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict,
                                     const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
-  return impl_->write(path, detail::PlanInput{&state_dict, nullptr}, kwargs);
+  return impl_->write(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs);
 }
 
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict) {
@@ -643,7 +643,7 @@ WriteResult CheckpointWriter::write(const std::string& path, const StateDict& st
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict,
                                                        const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return impl_->write_async(path, detail::PlanInput{&state_dict, nullptr}, kwargs, nullptr);
+  return impl_->write_async(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr);
 }
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict) {
@@ -653,7 +653,7 @@ std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, 
 WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& value, const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
   if (!value) throw UsageError("write() of a null Value", path);
-  return impl_->write(path, detail::PlanInput{nullptr, value}, kwargs);
+  return impl_->write(path, detail::PlanInput{nullptr, value, nullptr}, kwargs);
 }
 
 WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& value) {
@@ -664,7 +664,7 @@ std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, 
                                                        const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
   if (!value) throw UsageError("write_async() of a null Value", path);
-  return impl_->write_async(path, detail::PlanInput{nullptr, value}, kwargs, nullptr);
+  return impl_->write_async(path, detail::PlanInput{nullptr, value, nullptr}, kwargs, nullptr);
 }
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const Value::Ptr& value) {
@@ -674,7 +674,7 @@ std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, 
 WriteResult CheckpointWriter::save(const std::string& file, const Value::Ptr& value) {
   if (!impl_) throw UsageError("save() on a moved-from CheckpointWriter", file);
   if (!value) throw UsageError("save() of a null Value", file);
-  return impl_->save(file, detail::PlanInput{nullptr, value});
+  return impl_->save(file, detail::PlanInput{nullptr, value, nullptr});
 }
 
 void CheckpointWriter::reserve(std::size_t bytes) {

@@ -1,11 +1,13 @@
 #include "support/fault_backend.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include <sys/stat.h>
 
@@ -398,6 +400,16 @@ std::size_t thread_count() {
     std::string comm;
     if (!std::getline(comm_file, comm)) continue;  // exited since the listing
     if (comm.rfind("iou-", 0) != 0) ++n;
+  }
+  return n;
+}
+
+std::size_t thread_count_settling_to(std::size_t expected) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  std::size_t n = thread_count();
+  while (n != expected && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    n = thread_count();
   }
   return n;
 }

@@ -129,5 +129,9 @@ std::size_t open_descriptor_count();
 /// them makes the check a race. A ring left open is still caught: its
 /// descriptor stays in open_descriptor_count().
 std::size_t thread_count();
+/// thread_count() once it is `expected`, or what it is after a second: a
+/// joined thread can still be listed for a moment (pthread_join returns when
+/// the thread has cleared its tid, before the kernel has released its task).
+std::size_t thread_count_settling_to(std::size_t expected);
 
 }  // namespace ckptw::testing

@@ -203,7 +203,9 @@ TEST(CheckpointWriter, BadInputNamesKeyPathAndLeavesNothing) {
          sd.insert("state", inner);
        },
        "state"},
-      {"unsupported object", [](StateDict& sd) { sd.insert("dev", c10::Device(c10::kCPU)); }, "dev"},
+      {"unsupported object",
+       [](StateDict& sd) { sd.insert("stream", c10::IValue(c10::Stream(c10::Stream::DEFAULT, c10::Device(c10::kCPU)))); },
+       "stream"},
   };
   for (const auto& c : cases) {
     TempDir tmp;
