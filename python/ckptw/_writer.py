@@ -11,7 +11,7 @@ import weakref
 
 from . import _C
 from .errors import CommitAborted
-from ._types import CheckpointWriterConfig, as_rank_info
+from ._types import CheckpointWriterConfig, RankInfo, as_rank_info
 
 
 def _raise_hook_error_first(context, aborted):
@@ -179,7 +179,7 @@ def save(obj, f, *, config=None) -> None:
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if config is not None:
-        writer = _C.Writer(config, _single_rank(), None, None)
+        writer = _C.Writer(config, RankInfo(0, 1), None, None)
         try:
             writer.save(path, obj)
         finally:
@@ -188,11 +188,6 @@ def save(obj, f, *, config=None) -> None:
     global _save_writer
     with _save_lock:  # one C++ writer is used by one thread at a time
         if _save_writer is None:
-            _save_writer = _C.Writer(CheckpointWriterConfig(), _single_rank(), None, None)
+            _save_writer = _C.Writer(CheckpointWriterConfig(), RankInfo(0, 1), None, None)
         _save_writer.save(path, obj)
 
-
-def _single_rank():
-    from ._types import RankInfo
-
-    return RankInfo(0, 1)

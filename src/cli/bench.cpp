@@ -287,8 +287,8 @@ std::string default_python() {
   _exit(127);
 }
 
-// A reference row run by a script in the project's Python: torch.save of the
-// same state dict, or torch.load of the same file (see the scripts).
+// The torch.load row of --read, run by bench/torch_load_bench.py in the
+// project's Python (the write table's Python rows are PythonSaver's).
 Row measure_python(const std::string& name, const std::string& script, const std::vector<std::string>& script_args,
                    const BenchOptions& options, Progress& progress) {
   Row row;
@@ -328,18 +328,11 @@ Row measure_python(const std::string& name, const std::string& script, const std
   row.bytes = result["file_bytes"].get<std::uint64_t>();
   row.seconds = result["seconds"].get<std::vector<double>>();
   row.peak_rss_bytes = static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
-  if (result.contains("cpu_seconds")) {
-    double cpu = 0;
-    for (double s : result["cpu_seconds"].get<std::vector<double>>()) cpu += s;
-    row.cpu_seconds = cpu;
-    row.note = result["version"].get<std::string>();
-  } else {
-    // Only the child's rusage: it covers start-up and the warm-up too; scale to the timed part.
-    const double total_cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
-                             usage.ru_stime.tv_usec / 1e6;
-    row.cpu_seconds = total_cpu * options.repeats / (options.repeats + options.warmup + 1);
-    row.note = "torch " + result["torch_version"].get<std::string>() + ", CPU s/GB approximate";
-  }
+  // Only the child's rusage: it covers start-up and the warm-up too; scale to the timed part.
+  const double total_cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
+                           usage.ru_stime.tv_usec / 1e6;
+  row.cpu_seconds = total_cpu * options.repeats / (options.repeats + options.warmup + 1);
+  row.note = "torch " + result["torch_version"].get<std::string>() + ", CPU s/GB approximate";
   return row;
 }
 
