@@ -1,4 +1,4 @@
-# Sourced by scripts/setup.sh and scripts/sanitize.sh: the compiler cache's
+# Sourced by scripts/setup.sh, scripts/sanitize.sh and scripts/test.sh: the compiler cache's
 # settings, the same for every build tree, and the build step.
 #
 # ccache hits across checkouts in other directories (CI clones afresh), and
@@ -24,3 +24,8 @@ ckptw_build() {
   done
   return 1
 }
+
+# How many ctest entries run at once (scripts/test.sh, scripts/sanitize.sh):
+# twice the cores, since much of the suite waits on fsync, sleeps and child
+# processes rather than computing. CKPTW_TEST_JOBS overrides it.
+ckptw_test_jobs() { echo "${CKPTW_TEST_JOBS:-$(($(nproc) * 2))}"; }

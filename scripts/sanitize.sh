@@ -42,9 +42,12 @@ case $mode in
     ;;
   tsan)
     flags=thread
-    ctest_args=(-L 'unit|faults' -E 'RealKills|BadPaths|FailedWriteKeeps|IoUringBlocked|ReadOnlyDirectory|run_in_child')
-    # The programs holding the unit and faults tests; the others (not built)
-    # show up in ctest only as unlabelled *_NOT_BUILT entries, which -L leaves out.
+    # Left out, the cases that fork a child which starts threads (TSan does
+    # not support that): kill_test (RealKills) whole, the others by a gtest
+    # filter, which gtest applies before its sharding.
+    ctest_args=(-L 'unit|faults' -E '^kill_test$')
+    export GTEST_FILTER='-*BadPaths*:*FailedWriteKeeps*:IoUringBlocked.*:*ReadOnlyDirectory*'
+    # The programs holding the unit and faults tests that run here.
     targets=(format_test writer_test barrier_test io_test fault_test reader_test)
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/sanitizers/tsan.supp
     # LibTorch's OpenMP (libgomp) synchronises through futexes TSan cannot
@@ -76,4 +79,4 @@ if [ "$step" != test ]; then
 fi
 [ "$step" != build ] || exit 0
 log "running the suite under -fsanitize=$flags"
-exec ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" "${ctest_args[@]}" "$@"
+exec ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(ckptw_test_jobs)" "${ctest_args[@]}" "$@"

@@ -10,11 +10,12 @@
 # (e.g. scripts/test.sh -L unit, scripts/test.sh -R interop).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source scripts/build-env.sh
 BUILD_DIR=${CKPTW_BUILD_DIR:-build}
 started=$SECONDS
 scripts/setup.sh || exit 1
 if (($#)); then
-  exec ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" "$@"
+  exec ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(ckptw_test_jobs)" "$@"
 fi
 times=("set-up and build $((SECONDS - started)) s")
 failed=()
@@ -39,7 +40,7 @@ build_status() {
   grep -v '^\[sanitize\] \(configuring\|building\)' "$builds/$1.log" >&2 || true
   return "$(cat "$builds/$1.rc")"
 }
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" || failed+=(plain)
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(ckptw_test_jobs)" || failed+=(plain)
 times+=("plain suite $((SECONDS - stage)) s")
 
 stage=$SECONDS
