@@ -2,6 +2,12 @@
 //  * BM_Crc32Isal / BM_Crc32Zlib: CRC-32 of a 64 MiB buffer (the checksum every
 //    record needs), ISA-L as ckptw uses it against zlib as torch's miniz does.
 //    CPU only, no I/O.
+//  * BM_RingCopy/<how>: a 256 MiB payload into a ring of 4 x 8 MiB buffers
+//    with its CRC-32, as the writer's ring path does: 0 = memcpy each chunk,
+//    then CRC over the copy (before 2026-12-02); 1 = crc32_copy (CRC from the
+//    source per 64 KiB piece, non-temporal copy); 2 = memcpy alone, no CRC
+//    (the floor of a copy). CPU only; bytes/s of one core, i.e.
+//    1 / (CPU-seconds per GB).
 //  * BM_PlanSmallTensors: the encoder: planning (pickle + layout) of a state
 //    dict of N small tensors, i.e. the per-tensor overhead before any byte is
 //    written. CPU only; reported as records (tensors) per second.
@@ -12,6 +18,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <unistd.h>
 #include <random>
 #include <vector>
@@ -48,6 +55,29 @@ void BM_Crc32Zlib(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(data.size()));
 }
 BENCHMARK(BM_Crc32Zlib)->Unit(benchmark::kMillisecond);
+
+void BM_RingCopy(benchmark::State& state) {
+  const auto payload = random_bytes(256 << 20);
+  ckptw::detail::BufferRing ring(4, 8 << 20);
+  const int64_t how = state.range(0);
+  std::uint32_t crc = 0;
+  for (auto _ : state) {
+    std::size_t buffer = 0;
+    for (std::size_t done = 0; done < payload.size(); done += ring.buffer_bytes(), buffer = (buffer + 1) % ring.count()) {
+      unsigned char* dst = ring.data(buffer);
+      if (how == 1) {
+        crc = ckptw::detail::crc32_copy(dst, payload.data() + done, ring.buffer_bytes(), crc);
+      } else {
+        std::memcpy(dst, payload.data() + done, ring.buffer_bytes());
+        if (how == 0) crc = ckptw::detail::crc32_update(crc, dst, ring.buffer_bytes());
+      }
+      benchmark::ClobberMemory();
+    }
+    benchmark::DoNotOptimize(crc);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(payload.size()));
+}
+BENCHMARK(BM_RingCopy)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
 void BM_PlanSmallTensors(benchmark::State& state) {
   ckptw::StateDict sd = ckptw::make_state_dict();

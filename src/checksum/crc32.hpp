@@ -12,6 +12,15 @@ namespace ckptw::detail {
 /// crc32_update(crc32_update(0, a), b) == crc32 of a followed by b.
 std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t size);
 
+/// Copies `size` bytes from `src` to `dst` (not overlapping) and returns
+/// crc32_update(crc, src, size), in one pass over memory: each L2-sized piece
+/// is checksummed from the source, which leaves it in cache, and then copied
+/// from there with non-temporal stores, so the destination (a write buffer
+/// the kernel or the disk reads next) neither evicts the source nor is read
+/// for ownership. The stores are fenced before it returns: another thread or
+/// the kernel may read `dst` as soon as it does. Small copies take memcpy.
+std::uint32_t crc32_copy(void* dst, const void* src, std::size_t size, std::uint32_t crc);
+
 /// The GF(2) operator that moves a CRC-32 past `length` more bytes (zlib's
 /// crc32_combine matrices), as 32 columns. Computing one costs log2(length)
 /// matrix squarings; applying it is 32 conditional XORs, so slice CRCs of a

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -9,15 +11,20 @@
 namespace ckptw::detail {
 namespace {
 
+std::vector<unsigned char> random_bytes(std::size_t n) {
+  std::vector<unsigned char> data(n);
+  std::mt19937 rng(7);
+  for (auto& b : data) b = static_cast<unsigned char>(rng());
+  return data;
+}
+
 TEST(Crc32, StandardCheckValue) {
   EXPECT_EQ(crc32_update(0, "123456789", 9), 0xCBF43926u);  // zip/zlib CRC-32 check value
   EXPECT_EQ(crc32_update(0, "", 0), 0u);
 }
 
 TEST(Crc32, IncrementalEqualsOneShot) {
-  std::vector<unsigned char> data(1 << 20);
-  std::mt19937 rng(7);
-  for (auto& b : data) b = static_cast<unsigned char>(rng());
+  const std::vector<unsigned char> data = random_bytes(1 << 20);
   const std::uint32_t whole = crc32_update(0, data.data(), data.size());
   for (std::size_t split : {1u, 63u, 4096u, 777777u}) {
     std::uint32_t crc = crc32_update(0, data.data(), split);
@@ -28,9 +35,7 @@ TEST(Crc32, IncrementalEqualsOneShot) {
 
 // The combine the GPU checksum relies on, against ISA-L on random data.
 TEST(Crc32, CombineOfPartsEqualsTheWhole) {
-  std::vector<unsigned char> data((1 << 20) + 333);
-  std::mt19937 rng(11);
-  for (auto& b : data) b = static_cast<unsigned char>(rng());
+  const std::vector<unsigned char> data = random_bytes((1 << 20) + 333);
   const std::uint32_t whole = crc32_update(0, data.data(), data.size());
   for (std::size_t split : {std::size_t{0}, std::size_t{1}, std::size_t{127}, std::size_t{16384}, std::size_t{777777},
                             data.size()}) {
@@ -61,6 +66,31 @@ TEST(Crc32, ShiftOperatorsAgreeWithCombiningByteByByte) {
     EXPECT_EQ(crc32_math::update_bytes(table, crc_a, z.data(), zeros),
               crc32_combine(crc_a, crc32_update(0, z.data(), zeros), zeros))
         << zeros;
+  }
+}
+
+TEST(Crc32, CopyMatchesMemcpyThenCrcAtEveryAlignmentAroundItsThresholds) {
+  // crc32_copy streams from 64 KiB on, in 64 KiB pieces of whole cache lines
+  // after aligning the destination to 16 bytes: sizes at and around each
+  // boundary, the destination and source at every offset within a line.
+  const std::vector<unsigned char> src = random_bytes(300 * 1024 + 256);
+  std::vector<unsigned char> dst(src.size() + 64), expected(src.size() + 64);
+  for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{65535}, std::size_t{65536},
+                           std::size_t{65537}, std::size_t{65536 + 63}, std::size_t{131072 + 17},
+                           std::size_t{300 * 1024 + 1}}) {
+    for (std::size_t dst_offset : {0, 1, 15, 16, 33, 63}) {
+      for (std::size_t src_offset : {0, 7, 32}) {
+        std::fill(dst.begin(), dst.end(), 0xA5);
+        std::fill(expected.begin(), expected.end(), 0xA5);
+        std::memcpy(expected.data() + dst_offset, src.data() + src_offset, size);
+        const std::uint32_t seed = 0x12345678;
+        EXPECT_EQ(crc32_copy(dst.data() + dst_offset, src.data() + src_offset, size, seed),
+                  crc32_update(seed, src.data() + src_offset, size))
+            << size << " " << dst_offset << " " << src_offset;
+        EXPECT_EQ(dst, expected) << "bytes outside or inside the copy differ: " << size << " " << dst_offset << " "
+                                 << src_offset;
+      }
+    }
   }
 }
 
