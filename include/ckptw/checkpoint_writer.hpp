@@ -37,7 +37,15 @@ struct CKPTW_EXPORT WriteResult {
                                    ///< last device copy landed; 0 for write(), whose copies overlap the
                                    ///< file's writes (write_secs)
   double write_secs = 0;           ///< copying, checksumming and writing the bytes
-  double sync_secs = 0;            ///< fsync of the file, rename, fsync of the directory
+  double sync_secs = 0;            ///< fsync of the file, rename, fsync of the directory (the file's
+                                   ///< publication; a multi-rank commit's manifest is not in it)
+  // The CPU the write thread used (the caller's for write() and save(), the
+  // background thread's for write_async()): the kernel's own I/O threads and
+  // device copies are not in them.
+  double plan_cpu_secs = 0;        ///< in plan_secs
+  double write_cpu_secs = 0;       ///< in write_secs and sync_secs; copy_crc_secs is part of it
+  double copy_crc_secs = 0;        ///< of write_secs: copying bytes into the write buffers and computing
+                                   ///< CRC-32s, which never waits (so it is CPU time on an idle core)
   double pre_commit_secs = 0;      ///< pre_commit hook
   double barrier_secs = 0;         ///< waiting for the other ranks
   double post_commit_secs = 0;     ///< post_commit hook

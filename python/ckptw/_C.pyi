@@ -49,6 +49,9 @@ class WriteResult:
     stage_secs: float
     write_secs: float
     sync_secs: float
+    plan_cpu_secs: float
+    write_cpu_secs: float
+    copy_crc_secs: float
     pre_commit_secs: float
     barrier_secs: float
     post_commit_secs: float

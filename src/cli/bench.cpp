@@ -64,6 +64,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Where a ckptw row's CPU time goes (WriteResult's CPU figures): the write
+// thread's planning, its copies and CRCs, the rest of its write (submissions,
+// completions, the fsync calls), and everything else the process spent (the
+// kernel's I/O worker threads, the caller's thread during write_async).
+struct CpuPhases {
+  double plan = 0;
+  double copy_crc = 0;
+  double write_other = 0;
+  double other_threads = 0;
+  bool measured = false;
+};
+
 struct Row {
   std::string name;
   std::string note;                 // e.g. "missing: ..." or "posix, O_DIRECT"
@@ -73,6 +85,7 @@ struct Row {
   std::uint64_t peak_rss_bytes = 0;
   std::uint64_t extra_rss_bytes = 0;
   std::vector<double> blocking_seconds;  // write_async rows: until the call returned
+  CpuPhases cpu_phases;                  // ckptw rows: cpu_seconds by phase, over the timed repeats
   bool ok() const { return !seconds.empty(); }
   std::vector<double> gbps() const {
     std::vector<double> v;
@@ -171,6 +184,7 @@ struct RunResult {
   double seconds = -1;      // wall time of the save itself (Python rows)
   double cpu_seconds = -1;  // the saver's own CPU time (Python rows)
   double blocking = -1;     // write_async rows: until the call returned
+  CpuPhases cpu_phases;     // ckptw rows (other_threads is left to run_rounds)
   std::string how;          // the row's note, when the run tells it (the backend auto picked)
 };
 
@@ -219,6 +233,9 @@ Runner writer_runner(const std::string& name, IoBackendKind backend, const State
       result = writer->write(out, model);
     }
     run.bytes = result.bytes_written;
+    run.cpu_phases = CpuPhases{result.plan_cpu_secs, result.copy_crc_secs,
+                               // copy_crc_secs is wall time: a preempted copy can exceed the CPU clock
+                               std::max(0.0, result.write_cpu_secs - result.copy_crc_secs), 0, true};
     run.how = result.io_backend + (result.direct_io ? ", O_DIRECT" : ", buffered");
     return run;
   };
@@ -496,6 +513,14 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       row.seconds.push_back(run.seconds >= 0 ? run.seconds : wall);
       row.cpu_seconds += run.cpu_seconds >= 0 ? run.cpu_seconds : cpu;
       if (run.blocking >= 0) row.blocking_seconds.push_back(run.blocking);
+      if (run.cpu_phases.measured) {
+        const CpuPhases& p = run.cpu_phases;
+        row.cpu_phases.plan += p.plan;
+        row.cpu_phases.copy_crc += p.copy_crc;
+        row.cpu_phases.write_other += p.write_other;
+        row.cpu_phases.other_threads += std::max(0.0, cpu - p.plan - p.copy_crc - p.write_other);
+        row.cpu_phases.measured = true;
+      }
     }
   }
   std::vector<Row> rows;
@@ -694,6 +719,13 @@ int run_bench(const BenchOptions& options) {
                     {"cpu_s_per_gb", r.cpu_seconds / (r.bytes / 1e9 * options.repeats)},
                     {"peak_rss_bytes", r.peak_rss_bytes},
                     {"extra_rss_bytes", r.extra_rss_bytes}});
+        if (r.cpu_phases.measured) {
+          const double gb = r.bytes / 1e9 * options.repeats;
+          row["cpu_s_per_gb_by_phase"] = {{"plan", r.cpu_phases.plan / gb},
+                                          {"copy_crc", r.cpu_phases.copy_crc / gb},
+                                          {"write_other", r.cpu_phases.write_other / gb},
+                                          {"other_threads", r.cpu_phases.other_threads / gb}};
+        }
         if (!r.blocking_seconds.empty()) {
           row.update({{"blocking_seconds", r.blocking_seconds},
                       {"blocking_seconds_median", median(r.blocking_seconds)}});
@@ -744,6 +776,22 @@ int run_bench(const BenchOptions& options) {
                 *std::min_element(g.begin(), g.end()), *std::max_element(g.begin(), g.end()), ratio(r),
                 r.cpu_seconds / (r.bytes / 1e9 * options.repeats), r.peak_rss_bytes / 1048576.0,
                 r.extra_rss_bytes / 1048576.0, r.note.c_str());
+  }
+  bool phases_header = false;
+  for (const auto& r : rows) {
+    if (!r.ok() || !r.cpu_phases.measured) continue;
+    if (!phases_header) {
+      std::printf("\n%-12s %9s %9s %9s %9s   CPU s/GB by phase\n", "row", "plan", "copy+CRC", "write", "other");
+      phases_header = true;
+    }
+    const double gb = r.bytes / 1e9 * options.repeats;
+    std::printf("%-12s %9.3f %9.3f %9.3f %9.3f\n", r.name.c_str(), r.cpu_phases.plan / gb,
+                r.cpu_phases.copy_crc / gb, r.cpu_phases.write_other / gb, r.cpu_phases.other_threads / gb);
+  }
+  if (phases_header) {
+    std::printf("plan: walking the state dict and pickling (write_async: the whole capture); copy+CRC: into the\n"
+                "write buffers and the CRC-32s; write: the rest of the write thread (submissions, completions,\n"
+                "fsync); other: the process's other threads (the kernel's I/O workers).\n");
   }
   if (auto noise = noise_floor(rows)) {
     std::printf("\nnoise floor: %s and %s run the same configuration; their medians differ by %.0f %%:\n"

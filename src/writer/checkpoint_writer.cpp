@@ -78,6 +78,7 @@ class CheckpointWriter::Impl {
     wait_for_background_write();
     detail::Stopwatch total;
     detail::Stopwatch phase;
+    detail::ThreadCpuStopwatch cpu;
     WriteResult result;
     result.file = file;
     result.io_backend = io_->name();
@@ -86,8 +87,10 @@ class CheckpointWriter::Impl {
     const std::string dir = detail::parent_directory(file);
     detail::remove_stale_temp_files(*io_, dir, {detail::temp_prefix_for(detail::base_name(file))});
     result.plan_secs = phase.lap();
+    result.plan_cpu_secs = cpu.lap();
     (void)write_file(plan, result, [](const detail::Vote&) {});
-    result.write_secs = phase.lap();
+    result.write_secs = phase.lap() - result.sync_secs;
+    result.write_cpu_secs = cpu.lap();
     result.total_secs = total.elapsed();
     return result;
   }
@@ -106,6 +109,7 @@ class CheckpointWriter::Impl {
     job->kwargs = kwargs;
     job->arena = take_free_arena();
     detail::Stopwatch capture;
+    const detail::ThreadCpuStopwatch capture_cpu;
     try {
       job->plan = make_plan(file_path(path), input, job->planned);
       const double planned = capture.elapsed();
@@ -118,6 +122,7 @@ class CheckpointWriter::Impl {
     }
     note_staging_memory(job->arena);
     job->planned.plan_secs = capture.elapsed();
+    job->planned.plan_cpu_secs = capture_cpu.elapsed();
     if (capture_error) *capture_error = job->capture_error;
     std::future<WriteResult> future = job->result.get_future();
     {
@@ -161,6 +166,7 @@ class CheckpointWriter::Impl {
   WriteResult protocol(const std::string& path, const HookArgs& kwargs, const PlanStep& make_plan_step) {
     detail::Stopwatch total;
     detail::Stopwatch phase;
+    detail::ThreadCpuStopwatch cpu;
     WriteResult result;
     result.file = file_path(path);
     result.io_backend = io_->name();
@@ -201,6 +207,7 @@ class CheckpointWriter::Impl {
       if (rank0 && rank_info_.global_world_size > 1) remove_manifest(manifest_path, path);
     });
     result.plan_secs += phase.lap();  // write_async: after its capture, set by make_plan_step
+    result.plan_cpu_secs += cpu.lap();
     if (voting) {
       vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
     }
@@ -222,7 +229,8 @@ class CheckpointWriter::Impl {
       });
     });
     plan = detail::FilePlan();  // releases the state dict's tensors before the hooks and votes
-    result.write_secs = phase.lap();
+    result.write_secs = phase.lap() - result.sync_secs;
+    result.write_cpu_secs = cpu.lap();
     attempt("pre_commit", [&] {
       if (hook_) hook_->pre_commit(path, kwargs);
     });
@@ -404,6 +412,7 @@ class CheckpointWriter::Impl {
           result.tensor_count = job->planned.tensor_count;
           result.storage_count = job->planned.storage_count;
           result.plan_secs = job->planned.plan_secs;
+          result.plan_cpu_secs = job->planned.plan_cpu_secs;
           result.stage_secs = job->planned.stage_secs;
           return std::move(job->plan);
         }));
@@ -441,7 +450,10 @@ class CheckpointWriter::Impl {
       throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
     }
     before_publish(detail::Vote{true, streamed.bytes, streamed.directory_crc32, ""});
+    detail::Stopwatch publishing;
     file.publish(config_.fsync);
+    result.sync_secs = publishing.elapsed();
+    result.copy_crc_secs = streamed.copy_crc_secs;
     result.bytes_written = streamed.bytes;
     return streamed.directory_crc32;
   }

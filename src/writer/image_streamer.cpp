@@ -10,6 +10,7 @@
 #include "ckptw/error.hpp"
 #include "format/serialization_id.hpp"
 #include "format/zip_layout.hpp"
+#include "util/stopwatch.hpp"
 
 namespace ckptw::detail {
 namespace {
@@ -68,8 +69,13 @@ void ImageStreamer::append(const void* data, std::size_t size, std::uint32_t* cr
   while (size > 0) {
     std::size_t n = std::min(size, capacity - buffered_);
     unsigned char* dst = ring_.data(current_) + buffered_;
-    std::memcpy(dst, src, n);
-    if (crc) *crc = crc32_update(*crc, dst, n);  // the copy is still in cache
+    const Stopwatch copying;
+    if (crc) {
+      *crc = crc32_copy(dst, src, n, *crc);
+    } else {
+      std::memcpy(dst, src, n);
+    }
+    copy_crc_secs_ += copying.elapsed();
     buffered_ += n;
     src += n;
     size -= n;
@@ -93,7 +99,9 @@ void ImageStreamer::write_in_place(const unsigned char* data, std::size_t size, 
     while (externals_in_flight_ >= ring_.count()) take_completion();
     queue_->submit_external(data + done, n, buffer_offset_ + done);
     ++externals_in_flight_;
+    const Stopwatch checksumming;
     if (crc) *crc = crc32_update(*crc, data + done, n);
+    copy_crc_secs_ += checksumming.elapsed();
   }
   buffer_offset_ += size;
 }
@@ -145,7 +153,9 @@ void ImageStreamer::put_payload(const PlannedRecord& record, bool in_place, std:
   const std::uint64_t end = image_end_ + record.size;
   while (image_end_ < end) {
     const std::uint64_t next = std::min(end, (image_end_ / piece + 1) * piece);
+    const Stopwatch checksumming;
     if (crc) *crc = crc32_update(*crc, image_ + image_end_, static_cast<std::size_t>(next - image_end_));
+    copy_crc_secs_ += checksumming.elapsed();
     image_end_ = next;
     submit_image_through(image_end_, 0);
   }
@@ -159,6 +169,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   image_ = plan.image;
   image_end_ = 0;
   image_submitted_ = 0;
+  copy_crc_secs_ = 0;
   free_.clear();
   buffer_offset_ = 0;
   if (image_ == nullptr) {
@@ -234,7 +245,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
     throw Error("internal: streamed " + std::to_string(written) + " bytes, planned " + std::to_string(plan.file_size),
                 path);
   }
-  return Result{written, directory_crc};
+  return Result{written, directory_crc, copy_crc_secs_};
 }
 
 }  // namespace ckptw::detail

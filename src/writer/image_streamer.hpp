@@ -45,6 +45,7 @@ class ImageStreamer {
   struct Result {
     std::uint64_t bytes = 0;            ///< plan.file_size
     std::uint32_t directory_crc32 = 0;  ///< CRC-32 of the central directory and end records
+    double copy_crc_secs = 0;           ///< in copies into the ring and CRC-32 computations, which never wait
   };
   /// Records with a staged_ticket are written once `engine` says their copy
   /// landed.
@@ -74,6 +75,7 @@ class ImageStreamer {
   unsigned char* image_ = nullptr;       // plan.image, or nullptr: through the ring
   std::uint64_t image_end_ = 0;          // image mode: the image is final below it
   std::uint64_t image_submitted_ = 0;    // image mode: file bytes handed to the queue
+  double copy_crc_secs_ = 0;             // Result::copy_crc_secs so far
 };
 
 }  // namespace ckptw::detail

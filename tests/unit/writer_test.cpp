@@ -124,6 +124,34 @@ TEST(CheckpointWriter, FileListsTensorsAndPassesCrcCheck) {
   EXPECT_NO_THROW(detail::verify_record_crcs(result.file, file.index));
 }
 
+TEST(CheckpointWriter, ResultSplitsTimeAndCpuByPhase) {
+  // 64 MiB: enough copy and CRC work to register on every clock, on each
+  // backend, with and without O_DIRECT (the ring) and in place (buffered).
+  StateDict sd = make_state_dict();
+  sd.insert("w", at::rand({16, 1024, 1024}));
+  for (IoBackendKind backend : {IoBackendKind::kPosix, IoBackendKind::kUring}) {
+    for (bool direct : {true, false}) {
+      TempDir tmp;
+      CheckpointWriterConfig config;
+      config.io_backend = backend;
+      config.direct_io = direct;
+      CheckpointWriter writer(config, RankInfo{0, 1});
+      const WriteResult r = writer.write(tmp.path(), sd);
+      const std::string how = r.io_backend + (direct ? " direct" : " buffered");
+      EXPECT_GT(r.sync_secs, 0) << how;  // fsync is on by default
+      EXPECT_GT(r.write_secs, 0) << how;
+      EXPECT_GE(r.plan_secs + r.write_secs + r.sync_secs, 0.99 * (r.total_secs - r.pre_commit_secs - r.barrier_secs -
+                                                                   r.post_commit_secs) - 1e-3)
+          << how << ": the phases cover the call";
+      EXPECT_GT(r.copy_crc_secs, 0) << how;
+      EXPECT_LE(r.copy_crc_secs, r.write_secs) << how;
+      EXPECT_GT(r.write_cpu_secs, 0) << how;
+      EXPECT_GE(r.plan_cpu_secs, 0) << how;
+      EXPECT_LE(r.plan_cpu_secs + r.write_cpu_secs, r.total_secs + 0.05) << how << ": one thread's CPU";
+    }
+  }
+}
+
 TEST(CheckpointWriter, RewriteReplacesAtomicallyAndLeavesNoTempFiles) {
   TempDir tmp;
   CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
