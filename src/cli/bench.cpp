@@ -38,11 +38,15 @@
 #include <optional>
 #include <future>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -50,6 +54,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckptw/barriers.hpp"
 #include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/error.hpp"
@@ -208,7 +213,8 @@ Runner set_up(const std::function<Runner()>& make) {
 enum class WriteCall { kWrite, kWriteAsync };
 
 Runner writer_runner(const std::string& name, IoBackendKind backend, const StateDict& model, const std::string& out,
-                     const BenchOptions& options, WriteCall call = WriteCall::kWrite) {
+                     const BenchOptions& options, WriteCall call = WriteCall::kWrite, RankInfo rank = RankInfo{0, 1},
+                     std::shared_ptr<Barrier> barrier = nullptr) {
   Runner runner;
   runner.row.name = name;
   CheckpointWriterConfig config;
@@ -216,7 +222,7 @@ Runner writer_runner(const std::string& name, IoBackendKind backend, const State
   config.direct_io = options.direct_io;
   std::shared_ptr<CheckpointWriter> writer;
   try {
-    writer = std::make_shared<CheckpointWriter>(config, RankInfo{0, 1});
+    writer = std::make_shared<CheckpointWriter>(config, rank, barrier);
   } catch (const Error& e) {
     runner.row.note = std::string("unavailable: ") + e.what();
     return runner;
@@ -244,7 +250,7 @@ Runner writer_runner(const std::string& name, IoBackendKind backend, const State
 
 // The filesystem's own limit: sequential writes of pre-filled aligned buffers
 // through the auto backend, no copy, no CRC, no format.
-Runner limit_runner(std::uint64_t bytes, const std::string& out) {
+Runner limit_runner(std::uint64_t bytes, const std::string& out, const std::string& file_name = "checkpoint_0.pt") {
   struct Limit {
     CheckpointWriterConfig config;
     std::unique_ptr<detail::IoBackend> io = detail::make_backend(IoBackendKind::kAuto, config.queue_depth);
@@ -260,7 +266,7 @@ Runner limit_runner(std::uint64_t bytes, const std::string& out) {
   Runner runner;
   runner.row.name = "limit";
   runner.row.note = std::string(limit->io->name()) + (limit->config.direct_io ? ", O_DIRECT" : ", buffered");
-  runner.once = [limit, bytes, path = out + "/checkpoint_0.pt"] {
+  runner.once = [limit, bytes, path = out + "/" + file_name] {
     detail::IoBackend& io = *limit->io;
     detail::BufferRing& ring = limit->ring;
     const std::uint64_t block = detail::BufferRing::kAlignment;
@@ -462,6 +468,17 @@ void clear_output(const std::string& out) {
   }
 }
 
+// Which of `n` rows runs `k`-th in `round` (warm-up rounds first, in table
+// order): rotated by one every timed round, and reversed every other round,
+// since a plain rotation keeps each row's predecessor, and what the previous
+// row left (its page cache, the disk's state) would land on the same row.
+std::size_t row_at(int round, int warmup, std::size_t k, std::size_t n) {
+  if (round < warmup) return k;
+  const std::size_t timed_round = static_cast<std::size_t>(round - warmup);
+  const std::size_t slot = timed_round % 2 ? n - 1 - k : k;
+  return (slot + timed_round) % n;
+}
+
 // Runs the rows warm-up + repeats rounds, rotating the order every round;
 // `order` gets the names in the order they ran, round by round.
 std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out, const BenchOptions& options,
@@ -471,12 +488,7 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
     const bool timed = round >= options.warmup;
     order.emplace_back();
     for (std::size_t k = 0; k < n; ++k) {
-      // Rotated by one every round, and reversed every other round: a plain
-      // rotation keeps each row's predecessor, and what the previous row
-      // left (its page cache, the disk's state) would land on the same row.
-      const std::size_t timed_round = static_cast<std::size_t>(round - options.warmup);
-      const std::size_t slot = timed_round % 2 ? n - 1 - k : k;
-      Runner& runner = runners[timed ? (slot + timed_round) % n : k];
+      Runner& runner = runners[row_at(round, options.warmup, k, n)];
       if (!runner.once) continue;
       order.back().push_back(runner.row.name);
       Row& row = runner.row;
@@ -635,19 +647,295 @@ std::string filesystem_description(const std::string& dir) {
 
 }  // namespace
 
-int run_bench(const BenchOptions& options) {
-  Progress progress(/*quiet=*/false);
-  std::string pattern = (fs::path(options.dir) / "ckptw-bench-XXXXXX").string();
-  if (mkdtemp(pattern.data()) == nullptr) throw IoError("cannot create the benchmark directory", pattern, "", errno);
-  const std::string dir = pattern;
-  struct Cleanup {
-    std::string dir;
-    bool keep;
-    ~Cleanup() {
-      std::error_code ignored;
-      if (!keep) fs::remove_all(dir, ignored);
+// The run's temp directory inside --dir, removed at the end unless --keep.
+class BenchDirectory {
+ public:
+  explicit BenchDirectory(const BenchOptions& options) : keep_(options.keep) {
+    std::string pattern = (fs::path(options.dir) / "ckptw-bench-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw IoError("cannot create the benchmark directory", pattern, "", errno);
+    path_ = pattern;
+  }
+  ~BenchDirectory() {
+    std::error_code ignored;
+    if (!keep_) fs::remove_all(path_, ignored);
+  }
+  BenchDirectory(const BenchDirectory&) = delete;
+  BenchDirectory& operator=(const BenchDirectory&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  bool keep_;
+};
+
+// ---- --ranks N: several ranks writing at once --------------------------------
+//
+// The parent spawns N copies of this program (--rank-child), which find one
+// another through a TCPStore on loopback that rank 0 hosts (the ckptw row's
+// barrier, which also runs its vote and manifest). Every rank runs the same
+// rows in the same rotated order; before each run it empties its own output
+// and syncs, and all ranks then leave one barrier together and time the run
+// on CLOCK_MONOTONIC, which every process on the machine shares. The parent
+// turns each round's N (start, end) pairs into the node's figures.
+
+double monotonic_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+
+// Removes this rank's file from `dir` (its own only: other ranks may still be
+// writing theirs), then syncs the filesystem.
+void clear_rank_output(const std::string& dir, const std::string& rank_file) {
+  std::error_code ignored;
+  fs::remove(fs::path(dir) / rank_file, ignored);
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)::syncfs(fd);
+    ::close(fd);
+  }
+}
+
+int run_bench_rank(const BenchOptions& options) {
+  const RankInfo rank = RankInfo::from_env();
+  const bool rank0 = rank.global_rank == 0;
+  Progress progress(/*quiet=*/!rank0);
+  BarrierConfig barrier_config;
+  barrier_config.type = BarrierType::kTcpStore;
+  barrier_config.timeout_secs = 300;  // the slowest rank's model build and Python start-up
+  std::shared_ptr<Barrier> barrier = create_barrier_from_config(barrier_config, rank);
+
+  progress.line("building the synthetic model in each of " + std::to_string(rank.global_world_size) + " ranks");
+  SyntheticModel model = make_synthetic_model(options.size_bytes, options.seed);
+  const std::string rank_file = "checkpoint_" + std::to_string(rank.global_rank) + ".pt";
+  const std::string own = options.dir + "/rank" + std::to_string(rank.global_rank);
+  const std::string shared = options.dir + "/ckptw";  // every rank's file and the manifest, as in training
+  for (const std::string& d : {own + "/limit", own + "/torch", shared}) fs::create_directories(d);
+  const std::uint64_t file_bytes =
+      CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(own + "/source", model.state_dict).bytes_written;
+
+  // Each row's output, and the name its file has there. A row clears only
+  // its own before it runs, so each row's last files stay (--keep).
+  std::vector<Runner> runners;
+  std::vector<std::pair<std::string, std::string>> outputs;
+  runners.push_back(writer_runner("ckptw", options.backend.value_or(IoBackendKind::kAuto), model.state_dict, shared,
+                                  options, WriteCall::kWrite, rank, barrier));
+  outputs.emplace_back(shared, rank_file);
+  runners.push_back(limit_runner(file_bytes, own + "/limit", rank_file));
+  outputs.emplace_back(own + "/limit", rank_file);
+  std::vector<std::function<void(Row&)>> finishers;
+  if (options.torch_save) {
+    runners.push_back(python_runner("torch.save", own + "/source/checkpoint_0.pt", own + "/torch", &finishers));
+    outputs.emplace_back(own + "/torch", "checkpoint_0.pt");  // bench/python_save_bench.py's name
+  }
+  for (const Runner& r : runners) {
+    if (!r.once) throw Error("rank " + std::to_string(rank.global_rank) + ": row " + r.row.name + " " + r.row.note);
+  }
+  const std::size_t n = runners.size();
+  barrier->execute_barrier();  // every rank set up
+  for (int round = 0; round < options.warmup + options.repeats; ++round) {
+    const bool timed = round >= options.warmup;
+    const std::size_t timed_round = timed ? static_cast<std::size_t>(round - options.warmup) : 0;
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t which = row_at(round, options.warmup, k, n);  // the same in every rank
+      Runner& runner = runners[which];
+      progress.line(runner.row.name + (timed ? ": repeat " + std::to_string(timed_round + 1) : ": warm-up") + ", " +
+                    std::to_string(rank.global_world_size) + " ranks");
+      clear_rank_output(outputs[which].first, outputs[which].second);
+      barrier->execute_barrier();
+      const double cpu_before = cpu_seconds_self();
+      const double start = monotonic_seconds();
+      const RunResult run = runner.once();
+      const double end = monotonic_seconds();
+      const double cpu = run.cpu_seconds >= 0 ? run.cpu_seconds : cpu_seconds_self() - cpu_before;
+      if (!timed) continue;
+      nlohmann::json line = {{"row", runner.row.name}, {"round", timed_round}, {"start", start},
+                             {"end", run.seconds >= 0 ? start + run.seconds : end},
+                             {"bytes", run.bytes}, {"cpu_seconds", cpu},
+                             {"note", run.how.empty() ? runner.row.note : run.how}};
+      std::cout << line.dump() << std::endl;
     }
-  } cleanup{dir, options.keep};
+  }
+  progress.done();
+  barrier->execute_barrier();  // no rank's store (rank 0's) goes away while another still needs it
+  return 0;
+}
+
+int free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw IoError("cannot find a free loopback port for the ranks' TCPStore", "127.0.0.1", "", errno);
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// One row of the --ranks table: per timed round, every rank's run.
+struct RankRow {
+  std::string name;
+  std::string note;
+  std::map<int, std::vector<nlohmann::json>> rounds;
+  std::vector<double> aggregate_gbps() const {
+    std::vector<double> v;
+    for (const auto& [round, runs] : rounds) {
+      double first = 1e300, last = 0, bytes = 0;
+      for (const auto& r : runs) {
+        first = std::min(first, r["start"].get<double>());
+        last = std::max(last, r["end"].get<double>());
+        bytes += r["bytes"].get<double>();
+      }
+      v.push_back(bytes / (last - first) / 1e9);
+    }
+    return v;
+  }
+  std::vector<double> slowest_rank_seconds() const {
+    std::vector<double> v;
+    for (const auto& [round, runs] : rounds) {
+      double slowest = 0;
+      for (const auto& r : runs) slowest = std::max(slowest, r["end"].get<double>() - r["start"].get<double>());
+      v.push_back(slowest);
+    }
+    return v;
+  }
+  double cpu_s_per_gb() const {
+    double cpu = 0, bytes = 0;
+    for (const auto& [round, runs] : rounds) {
+      for (const auto& r : runs) {
+        cpu += r["cpu_seconds"].get<double>();
+        bytes += r["bytes"].get<double>();
+      }
+    }
+    return cpu / (bytes / 1e9);
+  }
+};
+
+int run_bench_ranks(const BenchOptions& options) {
+  const BenchDirectory bench_dir(options);
+  const std::string& dir = bench_dir.path();
+
+  const int port = free_loopback_port();
+  std::vector<std::string> args = {"/proc/self/exe", "bench", "--rank-child", "--dir", dir,
+                                   "--size", std::to_string(options.size_bytes), "--seed", std::to_string(options.seed),
+                                   "--repeat", std::to_string(options.repeats), "--warmup",
+                                   std::to_string(options.warmup)};
+  if (!options.torch_save) args.push_back("--no-torch");
+  if (!options.direct_io) args.push_back("--buffered");
+  if (options.backend) args.insert(args.end(), {"--backend", *options.backend == IoBackendKind::kUring ? "uring"
+                                                           : *options.backend == IoBackendKind::kPosix ? "posix" : "auto"});
+  struct Child {
+    pid_t pid = -1;
+    FILE* out = nullptr;
+  };
+  std::vector<Child> children;
+  for (int r = 0; r < options.ranks; ++r) {
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw IoError("pipe failed", "", "", errno);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      dup2(pipe_fds[1], STDOUT_FILENO);
+      setenv("RANK", std::to_string(r).c_str(), 1);
+      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(options.ranks).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      unsetenv("TORCHELASTIC_USE_AGENT_STORE");
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+    ::close(pipe_fds[1]);
+    children.push_back(Child{pid, fdopen(pipe_fds[0], "r")});
+  }
+  std::vector<RankRow> rows;
+  std::vector<std::string> failures;
+  for (std::size_t r = 0; r < children.size(); ++r) {
+    char* text = nullptr;
+    std::size_t capacity = 0;
+    while (getline(&text, &capacity, children[r].out) > 0) {
+      const nlohmann::json line = nlohmann::json::parse(text);
+      const std::string name = line["row"].get<std::string>();
+      auto it = std::find_if(rows.begin(), rows.end(), [&](const RankRow& row) { return row.name == name; });
+      if (it == rows.end()) it = rows.insert(rows.end(), RankRow{name, line.value("note", ""), {}});
+      it->rounds[line["round"].get<int>()].push_back(line);
+    }
+    std::free(text);
+    std::fclose(children[r].out);
+    int status = 0;
+    waitpid(children[r].pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      failures.push_back("rank " + std::to_string(r) + (WIFEXITED(status) ? " exited with " + std::to_string(WEXITSTATUS(status))
+                                                                           : " was killed by signal " + std::to_string(WTERMSIG(status))));
+    }
+  }
+  if (!failures.empty()) {
+    std::string what;
+    for (const auto& f : failures) what += (what.empty() ? "" : "; ") + f;
+    throw Error("ckptw bench --ranks " + std::to_string(options.ranks) + ": " + what + " (its error is above)");
+  }
+  for (const RankRow& row : rows) {
+    for (const auto& [round, runs] : row.rounds) {
+      if (static_cast<int>(runs.size()) != options.ranks) {
+        throw Error("ckptw bench --ranks: row " + row.name + " round " + std::to_string(round) + " has " +
+                    std::to_string(runs.size()) + " ranks' results");
+      }
+    }
+  }
+  const std::string machine = machine_description();
+  const std::string filesystem = filesystem_description(options.dir);
+  if (options.json) {
+    nlohmann::json json_rows = nlohmann::json::array();
+    for (const RankRow& row : rows) {
+      const auto g = row.aggregate_gbps();
+      nlohmann::json raw = nlohmann::json::array();
+      for (const auto& [round, runs] : row.rounds) raw.push_back(runs);
+      json_rows.push_back({{"name", row.name}, {"note", row.note},
+                           {"aggregate_gbps_median", median(g)}, {"aggregate_gbps", g},
+                           {"slowest_rank_seconds_median", median(row.slowest_rank_seconds())},
+                           {"cpu_s_per_gb", row.cpu_s_per_gb()}, {"runs", raw}});
+    }
+    nlohmann::json out = {{"machine", machine}, {"filesystem", filesystem}, {"ranks", options.ranks},
+                          {"config", {{"repeats", options.repeats}, {"warmup", options.warmup},
+                                      {"size", options.size_bytes}, {"direct_io", options.direct_io}}},
+                          {"rows", json_rows}};
+    if (options.json_file.empty()) {
+      std::cout << out.dump(2) << "\n";
+      return 0;
+    }
+    std::ofstream(options.json_file) << out.dump(2) << "\n";
+  }
+  std::printf("ckptw bench --ranks %d: %d rank process%s, each writing the synthetic model (%.3f GB payload),\n"
+              "all at once; %d repeats after %d warm-up, fsync on\n", options.ranks, options.ranks,
+              options.ranks == 1 ? "" : "es", options.size_bytes / 1e9, options.repeats, options.warmup);
+  std::printf("machine:    %s\nfilesystem: %s\n\n", machine.c_str(), filesystem.c_str());
+  std::printf("%-12s %12s %9s %9s %14s %9s  %s\n", "row", "node GB/s med", "min", "max", "slowest rank s", "CPU s/GB",
+              "how");
+  for (const RankRow& row : rows) {
+    const auto g = row.aggregate_gbps();
+    std::printf("%-12s %12.3f %9.3f %9.3f %14.3f %9.3f  %s\n", row.name.c_str(), median(g),
+                *std::min_element(g.begin(), g.end()), *std::max_element(g.begin(), g.end()),
+                median(row.slowest_rank_seconds()), row.cpu_s_per_gb(), row.note.c_str());
+  }
+  std::printf("\nnode GB/s = all ranks' bytes / (first rank's start to last rank's end), the ranks released by one\n"
+              "barrier; CPU s/GB summed over the ranks. ckptw: one writer per rank with the vote and manifest\n"
+              "(TCPStore on loopback); limit: raw O_DIRECT writes of the same bytes in each rank; torch.save: one\n"
+              "Python saver per rank. Rows interleaved as in the single-process table.\n");
+  return 0;
+}
+
+int run_bench(const BenchOptions& options) {
+  if (options.rank_child) return run_bench_rank(options);
+  if (options.ranks > 0) return run_bench_ranks(options);
+  Progress progress(/*quiet=*/false);
+  const BenchDirectory bench_dir(options);
+  const std::string& dir = bench_dir.path();
 
   progress.line("building the synthetic model (" + std::to_string(options.size_bytes) + " bytes)");
   SyntheticModel model = make_synthetic_model(options.size_bytes, options.seed);

@@ -26,6 +26,12 @@ struct BenchOptions {
   /// Measure reading instead: CheckpointReader, a raw O_DIRECT read and
   /// torch.load of the same file.
   bool read = false;
+  /// --ranks N (0: the single-process table): N processes, one per rank,
+  /// write at once, and the table gives node-level aggregates.
+  int ranks = 0;
+  /// Set in those processes (hidden --rank-child): run one rank's rounds,
+  /// with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the parent.
+  bool rank_child = false;
 };
 
 /// Runs the benchmark and prints its report; returns the exit code.

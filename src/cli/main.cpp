@@ -192,6 +192,14 @@ int main(int argc, char** argv) {
   bench->add_flag("--read", bench_options.read,
                   "Measure reading instead: CheckpointReader, a raw O_DIRECT read and torch.load of the same file, "
                   "each cold (page cache dropped before every repeat)");
+  bench->add_option("--ranks", bench_options.ranks,
+                    "Node-level figures: N processes (one per rank, spawned here, a TCPStore on loopback) each\n"
+                    "write their own checkpoint_{rank}.pt of the model at once, released by one barrier: ckptw with\n"
+                    "the vote and manifest, the raw-write limit and torch.save; aggregate GB/s, the slowest rank and\n"
+                    "CPU s/GB summed over the ranks")
+      ->check(CLI::Range(1, 1024))
+      ->excludes("--read");
+  bench->add_flag("--rank-child", bench_options.rank_child)->group("");  // set by --ranks in the processes it spawns
 
   CLI11_PARSE(app, argc, argv);
   try {

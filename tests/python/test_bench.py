@@ -32,3 +32,39 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     assert noise["rows"][0] == "ckptw" and noise["rows"][1] in ("ckptw-uring", "ckptw-posix")
     assert noise["ratio"] >= 1
     assert sorted(os.listdir(tmp_path)) == ["bench.json"]  # the bench's temp directory is gone
+
+
+def test_bench_ranks_writes_every_rank_at_once_and_each_file_loads(tmp_path):
+    """--ranks 2: two real rank processes (a TCPStore on loopback) per row and round; the node
+    figures come from both ranks' runs, and what each rank wrote is a committed checkpoint
+    that torch.load reads."""
+    import torch
+
+    ckptw_cli = os.path.join(os.path.dirname(sys.executable), "ckptw")
+    out = subprocess.run([ckptw_cli, "bench", "--ranks", "2", "--size", str(4 << 20), "--repeat", "2",
+                          "--warmup", "0", "--keep", "--dir", str(tmp_path), "--json", str(tmp_path / "ranks.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "node GB/s" in out.stdout
+    report = json.loads((tmp_path / "ranks.json").read_text())
+    assert report["ranks"] == 2
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == ["ckptw", "limit", "torch.save"]
+    for name, row in rows.items():
+        assert len(row["aggregate_gbps"]) == 2 and row["aggregate_gbps_median"] > 0, name
+        assert row["slowest_rank_seconds_median"] > 0 and row["cpu_s_per_gb"] > 0, name
+        for runs in row["runs"]:
+            assert sorted(r["round"] for r in runs) == [runs[0]["round"]] * 2, name
+            # The node figure spans both ranks' runs: from the earlier start to the later end.
+            span = max(r["end"] for r in runs) - min(r["start"] for r in runs)
+            assert span >= max(r["end"] - r["start"] for r in runs), name
+    [kept] = [p for p in tmp_path.iterdir() if p.name.startswith("ckptw-bench-")]
+    committed = kept / "ckptw"
+    manifest = json.loads((committed / "checkpoint_manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    ranks = [torch.load(committed / f"checkpoint_{r}.pt", weights_only=True) for r in range(2)]
+    source = torch.load(kept / "rank0" / "source" / "checkpoint_0.pt", weights_only=True)
+    for loaded in ranks + [torch.load(kept / f"rank{r}" / "torch" / "checkpoint_0.pt", weights_only=True)
+                           for r in range(2)]:
+        assert list(loaded) == list(source)
+        assert all(torch.equal(loaded[k], source[k]) for k in source)
