@@ -44,8 +44,8 @@ struct CKPTW_EXPORT WriteResult {
   // device copies are not in them.
   double plan_cpu_secs = 0;        ///< in plan_secs
   double write_cpu_secs = 0;       ///< in write_secs and sync_secs; copy_crc_secs is part of it
-  double copy_crc_secs = 0;        ///< of write_secs: copying bytes into the write buffers and computing
-                                   ///< CRC-32s, which never waits (so it is CPU time on an idle core)
+  double copy_crc_secs = 0;        ///< of write_secs: copying payloads into the write buffers and computing
+                                   ///< their CRC-32s, which never waits (so it is CPU time on an idle core)
   double pre_commit_secs = 0;      ///< pre_commit hook
   double barrier_secs = 0;         ///< waiting for the other ranks
   double post_commit_secs = 0;     ///< post_commit hook

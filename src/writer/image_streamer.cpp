@@ -69,13 +69,13 @@ void ImageStreamer::append(const void* data, std::size_t size, std::uint32_t* cr
   while (size > 0) {
     std::size_t n = std::min(size, capacity - buffered_);
     unsigned char* dst = ring_.data(current_) + buffered_;
-    const Stopwatch copying;
     if (crc) {
+      const Stopwatch copying;  // payloads only: headers and descriptors are a few dozen bytes each
       *crc = crc32_copy(dst, src, n, *crc);
+      copy_crc_secs_ += copying.elapsed();
     } else {
       std::memcpy(dst, src, n);
     }
-    copy_crc_secs_ += copying.elapsed();
     buffered_ += n;
     src += n;
     size -= n;

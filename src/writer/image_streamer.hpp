@@ -45,7 +45,7 @@ class ImageStreamer {
   struct Result {
     std::uint64_t bytes = 0;            ///< plan.file_size
     std::uint32_t directory_crc32 = 0;  ///< CRC-32 of the central directory and end records
-    double copy_crc_secs = 0;           ///< in copies into the ring and CRC-32 computations, which never wait
+    double copy_crc_secs = 0;           ///< in payload copies into the ring and CRC-32 computations, which never wait
   };
   /// Records with a staged_ticket are written once `engine` says their copy
   /// landed.
