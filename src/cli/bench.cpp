@@ -91,6 +91,9 @@ struct Row {
   std::uint64_t extra_rss_bytes = 0;
   std::vector<double> blocking_seconds;  // write_async rows: until the call returned
   CpuPhases cpu_phases;                  // ckptw rows: cpu_seconds by phase, over the timed repeats
+  std::vector<double> copy_crc_seconds;  // ckptw rows: per timed repeat
+  std::vector<std::int64_t> minor_faults;  // rows run in this process: per timed repeat
+  std::vector<double> steal_seconds;       // per timed repeat, the whole machine's
   bool ok() const { return !seconds.empty(); }
   std::vector<double> gbps() const {
     std::vector<double> v;
@@ -110,6 +113,23 @@ double cpu_seconds_self() {
   getrusage(RUSAGE_SELF, &usage);
   auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
   return secs(usage.ru_utime) + secs(usage.ru_stime);
+}
+
+// CPU time the hypervisor gave to others while this VM's CPUs wanted it
+// (all CPUs, /proc/stat's steal column); 0 where there is none.
+double steal_seconds_machine() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  std::uint64_t user, nice, system, idle, iowait, irq, softirq, steal = 0;
+  in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  return static_cast<double>(steal) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Page faults of this process so far (minor: no I/O, e.g. first touches).
+std::int64_t minor_faults_self() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
 }
 
 std::uint64_t status_kib(const char* field) {
@@ -499,6 +519,8 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       if (!runner.ran) runner.baseline_rss = status_kib("VmRSS:") * 1024;
       reset_peak_rss();
       const double cpu_before = cpu_seconds_self();
+      const std::int64_t faults_before = minor_faults_self();
+      const double steal_before = steal_seconds_machine();
       detail::Stopwatch clock;
       RunResult run;
       try {
@@ -524,6 +546,8 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       if (!timed) continue;
       row.seconds.push_back(run.seconds >= 0 ? run.seconds : wall);
       row.cpu_seconds += run.cpu_seconds >= 0 ? run.cpu_seconds : cpu;
+      if (run.seconds < 0) row.minor_faults.push_back(minor_faults_self() - faults_before);
+      row.steal_seconds.push_back(steal_seconds_machine() - steal_before);
       if (run.blocking >= 0) row.blocking_seconds.push_back(run.blocking);
       if (run.cpu_phases.measured) {
         const CpuPhases& p = run.cpu_phases;
@@ -532,6 +556,7 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
         row.cpu_phases.write_other += p.write_other;
         row.cpu_phases.other_threads += std::max(0.0, cpu - p.plan - p.copy_crc - p.write_other);
         row.cpu_phases.measured = true;
+        row.copy_crc_seconds.push_back(p.copy_crc);
       }
     }
   }
@@ -1007,12 +1032,15 @@ int run_bench(const BenchOptions& options) {
                     {"cpu_s_per_gb", r.cpu_seconds / (r.bytes / 1e9 * options.repeats)},
                     {"peak_rss_bytes", r.peak_rss_bytes},
                     {"extra_rss_bytes", r.extra_rss_bytes}});
+        if (!r.minor_faults.empty()) row["minor_faults"] = r.minor_faults;
+        row["steal_seconds"] = r.steal_seconds;
         if (r.cpu_phases.measured) {
           const double gb = r.bytes / 1e9 * options.repeats;
           row["cpu_s_per_gb_by_phase"] = {{"plan", r.cpu_phases.plan / gb},
                                           {"copy_crc", r.cpu_phases.copy_crc / gb},
                                           {"write_other", r.cpu_phases.write_other / gb},
                                           {"other_threads", r.cpu_phases.other_threads / gb}};
+          row["copy_crc_seconds"] = r.copy_crc_seconds;
         }
         if (!r.blocking_seconds.empty()) {
           row.update({{"blocking_seconds", r.blocking_seconds},
