@@ -281,7 +281,33 @@ std::string type_name(py::handle obj) {
   return module == "builtins" ? name : module + "." + name;
 }
 
-Value::Ptr to_value(py::handle obj) { return FromPython().convert(obj, Where{}, 0); }
+namespace {
+
+// The conversion makes short-lived Python objects while the state dict's
+// objects (100,000 and more) are alive, and the cyclic collector, run every
+// few hundred allocations, walks them again each time: about a tenth of
+// ckptw.save of 100,000 small tensors (perf, 2026-12-02). Paused for the
+// conversion only, which holds the GIL throughout, and restored before the
+// write releases it; refcounting still frees every temporary.
+class PauseCyclicGc {
+ public:
+#if PY_VERSION_HEX >= 0x030A0000
+  PauseCyclicGc() : was_enabled_(PyGC_Disable() == 1) {}
+  ~PauseCyclicGc() {
+    if (was_enabled_) PyGC_Enable();
+  }
+
+ private:
+  bool was_enabled_;
+#endif
+};
+
+}  // namespace
+
+Value::Ptr to_value(py::handle obj) {
+  const PauseCyclicGc pause;
+  return FromPython().convert(obj, Where{}, 0);
+}
 
 py::object to_python(const Value::Ptr& value) { return ToPython().convert(value); }
 
