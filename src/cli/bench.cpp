@@ -477,15 +477,21 @@ Runner python_runner(const std::string& saver, const std::string& source, const 
   return runner;
 }
 
-// Empties `out` and waits for the filesystem to finish what that left to do.
-void clear_output(const std::string& out) {
-  std::error_code ignored;
-  for (const auto& entry : fs::directory_iterator(out, ignored)) fs::remove_all(entry.path(), ignored);
-  int fd = ::open(out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+// Waits for the filesystem holding `dir` to finish what was left to do
+// (removals, their journal), so that the next timed run does not pay for it.
+void sync_filesystem_of(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
     (void)::syncfs(fd);
     ::close(fd);
   }
+}
+
+// Empties `out` and waits for the filesystem to finish what that left to do.
+void clear_output(const std::string& out) {
+  std::error_code ignored;
+  for (const auto& entry : fs::directory_iterator(out, ignored)) fs::remove_all(entry.path(), ignored);
+  sync_filesystem_of(out);
 }
 
 // Which of `n` rows runs `k`-th in `round` (warm-up rounds first, in table
@@ -714,11 +720,7 @@ double monotonic_seconds() {
 void clear_rank_output(const std::string& dir, const std::string& rank_file) {
   std::error_code ignored;
   fs::remove(fs::path(dir) / rank_file, ignored);
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    (void)::syncfs(fd);
-    ::close(fd);
-  }
+  sync_filesystem_of(dir);
 }
 
 int run_bench_rank(const BenchOptions& options) {
@@ -851,29 +853,41 @@ int run_bench_ranks(const BenchOptions& options) {
                                    std::to_string(options.warmup)};
   if (!options.torch_save) args.push_back("--no-torch");
   if (!options.direct_io) args.push_back("--buffered");
-  if (options.backend) args.insert(args.end(), {"--backend", *options.backend == IoBackendKind::kUring ? "uring"
-                                                           : *options.backend == IoBackendKind::kPosix ? "posix" : "auto"});
+  if (options.backend) args.insert(args.end(), {"--backend", to_string(*options.backend)});
   struct Child {
     pid_t pid = -1;
     FILE* out = nullptr;
   };
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  // This process's environment without the rank variables, which each child
+  // gets its own of. Built before fork(): between fork and exec a process
+  // that has threads (LibTorch's) may only make async-signal-safe calls.
+  std::vector<std::string> inherited;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('='));
+    if (name != "RANK" && name != "LOCAL_RANK" && name != "WORLD_SIZE" && name != "MASTER_ADDR" &&
+        name != "MASTER_PORT" && name != "TORCHELASTIC_USE_AGENT_STORE") {
+      inherited.push_back(entry);
+    }
+  }
   std::vector<Child> children;
   for (int r = 0; r < options.ranks; ++r) {
+    std::vector<std::string> env = inherited;
+    env.insert(env.end(), {"RANK=" + std::to_string(r), "LOCAL_RANK=" + std::to_string(r),
+                           "WORLD_SIZE=" + std::to_string(options.ranks), "MASTER_ADDR=127.0.0.1",
+                           "MASTER_PORT=" + std::to_string(port)});
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw IoError("pipe failed", "", "", errno);
     const pid_t pid = fork();
     if (pid == 0) {
       dup2(pipe_fds[1], STDOUT_FILENO);
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(options.ranks).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      unsetenv("TORCHELASTIC_USE_AGENT_STORE");
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv("/proc/self/exe", argv.data());
+      execve("/proc/self/exe", argv.data(), envp.data());
       _exit(127);
     }
     ::close(pipe_fds[1]);
