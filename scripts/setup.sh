@@ -12,7 +12,9 @@ ROOT=$PWD
 source scripts/build-env.sh
 BUILD_DIR=${CKPTW_BUILD_DIR:-build}
 
-log() { printf '[setup] %s\n' "$*" >&2; }
+# Each line carries the seconds since set-up started, so a CI log shows which
+# step a slow set-up spent its time in.
+log() { printf '[setup +%ss] %s\n' "$SECONDS" "$*" >&2; }
 
 # 1. Debian packages. python3-torch is Debian's torch 1.13, for the old-version
 #    interop tests; --no-install-recommends keeps its libtorch-dev (1.13 CMake
@@ -34,18 +36,27 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# 2. The project's virtual environment with the newest torch (pip's cache, kept
-#    between runs on the same machine, spares the multi-GB download).
+# 2. The project's virtual environment with the newest torch. uv installs it:
+#    its cache (~/.cache/uv) keeps the unpacked wheels, and a new .venv gets
+#    hard links to them, so only the first clone on a machine downloads and
+#    unpacks the 5 GB (pip took about a minute for every new .venv, as the
+#    registry's answers are not cacheable; uv takes about one second).
+#    pip is the fallback where uv cannot be installed.
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
 # scikit-build-core builds the ckptw package (step 4); safetensors is a row of
 # `ckptw bench`.
+PYTHON_PACKAGES=(pip torch numpy pytest scikit-build-core safetensors)
 if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, safetensors" 2>/dev/null; then
-  log "installing torch, numpy, pytest, scikit-build-core, safetensors into .venv (large download on a fresh machine)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q torch numpy pytest scikit-build-core safetensors
+  log "installing ${PYTHON_PACKAGES[*]} into .venv (large download on a fresh machine)"
+  if [ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q uv; then
+    .venv/bin/uv pip install -q --python .venv/bin/python --upgrade "${PYTHON_PACKAGES[@]}"
+  else
+    log "uv could not be installed; installing with pip"
+    .venv/bin/python -m pip install -q --upgrade "${PYTHON_PACKAGES[@]}"
+  fi
 fi
 
 # 3. Configure (once) and build.
@@ -83,3 +94,4 @@ if [ -z "${CKPTW_TORCH_DIR:-}" ]; then
     exit 1
   fi
 fi
+log "done"
