@@ -43,20 +43,7 @@ struct Types {
 
 bool is_type(py::handle obj, const py::object& type) { return Py_TYPE(obj.ptr()) == reinterpret_cast<PyTypeObject*>(type.ptr()); }
 
-// Where a value sits, spelled out (as a key path) only when an error needs it:
-// building every entry's path up front was a third of converting a state
-// dict of many small tensors.
-struct Where {
-  const Where* parent = nullptr;
-  const Value* key = nullptr;  // a dict entry's key, or null for item `index`
-  std::size_t index = 0;
-
-  std::string key_path() const {
-    if (parent == nullptr) return "";
-    const std::string above = parent->key_path();
-    return key ? detail::child_key_path(above, detail::key_text(*key)) : detail::item_key_path(above, index);
-  }
-};
+using Where = detail::KeyPathTrail;
 
 std::string utf8(py::handle text, const Where& at) {
   Py_ssize_t size = 0;

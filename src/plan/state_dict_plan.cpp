@@ -26,7 +26,7 @@ class Planner {
   }
 
   FilePlan run(const Value::Ptr& root) {
-    value(root, "", 0);
+    value(root, KeyPathTrail{}, 0);
 
     const std::string alignment = std::to_string(plan_.alignment);
     std::vector<PlannedRecord> storages = std::move(plan_.records);
@@ -50,27 +50,27 @@ class Planner {
   }
 
  private:
-  [[noreturn]] static void fail(const std::string& what, const std::string& key_path) {
-    throw FormatError(what, "", key_path);
+  [[noreturn]] static void fail(const std::string& what, const KeyPathTrail& trail) {
+    throw FormatError(what, "", trail.key_path());
   }
 
   // Emits `v`, or a memo fetch when this same Value was emitted before (the
   // pickler's identity memo).
-  void value(const Value::Ptr& v, const std::string& key_path, std::size_t depth) {
-    if (depth > kMaxValueDepth) fail("containers nested deeper than " + std::to_string(kMaxValueDepth), key_path);
+  void value(const Value::Ptr& v, const KeyPathTrail& trail, std::size_t depth) {
+    if (depth > kMaxValueDepth) fail("containers nested deeper than " + std::to_string(kMaxValueDepth), trail);
     if (auto it = memo_.find(v.get()); it != memo_.end()) return pickle_.memo_get(it->second);
-    const std::uint32_t id = emit(*v, key_path, depth);
+    const std::uint32_t id = emit(*v, trail, depth);
     if (id != PickleWriter::kNotMemoized) memo_.emplace(v.get(), id);
   }
 
-  std::uint32_t emit(const Value& v, const std::string& key_path, std::size_t depth) {
+  std::uint32_t emit(const Value& v, const KeyPathTrail& trail, std::size_t depth) {
     switch (v.kind()) {
       case Value::Kind::kNone: pickle_.none(); break;
       case Value::Kind::kBool: pickle_.boolean(v.as_bool()); break;
       case Value::Kind::kInt: pickle_.integer(v.as_int()); break;
       case Value::Kind::kBigInt:
         if (v.big_integer_bytes().size() > PickleWriter::kMaxLongBytes) {
-          fail("an int wider than " + std::to_string(PickleWriter::kMaxLongBytes * 8) + " bits cannot be saved", key_path);
+          fail("an int wider than " + std::to_string(PickleWriter::kMaxLongBytes * 8) + " bits cannot be saved", trail);
         }
         pickle_.long_integer(v.big_integer_bytes());
         break;
@@ -91,7 +91,7 @@ class Planner {
         if (v.as_bytes().empty()) {
           fail("an empty bytes cannot be saved: torch.load(weights_only=True) refuses it (it is pickled through the "
                "bytes global)",
-               key_path);
+               trail);
         }
         return bytes(v.as_bytes());
       case Value::Kind::kByteArray:
@@ -116,38 +116,38 @@ class Planner {
       case Value::Kind::kSet:
         return pickle_.reduce("__builtin__", "set", 1, [&](std::size_t) {
           (void)pickle_.list(v.items().size(),
-                             [&](std::size_t i) { value(v.items()[i], item_key_path(key_path, i), depth + 1); });
+                             [&](std::size_t i) { value(v.items()[i], KeyPathTrail{&trail, nullptr, i}, depth + 1); });
         });
       case Value::Kind::kCounter:
         return pickle_.reduce("collections", "Counter", 1, [&](std::size_t) {
-          (void)pickle_.dict(v.entries().size(), entry_emitter(v, key_path, depth));
+          (void)pickle_.dict(v.entries().size(), entry_emitter(v, trail, depth));
         });
-      case Value::Kind::kTensor: return tensor(v.as_tensor(), key_path);
-      case Value::Kind::kParameter: return tensor(v.as_tensor(), key_path, /*parameter=*/true);
+      case Value::Kind::kTensor: return tensor(v.as_tensor(), trail);
+      case Value::Kind::kParameter: return tensor(v.as_tensor(), trail, /*parameter=*/true);
       case Value::Kind::kList:
         return pickle_.list(v.items().size(),
-                            [&](std::size_t i) { value(v.items()[i], item_key_path(key_path, i), depth + 1); });
+                            [&](std::size_t i) { value(v.items()[i], KeyPathTrail{&trail, nullptr, i}, depth + 1); });
       case Value::Kind::kTuple:
         return pickle_.tuple(v.items().size(),
-                             [&](std::size_t i) { value(v.items()[i], item_key_path(key_path, i), depth + 1); });
-      case Value::Kind::kDict: return pickle_.dict(v.entries().size(), entry_emitter(v, key_path, depth));
+                             [&](std::size_t i) { value(v.items()[i], KeyPathTrail{&trail, nullptr, i}, depth + 1); });
+      case Value::Kind::kDict: return pickle_.dict(v.entries().size(), entry_emitter(v, trail, depth));
       case Value::Kind::kOrderedDict: {
         const Value::Ptr& attributes = v.attributes();
         const bool has_state = attributes && !attributes->entries().empty();
-        return pickle_.ordered_dict(v.entries().size(), entry_emitter(v, key_path, depth), has_state,
-                                    [&] { value(attributes, key_path, depth + 1); });
+        return pickle_.ordered_dict(v.entries().size(), entry_emitter(v, trail, depth), has_state,
+                                    [&] { value(attributes, trail, depth + 1); });
       }
     }
     return PickleWriter::kNotMemoized;
   }
 
   // Writes entry i of dict `d`: its key, then its value.
-  std::function<void(std::size_t)> entry_emitter(const Value& d, const std::string& key_path, std::size_t depth) {
-    return [this, &d, &key_path, depth](std::size_t i) {
+  std::function<void(std::size_t)> entry_emitter(const Value& d, const KeyPathTrail& trail, std::size_t depth) {
+    return [this, &d, &trail, depth](std::size_t i) {
       const auto& [key, item] = d.entries()[i];
-      check_key(*key, key_path);
-      value(key, key_path, depth + 1);
-      value(item, child_key_path(key_path, key_text(*key)), depth + 1);
+      check_key(*key, trail);
+      value(key, trail, depth + 1);
+      value(item, KeyPathTrail{&trail, key.get(), 0}, depth + 1);
     };
   }
 
@@ -170,7 +170,7 @@ class Planner {
   }
 
   // The key types torch.load(weights_only=True) can rebuild and hash.
-  void check_key(const Value& key, const std::string& key_path) const {
+  void check_key(const Value& key, const KeyPathTrail& trail) const {
     switch (key.kind()) {
       case Value::Kind::kString:
       case Value::Kind::kInt:
@@ -184,31 +184,31 @@ class Planner {
       case Value::Kind::kFloat:
       case Value::Kind::kNone: return;
       case Value::Kind::kTuple:
-        for (const auto& item : key.items()) check_key(*item, key_path);
+        for (const auto& item : key.items()) check_key(*item, trail);
         return;
       default:
         fail(std::string("a dict key of type ") + key.type_name() +
                  " cannot be saved (keys must be str, int, bool, float, None or tuples of those)",
-             key_path);
+             trail);
     }
   }
 
   // A parameter is pickled as torch.nn.Parameter.__reduce_ex__ does: its
   // data as a tensor that does not require grad, inside _rebuild_parameter.
-  std::uint32_t tensor(const at::Tensor& t, const std::string& key_path, bool parameter = false) {
-    if (!t.defined()) fail("undefined tensor", key_path);
-    if (t.is_sparse() || t.layout() != c10::kStrided) fail("sparse or non-strided tensors are not supported", key_path);
-    if (t.is_quantized()) fail("quantized tensors are not supported", key_path);
-    if (t.is_nested()) fail("nested tensors are not supported", key_path);
-    if (t.is_meta()) fail("meta tensors have no data to save", key_path);
+  std::uint32_t tensor(const at::Tensor& t, const KeyPathTrail& trail, bool parameter = false) {
+    if (!t.defined()) fail("undefined tensor", trail);
+    if (t.is_sparse() || t.layout() != c10::kStrided) fail("sparse or non-strided tensors are not supported", trail);
+    if (t.is_quantized()) fail("quantized tensors are not supported", trail);
+    if (t.is_nested()) fail("nested tensors are not supported", trail);
+    if (t.is_meta()) fail("meta tensors have no data to save", trail);
     if (t.is_conj() || t.is_neg()) {
-      fail("tensor has a lazy conjugate/negative bit; call resolve_conj()/resolve_neg() first", key_path);
+      fail("tensor has a lazy conjugate/negative bit; call resolve_conj()/resolve_neg() first", trail);
     }
-    if (!t.has_storage()) fail("tensor has no storage (e.g. a functional or fake tensor)", key_path);
+    if (!t.has_storage()) fail("tensor has no storage (e.g. a functional or fake tensor)", trail);
 
     const std::string dtype_name = c10::toString(t.scalar_type());
     const DtypeInfo* dtype = dtype_by_c10_name(dtype_name);
-    if (dtype == nullptr) fail("dtype " + dtype_name + " cannot be saved in the .pt format", key_path);
+    if (dtype == nullptr) fail("dtype " + dtype_name + " cannot be saved in the .pt format", trail);
     const std::size_t element_size = dtype->element_size;
     TensorPickle p;
     p.legacy_storage_class = dtype->legacy_storage;
@@ -219,10 +219,10 @@ class Planner {
     if (nbytes % element_size != 0) {
       fail("storage of " + std::to_string(nbytes) + " bytes is not a whole number of " + dtype_name +
                " elements",
-           key_path);
+           trail);
     }
     p.storage_numel = static_cast<std::int64_t>(p.v3_dtype.empty() ? nbytes / element_size : nbytes);
-    p.storage_index = storage_for(t, storage, nbytes, key_path);
+    p.storage_index = storage_for(t, storage, nbytes, trail);
     p.location = options_.record_device_as_cpu ? "cpu" : location_of(t.device());
     p.storage_offset = t.storage_offset();
     p.sizes = t.sizes().vec();
@@ -241,7 +241,7 @@ class Planner {
   }
 
   std::size_t storage_for(const at::Tensor& t, const c10::Storage& storage, std::uint64_t nbytes,
-                          const std::string& key_path) {
+                          const KeyPathTrail& trail) {
     const void* identity = storage.unsafeGetStorageImpl();
     if (auto it = storages_.find(identity); it != storages_.end()) {
       // torch.save refuses the same non-empty storage under two dtypes.
@@ -249,7 +249,7 @@ class Planner {
         fail("tensor views a storage already saved as " + std::string(c10::toString(it->second.dtype)) +
                  " as " + c10::toString(t.scalar_type()) +
                  "; torch.save cannot store one storage under two dtypes",
-             key_path);
+             trail);
       }
       return it->second.index;
     }
@@ -260,9 +260,9 @@ class Planner {
     record.name = "data/" + std::to_string(index);
     record.size = nbytes;
     if (nbytes > 0) {
-      if (storage.data() == nullptr) fail("tensor storage has no data pointer", key_path);
+      if (storage.data() == nullptr) fail("tensor storage has no data pointer", trail);
       if (!t.is_cpu() && !t.is_cuda()) {
-        fail("tensors on " + t.device().str() + " are not supported (CPU and CUDA are)", key_path);
+        fail("tensors on " + t.device().str() + " are not supported (CPU and CUDA are)", trail);
       }
       record.data = static_cast<const unsigned char*>(storage.data());
       record.device = t.is_cuda() ? t.device().index() : -1;

@@ -30,4 +30,21 @@ inline std::string key_text(const Value& key) {
   }
 }
 
+/// Where a value sits, spelled out as a key path only when an error needs it.
+/// Each level lives on the stack of the walk that descends through it, so a
+/// trail costs nothing per entry: building every entry's path string up
+/// front was a third of converting, and of planning, a state dict of many
+/// small tensors.
+struct KeyPathTrail {
+  const KeyPathTrail* parent = nullptr;
+  const Value* key = nullptr;  // a dict entry's key, or null for item `index`
+  std::size_t index = 0;
+
+  std::string key_path() const {
+    if (parent == nullptr) return "";
+    const std::string above = parent->key_path();
+    return key ? child_key_path(above, key_text(*key)) : item_key_path(above, index);
+  }
+};
+
 }  // namespace ckptw::detail
