@@ -134,14 +134,16 @@ void PickleWriter::string(std::string_view value) {
 }
 
 void PickleWriter::global(std::string_view module, std::string_view name) {
-  std::string key = std::string(module) + '\n' + std::string(name);
-  if (auto it = global_memo_.find(key); it != global_memo_.end()) {
+  global_key_.assign(module);
+  global_key_ += '\n';
+  global_key_ += name;
+  if (auto it = global_memo_.find(global_key_); it != global_memo_.end()) {
     memo_get(it->second);
     return;
   }
-  global_memo_.emplace(key, next_memo_id_);
+  global_memo_.emplace(global_key_, next_memo_id_);
   op(kGlobal);
-  out_ += key;
+  out_ += global_key_;
   out_.push_back('\n');
   memo_put();
 }
@@ -243,11 +245,12 @@ std::uint32_t PickleWriter::tensor(const TensorPickle& t) {
     global("torch", t.legacy_storage_class);
   }
   // torch.save creates each key string once per storage and reuses it.
-  if (auto it = storage_key_memo_.find(t.storage_index); it != storage_key_memo_.end()) {
-    memo_get(it->second);
+  if (t.storage_index >= storage_key_memo_.size()) storage_key_memo_.resize(t.storage_index + 1, kNotMemoized);
+  std::uint32_t& key_memo = storage_key_memo_[t.storage_index];
+  if (key_memo != kNotMemoized) {
+    memo_get(key_memo);
   } else {
-    storage_key_memo_.emplace(t.storage_index, next_memo_id_);
-    (void)fresh_string(std::to_string(t.storage_index));
+    key_memo = fresh_string(std::to_string(t.storage_index));
   }
   // "cpu" is one interned literal in torch; device tags such as "cuda:0" are
   // built afresh for every storage, so CPython never memo-hits them.

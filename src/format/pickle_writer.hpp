@@ -103,7 +103,10 @@ class PickleWriter {
   std::uint32_t next_memo_id_ = 0;
   std::map<std::string, std::uint32_t, std::less<>> string_memo_;
   std::map<std::string, std::uint32_t, std::less<>> global_memo_;
-  std::map<std::size_t, std::uint32_t> storage_key_memo_;
+  std::string global_key_;  // reused: global() runs four times per tensor
+  // Memo id of each storage's key string, by storage index (dense from 0),
+  // kNotMemoized until its first tensor.
+  std::vector<std::uint32_t> storage_key_memo_;
 };
 
 }  // namespace ckptw::detail

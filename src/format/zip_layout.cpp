@@ -64,13 +64,19 @@ std::uint64_t payload_offset(std::uint64_t header_offset, std::size_t full_name_
 
 std::string local_file_header(std::string_view full_name, std::uint64_t size,
                               std::uint64_t header_offset, std::uint32_t alignment) {
+  std::string out;
+  append_local_file_header(out, full_name, size, header_offset, alignment);
+  return out;
+}
+
+void append_local_file_header(std::string& out, std::string_view full_name, std::uint64_t size,
+                              std::uint64_t header_offset, std::uint32_t alignment) {
   std::string zip64 = local_zip64_extra(size, header_offset);
   std::uint64_t payload = payload_offset(header_offset, full_name.size(), size, alignment);
   std::uint64_t fixed_end = header_offset + kLocalHeaderFixedSize + full_name.size() + zip64.size() + 4;
   auto pad = static_cast<std::uint16_t>(payload - fixed_end);
 
-  std::string out;
-  out.reserve(payload - header_offset);
+  out.reserve(out.size() + (payload - header_offset));
   put_u32(out, kLocalHeaderSig);
   put_u16(out, 0);  // version needed: miniz writes 0 for stored records
   put_u16(out, flags_for(size));
@@ -87,7 +93,6 @@ std::string local_file_header(std::string_view full_name, std::uint64_t size,
   put_u16(out, 0x4246);  // "FB": PyTorch's alignment padding extra field
   put_u16(out, pad);
   out.append(pad, 'Z');
-  return out;
 }
 
 std::uint64_t data_descriptor_size(std::uint64_t size, std::uint64_t header_offset) {
@@ -97,7 +102,12 @@ std::uint64_t data_descriptor_size(std::uint64_t size, std::uint64_t header_offs
 
 std::string data_descriptor(std::uint32_t crc, std::uint64_t size, std::uint64_t header_offset) {
   std::string out;
-  if (size == 0) return out;
+  append_data_descriptor(out, crc, size, header_offset);
+  return out;
+}
+
+void append_data_descriptor(std::string& out, std::uint32_t crc, std::uint64_t size, std::uint64_t header_offset) {
+  if (size == 0) return;
   put_u32(out, kDataDescriptorSig);
   put_u32(out, crc);
   if (record_needs_zip64(size, header_offset)) {
@@ -107,7 +117,6 @@ std::string data_descriptor(std::uint32_t crc, std::uint64_t size, std::uint64_t
     put_u32(out, static_cast<std::uint32_t>(size));
     put_u32(out, static_cast<std::uint32_t>(size));
   }
-  return out;
 }
 
 std::uint64_t central_directory_and_end_size(const std::vector<ZipEntry>& entries) {

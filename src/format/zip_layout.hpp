@@ -39,14 +39,18 @@ std::uint64_t payload_offset(std::uint64_t header_offset, std::size_t full_name_
                              std::uint64_t size, std::uint32_t alignment);
 
 /// Local file header, name and extra fields; its length is
-/// payload_offset(...) - header_offset.
+/// payload_offset(...) - header_offset. The append_ form adds it to `out`,
+/// so that a writer of many records reuses one buffer.
 std::string local_file_header(std::string_view full_name, std::uint64_t size,
+                              std::uint64_t header_offset, std::uint32_t alignment);
+void append_local_file_header(std::string& out, std::string_view full_name, std::uint64_t size,
                               std::uint64_t header_offset, std::uint32_t alignment);
 
 /// Bytes of the data descriptor that follows a payload: 0 for an empty record,
 /// 24 for a zip64 record, 16 otherwise.
 std::uint64_t data_descriptor_size(std::uint64_t size, std::uint64_t header_offset);
 std::string data_descriptor(std::uint32_t crc, std::uint64_t size, std::uint64_t header_offset);
+void append_data_descriptor(std::string& out, std::uint32_t crc, std::uint64_t size, std::uint64_t header_offset);
 
 /// One finished record, as the central directory lists it.
 struct ZipEntry {

@@ -19,11 +19,11 @@ void lay_out(FilePlan& plan) {
   std::vector<ZipEntry> entries;
   entries.reserve(plan.records.size());
   for (auto& record : plan.records) {
-    const std::string full_name = plan.folder + "/" + record.name;
+    std::string full_name = plan.folder + "/" + record.name;
     record.header_offset = offset;
     record.payload_offset = payload_offset(offset, full_name.size(), record.size, plan.alignment);
     offset = record.payload_offset + record.size + data_descriptor_size(record.size, record.header_offset);
-    entries.push_back(ZipEntry{full_name, record.size, record.header_offset, 0});
+    entries.push_back(ZipEntry{std::move(full_name), record.size, record.header_offset, 0});
   }
   plan.central_directory_offset = offset;
   plan.file_size = offset + central_directory_and_end_size(entries);

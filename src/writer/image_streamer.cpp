@@ -182,10 +182,11 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   const bool in_place = !pad_last_write;
 
   std::vector<ZipEntry> entries;
-  std::vector<std::string> names;
   SerializationId serialization_id;
   entries.reserve(plan.records.size());
-  for (const auto& record : plan.records) names.push_back(plan.folder + "/" + record.name);
+  // One buffer for every record's header and descriptor: a file of 100,000
+  // small tensors would otherwise allocate and free two strings per record.
+  std::string framing;
   for (std::size_t i = 0; i < plan.records.size(); ++i) {
     const PlannedRecord& record = plan.records[i];
     if (image_ != nullptr && record.header_offset != image_end_) {
@@ -200,8 +201,10 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
     // after it then lies in landed memory as well (a later copy starts at
     // its own payload).
     if (record.staged_ticket != 0) engine->wait(record.staged_ticket);
-    const std::string header = local_file_header(names[i], record.size, record.header_offset, plan.alignment);
-    put(header.data(), header.size(), nullptr);
+    std::string name = plan.folder + "/" + record.name;
+    framing.clear();
+    append_local_file_header(framing, name, record.size, record.header_offset, plan.alignment);
+    put(framing.data(), framing.size(), nullptr);
 
     std::uint32_t crc = 0;
     if (record.is_serialization_id) {
@@ -213,13 +216,14 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
       put_payload(record, in_place, known ? nullptr : &crc);
       if (known) crc = computed_on_device;
     }
-    const std::string descriptor = data_descriptor(crc, record.size, record.header_offset);
-    put(descriptor.data(), descriptor.size(), nullptr);
+    framing.clear();
+    append_data_descriptor(framing, crc, record.size, record.header_offset);
+    put(framing.data(), framing.size(), nullptr);
     if (image_ != nullptr) submit_image_through(image_end_, 0);
     if (!record.is_serialization_id) {
       serialization_id.add(record.name, record.data, record.size, crc);
     }
-    entries.push_back(ZipEntry{names[i], record.size, record.header_offset, crc});
+    entries.push_back(ZipEntry{std::move(name), record.size, record.header_offset, crc});
   }
   const std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
   std::uint32_t directory_crc = 0;
