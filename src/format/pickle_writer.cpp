@@ -231,7 +231,9 @@ std::uint32_t PickleWriter::ordered_dict(std::size_t size, const std::function<v
   return id;
 }
 
-std::uint32_t PickleWriter::tensor(const TensorPickle& t) {
+std::uint32_t PickleWriter::tensor(const TensorPickle& t) { return tensor(t, t.requires_grad); }
+
+std::uint32_t PickleWriter::tensor(const TensorPickle& t, bool requires_grad) {
   const bool v3 = t.legacy_storage_class.empty();
   global("torch._utils", v3 ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
   op(kMark);  // argument tuple
@@ -267,7 +269,7 @@ std::uint32_t PickleWriter::tensor(const TensorPickle& t) {
   integer(t.storage_offset);
   int_tuple(t.sizes);
   int_tuple(t.strides);
-  boolean(t.requires_grad);
+  boolean(requires_grad);
   (void)ordered_dict(0, nullptr, false, nullptr);  // backward_hooks
   if (v3) global("torch", t.v3_dtype);
   op(kTuple);
@@ -286,9 +288,7 @@ std::uint32_t PickleWriter::reduce(std::string_view module, std::string_view nam
 
 std::uint32_t PickleWriter::parameter(const TensorPickle& t) {
   global("torch._utils", "_rebuild_parameter");
-  TensorPickle data = t;
-  data.requires_grad = false;
-  (void)tensor(data);
+  (void)tensor(t, /*requires_grad=*/false);
   boolean(t.requires_grad);
   (void)ordered_dict(0, nullptr, false, nullptr);  // backward_hooks
   op(static_cast<char>(kTuple1 + 2));

@@ -21,10 +21,11 @@ namespace ckptw::detail {
 /// What _rebuild_tensor_v2/_v3 needs to rebuild one tensor.
 struct TensorPickle {
   /// Legacy storage class (`FloatStorage`) for _rebuild_tensor_v2; empty for
-  /// dtypes that only _rebuild_tensor_v3 can express.
-  std::string legacy_storage_class;
+  /// dtypes that only _rebuild_tensor_v3 can express. Both names are static
+  /// text (the dtype table's).
+  std::string_view legacy_storage_class;
   /// dtype global name (`float8_e4m3fn`) for _rebuild_tensor_v3; empty for v2.
-  std::string v3_dtype;
+  std::string_view v3_dtype;
   std::size_t storage_index = 0;  ///< key of the storage record: data/<storage_index>
   std::string location;           ///< "cpu", "cuda:0", ...
   std::int64_t storage_numel = 0; ///< elements (v2) or bytes (v3) of the whole storage
@@ -93,6 +94,7 @@ class PickleWriter {
   void op(char opcode) { out_.push_back(opcode); }
   std::uint32_t memo_put();
   void int_tuple(const std::vector<std::int64_t>& values);
+  std::uint32_t tensor(const TensorPickle& t, bool requires_grad);
   // How CPython batches a container's items: batch_list_exact, batch_dict_exact
   // (a dict), or batch_list / batch_dict (an iterator, as from __reduce__).
   enum class Batching { kExactList, kExactDict, kIterator };

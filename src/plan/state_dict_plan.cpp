@@ -30,7 +30,8 @@ class Planner {
 
     const std::string alignment = std::to_string(plan_.alignment);
     std::vector<PlannedRecord> storages = std::move(plan_.records);
-    plan_.records.clear();
+    plan_.records = {};
+    plan_.records.reserve(storages.size() + 6);
     // torch >= 2.7 record set and order (shared spec §1).
     plan_.add_owned_record("data.pkl", pickle_.finish());
     plan_.add_owned_record(".format_version", "1");
@@ -58,9 +59,17 @@ class Planner {
   // pickler's identity memo).
   void value(const Value::Ptr& v, const KeyPathTrail& trail, std::size_t depth) {
     if (depth > kMaxValueDepth) fail("containers nested deeper than " + std::to_string(kMaxValueDepth), trail);
-    if (auto it = memo_.find(v.get()); it != memo_.end()) return pickle_.memo_get(it->second);
+    // A Value held by one owner, its parent, is reached once: only values
+    // with more owners can come round again. (use_count() may read high
+    // while another thread drops a reference, never low, so the test errs
+    // toward remembering.) Remembering all of them was a hash insert per
+    // value, a tenth of planning 100,000 small tensors.
+    const bool shared = v.use_count() > 1;
+    if (shared) {
+      if (auto it = memo_.find(v.get()); it != memo_.end()) return pickle_.memo_get(it->second);
+    }
     const std::uint32_t id = emit(*v, trail, depth);
-    if (id != PickleWriter::kNotMemoized) memo_.emplace(v.get(), id);
+    if (shared && id != PickleWriter::kNotMemoized) memo_.emplace(v.get(), id);
   }
 
   std::uint32_t emit(const Value& v, const KeyPathTrail& trail, std::size_t depth) {
@@ -206,18 +215,18 @@ class Planner {
     }
     if (!t.has_storage()) fail("tensor has no storage (e.g. a functional or fake tensor)", trail);
 
-    const std::string dtype_name = c10::toString(t.scalar_type());
-    const DtypeInfo* dtype = dtype_by_c10_name(dtype_name);
-    if (dtype == nullptr) fail("dtype " + dtype_name + " cannot be saved in the .pt format", trail);
+    const DtypeInfo* dtype = dtype_of(t.scalar_type(), trail);
     const std::size_t element_size = dtype->element_size;
-    TensorPickle p;
+    // One TensorPickle for every tensor: its strings and vectors keep their
+    // capacity, so a tensor costs no allocation here.
+    TensorPickle& p = tensor_pickle_;
     p.legacy_storage_class = dtype->legacy_storage;
-    if (p.legacy_storage_class.empty()) p.v3_dtype = dtype->torch_name;
+    p.v3_dtype = p.legacy_storage_class.empty() ? dtype->torch_name : std::string_view();
 
     const c10::Storage& storage = t.storage();
     const std::uint64_t nbytes = storage.nbytes();
     if (nbytes % element_size != 0) {
-      fail("storage of " + std::to_string(nbytes) + " bytes is not a whole number of " + dtype_name +
+      fail("storage of " + std::to_string(nbytes) + " bytes is not a whole number of " + std::string(dtype->c10_name) +
                " elements",
            trail);
     }
@@ -225,12 +234,23 @@ class Planner {
     p.storage_index = storage_for(t, storage, nbytes, trail);
     p.location = options_.record_device_as_cpu ? "cpu" : location_of(t.device());
     p.storage_offset = t.storage_offset();
-    p.sizes = t.sizes().vec();
-    p.strides = t.strides().vec();
+    p.sizes.assign(t.sizes().begin(), t.sizes().end());
+    p.strides.assign(t.strides().begin(), t.strides().end());
     p.requires_grad = t.requires_grad();
     ++plan_.tensor_count;
     if (parameter) return pickle_.parameter(p);
     return pickle_.tensor(p);
+  }
+
+  // The table lookup compares names; a state dict's tensors mostly share
+  // one dtype, so the last answer is kept.
+  const DtypeInfo* dtype_of(c10::ScalarType type, const KeyPathTrail& trail) {
+    if (last_dtype_ != nullptr && type == last_scalar_type_) return last_dtype_;
+    const DtypeInfo* dtype = dtype_by_c10_name(c10::toString(type));
+    if (dtype == nullptr) fail("dtype " + std::string(c10::toString(type)) + " cannot be saved in the .pt format", trail);
+    last_scalar_type_ = type;
+    last_dtype_ = dtype;
+    return dtype;
   }
 
   static std::string location_of(const c10::Device& device) {
@@ -266,7 +286,11 @@ class Planner {
       }
       record.data = static_cast<const unsigned char*>(storage.data());
       record.device = t.is_cuda() ? t.device().index() : -1;
-      plan_.keep_alive.push_back(std::make_shared<c10::Storage>(storage));
+      if (!storages_alive_) {
+        storages_alive_ = std::make_shared<std::vector<c10::Storage>>();
+        plan_.keep_alive.push_back(storages_alive_);
+      }
+      storages_alive_->push_back(storage);
     }
     plan_.records.push_back(std::move(record));
     return index;
@@ -276,7 +300,13 @@ class Planner {
   FilePlan plan_;
   PickleWriter pickle_;
   std::unordered_map<const void*, StorageEntry> storages_;
-  std::unordered_map<const Value*, std::uint32_t> memo_;  // emitted Values: their memo ids
+  std::unordered_map<const Value*, std::uint32_t> memo_;  // emitted shared Values: their memo ids
+  // Every saved storage, one keep_alive owner for all (a reference count
+  // each, not an allocation each).
+  std::shared_ptr<std::vector<c10::Storage>> storages_alive_;
+  TensorPickle tensor_pickle_;
+  c10::ScalarType last_scalar_type_ = c10::ScalarType::Undefined;
+  const DtypeInfo* last_dtype_ = nullptr;
 };
 
 }  // namespace
