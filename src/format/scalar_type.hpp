@@ -3,6 +3,8 @@
 // stays free of LibTorch.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <optional>
 #include <string_view>
 
@@ -21,6 +23,19 @@ inline std::optional<c10::ScalarType> scalar_type_for(std::string_view torch_nam
     if (info->c10_name == c10::toString(type)) return type;
   }
   return std::nullopt;
+}
+
+/// The .pt dtype of a ScalarType, nullptr when the format cannot hold it: a
+/// table indexed by ScalarType, made once, so the writer's per-tensor lookup
+/// compares no names.
+inline const DtypeInfo* dtype_for(c10::ScalarType type) {
+  static const auto table = [] {
+    std::array<const DtypeInfo*, static_cast<std::size_t>(c10::ScalarType::NumOptions)> t{};
+    for (std::size_t i = 0; i < t.size(); ++i) t[i] = dtype_by_c10_name(c10::toString(static_cast<c10::ScalarType>(i)));
+    return t;
+  }();
+  const auto index = static_cast<std::size_t>(type);
+  return index < table.size() ? table[index] : nullptr;
 }
 
 }  // namespace ckptw::detail

@@ -5,7 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "ckptw/error.hpp"
-#include "format/dtype_table.hpp"
+#include "format/scalar_type.hpp"
 #include "format/pickle_writer.hpp"
 #include "ckptw/value.hpp"
 #include "util/key_path.hpp"
@@ -31,7 +31,7 @@ class Planner {
     const std::string alignment = std::to_string(plan_.alignment);
     std::vector<PlannedRecord> storages = std::move(plan_.records);
     plan_.records = {};
-    plan_.records.reserve(storages.size() + 6);
+    plan_.records.reserve(storages.size() + 6);  // the storages and the six records around them
     // torch >= 2.7 record set and order (shared spec §1).
     plan_.add_owned_record("data.pkl", pickle_.finish());
     plan_.add_owned_record(".format_version", "1");
@@ -215,7 +215,10 @@ class Planner {
     }
     if (!t.has_storage()) fail("tensor has no storage (e.g. a functional or fake tensor)", trail);
 
-    const DtypeInfo* dtype = dtype_of(t.scalar_type(), trail);
+    const DtypeInfo* dtype = dtype_for(t.scalar_type());
+    if (dtype == nullptr) {
+      fail("dtype " + std::string(c10::toString(t.scalar_type())) + " cannot be saved in the .pt format", trail);
+    }
     const std::size_t element_size = dtype->element_size;
     // One TensorPickle for every tensor: its strings and vectors keep their
     // capacity, so a tensor costs no allocation here.
@@ -240,17 +243,6 @@ class Planner {
     ++plan_.tensor_count;
     if (parameter) return pickle_.parameter(p);
     return pickle_.tensor(p);
-  }
-
-  // The table lookup compares names; a state dict's tensors mostly share
-  // one dtype, so the last answer is kept.
-  const DtypeInfo* dtype_of(c10::ScalarType type, const KeyPathTrail& trail) {
-    if (last_dtype_ != nullptr && type == last_scalar_type_) return last_dtype_;
-    const DtypeInfo* dtype = dtype_by_c10_name(c10::toString(type));
-    if (dtype == nullptr) fail("dtype " + std::string(c10::toString(type)) + " cannot be saved in the .pt format", trail);
-    last_scalar_type_ = type;
-    last_dtype_ = dtype;
-    return dtype;
   }
 
   static std::string location_of(const c10::Device& device) {
@@ -305,8 +297,6 @@ class Planner {
   // each, not an allocation each).
   std::shared_ptr<std::vector<c10::Storage>> storages_alive_;
   TensorPickle tensor_pickle_;
-  c10::ScalarType last_scalar_type_ = c10::ScalarType::Undefined;
-  const DtypeInfo* last_dtype_ = nullptr;
 };
 
 }  // namespace
