@@ -49,6 +49,7 @@
 #include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -320,14 +321,29 @@ std::string default_python() {
   return CKPTW_DEFAULT_PYTHON;
 }
 
-// In a forked child: runs `python args...`, or exits with 127.
-[[noreturn]] void exec_python(const std::string& python, std::vector<std::string> args) {
-  args.insert(args.begin(), python);
+// Starts `path` with `args` (argv[0] first) and `env` (null: this process's),
+// its stdin and stdout on `stdin_fd` / `stdout_fd` (-1: inherited). Spawned
+// (the child shares this process's memory until it execs), not forked: a fork
+// copies the page tables of a process that holds the model and the writers'
+// rings, and write-protects all of it in this process, whose rows are timed.
+pid_t spawn_process(const std::string& path, std::vector<std::string> args, const std::vector<std::string>* env,
+                    int stdin_fd, int stdout_fd) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  execv(python.c_str(), argv.data());
-  _exit(127);
+  std::vector<std::string> env_copy = env ? *env : std::vector<std::string>{};
+  std::vector<char*> envp;
+  for (auto& e : env_copy) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (stdin_fd >= 0) posix_spawn_file_actions_adddup2(&actions, stdin_fd, STDIN_FILENO);
+  if (stdout_fd >= 0) posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, path.c_str(), &actions, nullptr, argv.data(), env ? envp.data() : environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw IoError("cannot start " + path, path, "", rc);
+  return pid;
 }
 
 // The torch.load row of --read, run by bench/torch_load_bench.py in the
@@ -343,17 +359,18 @@ Row measure_python(const std::string& name, const std::string& script, const std
   }
   progress.line(name + ": running " + script);
   int pipe_fds[2];
-  if (pipe(pipe_fds) != 0) throw IoError("pipe failed", "", "", errno);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(pipe_fds[1], STDOUT_FILENO);
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw IoError("pipe failed", "", "", errno);
+  std::vector<std::string> args = {python, script};
+  args.insert(args.end(), script_args.begin(), script_args.end());
+  args.push_back(std::to_string(options.repeats));
+  args.push_back(std::to_string(options.warmup));
+  pid_t pid;
+  try {
+    pid = spawn_process(python, args, nullptr, -1, pipe_fds[1]);
+  } catch (const Error&) {
     ::close(pipe_fds[0]);
     ::close(pipe_fds[1]);
-    std::vector<std::string> args = {script};
-    args.insert(args.end(), script_args.begin(), script_args.end());
-    args.push_back(std::to_string(options.repeats));
-    args.push_back(std::to_string(options.warmup));
-    exec_python(python, args);
+    throw;
   }
   ::close(pipe_fds[1]);
   std::string output;
@@ -392,12 +409,13 @@ class PythonSaver {
     if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0) {
       throw IoError("pipe failed", "", "", errno);
     }
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(to_child[0], STDIN_FILENO);
-      dup2(from_child[1], STDOUT_FILENO);
+    std::vector<std::string> argv = {python};
+    argv.insert(argv.end(), args.begin(), args.end());
+    try {
+      pid_ = spawn_process(python, argv, nullptr, to_child[0], from_child[1]);
+    } catch (const Error&) {
       for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) ::close(fd);
-      exec_python(python, args);
+      throw;
     }
     ::close(to_child[0]);
     ::close(from_child[1]);
@@ -858,12 +876,8 @@ int run_bench_ranks(const BenchOptions& options) {
     pid_t pid = -1;
     FILE* out = nullptr;
   };
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
   // This process's environment without the rank variables, which each child
-  // gets its own of. Built before fork(): between fork and exec a process
-  // that has threads (LibTorch's) may only make async-signal-safe calls.
+  // gets its own of.
   std::vector<std::string> inherited;
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string entry = *e;
@@ -879,16 +893,15 @@ int run_bench_ranks(const BenchOptions& options) {
     env.insert(env.end(), {"RANK=" + std::to_string(r), "LOCAL_RANK=" + std::to_string(r),
                            "WORLD_SIZE=" + std::to_string(options.ranks), "MASTER_ADDR=127.0.0.1",
                            "MASTER_PORT=" + std::to_string(port)});
-    std::vector<char*> envp;
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw IoError("pipe failed", "", "", errno);
-    const pid_t pid = fork();
-    if (pid == 0) {
-      dup2(pipe_fds[1], STDOUT_FILENO);
-      execve("/proc/self/exe", argv.data(), envp.data());
-      _exit(127);
+    pid_t pid;
+    try {
+      pid = spawn_process("/proc/self/exe", args, &env, -1, pipe_fds[1]);
+    } catch (const Error&) {
+      ::close(pipe_fds[0]);
+      ::close(pipe_fds[1]);
+      throw;
     }
     ::close(pipe_fds[1]);
     children.push_back(Child{pid, fdopen(pipe_fds[0], "r")});
