@@ -2,8 +2,8 @@
 // directory on the chosen filesystem, fsync of file and directory included in
 // every figure, warm model in memory, one warm-up write per row first.
 // The rows run interleaved: each round runs every row once, in an order
-// rotated from round to round and reversed every other round (so that no row
-// always follows the same one), after the warm-up rounds, the output directory
+// that changes every round and gives each row other predecessors (row_at),
+// after the warm-up rounds, the output directory
 // emptied and the filesystem synced before each run (so no row pays for
 // another's writeback); medians per row over the rounds. The auto row and the
 // forced row it picks are the same configuration, kept on purpose: their
@@ -39,6 +39,7 @@
 #include <future>
 #include <iostream>
 #include <map>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -198,8 +199,8 @@ Row measure(const std::string& name, const BenchOptions& options, Progress& prog
 
 // ---- the write table: rows interleaved round by round ------------------------
 //
-// Each round runs every row once, in an order rotated from round to round
-// (A B C D, B C D A, ...), after the warm-up rounds; before each timed run
+// Each round runs every row once, in an order that changes from round to
+// round (row_at), after the warm-up rounds; before each timed run
 // the output directory is emptied and the filesystem synced, so no row pays
 // for another's writeback. Every row writes the same file name in the same
 // directory.
@@ -513,14 +514,25 @@ void clear_output(const std::string& out) {
 }
 
 // Which of `n` rows runs `k`-th in `round` (warm-up rounds first, in table
-// order): rotated by one every timed round, and reversed every other round,
-// since a plain rotation keeps each row's predecessor, and what the previous
-// row left (its page cache, the disk's state) would land on the same row.
+// order). Timed round t runs row (s * k + t) mod n, the stride s taken in
+// turn from the numbers coprime with n, in the order 1, n-1, 2, n-2, 4, ...:
+// each round is a permutation, and a row's predecessor (the row s before it)
+// changes with s. What the previous row left (its page cache, its process
+// giving memory back, the disk's state) lands on the row after it: the
+// rotation reversed every other round used until 2026-12-03 gave each row
+// only its two table neighbours as predecessors, and the `ckptw` row's slow
+// copies came in the rounds it followed `safetensors`, 4 of 5.
 std::size_t row_at(int round, int warmup, std::size_t k, std::size_t n) {
-  if (round < warmup) return k;
+  if (round < warmup || n < 2) return k;
+  std::vector<std::size_t> strides;
+  for (std::size_t s = 1; 2 * s <= n; ++s) {
+    if (std::gcd(s, n) != 1) continue;
+    strides.push_back(s);
+    if (n - s != s) strides.push_back(n - s);
+  }
   const std::size_t timed_round = static_cast<std::size_t>(round - warmup);
-  const std::size_t slot = timed_round % 2 ? n - 1 - k : k;
-  return (slot + timed_round) % n;
+  const std::size_t stride = strides[timed_round % strides.size()];
+  return (stride * k + timed_round) % n;
 }
 
 // Runs the rows warm-up + repeats rounds, rotating the order every round;
@@ -722,7 +734,7 @@ class BenchDirectory {
 // The parent spawns N copies of this program (--rank-child), which find one
 // another through a TCPStore on loopback that rank 0 hosts (the ckptw row's
 // barrier, which also runs its vote and manifest). Every rank runs the same
-// rows in the same rotated order; before each run it empties its own output
+// rows in the same order (row_at); before each run it empties its own output
 // and syncs, and all ranks then leave one barrier together and time the run
 // on CLOCK_MONOTONIC, which every process on the machine shares. The parent
 // turns each round's N (start, end) pairs into the node's figures.
@@ -1142,8 +1154,8 @@ int run_bench(const BenchOptions& options) {
                 noise->a.c_str(), noise->b.c_str(), (noise->ratio - 1) * 100);
   }
   if (!options.read) {
-    std::printf("\nRows interleaved: each round runs every row once, in an order rotated every round, the output\n"
-                "emptied and synced before each run.");
+    std::printf("\nRows interleaved: each round runs every row once, in an order that changes every round (each\n"
+                "row follows other rows), the output emptied and synced before each run.");
   }
   std::printf("\nGB = 1e9 bytes; RSS in MiB; extra RSS = peak during the row's first run minus RSS before it\n"
               "(the model is %.0f MiB); the Python rows' peak RSS is their process's.\n",

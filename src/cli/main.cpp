@@ -164,9 +164,9 @@ int main(int argc, char** argv) {
       "Measure write throughput (GB/s) on the synthetic model: ckptw with each I/O backend, write_async\n"
       "(with the time the caller was blocked), the filesystem's own limit (raw O_DIRECT writes), and\n"
       "torch.save, ckptw.save, torch.distributed.checkpoint and safetensors from Python, in one run,\n"
-      "fsync included. Rows are interleaved (every round runs each row once, in a rotated order) and the\n"
-      "spread between two identical configurations is printed as the noise floor. With --read, read\n"
-      "throughput against a raw O_DIRECT read and torch.load");
+      "fsync included. Rows are interleaved (every round runs each row once, in an order that changes\n"
+      "every round) and the spread between two identical configurations is printed as the noise floor.\n"
+      "With --read, read throughput against a raw O_DIRECT read and torch.load");
   cli::BenchOptions bench_options;
   std::string bench_backend;
   std::string bench_json;

@@ -21,13 +21,18 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     for name in names:
         assert len(rows[name]["seconds"]) == 3, (name, rows[name]["note"])
         assert rows[name]["gbps_median"] > 0 and rows[name]["cpu_s_per_gb"] > 0, name
-    # One warm-up round in table order, then three timed rounds, rotated by one each round and
-    # reversed every other round, so that no row always follows the same one.
+    # One warm-up round in table order, then three timed rounds: timed round t runs row
+    # (s * k + t) mod n, with the strides s = 1, n - 1, 2 (coprime with n = 9), so that each
+    # row follows other rows from round to round.
     order = report["order"]
+    n = len(names)
     assert order[0] == names and order[1] == names
-    assert order[2] == [names[(len(names) - 1 - k + 1) % len(names)] for k in range(len(names))]
-    assert order[3] == names[2:] + names[:2]
-    assert len({round_[round_.index("ckptw-uring") - 1] for round_ in order[1:]}) > 1
+    assert order[2] == [names[((n - 1) * k + 1) % n] for k in range(n)]
+    assert order[3] == [names[(2 * k + 2) % n] for k in range(n)]
+    for name in names:  # no row has the same predecessor in all three timed rounds
+        before = [round_[round_.index(name) - 1] if round_.index(name) else order[i][-1]
+                  for i, round_ in enumerate(order[1:])]
+        assert len(set(before)) > 1, (name, before)
     noise = report["noise_floor"]
     assert noise["rows"][0] == "ckptw" and noise["rows"][1] in ("ckptw-uring", "ckptw-posix")
     assert noise["ratio"] >= 1
