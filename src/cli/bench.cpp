@@ -535,7 +535,7 @@ std::size_t row_at(int round, int warmup, std::size_t k, std::size_t n) {
   return (stride * k + timed_round) % n;
 }
 
-// Runs the rows warm-up + repeats rounds, rotating the order every round;
+// Runs the rows warm-up + repeats rounds, in the order row_at gives;
 // `order` gets the names in the order they ran, round by round.
 std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out, const BenchOptions& options,
                             Progress& progress, std::vector<std::vector<std::string>>& order) {

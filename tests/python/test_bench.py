@@ -1,5 +1,6 @@
 """`ckptw bench` (through the package's console script) on a tiny model: every row runs,
-rounds are interleaved with a rotated order, the noise floor is reported, nothing is left."""
+rounds are interleaved in an order that changes every round, the noise floor is reported,
+nothing is left."""
 import json
 import os
 import subprocess
