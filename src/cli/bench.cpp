@@ -322,29 +322,61 @@ std::string default_python() {
   return CKPTW_DEFAULT_PYTHON;
 }
 
+// A started child: its pid, and this process's ends of the pipes on its
+// stdin and stdout (-1 where none was asked for).
+struct SpawnedChild {
+  pid_t pid = -1;
+  int to_stdin = -1;
+  int from_stdout = -1;
+};
+
 // Starts `path` with `args` (argv[0] first) and `env` (null: this process's),
-// its stdin and stdout on `stdin_fd` / `stdout_fd` (-1: inherited). Spawned
-// (the child shares this process's memory until it execs), not forked: a fork
-// copies the page tables of a process that holds the model and the writers'
-// rings, and write-protects all of it in this process, whose rows are timed.
-pid_t spawn_process(const std::string& path, std::vector<std::string> args, const std::vector<std::string>* env,
-                    int stdin_fd, int stdout_fd) {
+// with a pipe on its stdin and/or stdout where asked. Spawned (the child
+// shares this process's memory until it execs), not forked: a fork copies the
+// page tables of a process that holds the model and the writers' rings, and
+// write-protects all of it in this process, whose rows are timed. The pipes
+// are close-on-exec, so that children started later do not inherit this
+// one's ends (its stdin would then never see EOF); dup2 clears the flag on
+// the child's stdin and stdout.
+SpawnedChild spawn_process(const std::string& path, const std::vector<std::string>& args,
+                           const std::vector<std::string>* env, bool pipe_stdin, bool pipe_stdout) {
+  int in[2] = {-1, -1}, out[2] = {-1, -1};
+  auto close_all = [&] {
+    for (int fd : {in[0], in[1], out[0], out[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
+  };
+  if ((pipe_stdin && pipe2(in, O_CLOEXEC) != 0) || (pipe_stdout && pipe2(out, O_CLOEXEC) != 0)) {
+    const int error = errno;
+    close_all();
+    throw IoError("pipe failed", path, "", error);
+  }
+  // posix_spawn does not write through argv or envp; the casts only meet its C signature.
   std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  std::vector<std::string> env_copy = env ? *env : std::vector<std::string>{};
   std::vector<char*> envp;
-  for (auto& e : env_copy) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  if (env) {
+    for (const auto& e : *env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+  }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  if (stdin_fd >= 0) posix_spawn_file_actions_adddup2(&actions, stdin_fd, STDIN_FILENO);
-  if (stdout_fd >= 0) posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, path.c_str(), &actions, nullptr, argv.data(), env ? envp.data() : environ);
+  if (pipe_stdin) posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
+  if (pipe_stdout) posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  SpawnedChild child;
+  const int rc = posix_spawn(&child.pid, path.c_str(), &actions, nullptr, argv.data(), env ? envp.data() : environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw IoError("cannot start " + path, path, "", rc);
-  return pid;
+  if (rc != 0) {
+    close_all();
+    throw IoError("cannot start " + path, path, "", rc);
+  }
+  for (int fd : {in[0], out[1]}) {  // the child's ends
+    if (fd >= 0) ::close(fd);
+  }
+  child.to_stdin = in[1];
+  child.from_stdout = out[0];
+  return child;
 }
 
 // The torch.load row of --read, run by bench/torch_load_bench.py in the
@@ -359,28 +391,20 @@ Row measure_python(const std::string& name, const std::string& script, const std
     return row;
   }
   progress.line(name + ": running " + script);
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw IoError("pipe failed", "", "", errno);
   std::vector<std::string> args = {python, script};
   args.insert(args.end(), script_args.begin(), script_args.end());
   args.push_back(std::to_string(options.repeats));
   args.push_back(std::to_string(options.warmup));
-  pid_t pid;
-  try {
-    pid = spawn_process(python, args, nullptr, -1, pipe_fds[1]);
-  } catch (const Error&) {
-    ::close(pipe_fds[0]);
-    ::close(pipe_fds[1]);
-    throw;
-  }
-  ::close(pipe_fds[1]);
+  const SpawnedChild child = spawn_process(python, args, nullptr, /*pipe_stdin=*/false, /*pipe_stdout=*/true);
   std::string output;
   char buffer[4096];
-  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;) output.append(buffer, static_cast<std::size_t>(n));
-  ::close(pipe_fds[0]);
+  for (ssize_t n; (n = ::read(child.from_stdout, buffer, sizeof buffer)) > 0;) {
+    output.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(child.from_stdout);
   int status = 0;
   rusage usage{};
-  wait4(pid, &status, 0, &usage);
+  wait4(child.pid, &status, 0, &usage);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     row.note = "failed: " + python + " " + script + " exited with status " + std::to_string(status);
     return row;
@@ -403,25 +427,12 @@ Row measure_python(const std::string& name, const std::string& script, const std
 class PythonSaver {
  public:
   PythonSaver(const std::string& python, const std::vector<std::string>& args) {
-    // Close-on-exec, so that savers started later do not inherit this one's
-    // pipe ends (its stdin would then never see EOF); dup2 clears the flag
-    // on the child's stdin and stdout.
-    int to_child[2], from_child[2];
-    if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0) {
-      throw IoError("pipe failed", "", "", errno);
-    }
     std::vector<std::string> argv = {python};
     argv.insert(argv.end(), args.begin(), args.end());
-    try {
-      pid_ = spawn_process(python, argv, nullptr, to_child[0], from_child[1]);
-    } catch (const Error&) {
-      for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) ::close(fd);
-      throw;
-    }
-    ::close(to_child[0]);
-    ::close(from_child[1]);
-    to_ = fdopen(to_child[1], "w");
-    from_ = fdopen(from_child[0], "r");
+    const SpawnedChild child = spawn_process(python, argv, nullptr, /*pipe_stdin=*/true, /*pipe_stdout=*/true);
+    pid_ = child.pid;
+    to_ = fdopen(child.to_stdin, "w");
+    from_ = fdopen(child.from_stdout, "r");
     nlohmann::json ready = reply();
     version_ = ready.value("version", "");
   }
@@ -905,18 +916,8 @@ int run_bench_ranks(const BenchOptions& options) {
     env.insert(env.end(), {"RANK=" + std::to_string(r), "LOCAL_RANK=" + std::to_string(r),
                            "WORLD_SIZE=" + std::to_string(options.ranks), "MASTER_ADDR=127.0.0.1",
                            "MASTER_PORT=" + std::to_string(port)});
-    int pipe_fds[2];
-    if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw IoError("pipe failed", "", "", errno);
-    pid_t pid;
-    try {
-      pid = spawn_process("/proc/self/exe", args, &env, -1, pipe_fds[1]);
-    } catch (const Error&) {
-      ::close(pipe_fds[0]);
-      ::close(pipe_fds[1]);
-      throw;
-    }
-    ::close(pipe_fds[1]);
-    children.push_back(Child{pid, fdopen(pipe_fds[0], "r")});
+    const SpawnedChild child = spawn_process("/proc/self/exe", args, &env, /*pipe_stdin=*/false, /*pipe_stdout=*/true);
+    children.push_back(Child{child.pid, fdopen(child.from_stdout, "r")});
   }
   std::vector<RankRow> rows;
   std::vector<std::string> failures;
