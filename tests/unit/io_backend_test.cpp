@@ -7,7 +7,10 @@
 #include <fstream>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <random>
 
 #include <sys/mman.h>
@@ -219,6 +222,40 @@ TYPED_TEST(BackendTest, ReadAtReadsToTheEndAndRefusesTooShortFiles) {
     EXPECT_EQ(this->backend_->read_at(fd, buffer.data(0), page_rounded, 0, size + 1), -EIO);
     EXPECT_EQ(this->backend_->close(fd), 0);
   }
+}
+
+// The VmFlags line of the mapping that holds `address` in /proc/self/smaps.
+std::string vm_flags_of(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<std::uintptr_t>(address);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    std::uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+// A ring of a huge page or more is one mapping that starts on a huge-page
+// boundary and asks for huge pages, so its buffers are a few physically
+// contiguous runs for the block layer (see buffer_ring.cpp); a small ring
+// stays page-sized.
+TEST(BufferRingMemory, LargeRingsAskForHugePagesSmallOnesStayPageSized) {
+  BufferRing large(4, 8 << 20);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(large.data(0)) % BufferRing::kHugePage, 0u);
+  for (std::size_t i = 1; i < large.count(); ++i) EXPECT_EQ(large.data(i), large.data(0) + i * large.buffer_bytes());
+  for (std::size_t i = 0; i < large.count(); ++i) EXPECT_EQ(large.data(i)[large.buffer_bytes() - 1], 0);
+  BufferRing small(3, 64 << 10);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small.data(0)) % BufferRing::kAlignment, 0u);
+  EXPECT_EQ(vm_flags_of(small.data(0)).find(" hg"), std::string::npos) << vm_flags_of(small.data(0));
+  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages: MADV_HUGEPAGE is refused";
+  }
+  EXPECT_NE(vm_flags_of(large.data(0)).find(" hg"), std::string::npos) << vm_flags_of(large.data(0));
 }
 
 TEST(BackendSelection, NamesParseAndPosixAlwaysWorks) {
