@@ -25,6 +25,9 @@
 // (user + system) per GB written. Peak RSS: the process's high-water mark
 // during the row (reset before it via /proc/self/clear_refs); "extra" is that
 // minus the RSS before the row, i.e. what writing added on top of the model.
+// --json also carries, per repeat, what can explain an outlier: copy+CRC
+// seconds, page faults, the machine's steal time, other processes' CPU time,
+// and the mean write request size the block device saw.
 #include "cli/bench.hpp"
 
 #include <algorithm>
@@ -49,6 +52,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -96,6 +101,15 @@ struct Row {
   std::vector<double> copy_crc_seconds;  // ckptw rows: per timed repeat
   std::vector<std::int64_t> minor_faults;  // rows run in this process: per timed repeat
   std::vector<double> steal_seconds;       // per timed repeat, the whole machine's
+  // Per timed repeat: the machine's busy CPU time minus this process's, i.e.
+  // other processes and kernel threads competing with the row (a Python
+  // row's own saver counts here).
+  std::vector<double> other_cpu_seconds;
+  // Per timed repeat: the mean size of the write requests the block device
+  // completed (KiB), where the output is on one. Far below the device's
+  // max_sectors_kb means the writes were split, e.g. by a scatter list of
+  // more segments than the device takes (write buffers of scattered pages).
+  std::vector<double> write_request_kib;
   bool ok() const { return !seconds.empty(); }
   std::vector<double> gbps() const {
     std::vector<double> v;
@@ -117,14 +131,45 @@ double cpu_seconds_self() {
   return secs(usage.ru_utime) + secs(usage.ru_stime);
 }
 
-// CPU time the hypervisor gave to others while this VM's CPUs wanted it
-// (all CPUs, /proc/stat's steal column); 0 where there is none.
-double steal_seconds_machine() {
+// The whole machine's CPU time so far, all CPUs (/proc/stat's first line):
+// busy is user + nice + system + irq + softirq; steal is what the hypervisor
+// gave to others while this VM's CPUs wanted it (0 where there is none).
+struct MachineCpu {
+  double busy = 0;
+  double steal = 0;
+};
+
+MachineCpu machine_cpu() {
   std::ifstream in("/proc/stat");
   std::string cpu;
-  std::uint64_t user, nice, system, idle, iowait, irq, softirq, steal = 0;
+  std::uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
   in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
-  return static_cast<double>(steal) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return MachineCpu{static_cast<double>(user + nice + system + irq + softirq) / tick, static_cast<double>(steal) / tick};
+}
+
+// Writes the block device under a directory has completed so far
+// (/sys/dev/block/MAJ:MIN/stat: write requests, 512-byte sectors written).
+struct DeviceWrites {
+  std::uint64_t requests = 0;
+  std::uint64_t sectors = 0;
+};
+
+// The stat file of the block device holding `dir`; empty where it has none
+// (tmpfs, overlay, network filesystems).
+std::string device_stat_path(const std::string& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || major(st.st_dev) == 0) return "";
+  std::string path = "/sys/dev/block/" + std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev)) + "/stat";
+  return std::ifstream(path) ? path : "";
+}
+
+DeviceWrites device_writes(const std::string& stat_path) {
+  std::ifstream in(stat_path);
+  std::uint64_t reads, read_merges, read_sectors, read_ticks;
+  DeviceWrites w;
+  in >> reads >> read_merges >> read_sectors >> read_ticks >> w.requests >> read_merges >> w.sectors;
+  return in ? w : DeviceWrites{};
 }
 
 // Page faults of this process so far (minor: no I/O, e.g. first touches).
@@ -551,6 +596,7 @@ std::size_t row_at(int round, int warmup, std::size_t k, std::size_t n) {
 std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out, const BenchOptions& options,
                             Progress& progress, std::vector<std::vector<std::string>>& order) {
   const std::size_t n = runners.size();
+  const std::string device_stat = device_stat_path(out);
   for (int round = 0; round < options.warmup + options.repeats; ++round) {
     const bool timed = round >= options.warmup;
     order.emplace_back();
@@ -567,7 +613,8 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       reset_peak_rss();
       const double cpu_before = cpu_seconds_self();
       const std::int64_t faults_before = minor_faults_self();
-      const double steal_before = steal_seconds_machine();
+      const MachineCpu machine_before = machine_cpu();
+      const DeviceWrites device_before = device_stat.empty() ? DeviceWrites{} : device_writes(device_stat);
       detail::Stopwatch clock;
       RunResult run;
       try {
@@ -594,7 +641,17 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       row.seconds.push_back(run.seconds >= 0 ? run.seconds : wall);
       row.cpu_seconds += run.cpu_seconds >= 0 ? run.cpu_seconds : cpu;
       if (run.seconds < 0) row.minor_faults.push_back(minor_faults_self() - faults_before);
-      row.steal_seconds.push_back(steal_seconds_machine() - steal_before);
+      const MachineCpu machine_after = machine_cpu();
+      row.steal_seconds.push_back(machine_after.steal - machine_before.steal);
+      row.other_cpu_seconds.push_back(std::max(0.0, machine_after.busy - machine_before.busy - cpu));
+      if (!device_stat.empty()) {
+        const DeviceWrites device_after = device_writes(device_stat);
+        const std::uint64_t requests = device_after.requests - device_before.requests;
+        if (requests > 0) {
+          row.write_request_kib.push_back(static_cast<double>(device_after.sectors - device_before.sectors) * 512 /
+                                          1024 / static_cast<double>(requests));
+        }
+      }
       if (run.blocking >= 0) row.blocking_seconds.push_back(run.blocking);
       if (run.cpu_phases.measured) {
         const CpuPhases& p = run.cpu_phases;
@@ -1074,6 +1131,8 @@ int run_bench(const BenchOptions& options) {
                     {"extra_rss_bytes", r.extra_rss_bytes}});
         if (!r.minor_faults.empty()) row["minor_faults"] = r.minor_faults;
         row["steal_seconds"] = r.steal_seconds;
+        row["other_cpu_seconds"] = r.other_cpu_seconds;
+        if (!r.write_request_kib.empty()) row["write_request_kib"] = r.write_request_kib;
         if (r.cpu_phases.measured) {
           const double gb = r.bytes / 1e9 * options.repeats;
           row["cpu_s_per_gb_by_phase"] = {{"plan", r.cpu_phases.plan / gb},

@@ -22,6 +22,18 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     for name in names:
         assert len(rows[name]["seconds"]) == 3, (name, rows[name]["note"])
         assert rows[name]["gbps_median"] > 0 and rows[name]["cpu_s_per_gb"] > 0, name
+        others = rows[name]["other_cpu_seconds"]  # what competed with each repeat
+        assert len(others) == 3 and min(others) >= 0, (name, others)
+    # Where the output is on a block device, each repeat's mean write request size: the O_DIRECT
+    # rows' writes (the file's data, fsync'd) reach it, so every repeat has requests to average.
+    dev = os.stat(tmp_path).st_dev
+    on_device = os.major(dev) != 0 and os.path.exists(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+    for name in ["ckptw", "ckptw-uring", "limit"]:
+        if on_device:
+            sizes = rows[name]["write_request_kib"]
+            assert len(sizes) == 3 and min(sizes) > 0, (name, sizes)
+        else:
+            assert "write_request_kib" not in rows[name], name
     # One warm-up round in table order, then three timed rounds: timed round t runs row
     # (s * k + t) mod n, with the strides s = 1, n - 1, 2 (coprime with n = 9), so that each
     # row follows other rows from round to round.
