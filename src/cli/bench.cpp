@@ -166,9 +166,9 @@ std::string device_stat_path(const std::string& dir) {
 
 DeviceWrites device_writes(const std::string& stat_path) {
   std::ifstream in(stat_path);
-  std::uint64_t reads, read_merges, read_sectors, read_ticks;
+  std::uint64_t reads, read_merges, read_sectors, read_ticks, write_merges;
   DeviceWrites w;
-  in >> reads >> read_merges >> read_sectors >> read_ticks >> w.requests >> read_merges >> w.sectors;
+  in >> reads >> read_merges >> read_sectors >> read_ticks >> w.requests >> write_merges >> w.sectors;
   return in ? w : DeviceWrites{};
 }
 

@@ -33,8 +33,10 @@ BufferRing::BufferRing(std::size_t count, std::size_t buffer_bytes) : buffer_byt
   // from a buffer of scattered 4 KiB pages becomes a scatter list of
   // hundreds of segments, and a block device's segment limit (254 on
   // virtio-blk) splits it into many small requests: on the 2026-12-03 VM,
-  // rings of ~1,700 runs per 8 MiB wrote O_DIRECT at 2.0-2.4 GB/s, rings of 4
-  // runs at 2.9-3.3 (docs/performance.md). Where THP is off this is a no-op.
+  // rings of 831-2,048 runs per 8 MiB wrote O_DIRECT at 1.5-1.7 GB/s in
+  // 0.5 MiB requests, rings of 4 runs at 3.5-4.0 GB/s in 4 MiB requests
+  // (bench/ring_contiguity.c, docs/performance.md). Where THP is off this is
+  // a no-op.
   if (align == kHugePage) (void)::madvise(base, bytes, MADV_HUGEPAGE);
   // Touch every page now so that the first checkpoint does not pay the page faults.
   std::memset(base, 0, bytes);
