@@ -8,7 +8,11 @@ writing it into DIR, durably, and answers with one JSON line:
                defaults (its own fsync of every file), into a fresh directory each time
   safetensors  safetensors.torch.save_file (tied weights once), then fsync of the file and its directory
 
-CPU seconds are this process's (every thread) over the timed saves only.
+CPU seconds are this process's (every thread) over the timed saves only. A "touch" line
+reads one byte in every page of the state dict's storages, untimed by the save, and
+answers {"touch_seconds": ...}: `ckptw bench` sends it before every save, so that the
+save reads a model as warm as the one a training step leaves (see Runner::touch in
+src/cli/bench.cpp).
 
 Usage: python_save_bench.py SOURCE.pt DIR SAVER  (first line out: {"ready": true, "version": ...})"""
 import json
@@ -65,6 +69,19 @@ def saver(name, directory):
     raise SystemExit(f"unknown saver {name!r}")
 
 
+def touch(state_dict):
+    """Reads one byte in every 4 KiB page of each distinct storage; the seconds it took."""
+    start, seen = time.perf_counter(), set()
+    for value in state_dict.values():
+        if not isinstance(value, torch.Tensor) or value.untyped_storage().data_ptr() in seen:
+            continue
+        storage = value.untyped_storage()
+        seen.add(storage.data_ptr())
+        pages = torch.empty(0, dtype=torch.uint8).set_(storage)[::4096]
+        int(pages.sum())
+    return time.perf_counter() - start
+
+
 def main():
     source, directory, name = sys.argv[1], sys.argv[2], sys.argv[3]
     state_dict = torch.load(source, mmap=False)
@@ -83,6 +100,9 @@ def main():
     # One save per "save" line, so that `ckptw bench` can interleave this row
     # with the others; EOF ends it.
     for line in sys.stdin:
+        if line.strip() == "touch":
+            print(json.dumps({"touch_seconds": touch(state_dict)}), flush=True)
+            continue
         if line.strip() != "save":
             continue
         try:

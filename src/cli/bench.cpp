@@ -1,6 +1,7 @@
 // What it measures: wall time of writing the synthetic model to a fresh temp
 // directory on the chosen filesystem, fsync of file and directory included in
-// every figure, warm model in memory, one warm-up write per row first.
+// every figure, warm model in memory (a byte of every page read before each
+// run, untimed: Runner::touch), one warm-up write per row first.
 // The rows run interleaved: each round runs every row once, in an order
 // that changes every round and gives each row other predecessors (row_at),
 // after the warm-up rounds, the output directory
@@ -27,7 +28,8 @@
 // minus the RSS before the row, i.e. what writing added on top of the model.
 // --json also carries, per repeat, what can explain an outlier: copy+CRC
 // seconds, page faults, the machine's steal time, other processes' CPU time,
-// and the mean write request size the block device saw.
+// the mean write request size the block device saw, and how long the touch
+// before the run took.
 #include "cli/bench.hpp"
 
 #include <algorithm>
@@ -101,6 +103,9 @@ struct Row {
   std::vector<double> copy_crc_seconds;  // ckptw rows: per timed repeat
   std::vector<std::int64_t> minor_faults;  // rows run in this process: per timed repeat
   std::vector<double> steal_seconds;       // per timed repeat, the whole machine's
+  // Per timed repeat: Runner::touch before it. Far above its usual figure:
+  // the host had taken pages of the row's model away while it sat idle.
+  std::vector<double> touch_seconds;
   // Per timed repeat: the machine's busy CPU time minus this process's, i.e.
   // other processes and kernel threads competing with the row (a Python
   // row's own saver counts here).
@@ -263,6 +268,12 @@ struct RunResult {
 struct Runner {
   Row row;
   std::function<RunResult()> once;  // null: the row could not be set up (row.note says why)
+  // Reads every page of what the next run reads, before it is timed; its
+  // seconds. A checkpoint is taken of a model the step before it touched,
+  // while a row's model sits idle through the other rows: on a VM, the host
+  // can meanwhile take such pages away (the next touch of each faults in the
+  // host, unseen by the guest), and the row that reads them first paid it.
+  std::function<double()> touch;
   bool ran = false;
   std::uint64_t setup_rss = 0;     // what setting the row up added (a writer's ring)
   std::uint64_t baseline_rss = 0;  // RSS before the row's first run
@@ -275,6 +286,26 @@ Runner set_up(const std::function<Runner()>& make) {
   const std::uint64_t after = status_kib("VmRSS:") * 1024;
   runner.setup_rss = after > before ? after - before : 0;
   return runner;
+}
+
+// Reads one byte in every page of [data, data + size).
+void touch_pages(const void* data, std::size_t size) {
+  static const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  const auto* bytes = static_cast<const volatile unsigned char*>(data);
+  unsigned char sink = 0;
+  for (std::size_t i = 0; i < size; i += page) sink ^= bytes[i];
+  (void)sink;
+}
+
+// touch_pages over every tensor's storage in `model`; its seconds.
+double touch_model(const StateDict& model) {
+  const detail::Stopwatch clock;
+  for (const auto& entry : model) {
+    if (!entry.value().isTensor()) continue;
+    const c10::Storage& storage = entry.value().toTensor().storage();
+    touch_pages(storage.data(), storage.nbytes());
+  }
+  return clock.elapsed();
 }
 
 enum class WriteCall { kWrite, kWriteAsync };
@@ -294,6 +325,7 @@ Runner writer_runner(const std::string& name, IoBackendKind backend, const State
     runner.row.note = std::string("unavailable: ") + e.what();
     return runner;
   }
+  runner.touch = [&model] { return touch_model(model); };
   runner.once = [writer, &model, out, call] {
     RunResult run;
     WriteResult result;
@@ -333,6 +365,11 @@ Runner limit_runner(std::uint64_t bytes, const std::string& out, const std::stri
   Runner runner;
   runner.row.name = "limit";
   runner.row.note = std::string(limit->io->name()) + (limit->config.direct_io ? ", O_DIRECT" : ", buffered");
+  runner.touch = [limit] {
+    const detail::Stopwatch clock;
+    for (std::size_t i = 0; i < limit->ring.count(); ++i) touch_pages(limit->ring.data(i), limit->ring.buffer_bytes());
+    return clock.elapsed();
+  };
   runner.once = [limit, bytes, path = out + "/" + file_name] {
     detail::IoBackend& io = *limit->io;
     detail::BufferRing& ring = limit->ring;
@@ -485,6 +522,15 @@ class PythonSaver {
 
   const std::string& version() const { return version_; }
 
+  // The saver reads a byte in every page of its state dict; its seconds.
+  double touch() {
+    std::fputs("touch\n", to_);
+    std::fflush(to_);
+    nlohmann::json answer = reply();
+    if (answer.contains("error")) throw Error(answer["error"].get<std::string>());
+    return answer["touch_seconds"].get<double>();
+  }
+
   RunResult save() {
     std::fputs("save\n", to_);
     std::fflush(to_);
@@ -547,6 +593,7 @@ Runner python_runner(const std::string& saver, const std::string& source, const 
     return runner;
   }
   runner.row.note = process->version();
+  runner.touch = [process] { return process->touch(); };
   runner.once = [process] { return process->save(); };
   finishers->push_back([process](Row& row) { row.peak_rss_bytes = process->finish(); });
   return runner;
@@ -609,6 +656,18 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       progress.line(row.name + (timed ? ": repeat " + std::to_string(round - options.warmup + 1) + "/" +
                                             std::to_string(options.repeats)
                                       : ": warm-up " + std::to_string(round + 1) + "/" + std::to_string(options.warmup)));
+      const auto drop_row = [&](const std::exception& e) {
+        row.note = std::string("failed: ") + e.what();
+        row.seconds.clear();
+        runner.once = nullptr;
+      };
+      double touched = 0;
+      try {
+        if (runner.touch) touched = runner.touch();
+      } catch (const std::exception& e) {
+        drop_row(e);
+        continue;
+      }
       if (!runner.ran) runner.baseline_rss = status_kib("VmRSS:") * 1024;
       reset_peak_rss();
       const double cpu_before = cpu_seconds_self();
@@ -620,9 +679,7 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       try {
         run = runner.once();
       } catch (const std::exception& e) {
-        row.note = std::string("failed: ") + e.what();
-        row.seconds.clear();
-        runner.once = nullptr;
+        drop_row(e);
         continue;
       }
       const double wall = clock.elapsed();
@@ -639,6 +696,7 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       runner.ran = true;
       if (!timed) continue;
       row.seconds.push_back(run.seconds >= 0 ? run.seconds : wall);
+      row.touch_seconds.push_back(touched);
       row.cpu_seconds += run.cpu_seconds >= 0 ? run.cpu_seconds : cpu;
       if (run.seconds < 0) row.minor_faults.push_back(minor_faults_self() - faults_before);
       const MachineCpu machine_after = machine_cpu();
@@ -867,6 +925,7 @@ int run_bench_rank(const BenchOptions& options) {
       progress.line(runner.row.name + (timed ? ": repeat " + std::to_string(timed_round + 1) : ": warm-up") + ", " +
                     std::to_string(rank.global_world_size) + " ranks");
       clear_rank_output(outputs[which].first, outputs[which].second);
+      const double touched = runner.touch ? runner.touch() : 0;
       barrier->execute_barrier();
       const double cpu_before = cpu_seconds_self();
       const double start = monotonic_seconds();
@@ -876,7 +935,7 @@ int run_bench_rank(const BenchOptions& options) {
       if (!timed) continue;
       nlohmann::json line = {{"row", runner.row.name}, {"round", timed_round}, {"start", start},
                              {"end", run.seconds >= 0 ? start + run.seconds : end},
-                             {"bytes", run.bytes}, {"cpu_seconds", cpu},
+                             {"bytes", run.bytes}, {"cpu_seconds", cpu}, {"touch_seconds", touched},
                              {"note", run.how.empty() ? runner.row.note : run.how}};
       std::cout << line.dump() << std::endl;
     }
@@ -1131,6 +1190,7 @@ int run_bench(const BenchOptions& options) {
                     {"extra_rss_bytes", r.extra_rss_bytes}});
         if (!r.minor_faults.empty()) row["minor_faults"] = r.minor_faults;
         row["steal_seconds"] = r.steal_seconds;
+        if (!r.touch_seconds.empty()) row["touch_seconds"] = r.touch_seconds;
         row["other_cpu_seconds"] = r.other_cpu_seconds;
         if (!r.write_request_kib.empty()) row["write_request_kib"] = r.write_request_kib;
         if (r.cpu_phases.measured) {

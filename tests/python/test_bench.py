@@ -24,6 +24,10 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
         assert rows[name]["gbps_median"] > 0 and rows[name]["cpu_s_per_gb"] > 0, name
         others = rows[name]["other_cpu_seconds"]  # what competed with each repeat
         assert len(others) == 3 and min(others) >= 0, (name, others)
+        # Before each timed run the row read a byte in every page of its model (the Python
+        # rows in their saver's process): the touch ran and was timed apart from the run.
+        touched = rows[name]["touch_seconds"]
+        assert len(touched) == 3 and min(touched) > 0, (name, touched)
     # Where the output is on a block device, each repeat's mean write request size: the O_DIRECT
     # rows' writes (the file's data, fsync'd) reach it, so every repeat has requests to average.
     dev = os.stat(tmp_path).st_dev
@@ -76,6 +80,7 @@ def test_bench_ranks_writes_every_rank_at_once_and_each_file_loads(tmp_path):
             # The node figure spans both ranks' runs: from the earlier start to the later end.
             span = max(r["end"] for r in runs) - min(r["start"] for r in runs)
             assert span >= max(r["end"] - r["start"] for r in runs), name
+            assert all(r["touch_seconds"] > 0 for r in runs), name
     [kept] = [p for p in tmp_path.iterdir() if p.name.startswith("ckptw-bench-")]
     committed = kept / "ckptw"
     manifest = json.loads((committed / "checkpoint_manifest.json").read_text())
