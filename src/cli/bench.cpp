@@ -23,7 +23,8 @@
 //     binding, torch.distributed.checkpoint and safetensors, the peers users
 //     pick; their CPU seconds are the script's own over the timed saves.
 // GB/s = file bytes / seconds, GB = 1e9 bytes. CPU s/GB = process CPU time
-// (user + system) per GB written. Peak RSS: the process's high-water mark
+// (user + system) per GB written, the median over the repeats in the write
+// table (each phase's own median in its breakdown). Peak RSS: the process's high-water mark
 // during the row (reset before it via /proc/self/clear_refs); "extra" is that
 // minus the RSS before the row, i.e. what writing added on top of the model.
 // --json also carries, per repeat, what can explain an outlier: copy+CRC
@@ -78,6 +79,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 // Where a ckptw row's CPU time goes (WriteResult's CPU figures): the write
 // thread's planning, its copies and CRCs, the rest of its write (submissions,
 // completions, the fsync calls), and everything else the process spent (the
@@ -95,12 +102,15 @@ struct Row {
   std::string note;                 // e.g. "missing: ..." or "posix, O_DIRECT"
   std::vector<double> seconds;
   std::uint64_t bytes = 0;
-  double cpu_seconds = 0;           // over the timed repeats
+  double cpu_seconds = 0;           // over the timed repeats, where repeat_cpu_seconds is empty
+  // Per timed repeat, where each was measured apart (the write table): CPU
+  // s/GB is then their median, as GB/s is, so that one repeat the host
+  // slowed (see Runner::touch) moves neither.
+  std::vector<double> repeat_cpu_seconds;
   std::uint64_t peak_rss_bytes = 0;
   std::uint64_t extra_rss_bytes = 0;
   std::vector<double> blocking_seconds;  // write_async rows: until the call returned
-  CpuPhases cpu_phases;                  // ckptw rows: cpu_seconds by phase, over the timed repeats
-  std::vector<double> copy_crc_seconds;  // ckptw rows: per timed repeat
+  std::vector<CpuPhases> cpu_phases;     // ckptw rows: the CPU seconds by phase, per timed repeat
   std::vector<std::int64_t> minor_faults;  // rows run in this process: per timed repeat
   std::vector<double> steal_seconds;       // per timed repeat, the whole machine's
   // Per timed repeat: Runner::touch before it. Far above its usual figure:
@@ -116,18 +126,30 @@ struct Row {
   // more segments than the device takes (write buffers of scattered pages).
   std::vector<double> write_request_kib;
   bool ok() const { return !seconds.empty(); }
+  double cpu_s_per_gb() const {
+    const double gb = static_cast<double>(bytes) / 1e9;
+    if (!repeat_cpu_seconds.empty()) return median(repeat_cpu_seconds) / gb;
+    return cpu_seconds / (gb * static_cast<double>(seconds.size()));
+  }
+  // Each phase's median over the repeats, per GB.
+  CpuPhases cpu_phases_per_gb() const {
+    std::vector<double> plan, copy_crc, write_other, other_threads;
+    for (const CpuPhases& p : cpu_phases) {
+      plan.push_back(p.plan);
+      copy_crc.push_back(p.copy_crc);
+      write_other.push_back(p.write_other);
+      other_threads.push_back(p.other_threads);
+    }
+    const double gb = static_cast<double>(bytes) / 1e9;
+    return CpuPhases{median(plan) / gb, median(copy_crc) / gb, median(write_other) / gb, median(other_threads) / gb,
+                     true};
+  }
   std::vector<double> gbps() const {
     std::vector<double> v;
     for (double s : seconds) v.push_back(static_cast<double>(bytes) / s / 1e9);
     return v;
   }
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 double cpu_seconds_self() {
   rusage usage{};
@@ -697,7 +719,7 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       if (!timed) continue;
       row.seconds.push_back(run.seconds >= 0 ? run.seconds : wall);
       row.touch_seconds.push_back(touched);
-      row.cpu_seconds += run.cpu_seconds >= 0 ? run.cpu_seconds : cpu;
+      row.repeat_cpu_seconds.push_back(run.cpu_seconds >= 0 ? run.cpu_seconds : cpu);
       if (run.seconds < 0) row.minor_faults.push_back(minor_faults_self() - faults_before);
       const MachineCpu machine_after = machine_cpu();
       row.steal_seconds.push_back(machine_after.steal - machine_before.steal);
@@ -712,13 +734,9 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
       }
       if (run.blocking >= 0) row.blocking_seconds.push_back(run.blocking);
       if (run.cpu_phases.measured) {
-        const CpuPhases& p = run.cpu_phases;
-        row.cpu_phases.plan += p.plan;
-        row.cpu_phases.copy_crc += p.copy_crc;
-        row.cpu_phases.write_other += p.write_other;
-        row.cpu_phases.other_threads += std::max(0.0, cpu - p.plan - p.copy_crc - p.write_other);
-        row.cpu_phases.measured = true;
-        row.copy_crc_seconds.push_back(p.copy_crc);
+        CpuPhases p = run.cpu_phases;
+        p.other_threads = std::max(0.0, cpu - p.plan - p.copy_crc - p.write_other);
+        row.cpu_phases.push_back(p);
       }
     }
   }
@@ -987,15 +1005,18 @@ struct RankRow {
     }
     return v;
   }
+  // Per round, the CPU seconds of all ranks over the bytes of all ranks; the median over the rounds.
   double cpu_s_per_gb() const {
-    double cpu = 0, bytes = 0;
+    std::vector<double> v;
     for (const auto& [round, runs] : rounds) {
+      double cpu = 0, bytes = 0;
       for (const auto& r : runs) {
         cpu += r["cpu_seconds"].get<double>();
         bytes += r["bytes"].get<double>();
       }
+      v.push_back(cpu / (bytes / 1e9));
     }
-    return cpu / (bytes / 1e9);
+    return median(v);
   }
 };
 
@@ -1105,7 +1126,7 @@ int run_bench_ranks(const BenchOptions& options) {
                 median(row.slowest_rank_seconds()), row.cpu_s_per_gb(), row.note.c_str());
   }
   std::printf("\nnode GB/s = all ranks' bytes / (first rank's start to last rank's end), the ranks released by one\n"
-              "barrier; CPU s/GB summed over the ranks. ckptw: one writer per rank with the vote and manifest\n"
+              "barrier; CPU s/GB summed over the ranks, median over the rounds. ckptw: one writer per rank with the vote and manifest\n"
               "(TCPStore on loopback); limit: raw O_DIRECT writes of the same bytes in each rank; torch.save: one\n"
               "Python saver per rank. Rows interleaved as in the single-process table.\n");
   return 0;
@@ -1185,7 +1206,7 @@ int run_bench(const BenchOptions& options) {
                     {"gbps_max", *std::max_element(g.begin(), g.end())},
                     {"seconds", r.seconds},
                     {"ratio_to_limit", ratio(r)},
-                    {"cpu_s_per_gb", r.cpu_seconds / (r.bytes / 1e9 * options.repeats)},
+                    {"cpu_s_per_gb", r.cpu_s_per_gb()},
                     {"peak_rss_bytes", r.peak_rss_bytes},
                     {"extra_rss_bytes", r.extra_rss_bytes}});
         if (!r.minor_faults.empty()) row["minor_faults"] = r.minor_faults;
@@ -1193,13 +1214,16 @@ int run_bench(const BenchOptions& options) {
         if (!r.touch_seconds.empty()) row["touch_seconds"] = r.touch_seconds;
         row["other_cpu_seconds"] = r.other_cpu_seconds;
         if (!r.write_request_kib.empty()) row["write_request_kib"] = r.write_request_kib;
-        if (r.cpu_phases.measured) {
-          const double gb = r.bytes / 1e9 * options.repeats;
-          row["cpu_s_per_gb_by_phase"] = {{"plan", r.cpu_phases.plan / gb},
-                                          {"copy_crc", r.cpu_phases.copy_crc / gb},
-                                          {"write_other", r.cpu_phases.write_other / gb},
-                                          {"other_threads", r.cpu_phases.other_threads / gb}};
-          row["copy_crc_seconds"] = r.copy_crc_seconds;
+        if (!r.repeat_cpu_seconds.empty()) row["cpu_seconds"] = r.repeat_cpu_seconds;
+        if (!r.cpu_phases.empty()) {
+          const CpuPhases per_gb = r.cpu_phases_per_gb();
+          row["cpu_s_per_gb_by_phase"] = {{"plan", per_gb.plan},
+                                          {"copy_crc", per_gb.copy_crc},
+                                          {"write_other", per_gb.write_other},
+                                          {"other_threads", per_gb.other_threads}};
+          std::vector<double> copy_crc;
+          for (const CpuPhases& p : r.cpu_phases) copy_crc.push_back(p.copy_crc);
+          row["copy_crc_seconds"] = copy_crc;
         }
         if (!r.blocking_seconds.empty()) {
           row.update({{"blocking_seconds", r.blocking_seconds},
@@ -1249,24 +1273,25 @@ int run_bench(const BenchOptions& options) {
     auto g = r.gbps();
     std::printf("%-12s %9.3f %9.3f %9.3f %9.2f %9.3f %8.0f M %8.0f M  %s\n", r.name.c_str(), median(g),
                 *std::min_element(g.begin(), g.end()), *std::max_element(g.begin(), g.end()), ratio(r),
-                r.cpu_seconds / (r.bytes / 1e9 * options.repeats), r.peak_rss_bytes / 1048576.0,
+                r.cpu_s_per_gb(), r.peak_rss_bytes / 1048576.0,
                 r.extra_rss_bytes / 1048576.0, r.note.c_str());
   }
   bool phases_header = false;
   for (const auto& r : rows) {
-    if (!r.ok() || !r.cpu_phases.measured) continue;
+    if (!r.ok() || r.cpu_phases.empty()) continue;
     if (!phases_header) {
       std::printf("\n%-12s %9s %9s %9s %9s   CPU s/GB by phase\n", "row", "plan", "copy+CRC", "write", "other");
       phases_header = true;
     }
-    const double gb = r.bytes / 1e9 * options.repeats;
-    std::printf("%-12s %9.3f %9.3f %9.3f %9.3f\n", r.name.c_str(), r.cpu_phases.plan / gb,
-                r.cpu_phases.copy_crc / gb, r.cpu_phases.write_other / gb, r.cpu_phases.other_threads / gb);
+    const CpuPhases per_gb = r.cpu_phases_per_gb();
+    std::printf("%-12s %9.3f %9.3f %9.3f %9.3f\n", r.name.c_str(), per_gb.plan, per_gb.copy_crc,
+                per_gb.write_other, per_gb.other_threads);
   }
   if (phases_header) {
     std::printf("plan: walking the state dict and pickling (write_async: the whole capture); copy+CRC: into the\n"
                 "write buffers and the CRC-32s; write: the rest of the write thread (submissions, completions,\n"
-                "fsync); other: the process's other threads (the kernel's I/O workers).\n");
+                "fsync); other: the process's other threads (the kernel's I/O workers). Each phase's median\n"
+                "over the repeats, as CPU s/GB above.\n");
   }
   if (auto noise = noise_floor(rows)) {
     std::printf("\nnoise floor: %s and %s run the same configuration; their medians differ by %.0f %%:\n"
@@ -1275,7 +1300,8 @@ int run_bench(const BenchOptions& options) {
   }
   if (!options.read) {
     std::printf("\nRows interleaved: each round runs every row once, in an order that changes every round (each\n"
-                "row follows other rows), the output emptied and synced before each run.");
+                "row follows other rows), the output emptied and synced before each run, every page of the\n"
+                "row's model read (untimed) just before it. GB/s and CPU s/GB: medians over the repeats.");
   }
   std::printf("\nGB = 1e9 bytes; RSS in MiB; extra RSS = peak during the row's first run minus RSS before it\n"
               "(the model is %.0f MiB); the Python rows' peak RSS is their process's.\n",
