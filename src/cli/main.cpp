@@ -134,7 +134,11 @@ int main(int argc, char** argv) {
   std::uint64_t synth_size = std::uint64_t{1} << 30;
   std::uint64_t synth_seed = 0;
   synth->add_option("DIR", synth_dir, "Checkpoint directory (created if missing)")->required();
-  synth->add_option("--size", synth_size, "Approximate payload bytes (default 1 GiB)")->capture_default_str();
+  // Sizes take a unit: 512MiB, 2GiB, 3GB (kB, MB, GB are powers of 1000, as GB/s is), or plain bytes.
+  const CLI::AsSizeValue size_units(/*kb_is_1000=*/true);
+  synth->add_option("--size", synth_size, "Approximate payload size (default 1GiB)")
+      ->transform(size_units)
+      ->capture_default_str();
   synth->add_option("--seed", synth_seed, "PRNG seed: same seed and size give the same bytes")->capture_default_str();
   std::string synth_barrier = "none";
   int synth_barrier_timeout = 600;
@@ -170,7 +174,9 @@ int main(int argc, char** argv) {
   cli::BenchOptions bench_options;
   std::string bench_backend;
   std::string bench_json;
-  bench->add_option("--size", bench_options.size_bytes, "Model payload bytes")->capture_default_str();
+  bench->add_option("--size", bench_options.size_bytes, "Model payload size, e.g. 512MiB")
+      ->transform(size_units)
+      ->capture_default_str();
   bench->add_option("--repeat,--repeats", bench_options.repeats, "Timed repeats per row")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -9,7 +9,7 @@ import sys
 
 def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     ckptw_cli = os.path.join(os.path.dirname(sys.executable), "ckptw")
-    out = subprocess.run([ckptw_cli, "bench", "--size", str(8 << 20), "--repeat", "3", "--warmup", "1",
+    out = subprocess.run([ckptw_cli, "bench", "--size", "8MiB", "--repeat", "3", "--warmup", "1",
                           "--dir", str(tmp_path), "--json", str(tmp_path / "bench.json")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -54,6 +54,16 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     assert noise["rows"][0] == "ckptw" and noise["rows"][1] in ("ckptw-uring", "ckptw-posix")
     assert noise["ratio"] >= 1
     assert sorted(os.listdir(tmp_path)) == ["bench.json"]  # the bench's temp directory is gone
+
+
+def test_bench_size_takes_units_and_names_a_bad_one(tmp_path):
+    """--size 8MiB ran above; a unit it does not know is refused before anything is written."""
+    ckptw_cli = os.path.join(os.path.dirname(sys.executable), "ckptw")
+    out = subprocess.run([ckptw_cli, "bench", "--size", "8MiX", "--dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "--size" in out.stderr and "unit not recognized" in out.stderr, out.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_bench_ranks_writes_every_rank_at_once_and_each_file_loads(tmp_path):
