@@ -27,6 +27,7 @@
 #include "read/verify.hpp"
 #include "read/zip_index.hpp"
 #include "stage/device_upload.hpp"
+#include "util/huge_pages.hpp"
 #include "util/key_path.hpp"
 
 #if CKPTW_HAVE_CUDA
@@ -218,7 +219,7 @@ class Loader {
       }
       void* base = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (base == MAP_FAILED) throw Error("out of memory for storage data/" + key, file_.path(), "", ENOMEM);
-      if (length >= (std::size_t{2} << 20)) (void)::madvise(base, length, MADV_HUGEPAGE);
+      detail::advise_huge_pages(base, length);
       item.base = static_cast<unsigned char*>(base);
       item.bytes = at::from_blob(item.base + (record->payload_offset - start),
                                  {static_cast<std::int64_t>(record->size)}, [base, length](void*) { ::munmap(base, length); },

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 
 #include "ckptw/error.hpp"
+#include "util/huge_pages.hpp"
 
 namespace ckptw::detail {
 
@@ -18,7 +19,7 @@ BufferRing::BufferRing(std::size_t count, std::size_t buffer_bytes) : buffer_byt
   const std::size_t bytes = std::max(count * buffer_bytes, kAlignment);
   // A ring of at least one huge page starts on a huge-page boundary, so that
   // every 2 MiB of it can be one transparent huge page.
-  const std::size_t align = bytes >= kHugePage ? kHugePage : kAlignment;
+  const std::size_t align = bytes >= kHugePageBytes ? kHugePageBytes : kAlignment;
   mapped_bytes_ = (bytes + align - 1) / align * align + (align - kAlignment);
   void* p = ::mmap(nullptr, mapped_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
@@ -37,7 +38,7 @@ BufferRing::BufferRing(std::size_t count, std::size_t buffer_bytes) : buffer_byt
   // 0.5 MiB requests, rings of 4 runs at 3.5-4.0 GB/s in 4 MiB requests
   // (bench/ring_contiguity.c, docs/performance.md). Where THP is off this is
   // a no-op.
-  if (align == kHugePage) (void)::madvise(base, bytes, MADV_HUGEPAGE);
+  advise_huge_pages(base, bytes);
   // Touch every page now so that the first checkpoint does not pay the page faults.
   std::memset(base, 0, bytes);
   buffers_.reserve(count);

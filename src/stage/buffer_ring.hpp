@@ -18,9 +18,6 @@ namespace ckptw::detail {
 class BufferRing {
  public:
   static constexpr std::size_t kAlignment = 4096;
-  /// A ring of at least this many bytes is aligned to it and asks for
-  /// transparent huge pages (MADV_HUGEPAGE).
-  static constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
   /// `buffer_bytes` must be a multiple of kAlignment.
   BufferRing(std::size_t count, std::size_t buffer_bytes);

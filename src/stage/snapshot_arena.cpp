@@ -5,12 +5,9 @@
 #include <sys/mman.h>
 
 #include "ckptw/error.hpp"
+#include "util/huge_pages.hpp"
 
 namespace ckptw::detail {
-
-namespace {
-constexpr std::size_t kGranule = std::size_t{2} << 20;  // huge-page sized steps
-}
 
 SnapshotArena::~SnapshotArena() { release(); }
 
@@ -33,11 +30,11 @@ unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine) {
     return data_;
   }
   release();
-  std::size_t size = (bytes + kGranule - 1) / kGranule * kGranule;
-  if (size == 0) size = kGranule;
+  std::size_t size = (bytes + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+  if (size == 0) size = kHugePageBytes;
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw Error("cannot allocate " + std::to_string(size) + " bytes of staging memory", "", "", errno);
-  (void)::madvise(p, size, MADV_HUGEPAGE);
+  advise_huge_pages(p, size);
   data_ = static_cast<unsigned char*>(p);
   capacity_ = size;
   ++allocations_;

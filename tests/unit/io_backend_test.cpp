@@ -22,6 +22,7 @@
 #include "read/pt_inspect.hpp"
 #include "stage/buffer_ring.hpp"
 #include "support/test_support.hpp"
+#include "util/huge_pages.hpp"
 #include "writer/image_streamer.hpp"
 
 namespace ckptw::detail {
@@ -246,7 +247,7 @@ std::string vm_flags_of(const void* address) {
 // stays page-sized.
 TEST(BufferRingMemory, LargeRingsAskForHugePagesSmallOnesStayPageSized) {
   BufferRing large(4, 8 << 20);
-  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(large.data(0)) % BufferRing::kHugePage, 0u);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(large.data(0)) % kHugePageBytes, 0u);
   for (std::size_t i = 1; i < large.count(); ++i) EXPECT_EQ(large.data(i), large.data(0) + i * large.buffer_bytes());
   for (std::size_t i = 0; i < large.count(); ++i) EXPECT_EQ(large.data(i)[large.buffer_bytes() - 1], 0);
   BufferRing small(3, 64 << 10);
