@@ -1126,9 +1126,9 @@ int run_bench_ranks(const BenchOptions& options) {
                 median(row.slowest_rank_seconds()), row.cpu_s_per_gb(), row.note.c_str());
   }
   std::printf("\nnode GB/s = all ranks' bytes / (first rank's start to last rank's end), the ranks released by one\n"
-              "barrier; CPU s/GB summed over the ranks, median over the rounds. ckptw: one writer per rank with the vote and manifest\n"
-              "(TCPStore on loopback); limit: raw O_DIRECT writes of the same bytes in each rank; torch.save: one\n"
-              "Python saver per rank. Rows interleaved as in the single-process table.\n");
+              "barrier; CPU s/GB summed over the ranks, median over the rounds. ckptw: one writer per rank with\n"
+              "the vote and manifest (TCPStore on loopback); limit: raw O_DIRECT writes of the same bytes in each\n"
+              "rank; torch.save: one Python saver per rank. Rows interleaved as in the single-process table.\n");
   return 0;
 }
 
