@@ -53,6 +53,11 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     noise = report["noise_floor"]
     assert noise["rows"][0] == "ckptw" and noise["rows"][1] in ("ckptw-uring", "ckptw-posix")
     assert noise["ratio"] >= 1
+    # The spread bound resamples the two rows' repeats: at least 1, and no more than the pooled
+    # repeats' slowest over fastest.
+    pooled = rows[noise["rows"][0]]["seconds"] + rows[noise["rows"][1]]["seconds"]
+    assert 1 <= noise["ratio_p90"] <= max(pooled) / min(pooled) + 1e-9, (noise, pooled)
+    assert "apart 9 times in 10" in out.stdout
     assert sorted(os.listdir(tmp_path)) == ["bench.json"]  # the bench's temp directory is gone
 
 
