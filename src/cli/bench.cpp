@@ -26,9 +26,10 @@
 //     pick; their CPU seconds are the script's own over the timed saves.
 // GB/s = file bytes / seconds, GB = 1e9 bytes. CPU s/GB = process CPU time
 // (user + system) per GB written, the median over the repeats in the write
-// table (each phase's own median in its breakdown). Peak RSS: the process's high-water mark
-// during the row (reset before it via /proc/self/clear_refs); "extra" is that
-// minus the RSS before the row, i.e. what writing added on top of the model.
+// table (each phase's own median in its breakdown). Peak RSS: the process's
+// high-water mark during the row (reset before it via /proc/self/clear_refs);
+// "extra" is that minus the RSS before the row, i.e. what writing added on
+// top of the model.
 // --json also carries, per repeat, what can explain an outlier: copy+CRC
 // seconds, page faults, the machine's steal time, other processes' CPU time,
 // the mean write request size the block device saw, and how long the touch
@@ -332,6 +333,13 @@ double touch_model(const StateDict& model) {
   return clock.elapsed();
 }
 
+// touch_pages over every buffer of `ring`; its seconds.
+double touch_ring(const detail::BufferRing& ring) {
+  const detail::Stopwatch clock;
+  for (std::size_t i = 0; i < ring.count(); ++i) touch_pages(ring.data(i), ring.buffer_bytes());
+  return clock.elapsed();
+}
+
 enum class WriteCall { kWrite, kWriteAsync };
 
 Runner writer_runner(const std::string& name, IoBackendKind backend, const StateDict& model, const std::string& out,
@@ -389,11 +397,7 @@ Runner limit_runner(std::uint64_t bytes, const std::string& out, const std::stri
   Runner runner;
   runner.row.name = "limit";
   runner.row.note = std::string(limit->io->name()) + (limit->config.direct_io ? ", O_DIRECT" : ", buffered");
-  runner.touch = [limit] {
-    const detail::Stopwatch clock;
-    for (std::size_t i = 0; i < limit->ring.count(); ++i) touch_pages(limit->ring.data(i), limit->ring.buffer_bytes());
-    return clock.elapsed();
-  };
+  runner.touch = [limit] { return touch_ring(limit->ring); };
   runner.once = [limit, bytes, path = out + "/" + file_name] {
     detail::IoBackend& io = *limit->io;
     detail::BufferRing& ring = limit->ring;
@@ -547,19 +551,10 @@ class PythonSaver {
   const std::string& version() const { return version_; }
 
   // The saver reads a byte in every page of its state dict; its seconds.
-  double touch() {
-    std::fputs("touch\n", to_);
-    std::fflush(to_);
-    nlohmann::json answer = reply();
-    if (answer.contains("error")) throw Error(answer["error"].get<std::string>());
-    return answer["touch_seconds"].get<double>();
-  }
+  double touch() { return request("touch")["touch_seconds"].get<double>(); }
 
   RunResult save() {
-    std::fputs("save\n", to_);
-    std::fflush(to_);
-    nlohmann::json answer = reply();
-    if (answer.contains("error")) throw Error(answer["error"].get<std::string>());
+    const nlohmann::json answer = request("save");
     RunResult run;
     run.bytes = answer["file_bytes"].get<std::uint64_t>();
     run.seconds = answer["seconds"].get<double>();
@@ -583,6 +578,15 @@ class PythonSaver {
   }
 
  private:
+  // Sends one command line; the saver's answer, or its error thrown.
+  nlohmann::json request(const char* command) {
+    std::fprintf(to_, "%s\n", command);
+    std::fflush(to_);
+    nlohmann::json answer = reply();
+    if (answer.contains("error")) throw Error(answer["error"].get<std::string>());
+    return answer;
+  }
+
   nlohmann::json reply() {
     char* line = nullptr;
     std::size_t capacity = 0;
