@@ -32,8 +32,9 @@
 // top of the model.
 // --json also carries, per repeat, what can explain an outlier: copy+CRC
 // seconds, page faults, the machine's steal time, other processes' CPU time,
-// the mean write request size the block device saw, and how long the touch
-// before the run took.
+// the mean write request size the block device saw, how long the touch
+// before the run took, and (rows that publish a file) how long the fsync,
+// rename and directory fsync took.
 #include "cli/bench.hpp"
 
 #include <algorithm>
@@ -113,6 +114,11 @@ struct Row {
   std::uint64_t peak_rss_bytes = 0;
   std::uint64_t extra_rss_bytes = 0;
   std::vector<double> blocking_seconds;  // write_async rows: until the call returned
+  // Per timed repeat, rows that publish a file (the writer rows, limit): the
+  // fsync of the file, its rename and the fsync of the directory, which end
+  // with a flush of the device's cache. The rest of the repeat is the copy
+  // and the writes.
+  std::vector<double> sync_seconds;
   std::vector<CpuPhases> cpu_phases;     // ckptw rows: the CPU seconds by phase, per timed repeat
   std::vector<std::int64_t> minor_faults;  // rows run in this process: per timed repeat
   std::vector<double> steal_seconds;       // per timed repeat, the whole machine's
@@ -286,6 +292,7 @@ struct RunResult {
   double seconds = -1;      // wall time of the save itself (Python rows)
   double cpu_seconds = -1;  // the saver's own CPU time (Python rows)
   double blocking = -1;     // write_async rows: until the call returned
+  double sync = -1;         // rows that publish a file: its fsync, rename and directory fsync
   CpuPhases cpu_phases;     // ckptw rows (other_threads is left to run_rounds)
   std::string how;          // the row's note, when the run tells it (the backend auto picked)
 };
@@ -370,6 +377,7 @@ Runner writer_runner(const std::string& name, IoBackendKind backend, const State
       result = writer->write(out, model);
     }
     run.bytes = result.bytes_written;
+    run.sync = result.sync_secs;
     run.cpu_phases = CpuPhases{result.plan_cpu_secs, result.copy_crc_secs,
                                // copy_crc_secs is wall time: a preempted copy can exceed the CPU clock
                                std::max(0.0, result.write_cpu_secs - result.copy_crc_secs), 0, true};
@@ -419,9 +427,11 @@ Runner limit_runner(std::uint64_t bytes, const std::string& out, const std::stri
       while (queue->in_flight() > 0) (void)queue->wait_any();
       if (int rc = queue->error(); rc < 0) throw IoError("limit write failed", path, "", -rc);
     }
+    detail::Stopwatch publishing;
     file.publish(true);
     RunResult run;
     run.bytes = bytes;
+    run.sync = publishing.elapsed();
     return run;
   };
   return runner;
@@ -739,6 +749,7 @@ std::vector<Row> run_rounds(std::vector<Runner>& runners, const std::string& out
         }
       }
       if (run.blocking >= 0) row.blocking_seconds.push_back(run.blocking);
+      if (run.sync >= 0) row.sync_seconds.push_back(run.sync);
       if (run.cpu_phases.measured) {
         CpuPhases p = run.cpu_phases;
         p.other_threads = std::max(0.0, cpu - p.plan - p.copy_crc - p.write_other);
@@ -1248,6 +1259,7 @@ int run_bench(const BenchOptions& options) {
         if (!r.touch_seconds.empty()) row["touch_seconds"] = r.touch_seconds;
         row["other_cpu_seconds"] = r.other_cpu_seconds;
         if (!r.write_request_kib.empty()) row["write_request_kib"] = r.write_request_kib;
+        if (!r.sync_seconds.empty()) row["sync_seconds"] = r.sync_seconds;
         if (!r.repeat_cpu_seconds.empty()) row["cpu_seconds"] = r.repeat_cpu_seconds;
         if (!r.cpu_phases.empty()) {
           const CpuPhases per_gb = r.cpu_phases_per_gb();

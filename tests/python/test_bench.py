@@ -28,6 +28,11 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
         # rows in their saver's process): the touch ran and was timed apart from the run.
         touched = rows[name]["touch_seconds"]
         assert len(touched) == 3 and min(touched) > 0, (name, touched)
+    # The rows that publish a file time the publication (fsync, rename, directory fsync) apart:
+    # a part of each repeat, so never more than the repeat itself.
+    for name in ["ckptw", "ckptw-posix", "ckptw-uring", "ckptw-async", "limit"]:
+        synced, whole = rows[name]["sync_seconds"], rows[name]["seconds"]
+        assert len(synced) == 3 and all(0 <= s <= w for s, w in zip(synced, whole)), (name, synced, whole)
     # Where the output is on a block device, each repeat's mean write request size: the O_DIRECT
     # rows' writes (the file's data, fsync'd) reach it, so every repeat has requests to average.
     dev = os.stat(tmp_path).st_dev
