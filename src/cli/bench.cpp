@@ -9,7 +9,8 @@
 // another's writeback); medians per row over the rounds. The auto row and the
 // forced row it picks are the same configuration, kept on purpose: their
 // ratio is printed as the noise floor, with how far apart such a pair lands
-// 9 times in 10 given the run's spread (spread_p90). Rows, in one run on
+// 9 times in 10 given the run's spread (spread_p90); each row's "rerun p90"
+// is the same bound for two runs of that row. Rows, in one run on
 // the same bytes:
 //   ckptw, ckptw-posix, ckptw-uring: CheckpointWriter::write() with the auto,
 //     POSIX and io_uring backends (each repeat replaces the previous file);
@@ -778,8 +779,8 @@ struct NoiseFloor {
   double ratio_p90 = 0;  // spread_p90 of their repeats
 };
 
-// How far apart the medians of two rows of one configuration land 9 times in
-// 10, given the spread of this run's repeats: the 90th percentile of the
+// How far apart the medians of two rows of one configuration (or of two runs
+// of one row: a == b) land 9 times in 10, given the spread of this run's repeats: the 90th percentile of the
 // larger-over-smaller median of resamples (each row's size, with
 // replacement) from both rows' repeats pooled. The one ratio of a pair of
 // medians of 5 is a single draw of that: on the 2026-12-03 disk it came out
@@ -818,6 +819,79 @@ std::optional<NoiseFloor> noise_floor(const std::vector<Row>& rows) {
     }
   }
   return std::nullopt;
+}
+
+// ---- --compare FILE: this run against an earlier run's --json ---------------
+//
+// Between two runs the machine itself can drift by more than the spread
+// inside either run shows (docs/performance.md, 2026-12-04: a whole table,
+// `limit` included, 22 % slower than the one before it). So a move of a row is
+// read against both runs' rerun p90, and against how far `limit`, the disk
+// alone, moved.
+
+struct PreviousRun {
+  std::string path;
+  std::string machine;
+  std::map<std::string, std::pair<double, std::vector<double>>> rows;  // name -> (GB/s median, seconds)
+};
+
+// Loaded before this run starts, so that a wrong file costs no minutes of work.
+PreviousRun load_previous_run(const std::string& path, const BenchOptions& options) {
+  std::ifstream in(path);
+  if (!in) throw IoError("--compare: cannot open the earlier run's --json file", path, "", errno);
+  const nlohmann::json previous = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!previous.is_object() || !previous.contains("rows") || !previous["rows"].is_array()) {
+    throw FormatError("--compare: not a `ckptw bench --json` file (no \"rows\" list)", path);
+  }
+  PreviousRun run{path, previous.value("machine", std::string("unknown")), {}};
+  bool read = false;
+  for (const auto& row : previous["rows"]) {
+    if (!row.is_object() || !row.contains("name")) throw FormatError("--compare: a row without a name", path);
+    const std::string name = row["name"].get<std::string>();
+    read = read || name == "raw read";
+    if (!row.contains("seconds")) continue;  // a row that failed in that run
+    if (!row.contains("gbps_median")) {
+      throw FormatError("--compare: row " + name + " has no gbps_median (a --ranks run cannot be compared)", path);
+    }
+    run.rows[name] = {row["gbps_median"].get<double>(), row["seconds"].get<std::vector<double>>()};
+  }
+  if (read != options.read) {
+    throw UsageError(std::string("--compare: that run measured ") + (read ? "reads (--read)" : "writes") +
+                     ", this one measures " + (options.read ? "reads" : "writes"), path);
+  }
+  const std::uint64_t size = previous.contains("config") ? previous["config"].value("size", std::uint64_t{0}) : 0;
+  if (size != options.size_bytes) {
+    throw UsageError("--compare: that run's model was " + std::to_string(size) + " bytes (--size), this one's is " +
+                         std::to_string(options.size_bytes) + ": compare runs of one --size",
+                     path);
+  }
+  return run;
+}
+
+struct RowMove {
+  std::string name;
+  double before_gbps = 0, now_gbps = 0;
+  double before_p90 = 0, now_p90 = 0;  // each run's rerun p90 of the row (a ratio >= 1)
+  double move() const { return now_gbps / before_gbps - 1; }
+  // A move smaller than both runs' p90 is noise by either run's measure.
+  const char* verdict() const {
+    const double m = std::max(now_gbps, before_gbps) / std::min(now_gbps, before_gbps);
+    if (m <= std::min(before_p90, now_p90)) return "noise";
+    if (m <= std::max(before_p90, now_p90)) return "within one run's p90";
+    return "outside both p90s";
+  }
+};
+
+std::vector<RowMove> compare_rows(const PreviousRun& previous, const std::vector<Row>& rows) {
+  std::vector<RowMove> moves;
+  for (const Row& r : rows) {
+    auto it = previous.rows.find(r.name);
+    if (!r.ok() || it == previous.rows.end()) continue;
+    const auto& [before_gbps, before_seconds] = it->second;
+    moves.push_back(RowMove{r.name, before_gbps, median(r.gbps()), spread_p90(before_seconds, before_seconds),
+                            spread_p90(r.seconds, r.seconds)});
+  }
+  return moves;
 }
 
 void drop_from_page_cache(const std::string& path) {
@@ -1180,6 +1254,8 @@ int run_bench_ranks(const BenchOptions& options) {
 int run_bench(const BenchOptions& options) {
   if (options.rank_child) return run_bench_rank(options);
   if (options.ranks > 0) return run_bench_ranks(options);
+  std::optional<PreviousRun> previous;
+  if (!options.compare_file.empty()) previous = load_previous_run(options.compare_file, options);
   Progress progress(/*quiet=*/false);
   const BenchDirectory bench_dir(options);
   const std::string& dir = bench_dir.path();
@@ -1236,6 +1312,7 @@ int run_bench(const BenchOptions& options) {
     if ((r.name == "limit" || r.name == "raw read") && r.ok()) limit = &r;
   }
   auto ratio = [&](const Row& r) { return limit ? median(r.gbps()) / median(limit->gbps()) : 0.0; };
+  const std::vector<RowMove> moves = previous ? compare_rows(*previous, rows) : std::vector<RowMove>{};
   const std::string machine = machine_description();
   const std::string filesystem = filesystem_description(options.dir);
   CheckpointWriterConfig defaults;
@@ -1251,6 +1328,7 @@ int run_bench(const BenchOptions& options) {
                     {"gbps_max", *std::max_element(g.begin(), g.end())},
                     {"seconds", r.seconds},
                     {"ratio_to_limit", ratio(r)},
+                    {"rerun_p90", spread_p90(r.seconds, r.seconds)},
                     {"cpu_s_per_gb", r.cpu_s_per_gb()},
                     {"peak_rss_bytes", r.peak_rss_bytes},
                     {"extra_rss_bytes", r.extra_rss_bytes}});
@@ -1287,6 +1365,7 @@ int run_bench(const BenchOptions& options) {
          {{"repeats", options.repeats},
           {"warmup", options.warmup},
           {"size", options.size_bytes},
+          {"seed", options.seed},
           {"write_buffer_bytes", defaults.write_buffer_bytes},
           {"ring_buffers", defaults.ring_buffers},
           {"queue_depth", defaults.queue_depth},
@@ -1297,6 +1376,15 @@ int run_bench(const BenchOptions& options) {
     if (!order.empty()) out["order"] = order;  // row names as they ran, one list per round (warm-up first)
     if (auto noise = noise_floor(rows)) {
       out["noise_floor"] = {{"rows", {noise->a, noise->b}}, {"ratio", noise->ratio}, {"ratio_p90", noise->ratio_p90}};
+    }
+    if (previous) {
+      nlohmann::json compared = nlohmann::json::array();
+      for (const RowMove& m : moves) {
+        compared.push_back({{"name", m.name}, {"gbps_before", m.before_gbps}, {"gbps_now", m.now_gbps},
+                            {"move", m.move()}, {"rerun_p90_before", m.before_p90}, {"rerun_p90_now", m.now_p90},
+                            {"verdict", m.verdict()}});
+      }
+      out["compare"] = {{"file", previous->path}, {"machine", previous->machine}, {"rows", compared}};
     }
     if (options.json_file.empty()) {
       std::cout << out.dump(2) << "\n";
@@ -1309,19 +1397,21 @@ int run_bench(const BenchOptions& options) {
   std::printf(options.read ? "ckptw bench --read: synthetic GPT-like model, %zu tensors, %.3f GB file, %d cold repeats after %d warm-up\n" : "ckptw bench: synthetic GPT-like model, %zu tensors, %.3f GB file, %d repeats after %d warm-up, fsync on\n",
               model.state_dict.size(), file_bytes / 1e9, options.repeats, options.warmup);
   std::printf("machine:    %s\nfilesystem: %s\n\n", machine.c_str(), filesystem.c_str());
-  std::printf("%-12s %9s %9s %9s %9s %9s %10s %10s  %s\n", "row", "GB/s med", "min", "max", "x limit", "CPU s/GB",
-              "peak RSS", "extra RSS", "how");
+  std::printf("%-12s %9s %9s %9s %9s %9s %9s %10s %10s  %s\n", "row", "GB/s med", "min", "max", "rerun p90", "x limit",
+              "CPU s/GB", "peak RSS", "extra RSS", "how");
   for (const auto& r : rows) {
     if (!r.ok()) {
       std::printf("%-12s %s\n", r.name.c_str(), r.note.c_str());
       continue;
     }
     auto g = r.gbps();
-    std::printf("%-12s %9.3f %9.3f %9.3f %9.2f %9.3f %8.0f M %8.0f M  %s\n", r.name.c_str(), median(g),
-                *std::min_element(g.begin(), g.end()), *std::max_element(g.begin(), g.end()), ratio(r),
-                r.cpu_s_per_gb(), r.peak_rss_bytes / 1048576.0,
+    std::printf("%-12s %9.3f %9.3f %9.3f %7.0f %% %9.2f %9.3f %8.0f M %8.0f M  %s\n", r.name.c_str(), median(g),
+                *std::min_element(g.begin(), g.end()), *std::max_element(g.begin(), g.end()),
+                (spread_p90(r.seconds, r.seconds) - 1) * 100, ratio(r), r.cpu_s_per_gb(), r.peak_rss_bytes / 1048576.0,
                 r.extra_rss_bytes / 1048576.0, r.note.c_str());
   }
+  std::printf("rerun p90: how far apart the medians of two runs of the row land 9 times in 10, given the\n"
+              "spread of its repeats here (resampled from them): a move between runs smaller than that is noise.\n");
   bool phases_header = false;
   for (const auto& r : rows) {
     if (!r.ok() || r.cpu_phases.empty()) continue;
@@ -1344,6 +1434,21 @@ int run_bench(const BenchOptions& options) {
                 "with this run's spread two such rows land up to %.0f %% apart 9 times in 10 (resampled from\n"
                 "their repeats): read the other ratios against that.\n",
                 noise->a.c_str(), noise->b.c_str(), (noise->ratio - 1) * 100, (noise->ratio_p90 - 1) * 100);
+  }
+  if (previous) {
+    std::printf("\ncompared with %s (%s):\n", previous->path.c_str(), previous->machine.c_str());
+    std::printf("%-12s %9s %9s %7s %17s  %s\n", "row", "GB/s then", "now", "move", "rerun p90 then/now", "");
+    const RowMove* disk = nullptr;
+    for (const RowMove& m : moves) {
+      std::printf("%-12s %9.3f %9.3f %+6.0f %% %8.0f %% / %3.0f %%  %s\n", m.name.c_str(), m.before_gbps, m.now_gbps,
+                  m.move() * 100, (m.before_p90 - 1) * 100, (m.now_p90 - 1) * 100, m.verdict());
+      if (m.name == "limit" || m.name == "raw read") disk = &m;
+    }
+    if (disk) {
+      std::printf("%s, the filesystem alone, moved %+.0f %%: where the other rows moved alike, the machine moved,\n"
+                  "not the code. Compare ratios to %s (x limit) rather than GB/s when it did.\n",
+                  disk->name.c_str(), disk->move() * 100, disk->name.c_str());
+    }
   }
   if (!options.read) {
     std::printf("\nRows interleaved: each round runs every row once, in an order that changes every round (each\n"

@@ -32,6 +32,9 @@ struct BenchOptions {
   /// Set in those processes (hidden --rank-child): run one rank's rounds,
   /// with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the parent.
   bool rank_child = false;
+  /// --compare FILE: an earlier run's --json (same mode and --size); the
+  /// report adds each row's move against it, read against both runs' spread.
+  std::string compare_file;
 };
 
 /// Runs the benchmark and prints its report; returns the exit code.

@@ -205,6 +205,10 @@ int main(int argc, char** argv) {
                     "CPU s/GB summed over the ranks")
       ->check(CLI::Range(1, 1024))
       ->excludes("--read");
+  bench->add_option("--compare", bench_options.compare_file,
+                    "An earlier run's --json FILE (same --size, same mode): print each row's move against it, with\n"
+                    "both runs' rerun p90 and how far the limit row (the filesystem alone) moved")
+      ->excludes("--ranks");
   bench->add_flag("--rank-child", bench_options.rank_child)->group("");  // set by --ranks in the processes it spawns
 
   CLI11_PARSE(app, argc, argv);

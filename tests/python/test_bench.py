@@ -28,6 +28,8 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
         # rows in their saver's process): the touch ran and was timed apart from the run.
         touched = rows[name]["touch_seconds"]
         assert len(touched) == 3 and min(touched) > 0, (name, touched)
+        # Each row's own bound: how far two runs' medians land 9 times in 10 (a ratio, at least 1).
+        assert rows[name]["rerun_p90"] >= 1, name
     # The rows that publish a file time the publication (fsync, rename, directory fsync) apart:
     # a part of each repeat, so never more than the repeat itself.
     for name in ["ckptw", "ckptw-posix", "ckptw-uring", "ckptw-async", "limit"]:
@@ -111,3 +113,43 @@ def test_bench_ranks_writes_every_rank_at_once_and_each_file_loads(tmp_path):
                            for r in range(2)]:
         assert list(loaded) == list(source)
         assert all(torch.equal(loaded[k], source[k]) for k in source)
+
+
+def test_bench_compares_with_an_earlier_run_and_refuses_a_wrong_file(tmp_path):
+    """--compare FILE reads an earlier run's --json, prints each row's move against it with both
+    runs' rerun p90, and refuses a file it cannot compare before anything is written."""
+    ckptw_cli = os.path.join(os.path.dirname(sys.executable), "ckptw")
+    work = tmp_path / "work"
+    work.mkdir()
+    common = [ckptw_cli, "bench", "--size", "8MiB", "--repeat", "3", "--no-torch", "--dir", str(work)]
+    first = subprocess.run(common + ["--json", str(tmp_path / "a.json")], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(common + ["--compare", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json")],
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "compared with " + str(tmp_path / "a.json") in second.stdout
+    a = {r["name"]: r for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
+    b = json.loads((tmp_path / "b.json").read_text())
+    now = {r["name"]: r for r in b["rows"]}
+    moves = {m["name"]: m for m in b["compare"]["rows"]}
+    assert list(moves) == list(now) == ["ckptw", "ckptw-posix", "ckptw-uring", "ckptw-async", "limit"]
+    for name, m in moves.items():
+        assert m["gbps_before"] == a[name]["gbps_median"] and m["gbps_now"] == now[name]["gbps_median"], name
+        assert abs(m["move"] - (m["gbps_now"] / m["gbps_before"] - 1)) < 1e-12, name
+        assert m["rerun_p90_now"] == now[name]["rerun_p90"] and m["rerun_p90_before"] == a[name]["rerun_p90"], name
+        bigger = max(m["gbps_now"], m["gbps_before"]) / min(m["gbps_now"], m["gbps_before"])
+        expected = ("noise" if bigger <= min(m["rerun_p90_before"], m["rerun_p90_now"])
+                    else "within one run's p90" if bigger <= max(m["rerun_p90_before"], m["rerun_p90_now"])
+                    else "outside both p90s")
+        assert m["verdict"] == expected, m
+    assert "limit, the filesystem alone, moved" in second.stdout
+    # Wrong files: named in the error, refused before the run (the work dir stays empty).
+    (tmp_path / "bad.json").write_text("{}")
+    for compare, size, says in [(tmp_path / "bad.json", "8MiB", "no \"rows\" list"),
+                                (tmp_path / "a.json", "16MiB", "compare runs of one --size"),
+                                (tmp_path / "missing.json", "8MiB", "No such file or directory")]:
+        out = subprocess.run([ckptw_cli, "bench", "--size", size, "--dir", str(work), "--compare", str(compare)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and says in out.stderr and str(compare) in out.stderr, out.stderr
+        assert "building the synthetic model" not in out.stdout + out.stderr
+    assert os.listdir(work) == []
