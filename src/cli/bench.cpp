@@ -9,7 +9,8 @@
 // another's writeback); medians per row over the rounds. The auto row and the
 // forced row it picks are the same configuration, kept on purpose: their
 // ratio is printed as the noise floor, with how far apart such a pair lands
-// 9 times in 10 given the run's spread (spread_p90); each row's "rerun p90"
+// 9 times in 10 given the run's spread (spread_p90, cli/bench_stats.hpp) and
+// whether the pair is within that; each row's "rerun p90"
 // is the same bound for two runs of that row. Rows, in one run on
 // the same bytes:
 //   ckptw, ckptw-posix, ckptw-uring: CheckpointWriter::write() with the auto,
@@ -73,6 +74,7 @@
 #include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/error.hpp"
+#include "cli/bench_stats.hpp"
 #include "cli/synthetic_model.hpp"
 #include "commit/atomic_file.hpp"
 #include "io/io_backend.hpp"
@@ -83,12 +85,6 @@ namespace ckptw::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 // Where a ckptw row's CPU time goes (WriteResult's CPU figures): the write
 // thread's planning, its copies and CRCs, the rest of its write (submissions,
@@ -777,33 +773,10 @@ struct NoiseFloor {
   std::string a, b;
   double ratio = 0;  // larger median / smaller median
   double ratio_p90 = 0;  // spread_p90 of their repeats
+  // The acceptance check of the interleaving: one configuration under two
+  // names must not differ by more than the run's own spread explains.
+  bool within() const { return ratio <= ratio_p90; }
 };
-
-// How far apart the medians of two rows of one configuration (or of two runs
-// of one row: a == b) land 9 times in 10, given the spread of this run's repeats: the 90th percentile of the
-// larger-over-smaller median of resamples (each row's size, with
-// replacement) from both rows' repeats pooled. The one ratio of a pair of
-// medians of 5 is a single draw of that: on the 2026-12-03 disk it came out
-// anywhere from 1 % to 22 % in tables whose repeats spread alike. A fixed
-// seed, so the figure follows from the run's --json seconds.
-double spread_p90(const std::vector<double>& a, const std::vector<double>& b) {
-  std::vector<double> pool = a;
-  pool.insert(pool.end(), b.begin(), b.end());
-  std::mt19937_64 rng(1);
-  std::uniform_int_distribution<std::size_t> pick(0, pool.size() - 1);
-  constexpr int kDraws = 2000;
-  std::vector<double> ratios;
-  ratios.reserve(kDraws);
-  std::vector<double> x(a.size()), y(b.size());
-  for (int d = 0; d < kDraws; ++d) {
-    for (double& v : x) v = pool[pick(rng)];
-    for (double& v : y) v = pool[pick(rng)];
-    const double mx = median(x), my = median(y);
-    ratios.push_back(std::max(mx, my) / std::min(mx, my));
-  }
-  std::sort(ratios.begin(), ratios.end());
-  return ratios[kDraws * 9 / 10];
-}
 
 std::optional<NoiseFloor> noise_floor(const std::vector<Row>& rows) {
   const Row* automatic = nullptr;
@@ -813,8 +786,7 @@ std::optional<NoiseFloor> noise_floor(const std::vector<Row>& rows) {
   if (!automatic) return std::nullopt;
   for (const Row& r : rows) {
     if ((r.name == "ckptw-uring" || r.name == "ckptw-posix") && r.ok() && r.note == automatic->note) {
-      const double x = median(automatic->gbps()), y = median(r.gbps());
-      return NoiseFloor{automatic->name, r.name, std::max(x, y) / std::min(x, y),
+      return NoiseFloor{automatic->name, r.name, median_ratio(automatic->seconds, r.seconds),
                         spread_p90(automatic->seconds, r.seconds)};
     }
   }
@@ -1375,7 +1347,8 @@ int run_bench(const BenchOptions& options) {
     };
     if (!order.empty()) out["order"] = order;  // row names as they ran, one list per round (warm-up first)
     if (auto noise = noise_floor(rows)) {
-      out["noise_floor"] = {{"rows", {noise->a, noise->b}}, {"ratio", noise->ratio}, {"ratio_p90", noise->ratio_p90}};
+      out["noise_floor"] = {{"rows", {noise->a, noise->b}}, {"ratio", noise->ratio}, {"ratio_p90", noise->ratio_p90},
+                            {"within", noise->within()}};
     }
     if (previous) {
       nlohmann::json compared = nlohmann::json::array();
@@ -1430,10 +1403,13 @@ int run_bench(const BenchOptions& options) {
                 "over the repeats, as CPU s/GB above.\n");
   }
   if (auto noise = noise_floor(rows)) {
-    std::printf("\nnoise floor: %s and %s run the same configuration; their medians differ by %.0f %%, and\n"
-                "with this run's spread two such rows land up to %.0f %% apart 9 times in 10 (resampled from\n"
-                "their repeats): read the other ratios against that.\n",
-                noise->a.c_str(), noise->b.c_str(), (noise->ratio - 1) * 100, (noise->ratio_p90 - 1) * 100);
+    std::printf("\nnoise floor: %s and %s run the same configuration; their medians differ by %.1f %%, and\n"
+                "with this run's spread two such rows land up to %.1f %% apart 9 times in 10 (resampled from\n"
+                "their repeats): read the other ratios against that. %s\n",
+                noise->a.c_str(), noise->b.c_str(), (noise->ratio - 1) * 100, (noise->ratio_p90 - 1) * 100,
+                noise->within() ? "The pair is within it."
+                                : "The pair is OUTSIDE it: this run's rows differ by more than its spread explains\n"
+                                  "(a drift during the run, or a difference between the two configurations).");
   }
   if (previous) {
     std::printf("\ncompared with %s (%s):\n", previous->path.c_str(), previous->machine.c_str());

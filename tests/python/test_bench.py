@@ -3,8 +3,11 @@ rounds are interleaved in an order that changes every round, the noise floor is 
 nothing is left."""
 import json
 import os
+import statistics
 import subprocess
 import sys
+
+import pytest
 
 
 def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
@@ -60,11 +63,16 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     noise = report["noise_floor"]
     assert noise["rows"][0] == "ckptw" and noise["rows"][1] in ("ckptw-uring", "ckptw-posix")
     assert noise["ratio"] >= 1
-    # The spread bound resamples the two rows' repeats: at least 1, and no more than the pooled
-    # repeats' slowest over fastest.
-    pooled = rows[noise["rows"][0]]["seconds"] + rows[noise["rows"][1]]["seconds"]
+    # The spread bound resamples the two rows' repeats, each divided by its row's median: at
+    # least 1, and no more than those pooled ratios' largest over smallest.
+    pooled = [t / statistics.median(rows[name]["seconds"]) for name in noise["rows"]
+              for t in rows[name]["seconds"]]
     assert 1 <= noise["ratio_p90"] <= max(pooled) / min(pooled) + 1e-9, (noise, pooled)
+    medians = [statistics.median(rows[name]["seconds"]) for name in noise["rows"]]
+    assert noise["ratio"] == pytest.approx(max(medians) / min(medians))
+    assert noise["within"] == (noise["ratio"] <= noise["ratio_p90"])
     assert "apart 9 times in 10" in out.stdout
+    assert ("The pair is within it." in out.stdout) != ("The pair is OUTSIDE it" in out.stdout)
     assert sorted(os.listdir(tmp_path)) == ["bench.json"]  # the bench's temp directory is gone
 
 
