@@ -48,7 +48,7 @@ case $mode in
     ctest_args=(-L 'unit|faults' -E '^kill_test$')
     export GTEST_FILTER='-*BadPaths*:*FailedWriteKeeps*:IoUringBlocked.*:*ReadOnlyDirectory*'
     # The programs holding the unit and faults tests that run here.
-    targets=(format_test writer_test barrier_test io_test fault_test reader_test)
+    targets=(format_test writer_test barrier_test io_test fault_test reader_test bench_stats_test)
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/sanitizers/tsan.supp
     # LibTorch's OpenMP (libgomp) synchronises through futexes TSan cannot
     # see, so its worker threads look racy; ckptw's own threads are unaffected.
