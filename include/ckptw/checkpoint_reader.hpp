@@ -18,6 +18,9 @@
 
 namespace ckptw {
 
+/// The byte order of a file's tensor data (torch.serialization.LoadEndianness).
+enum class ByteOrder { kNative, kLittle, kBig };
+
 struct CKPTW_EXPORT ReadOptions {
   /// Device for every tensor (torch.load's map_location). Unset: the device
   /// the file records ("cpu", "cuda:0", ...). Storages bound for a GPU are
@@ -37,6 +40,14 @@ struct CKPTW_EXPORT ReadOptions {
   /// in flight, or POSIX pread), O_DIRECT where the filesystem allows it, as
   /// for writes. Default kAuto.
   IoBackendKind io_backend = IoBackendKind::kAuto;
+  /// The byte order assumed for a file without a `byteorder` record (torch
+  /// before 2.1 wrote none), as torch.serialization.set_default_load_endianness
+  /// sets it for torch.load; torch's default is little. A file whose data is
+  /// big-endian (its record, or this option, says so) has every storage
+  /// byte-swapped as torch does (complex numbers per component); a storage
+  /// torch would load unswapped (an UntypedStorage holding a dtype wider than
+  /// one byte, e.g. uint16) is a ckptw::FormatError instead.
+  ByteOrder default_byte_order = ByteOrder::kLittle;
 };
 
 struct CKPTW_EXPORT ReadResult {

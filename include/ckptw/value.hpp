@@ -55,10 +55,16 @@ class CKPTW_EXPORT Value {
   /// empty bytes (pickled through the `bytes` global), so the planner does.
   static Ptr bytes(std::string value);
   static Ptr bytearray(std::string value);
-  static Ptr tensor(at::Tensor value);
+  /// A tensor, its lazy conjugate/negative bits (t.conj(), torch._neg_view)
+  /// kept as torch.save keeps them. `attributes`: the Python attributes set on
+  /// it (`t.foo = ...`, its __dict__) as a kDict with string keys, or null;
+  /// torch.save pickles a tensor with attributes through
+  /// torch._tensor._rebuild_from_type_v2, which restores them.
+  static Ptr tensor(at::Tensor value, Ptr attributes = nullptr);
   /// torch.nn.Parameter (state_dict(keep_vars=True)): `data` and whether the
   /// parameter requires grad; as_tensor() gives `data` with that flag set.
-  static Ptr parameter(at::Tensor data, bool requires_grad);
+  /// `attributes` as for tensor() (then _rebuild_parameter_with_state).
+  static Ptr parameter(at::Tensor data, bool requires_grad, Ptr attributes = nullptr);
   static Ptr list(Items items);
   static Ptr tuple(Items items);
   /// A set, its items in iteration order (frozenset is outside weights_only).
@@ -105,7 +111,7 @@ class CKPTW_EXPORT Value {
   const Items& items() const;
   /// kDict, kOrderedDict, kCounter.
   const Entries& entries() const;
-  /// kOrderedDict: its attributes, or null.
+  /// kOrderedDict, kTensor, kParameter: its attributes (a kDict), or null.
   const Ptr& attributes() const;
   /// kDict, kOrderedDict: the value under string key `key`, or null.
   Ptr get(std::string_view key) const;
@@ -139,8 +145,8 @@ CKPTW_EXPORT Value::Ptr to_value(const StateDict& state_dict);
 CKPTW_EXPORT Value::Ptr to_value(const c10::IValue& value);
 
 /// The IValue of a Value, as faithfully as IValue allows: an OrderedDict
-/// becomes a plain dict (its attributes are dropped), a Parameter a tensor
-/// with its requires_grad, identity becomes
+/// becomes a plain dict and a tensor stays a tensor (the attributes of either
+/// are dropped), a Parameter a tensor with its requires_grad, identity becomes
 /// sharing where IValue shares (tensors, lists, dicts); a set becomes a list,
 /// a Counter a dict, a torch.Size an int list, bytes a string of those bytes,
 /// a dtype its ScalarType, a device a Device, a complex a complex. Dict keys must all be

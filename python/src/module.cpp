@@ -249,6 +249,19 @@ std::string uncommitted_reason(const std::string& dir) {
   }
 }
 
+// torch.serialization.get_default_load_endianness(), which torch.load applies
+// to files without a byteorder record: None (torch's default) reads them as
+// little-endian.
+ByteOrder default_load_byte_order() {
+  py::object order = py::module_::import("torch.serialization").attr("get_default_load_endianness")();
+  if (order.is_none()) return ByteOrder::kLittle;
+  const std::string name = py::str(order.attr("name"));
+  if (name == "LITTLE") return ByteOrder::kLittle;
+  if (name == "BIG") return ByteOrder::kBig;
+  if (name == "NATIVE") return ByteOrder::kNative;
+  throw UsageError("unknown torch.serialization load endianness " + name);
+}
+
 ReadOptions read_options(const py::object& map_location, bool strict, bool verify_crc, bool require_manifest,
                          const std::string& io_backend) {
   ReadOptions options;
@@ -257,6 +270,7 @@ ReadOptions read_options(const py::object& map_location, bool strict, bool verif
   options.verify_crc = verify_crc;
   options.require_manifest = require_manifest;
   options.io_backend = parse_io_backend_kind(io_backend.c_str());
+  options.default_byte_order = default_load_byte_order();
   return options;
 }
 

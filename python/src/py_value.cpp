@@ -41,6 +41,25 @@ struct Types {
   }
 };
 
+// Whether torch's weights-only unpickler allows `obj`'s type as a global (by
+// default or through torch.serialization.add_safe_globals): only for the
+// message of an object ckptw refuses.
+bool weights_only_loads(py::handle obj) {
+  try {
+    py::module_ unpickler = py::module_::import("torch._weights_only_unpickler");
+    py::handle type = reinterpret_cast<PyObject*>(Py_TYPE(obj.ptr()));
+    const std::string name = py::str(type.attr("__module__")).cast<std::string>() + "." +
+                             py::str(type.attr("__qualname__")).cast<std::string>();
+    if (unpickler.attr("_get_allowed_globals")().contains(name)) return true;
+    for (py::handle allowed : unpickler.attr("_get_user_allowed_globals")().attr("values")()) {
+      if (allowed.is(type)) return true;
+    }
+  } catch (const py::error_already_set&) {
+    // An older torch without these helpers: say nothing about it.
+  }
+  return false;
+}
+
 bool is_type(py::handle obj, const py::object& type) { return Py_TYPE(obj.ptr()) == reinterpret_cast<PyTypeObject*>(type.ptr()); }
 
 using Where = detail::KeyPathTrail;
@@ -90,9 +109,10 @@ class FromPython {
     if (PyUnicode_CheckExact(o)) return Value::string(utf8(obj, at));
     // Before the tensor check: THPVariable_CheckExact accepts a Parameter too.
     if (is_type(obj, types.parameter)) {
-      return Value::parameter(THPVariable_Unpack(o), obj.attr("requires_grad").cast<bool>());
+      return Value::parameter(THPVariable_Unpack(o), obj.attr("requires_grad").cast<bool>(),
+                              tensor_state(obj, at, depth));
     }
-    if (THPVariable_CheckExact(o)) return Value::tensor(THPVariable_Unpack(o));
+    if (THPVariable_CheckExact(o)) return Value::tensor(THPVariable_Unpack(o), tensor_state(obj, at, depth));
     if (PyComplex_CheckExact(o)) return Value::complex_number(PyComplex_RealAsDouble(o), PyComplex_ImagAsDouble(o));
     if (PyBytes_CheckExact(o)) return Value::bytes(std::string(py::reinterpret_borrow<py::bytes>(obj)));
     if (PyByteArray_CheckExact(o)) {
@@ -115,7 +135,11 @@ class FromPython {
                            PySet_CheckExact(o) || is_type(obj, types.ordered_dict) || is_type(obj, types.counter);
     if (!container) {
       std::string why = "torch.load(weights_only=True) would refuse it";
-      if (THPVariable_Check(o)) why = "a tensor subclass; save the plain tensor (t.as_subclass(torch.Tensor))";
+      if (THPVariable_Check(o)) {
+        why = "a tensor subclass; save the plain tensor (t.as_subclass(torch.Tensor))";
+      } else if (weights_only_loads(obj)) {
+        why = "ckptw does not save it yet, although torch.save does and torch.load(weights_only=True) loads it";
+      }
       throw FormatError("cannot save an object of type " + type_name(obj) + ": " + why, "", at.key_path());
     }
     if (depth > detail::kMaxValueDepth) {
@@ -128,6 +152,30 @@ class FromPython {
     Value::Ptr value = make_container(obj, at, depth);
     in_progress_.erase(o);
     return value;
+  }
+
+  // The Python attributes of a tensor or Parameter as torch.save pickles
+  // them (torch._utils._get_obj_state: object.__getstate__ from Python 3.11,
+  // which gives None for an empty __dict__), or null when it has none.
+  Value::Ptr tensor_state(py::handle tensor, const Where& at, std::size_t depth) {
+#if PY_VERSION_HEX >= 0x030B0000
+    py::object state = py::reinterpret_steal<py::object>(PyObject_CallMethod(tensor.ptr(), "__getstate__", nullptr));
+    if (!state) throw py::error_already_set();
+#else
+    py::object state = py::module_::import("torch._utils").attr("_get_obj_state")(tensor);
+#endif
+    if (state.is_none() || (PyDict_CheckExact(state.ptr()) && PyDict_GET_SIZE(state.ptr()) == 0)) return nullptr;
+    if (!PyDict_CheckExact(state.ptr())) {
+      throw FormatError("a tensor whose pickled state is a " + type_name(state) +
+                            " (it has __slots__) cannot be saved by ckptw; torch.save can",
+                        "", at.key_path());
+    }
+    for (py::handle key : state) {
+      if (!PyUnicode_CheckExact(key.ptr())) {
+        throw FormatError("a tensor attribute named by a " + type_name(key) + " cannot be saved", "", at.key_path());
+      }
+    }
+    return convert(state, at, depth + 1);
   }
 
   Value::Ptr make_container(py::handle obj, const Where& at, std::size_t depth) {
@@ -213,10 +261,11 @@ class ToPython {
       case Kind::kByteArray:
         return py::reinterpret_steal<py::object>(
             PyByteArray_FromStringAndSize(v.as_bytes().data(), static_cast<Py_ssize_t>(v.as_bytes().size())));
-      case Kind::kTensor: return py::reinterpret_steal<py::object>(THPVariable_Wrap(v.as_tensor()));
+      case Kind::kTensor: return set_attributes(py::reinterpret_steal<py::object>(THPVariable_Wrap(v.as_tensor())), v);
       case Kind::kParameter: {
         at::Tensor data = v.as_tensor().detach();
-        return types.parameter(py::reinterpret_steal<py::object>(THPVariable_Wrap(data)), v.as_tensor().requires_grad());
+        return set_attributes(
+            types.parameter(py::reinterpret_steal<py::object>(THPVariable_Wrap(data)), v.as_tensor().requires_grad()), v);
       }
       case Kind::kList: {
         py::list out;
@@ -236,11 +285,7 @@ class ToPython {
       case Kind::kDict: return fill(py::dict(), v);
       case Kind::kCounter: return fill(types.counter(), v);
       case Kind::kOrderedDict: {
-        py::object out = fill(types.ordered_dict(), v);
-        if (v.attributes()) {
-          for (const auto& [key, item] : v.attributes()->entries()) py::setattr(out, convert(key), convert(item));
-        }
-        return out;
+        return set_attributes(fill(types.ordered_dict(), v), v);
       }
       case Kind::kSize: return types.torch_size(py::cast(v.as_size()));
       case Kind::kDtype: return py::module_::import("torch").attr(v.dtype_name().c_str());
@@ -249,6 +294,14 @@ class ToPython {
                                     : types.torch_device(v.device_type(), v.device_index());
     }
     throw Error("unknown Value kind");
+  }
+
+  // setattr for each attribute, as torch._utils._set_obj_state does.
+  py::object set_attributes(py::object out, const Value& v) {
+    if (v.attributes()) {
+      for (const auto& [key, item] : v.attributes()->entries()) py::setattr(out, convert(key), convert(item));
+    }
+    return out;
   }
 
   py::object fill(py::object mapping, const Value& v) {

@@ -234,8 +234,31 @@ std::uint32_t PickleWriter::ordered_dict(std::size_t size, const std::function<v
 std::uint32_t PickleWriter::tensor(const TensorPickle& t) { return tensor(t, t.requires_grad); }
 
 std::uint32_t PickleWriter::tensor(const TensorPickle& t, bool requires_grad) {
+  rebuild_function(t);
+  rebuild_arguments(t, requires_grad);
+  op(kReduce);
+  return memo_put();
+}
+
+std::uint32_t PickleWriter::tensor_with_state(const TensorPickle& t, const std::function<void()>& emit_state) {
+  global("torch._tensor", "_rebuild_from_type_v2");
+  op(kMark);
+  rebuild_function(t);
+  global("torch", "Tensor");
+  rebuild_arguments(t, t.requires_grad);
+  emit_state();
+  op(kTuple);
+  memo_put();
+  op(kReduce);
+  return memo_put();
+}
+
+void PickleWriter::rebuild_function(const TensorPickle& t) {
+  global("torch._utils", t.legacy_storage_class.empty() ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
+}
+
+void PickleWriter::rebuild_arguments(const TensorPickle& t, bool requires_grad) {
   const bool v3 = t.legacy_storage_class.empty();
-  global("torch._utils", v3 ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
   op(kMark);  // argument tuple
 
   // Persistent id ('storage', storage class, key, location, numel).
@@ -272,10 +295,16 @@ std::uint32_t PickleWriter::tensor(const TensorPickle& t, bool requires_grad) {
   boolean(requires_grad);
   (void)ordered_dict(0, nullptr, false, nullptr);  // backward_hooks
   if (v3) global("torch", t.v3_dtype);
+  if (t.neg || t.conj) {
+    // torch._C._get_tensor_metadata builds the dict and its keys afresh for
+    // every tensor: never a memo hit.
+    (void)dict(static_cast<std::size_t>(t.neg) + static_cast<std::size_t>(t.conj), [&](std::size_t i) {
+      (void)fresh_string(i == 0 && t.neg ? "neg" : "conj");
+      boolean(true);
+    });
+  }
   op(kTuple);
   memo_put();
-  op(kReduce);
-  return memo_put();
 }
 
 std::uint32_t PickleWriter::reduce(std::string_view module, std::string_view name, std::size_t args,
@@ -286,12 +315,18 @@ std::uint32_t PickleWriter::reduce(std::string_view module, std::string_view nam
   return memo_put();
 }
 
-std::uint32_t PickleWriter::parameter(const TensorPickle& t) {
-  global("torch._utils", "_rebuild_parameter");
+std::uint32_t PickleWriter::parameter(const TensorPickle& t, const std::function<void()>& emit_state) {
+  global("torch._utils", emit_state ? "_rebuild_parameter_with_state" : "_rebuild_parameter");
+  if (emit_state) op(kMark);
   (void)tensor(t, /*requires_grad=*/false);
   boolean(t.requires_grad);
   (void)ordered_dict(0, nullptr, false, nullptr);  // backward_hooks
-  op(static_cast<char>(kTuple1 + 2));
+  if (emit_state) {
+    emit_state();
+    op(kTuple);
+  } else {
+    op(static_cast<char>(kTuple1 + 2));
+  }
   memo_put();
   op(kReduce);
   return memo_put();

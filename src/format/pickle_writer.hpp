@@ -33,6 +33,10 @@ struct TensorPickle {
   std::vector<std::int64_t> sizes;
   std::vector<std::int64_t> strides;
   bool requires_grad = false;
+  /// Lazy negative / conjugate bits: the metadata dict torch appends to the
+  /// rebuild arguments ({'neg': True, 'conj': True}, in that order).
+  bool neg = false;
+  bool conj = false;
 };
 
 class PickleWriter {
@@ -60,9 +64,14 @@ class PickleWriter {
   /// The container and tensor calls return the memo id of the object they
   /// wrote (kNotMemoized for an empty tuple), for memo_get() to fetch it again.
   std::uint32_t tensor(const TensorPickle& t);
+  /// A tensor with Python attributes, as Tensor.__reduce_ex__ writes it:
+  /// torch._tensor._rebuild_from_type_v2(rebuild function, torch.Tensor,
+  /// rebuild arguments, state), `emit_state()` writing the state (its __dict__).
+  std::uint32_t tensor_with_state(const TensorPickle& t, const std::function<void()>& emit_state);
   /// torch.nn.Parameter: _rebuild_parameter(data, t.requires_grad, OrderedDict()),
-  /// `data` being `t` without requires_grad.
-  std::uint32_t parameter(const TensorPickle& t);
+  /// `data` being `t` without requires_grad; with `emit_state` (not null),
+  /// _rebuild_parameter_with_state(data, t.requires_grad, OrderedDict(), state).
+  std::uint32_t parameter(const TensorPickle& t, const std::function<void()>& emit_state = nullptr);
 
   /// `emit_item(i)` writes key i then value i.
   std::uint32_t dict(std::size_t size, const std::function<void(std::size_t)>& emit_item);
@@ -95,6 +104,9 @@ class PickleWriter {
   std::uint32_t memo_put();
   void int_tuple(const std::vector<std::int64_t>& values);
   std::uint32_t tensor(const TensorPickle& t, bool requires_grad);
+  // The rebuild function's global, then its argument tuple (memoized).
+  void rebuild_function(const TensorPickle& t);
+  void rebuild_arguments(const TensorPickle& t, bool requires_grad);
   // How CPython batches a container's items: batch_list_exact, batch_dict_exact
   // (a dict), or batch_list / batch_dict (an iterator, as from __reduce__).
   enum class Batching { kExactList, kExactDict, kIterator };

@@ -131,8 +131,8 @@ class Planner {
         return pickle_.reduce("collections", "Counter", 1, [&](std::size_t) {
           (void)pickle_.dict(v.entries().size(), entry_emitter(v, trail, depth));
         });
-      case Value::Kind::kTensor: return tensor(v.as_tensor(), trail);
-      case Value::Kind::kParameter: return tensor(v.as_tensor(), trail, /*parameter=*/true);
+      case Value::Kind::kTensor:
+      case Value::Kind::kParameter: return tensor(v, trail, depth);
       case Value::Kind::kList:
         return pickle_.list(v.items().size(),
                             [&](std::size_t i) { value(v.items()[i], KeyPathTrail{&trail, nullptr, i}, depth + 1); });
@@ -202,16 +202,23 @@ class Planner {
     }
   }
 
-  // A parameter is pickled as torch.nn.Parameter.__reduce_ex__ does: its
-  // data as a tensor that does not require grad, inside _rebuild_parameter.
-  std::uint32_t tensor(const at::Tensor& t, const KeyPathTrail& trail, bool parameter = false) {
+  // A tensor or parameter, as their __reduce_ex__ pickle them: a parameter's
+  // data as a tensor that does not require grad, inside _rebuild_parameter;
+  // attributes (a non-empty __dict__) through _rebuild_from_type_v2 or
+  // _rebuild_parameter_with_state.
+  std::uint32_t tensor(const Value& v, const KeyPathTrail& trail, std::size_t depth) {
+    const at::Tensor& t = v.as_tensor();
+    const Value::Ptr& attributes = v.attributes();
+    std::function<void()> emit_state;
+    if (attributes && !attributes->entries().empty()) emit_state = [&] { value(attributes, trail, depth + 1); };
     if (!t.defined()) fail("undefined tensor", trail);
     if (t.is_sparse() || t.layout() != c10::kStrided) fail("sparse or non-strided tensors are not supported", trail);
     if (t.is_quantized()) fail("quantized tensors are not supported", trail);
     if (t.is_nested()) fail("nested tensors are not supported", trail);
-    if (t.is_meta()) fail("meta tensors have no data to save", trail);
-    if (t.is_conj() || t.is_neg()) {
-      fail("tensor has a lazy conjugate/negative bit; call resolve_conj()/resolve_neg() first", trail);
+    if (t.is_meta()) {
+      fail("meta tensors are not saved by ckptw yet (torch.save writes them through "
+           "_rebuild_meta_tensor_no_storage, without data)",
+           trail);
     }
     if (!t.has_storage()) fail("tensor has no storage (e.g. a functional or fake tensor)", trail);
 
@@ -221,8 +228,10 @@ class Planner {
     }
     const std::size_t element_size = dtype->element_size;
     // One TensorPickle for every tensor: its strings and vectors keep their
-    // capacity, so a tensor costs no allocation here.
-    TensorPickle& p = tensor_pickle_;
+    // capacity, so a tensor costs no allocation here. Not for a tensor with
+    // attributes: they may hold tensors, planned while this one is written.
+    TensorPickle with_state;
+    TensorPickle& p = emit_state ? with_state : tensor_pickle_;
     p.legacy_storage_class = dtype->legacy_storage;
     p.v3_dtype = p.legacy_storage_class.empty() ? dtype->torch_name : std::string_view();
 
@@ -240,8 +249,11 @@ class Planner {
     p.sizes.assign(t.sizes().begin(), t.sizes().end());
     p.strides.assign(t.strides().begin(), t.strides().end());
     p.requires_grad = t.requires_grad();
+    p.neg = t.is_neg();
+    p.conj = t.is_conj();
     ++plan_.tensor_count;
-    if (parameter) return pickle_.parameter(p);
+    if (v.is(Value::Kind::kParameter)) return pickle_.parameter(p, emit_state);
+    if (emit_state) return pickle_.tensor_with_state(p, emit_state);
     return pickle_.tensor(p);
   }
 

@@ -27,6 +27,7 @@
 #include "read/verify.hpp"
 #include "read/zip_index.hpp"
 #include "stage/device_upload.hpp"
+#include "util/byte_order.hpp"
 #include "util/huge_pages.hpp"
 #include "util/key_path.hpp"
 
@@ -62,7 +63,7 @@ c10::ScalarType scalar_type_named(const std::string& torch_name, const std::stri
 class Loader {
  public:
   Loader(const detail::ByteSource& file, detail::ZipIndex index, const ReadOptions& options)
-      : file_(file), index_(std::move(index)), options_(options) {}
+      : file_(file), index_(std::move(index)), options_(options), swap_bytes_(data_is_big_endian()) {}
 
   // The Value of `v`: one Value per pickled object, so that what the pickle
   // shares (through its memo) stays shared.
@@ -96,7 +97,9 @@ class Loader {
       case Kind::kString: return Value::string(v.text);
       case Kind::kTensor: {
         at::Tensor t = tensor(v.tensor, key_path);
-        return v.tensor.parameter ? Value::parameter(t, v.tensor.requires_grad) : Value::tensor(t);
+        Value::Ptr attributes = v.attributes ? value(v.attributes, key_path, depth + 1) : nullptr;
+        return v.tensor.parameter ? Value::parameter(t, v.tensor.requires_grad, std::move(attributes))
+                                  : Value::tensor(t, std::move(attributes));
       }
       case Kind::kList:
       case Kind::kTuple: {
@@ -173,6 +176,10 @@ class Loader {
       at::Tensor out = at::empty({0}, at::TensorOptions().dtype(dtype).device(storage.device()))
                            .set_(storage, t.storage_offset, t.sizes, t.strides);
       if (t.requires_grad) out.set_requires_grad(true);
+      // The lazy bits torch.save recorded (torch._utils.set_tensor_metadata):
+      // the storage holds the values before negation / conjugation.
+      if (t.neg) out._set_neg(true);
+      if (t.conj) out._set_conj(true);
       return out;
     } catch (const c10::Error& e) {
       throw FormatError(std::string("cannot rebuild tensor: ") + e.what_without_backtrace(), file_.path(), key_path);
@@ -373,8 +380,13 @@ class Loader {
 
   void check_crc(const std::string& key, const detail::ZipRecord& record, std::uint32_t crc,
                  const std::string& key_path = {}) const {
+    check_crc_of_record("data/" + key, record, crc, key_path);
+  }
+
+  void check_crc_of_record(const std::string& name, const detail::ZipRecord& record, std::uint32_t crc,
+                           const std::string& key_path = {}) const {
     if (options_.verify_crc && crc != record.crc32) {
-      throw FormatError("CRC-32 mismatch in record data/" + key + " at offset " + std::to_string(record.payload_offset),
+      throw FormatError("CRC-32 mismatch in record " + name + " at offset " + std::to_string(record.payload_offset),
                         file_.path(), key_path);
     }
   }
@@ -391,6 +403,7 @@ class Loader {
 
   // Whether a storage recorded at `location` is loaded onto a GPU.
   bool goes_to_gpu(const std::string& location) const {
+    if (swap_bytes_) return false;  // swapped on the host first, then placed by storage_for()
     if (options_.map_location) return options_.map_location->is_cuda();
     try {
       return c10::Device(location).is_cuda();
@@ -436,6 +449,7 @@ class Loader {
     if (options_.verify_crc && !prefetched_.count(t.storage_key)) {
       check_crc(t.storage_key, *record, detail::crc32_update(0, bytes.data_ptr(), record->size), key_path);
     }
+    if (swap_bytes_) swap_to_native(t, bytes, key_path);
     c10::Device device = options_.map_location ? *options_.map_location : location_device(t.location, key_path);
     if (!device.is_cpu()) {
       try {
@@ -448,6 +462,33 @@ class Loader {
     c10::Storage storage = bytes.storage();
     storages_.emplace(t.storage_key, storage);
     return storage;
+  }
+
+  // Whether the file's storages hold big-endian data: its `byteorder`
+  // record, or ReadOptions::default_byte_order without one (torch._load).
+  bool data_is_big_endian() const {
+    const detail::ZipRecord* record = index_.find("byteorder");
+    if (record == nullptr) return options_.default_byte_order == ByteOrder::kBig;
+    if (record->size > 16) throw FormatError("malformed byteorder record", file_.path());
+    const std::string order = file_.read(record->payload_offset, record->size);
+    if (options_.verify_crc) {
+      check_crc_of_record("byteorder", *record, detail::crc32_update(0, order.data(), order.size()));
+    }
+    if (order == "little") return false;
+    if (order == "big") return true;
+    throw FormatError("unknown byte order '" + order + "' in the byteorder record", file_.path());
+  }
+
+  // Byte-swaps a big-endian storage in place, as torch.load does
+  // (UntypedStorage.byteswap in units of the persistent id's dtype).
+  void swap_to_native(const detail::PickledTensor& t, at::Tensor& bytes, const std::string& key_path) const {
+    if (t.untyped_storage && t.element_size > 1) {
+      throw FormatError("storage data/" + t.storage_key + " of this big-endian file holds " + t.dtype +
+                            " values in an UntypedStorage, which torch.load does not byte-swap (it returns the "
+                            "big-endian bytes as they are); ckptw refuses rather than return either",
+                        file_.path(), key_path);
+    }
+    detail::swap_byte_order(static_cast<unsigned char*>(bytes.data_ptr()), bytes.numel(), t.swap_unit);
   }
 
   c10::Device location_device(const std::string& location, const std::string& key_path) const {
@@ -464,6 +505,7 @@ class Loader {
   std::unordered_map<std::string, c10::Storage> storages_;
   std::unordered_map<std::string, at::Tensor> prefetched_;  // verified host bytes by storage key
   std::unordered_map<PickleValuePtr, Value::Ptr> values_;    // made so far, by pickled object
+  const bool swap_bytes_;  // the storages hold big-endian data
 };
 
 struct TemplateWalk {

@@ -144,6 +144,9 @@ class Machine {
             fail_at(at, "BUILD on something other than an OrderedDict");
           }
           if (state->kind != Kind::kDict || state->ordered) fail_at(at, "BUILD with a state that is not a dict");
+          for (const auto& entry : state->entries) {
+            if (entry.first->kind != Kind::kString) fail_at(at, "BUILD with an attribute name that is not a str");
+          }
           if (stack_.back()->attributes != nullptr) fail_at(at, "a second BUILD on one OrderedDict");
           stack_.back()->attributes = state;
           break;
@@ -247,8 +250,10 @@ class Machine {
     std::string name = line();
     const bool allowed =
         (module == "collections" && name == "OrderedDict") ||
-        (module == "torch._utils" &&
-         (name == "_rebuild_tensor_v2" || name == "_rebuild_tensor_v3" || name == "_rebuild_parameter")) ||
+        (module == "torch._utils" && (name == "_rebuild_tensor_v2" || name == "_rebuild_tensor_v3" ||
+                                      name == "_rebuild_parameter" || name == "_rebuild_parameter_with_state")) ||
+        (module == "torch._tensor" && name == "_rebuild_from_type_v2") ||
+        (module == "torch" && name == "Tensor") ||
         (module == "torch.storage" && name == "UntypedStorage") ||
         (module == "torch" && (name == "Size" || name == "device")) ||
         ((module == "__builtin__" || module == "builtins") && (name == "set" || name == "complex" || name == "bytearray")) ||
@@ -285,12 +290,15 @@ class Machine {
     if (type->text == "torch.storage.UntypedStorage") {
       s.element_size = 1;
       s.dtype = "uint8";
+      s.untyped_storage = true;
     } else {
       const DtypeInfo* dtype = dtype_by_legacy_storage(type->text.substr(std::strlen("torch.")));
       if (dtype == nullptr) fail_at(at, "'" + type->text + "' is not a storage type");
       s.dtype = std::string(dtype->torch_name);
       s.element_size = dtype->element_size;
     }
+    const bool complex = s.dtype.rfind("complex", 0) == 0;
+    s.swap_unit = complex ? s.element_size / 2 : s.element_size;
     if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel), s.element_size, &s.storage_nbytes)) {
       fail_at(at, "storage size overflows");
     }
@@ -316,16 +324,41 @@ class Machine {
       return dict;
     }
     if (PickleValuePtr object = reduced_object(at, fn, a)) return object;
-    if (fn == "torch._utils._rebuild_parameter") {
-      if (a.size() < 2 || a[0]->kind != Kind::kTensor || a[1]->kind != Kind::kBool) fail_at(at, "malformed _rebuild_parameter");
+    if (fn == "torch._tensor._rebuild_from_type_v2") {
+      // (func, new_type, args, state): func(*args), then its attributes.
+      if (a.size() != 4 || a[0]->kind != Kind::kGlobal || a[1]->kind != Kind::kGlobal) {
+        fail_at(at, "malformed " + fn + " arguments");
+      }
+      if (a[1]->text != "torch.Tensor") {
+        fail_at(at, fn + " of type '" + a[1]->text + "': ckptw reads plain tensors only (tensor subclasses are "
+                    "outside torch's default weights-only set)");
+      }
+      if (a[0]->text != "torch._utils._rebuild_tensor_v2" && a[0]->text != "torch._utils._rebuild_tensor_v3") {
+        fail_at(at, fn + " of '" + a[0]->text + "' is not supported");
+      }
+      PickleValuePtr v = reduce(at, a[0], a[2]);
+      v->attributes = object_state(at, a[3]);
+      return v;
+    }
+    const bool with_state = fn == "torch._utils._rebuild_parameter_with_state";
+    if (with_state || fn == "torch._utils._rebuild_parameter") {
+      // (data, requires_grad, backward_hooks[, state]): Parameter(data, requires_grad).
+      if (a.size() != (with_state ? 4u : 3u) || a[0]->kind != Kind::kTensor || a[1]->kind != Kind::kBool) {
+        fail_at(at, "malformed " + fn + " arguments");
+      }
+      check_backward_hooks(at, a[2]);
       PickleValuePtr v = &tree_.arena.emplace_back(*a[0]);
       v->tensor.requires_grad = a[1]->boolean;
       v->tensor.parameter = true;
+      v->attributes = with_state ? object_state(at, a[3]) : nullptr;  // Parameter(data) has none of data's
       return v;
     }
+    // _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+    // _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype[, metadata])
     const bool v3 = fn == "torch._utils._rebuild_tensor_v3";
     if (!v3 && fn != "torch._utils._rebuild_tensor_v2") fail_at(at, "REDUCE of '" + fn + "' is not allowed");
-    if (a.size() < (v3 ? 7u : 6u) || a[0]->kind != Kind::kStorage || a[4]->kind != Kind::kBool) {
+    const std::size_t arity = v3 ? 7 : 6;
+    if (a.size() < arity || a.size() > arity + 1 || a[0]->kind != Kind::kStorage || a[4]->kind != Kind::kBool) {
       fail_at(at, "malformed " + fn + " arguments");
     }
     auto v = make(Kind::kTensor);
@@ -343,8 +376,66 @@ class Machine {
     t.sizes = int_tuple(at, a[2], "size");
     t.strides = int_tuple(at, a[3], "stride");
     t.requires_grad = a[4]->boolean;
+    check_backward_hooks(at, a[5]);
+    if (a.size() > arity) apply_metadata(at, a[arity], t);
     check_extent(at, t);
     return v;
+  }
+
+  // torch sets `_backward_hooks` to this argument; torch.save always writes an
+  // empty OrderedDict (hooks are not serialized), and a hook could only be
+  // code, which weights-only loading refuses. Anything else is refused here
+  // rather than dropped.
+  void check_backward_hooks(std::size_t at, const PickleValuePtr& hooks) {
+    if (hooks->kind != Kind::kDict || !hooks->ordered || !hooks->entries.empty() || hooks->attributes != nullptr) {
+      fail_at(at, "backward_hooks is not an empty OrderedDict (ckptw does not restore backward hooks)");
+    }
+  }
+
+  // The metadata dict of _rebuild_tensor_v2/_v3 (torch._utils.set_tensor_metadata):
+  // the lazy 'neg' and 'conj' bits, as torch.save writes them ({'neg': True,
+  // 'conj': True}, keys of set bits only). None or {} sets nothing. Any other
+  // key is refused (torch ignores it), and so is a value other than True:
+  // torch sets the bit for a False value too.
+  void apply_metadata(std::size_t at, const PickleValuePtr& metadata, PickledTensor& t) {
+    if (metadata->kind == Kind::kNone) return;
+    if (metadata->kind != Kind::kDict || metadata->ordered) fail_at(at, "tensor metadata is not a dict");
+    for (const auto& [key, value] : metadata->entries) {
+      if (key->kind != Kind::kString || value->kind != Kind::kBool || !value->boolean) {
+        fail_at(at, "tensor metadata entries must be 'neg': True or 'conj': True (torch.load sets the bit for "
+                    "any value)");
+      }
+      if (key->text == "neg") {
+        t.neg = true;
+      } else if (key->text == "conj") {
+        t.conj = true;
+      } else {
+        fail_at(at, "tensor metadata '" + key->text + "' is not known to ckptw (it knows 'neg' and 'conj')");
+      }
+    }
+  }
+
+  // The state torch._utils._set_obj_state applies: None, a dict, or a pair
+  // (dict or None, slots dict or None), each entry an attribute set with
+  // setattr, dict first. Returns one dict of them all, or null when empty.
+  PickleValuePtr object_state(std::size_t at, const PickleValuePtr& state) {
+    std::vector<PickleValuePtr> parts;
+    if (state->kind == Kind::kTuple && state->items.size() == 2) {
+      parts = state->items;
+    } else {
+      parts.push_back(state);
+    }
+    auto merged = make(Kind::kDict);
+    for (const auto& part : parts) {
+      if (part->kind == Kind::kNone) continue;
+      if (part->kind != Kind::kDict || part->ordered) fail_at(at, "a tensor's state is not a dict");
+      for (const auto& [key, value] : part->entries) {
+        if (key->kind != Kind::kString) fail_at(at, "a tensor attribute's name is not a str");
+        adopt(at, *merged, value);
+        merged->entries.emplace_back(key, value);
+      }
+    }
+    return merged->entries.empty() ? nullptr : merged;
   }
 
   // The objects of torch's weights-only set that a REDUCE builds, their

@@ -26,6 +26,13 @@ struct PickledTensor {
   std::vector<std::int64_t> strides;
   bool requires_grad = false;
   bool parameter = false;           ///< rebuilt by _rebuild_parameter (torch.nn.Parameter)
+  bool neg = false;                 ///< the rebuild's metadata: lazy negative bit
+  bool conj = false;                ///< and lazy conjugate bit
+  /// The element size the persistent id's storage type gives (1 for an
+  /// UntypedStorage, half the size for complex dtypes): the unit torch
+  /// byte-swaps a storage of a big-endian file in.
+  std::size_t swap_unit = 1;
+  bool untyped_storage = false;     ///< the persistent id names torch.storage.UntypedStorage (v3)
 };
 
 struct PickleValue;
@@ -47,7 +54,10 @@ struct PickleValue {
   std::vector<PickleValuePtr> items;   ///< kList, kTuple
   std::vector<std::pair<PickleValuePtr, PickleValuePtr>> entries;  ///< kDict, insertion order
   bool ordered = false;                ///< kDict made by collections.OrderedDict
-  PickleValuePtr attributes = nullptr; ///< ordered kDict: the dict its BUILD set (its __dict__)
+  /// Ordered kDict: the dict its BUILD set (its __dict__). kTensor: the
+  /// attributes _rebuild_from_type_v2 / _rebuild_parameter_with_state set (a
+  /// kDict with str keys), or null.
+  PickleValuePtr attributes = nullptr;
   PickledTensor tensor;                ///< kTensor; kStorage uses the storage fields
 };
 

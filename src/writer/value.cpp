@@ -310,15 +310,35 @@ Value::Ptr Value::string(std::string value) {
   return v;
 }
 
-Value::Ptr Value::tensor(at::Tensor value) {
+namespace {
+
+void check_attributes(const Value::Ptr& attributes, const char* owner) {
+  if (!attributes) return;
+  if (!attributes->is(Value::Kind::kDict)) {
+    throw UsageError(std::string(owner) + "'s attributes must be a dict, not " + attributes->type_name());
+  }
+  for (const auto& [key, item] : attributes->entries()) {
+    if (!key->is(Value::Kind::kString)) {
+      throw UsageError(std::string(owner) + "'s attribute names must be str, not " + key->type_name());
+    }
+  }
+}
+
+}  // namespace
+
+Value::Ptr Value::tensor(at::Tensor value, Ptr attributes) {
+  check_attributes(attributes, "a tensor");
   auto v = std::shared_ptr<Value>(new Value(Kind::kTensor));
   v->tensor_ = std::move(value);
+  v->attributes_ = std::move(attributes);
   return v;
 }
 
-Value::Ptr Value::parameter(at::Tensor data, bool requires_grad) {
+Value::Ptr Value::parameter(at::Tensor data, bool requires_grad, Ptr attributes) {
+  check_attributes(attributes, "a Parameter");
   auto v = std::shared_ptr<Value>(new Value(Kind::kParameter));
   v->tensor_ = data.defined() ? data.detach().requires_grad_(requires_grad) : data;
+  v->attributes_ = std::move(attributes);
   return v;
 }
 
@@ -341,9 +361,7 @@ Value::Ptr Value::dict(Entries entries) {
 }
 
 Value::Ptr Value::ordered_dict(Entries entries, Ptr attributes) {
-  if (attributes && !attributes->is(Kind::kDict)) {
-    throw UsageError(std::string("an OrderedDict's attributes must be a dict, not ") + attributes->type_name());
-  }
+  check_attributes(attributes, "an OrderedDict");
   auto v = std::shared_ptr<Value>(new Value(Kind::kOrderedDict));
   v->entries_ = std::move(entries);
   v->attributes_ = std::move(attributes);
@@ -429,7 +447,7 @@ const Value::Entries& Value::entries() const {
 }
 
 const Value::Ptr& Value::attributes() const {
-  expect(Kind::kOrderedDict);
+  if (kind_ != Kind::kTensor && kind_ != Kind::kParameter) expect(Kind::kOrderedDict);
   return attributes_;
 }
 

@@ -1,5 +1,6 @@
 """Deep equality of loaded objects, as torch.load builds them: types, OrderedDict attributes,
-tensors (dtype, shape, strides, values, requires_grad), Parameters, and which objects are shared."""
+tensors (dtype, shape, strides, storage offset, values, requires_grad, lazy conj/neg bits, Python
+attributes), Parameters, and which objects are shared."""
 import collections
 import math
 
@@ -17,8 +18,11 @@ def assert_same(a, b, path="root", seen=None):
         seen[id(a)] = b
     if isinstance(a, torch.Tensor):
         assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride(), path
+        assert a.storage_offset() == b.storage_offset(), f"{path}: storage offset"
         assert a.requires_grad == b.requires_grad, path
         assert a.device == b.device, path
+        assert (a.is_conj(), a.is_neg()) == (b.is_conj(), b.is_neg()), f"{path}: conj/neg bits"
+        assert_same(dict(vars(a)), dict(vars(b)), f"{path}.__dict__", seen)
         assert torch.equal(a.detach().view(torch.uint8) if a.dtype.itemsize == 1 and a.dtype.is_floating_point
                            else a.detach(), b.detach().view(torch.uint8) if b.dtype.itemsize == 1 and
                            b.dtype.is_floating_point else b.detach()) or (a.numel() == 0), path

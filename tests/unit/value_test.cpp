@@ -148,6 +148,36 @@ TEST(Value, ParametersStayParametersAndOneSharedParameterIsPickledOnce) {
   EXPECT_TRUE(at::equal(back->get("embed")->as_tensor(), at::ones({4, 2})));
 }
 
+// A tensor's Python attributes and its lazy conjugate/negative bits are kept
+// through a write and a read_value (torch.save keeps both), and the file
+// written again from what was read is the same file.
+TEST(Value, TensorAttributesAndLazyBitsSurviveAWriteAndReadValue) {
+  testing::TempDir tmp;
+  const at::Tensor values = at::complex(at::arange(4, at::kFloat), at::ones({4}));
+  // Each Python object has a __dict__ of its own, so each tensor here too.
+  auto note = [] { return Value::dict({{str("note"), str("x")}, {str("scale"), Value::integer(3)}}); };
+  const Value::Ptr root = Value::dict({{str("t"), Value::tensor(at::arange(3, at::kFloat), note())},
+                                       {str("p"), Value::parameter(at::ones({2}), true, note())},
+                                       {str("c"), Value::tensor(values.conj())},
+                                       {str("n"), Value::tensor(at::_neg_view(at::ones({2})))}});
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  (void)writer.write(tmp / "c", root);
+  const Value::Ptr back = CheckpointReader(RankInfo{0, 1}).read_value(tmp / "c");
+  ASSERT_TRUE(back->get("t")->attributes());
+  EXPECT_EQ(back->get("t")->attributes()->get("note")->as_string(), "x");
+  EXPECT_EQ(back->get("p")->attributes()->get("scale")->as_int(), 3);
+  EXPECT_TRUE(back->get("c")->as_tensor().is_conj());
+  EXPECT_TRUE(at::equal(back->get("c")->as_tensor().resolve_conj(), values.conj().resolve_conj()));
+  EXPECT_TRUE(back->get("n")->as_tensor().is_neg());
+  EXPECT_TRUE(at::equal(back->get("n")->as_tensor().resolve_neg(), -at::ones({2})));
+  (void)writer.write(tmp / "again", back);
+  EXPECT_TRUE(testing::read_file(tmp / "again/checkpoint_0.pt") == testing::read_file(tmp / "c/checkpoint_0.pt"));
+
+  EXPECT_THROW((void)Value::tensor(at::ones({1}), Value::list({})), UsageError) << "attributes are a dict";
+  EXPECT_THROW((void)Value::tensor(at::ones({1}), Value::dict({{Value::integer(1), Value::none()}})), UsageError)
+      << "attribute names are str";
+}
+
 // torch.initial_seed() is a uint64: above INT64_MAX it is a LONG1 of 9 bytes.
 TEST(Value, IntsBeyondInt64RoundTripAndHaveNoIValue) {
   const Value::Ptr seed = Value::unsigned_integer(~std::uint64_t{0});
