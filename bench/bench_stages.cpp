@@ -31,7 +31,7 @@
 #include "commit/atomic_file.hpp"
 #include "io/io_backend.hpp"
 #include "plan/state_dict_plan.hpp"
-#include "stage/buffer_ring.hpp"
+#include "io/buffer_ring.hpp"
 
 namespace {
 

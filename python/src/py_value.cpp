@@ -10,8 +10,8 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include "ckptw/error.hpp"
-#include "plan/state_dict_plan.hpp"
-#include "util/key_path.hpp"
+#include "value/depth.hpp"
+#include "value/key_path.hpp"
 
 namespace py = pybind11;
 

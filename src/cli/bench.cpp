@@ -78,7 +78,7 @@
 #include "cli/synthetic_model.hpp"
 #include "commit/atomic_file.hpp"
 #include "io/io_backend.hpp"
-#include "stage/buffer_ring.hpp"
+#include "io/buffer_ring.hpp"
 #include "util/stopwatch.hpp"
 
 namespace ckptw::cli {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "io/posix_file_ops.hpp"
-#include "stage/buffer_ring.hpp"
+#include "io/buffer_ring.hpp"
 
 namespace ckptw::detail {
 namespace {

@@ -14,7 +14,7 @@
 #include <sys/uio.h>
 
 #include "io/posix_file_ops.hpp"
-#include "stage/buffer_ring.hpp"
+#include "io/buffer_ring.hpp"
 
 namespace ckptw::detail {
 namespace {

@@ -8,7 +8,8 @@
 #include "format/scalar_type.hpp"
 #include "format/pickle_writer.hpp"
 #include "ckptw/value.hpp"
-#include "util/key_path.hpp"
+#include "value/depth.hpp"
+#include "value/key_path.hpp"
 
 namespace ckptw::detail {
 namespace {

@@ -27,7 +27,4 @@ FilePlan plan_state_dict(const StateDict& state_dict, const PlanOptions& options
 /// Any Value as the root (torch.save saves any object; a state dict is a dict).
 FilePlan plan_value(const Value::Ptr& root, const PlanOptions& options);
 
-/// Values nested deeper than this are refused, as the reader refuses them.
-inline constexpr std::size_t kMaxValueDepth = 1000;
-
 }  // namespace ckptw::detail

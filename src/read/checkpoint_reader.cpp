@@ -29,7 +29,7 @@
 #include "stage/device_upload.hpp"
 #include "util/byte_order.hpp"
 #include "util/huge_pages.hpp"
-#include "util/key_path.hpp"
+#include "value/key_path.hpp"
 
 #if CKPTW_HAVE_CUDA
 #include <c10/core/Event.h>

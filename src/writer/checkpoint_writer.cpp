@@ -17,7 +17,7 @@
 #include "io/io_backend.hpp"
 #include "plan/state_dict_plan.hpp"
 #include "util/stopwatch.hpp"
-#include "stage/buffer_ring.hpp"
+#include "io/buffer_ring.hpp"
 #include "stage/copy_engine.hpp"
 #include "stage/snapshot_arena.hpp"
 #include "stage/stage_records.hpp"

@@ -27,7 +27,7 @@
 
 #include "io/io_backend.hpp"
 #include "plan/file_plan.hpp"
-#include "stage/buffer_ring.hpp"
+#include "io/buffer_ring.hpp"
 #include "stage/copy_engine.hpp"
 
 namespace ckptw::detail {

@@ -20,7 +20,7 @@
 #include "io/io_backend.hpp"
 #include "plan/file_plan.hpp"
 #include "read/pt_inspect.hpp"
-#include "stage/buffer_ring.hpp"
+#include "io/buffer_ring.hpp"
 #include "support/test_support.hpp"
 #include "util/huge_pages.hpp"
 #include "writer/image_streamer.hpp"

@@ -1,4 +1,4 @@
-#include "stage/buffer_ring.hpp"
+#include "io/buffer_ring.hpp"
 
 #include <algorithm>
 #include <atomic>

@@ -5,7 +5,7 @@
 #include "ckptw/error.hpp"
 #include "format/dtype_table.hpp"
 #include "format/scalar_type.hpp"
-#include "util/key_path.hpp"
+#include "value/key_path.hpp"
 
 namespace ckptw {
 namespace {
