@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include <ATen/core/Dict.h>
 #include <ATen/core/ivalue.h>
@@ -34,6 +35,16 @@ using StateDict = c10::Dict<std::string, c10::IValue>;
 
 /// Keyword arguments passed through to WriterHook callbacks (the seed's **kwargs).
 using HookArgs = c10::Dict<std::string, c10::IValue>;
+
+/// The file rank `rank` writes in a checkpoint directory, as the seed names
+/// it: "checkpoint_{rank}.pt". Writer, reader, verify and the bench use it.
+CKPTW_EXPORT std::string rank_file_name(int rank);
+/// The rank whose file `name` is ("checkpoint_3.pt" -> 3), or -1 when `name`
+/// is not a rank file's name.
+CKPTW_EXPORT int rank_of_file_name(std::string_view name);
+/// The commit manifest rank 0 writes into a checkpoint directory once every
+/// rank voted yes; its presence is the commit point (docs/commit.md).
+inline constexpr const char* kManifestFileName = "checkpoint_manifest.json";
 
 /// An empty StateDict (or HookArgs). c10::Dict<std::string, c10::IValue> has
 /// no usable default constructor (LibTorch only allows typed construction for

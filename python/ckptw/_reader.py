@@ -76,24 +76,8 @@ def latest_committed(root):
     Committed: its ``checkpoint_manifest.json`` exists and every rank file it lists has the
     size and zip-directory checksum the manifest recorded (a torn or half-written step is
     skipped). Newest: the latest manifest modification time (the commit point), ties broken
-    by name. For resuming: ``latest_committed("/ckpt")`` -> ``"/ckpt/step_3000"``.
+    by name. For resuming: ``latest_committed("/ckpt")`` -> ``"/ckpt/step_3000"``. The same
+    function as C++'s ``ckptw::latest_committed``.
     """
-    root = os.fspath(root)
-    candidates = []
-    try:
-        entries = list(os.scandir(root))
-    except FileNotFoundError:
-        return None
-    for entry in entries:
-        if not entry.is_dir():
-            continue
-        manifest = os.path.join(entry.path, "checkpoint_manifest.json")
-        try:
-            committed_at = os.stat(manifest).st_mtime_ns
-        except FileNotFoundError:
-            continue
-        candidates.append((committed_at, entry.name, entry.path))
-    for _, _, path in sorted(candidates, reverse=True):
-        if _C.uncommitted_reason(path) == "":
-            return path
-    return None
+    path = _C.latest_committed(os.fsdecode(os.fspath(root)))
+    return path or None

@@ -232,23 +232,6 @@ detail::PlanInput plan_input(py::handle obj) {
   return input;
 }
 
-// Why checkpoint directory `dir` is not committed, or "" when it is: its
-// manifest exists and every rank file it lists has the committed size and
-// zip directory checksum (the data's CRCs are checked when it is read).
-std::string uncommitted_reason(const std::string& dir) {
-  try {
-    std::optional<detail::Manifest> manifest = detail::read_manifest(dir);
-    if (!manifest) return "no commit manifest";
-    for (const detail::ManifestEntry& entry : manifest->files) {
-      detail::RandomAccessFile file(dir + "/" + entry.file);
-      detail::check_against_manifest_entry(file, detail::read_zip_index(file), entry);
-    }
-    return "";
-  } catch (const Error& e) {
-    return e.what();
-  }
-}
-
 // torch.serialization.get_default_load_endianness(), which torch.load applies
 // to files without a byteorder record: None (torch's default) reads them as
 // little-endian.
@@ -416,6 +399,12 @@ PYBIND11_MODULE(_C, m) {
     py::gil_scoped_release nogil;
     return uncommitted_reason(dir);
   });
+  m.def("latest_committed", [](const std::string& root) {
+    py::gil_scoped_release nogil;
+    return latest_committed(root);
+  });
+  m.def("rank_file_name", &rank_file_name);
+  m.attr("MANIFEST_FILE_NAME") = kManifestFileName;
   m.def(
       "read_file",
       [](const std::string& file, const py::object& map_location, bool verify_crc, const std::string& io_backend) {

@@ -386,7 +386,7 @@ Runner writer_runner(const std::string& name, IoBackendKind backend, const State
 
 // The filesystem's own limit: sequential writes of pre-filled aligned buffers
 // through the auto backend, no copy, no CRC, no format.
-Runner limit_runner(std::uint64_t bytes, const std::string& out, const std::string& file_name = "checkpoint_0.pt") {
+Runner limit_runner(std::uint64_t bytes, const std::string& out, const std::string& file_name = rank_file_name(0)) {
   struct Limit {
     CheckpointWriterConfig config;
     std::unique_ptr<detail::IoBackend> io = detail::make_backend(IoBackendKind::kAuto, config.queue_depth);
@@ -880,7 +880,7 @@ std::vector<Row> measure_reads(const SyntheticModel& model, const std::string& c
                                Progress& progress) {
   progress.line("writing the checkpoint to read");
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(ckpt_dir, model.state_dict);
-  const std::string file = ckpt_dir + "/checkpoint_0.pt";
+  const std::string file = ckpt_dir + "/" + rank_file_name(0);
   std::vector<Row> rows;
   CheckpointReader reader(RankInfo{0, 1});
   Row ckptw_row = measure("ckptw read", options, progress, [&] {
@@ -999,7 +999,7 @@ int run_bench_rank(const BenchOptions& options) {
 
   progress.line("building the synthetic model in each of " + std::to_string(rank.global_world_size) + " ranks");
   SyntheticModel model = make_synthetic_model(options.size_bytes, options.seed);
-  const std::string rank_file = "checkpoint_" + std::to_string(rank.global_rank) + ".pt";
+  const std::string rank_file = rank_file_name(rank.global_rank);
   const std::string own = options.dir + "/rank" + std::to_string(rank.global_rank);
   const std::string shared = options.dir + "/ckptw";  // every rank's file and the manifest, as in training
   for (const std::string& d : {own + "/limit", own + "/torch", shared}) fs::create_directories(d);
@@ -1018,7 +1018,7 @@ int run_bench_rank(const BenchOptions& options) {
   std::vector<std::function<void(Row&)>> finishers;
   if (options.torch_save) {
     runners.push_back(python_runner("torch.save", own + "/source/checkpoint_0.pt", own + "/torch", &finishers));
-    outputs.emplace_back(own + "/torch", "checkpoint_0.pt");  // bench/python_save_bench.py's name
+    outputs.emplace_back(own + "/torch", rank_file_name(0));  // bench/python_save_bench.py's name
   }
   for (const Runner& r : runners) {
     if (!r.once) throw Error("rank " + std::to_string(rank.global_rank) + ": row " + r.row.name + " " + r.row.note);

@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "ckptw/types.hpp"
+
 namespace ckptw::detail {
 
-inline constexpr const char* kManifestName = "checkpoint_manifest.json";
+inline constexpr const char* kManifestName = kManifestFileName;
 
 struct ManifestEntry {
   int rank = 0;

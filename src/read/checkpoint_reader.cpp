@@ -651,7 +651,7 @@ CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = def
 
 ReadResult CheckpointReader::read(const std::string& path, const std::optional<StateDict>& state_dict_template,
                                   const ReadOptions& options) {
-  const std::string file_path = path + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
+  const std::string file_path = path + "/" + rank_file_name(rank_info_.global_rank);
   detail::RandomAccessFile file(file_path);
   detail::ZipIndex index = detail::read_zip_index(file);
   check_against_manifest(path, rank_info_.global_rank, file, index, options.require_manifest);
@@ -659,7 +659,7 @@ ReadResult CheckpointReader::read(const std::string& path, const std::optional<S
 }
 
 Value::Ptr CheckpointReader::read_value(const std::string& path, const ReadOptions& options) {
-  const std::string file_path = path + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
+  const std::string file_path = path + "/" + rank_file_name(rank_info_.global_rank);
   detail::RandomAccessFile file(file_path);
   detail::ZipIndex index = detail::read_zip_index(file);
   check_against_manifest(path, rank_info_.global_rank, file, index, options.require_manifest);

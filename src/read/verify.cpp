@@ -89,7 +89,7 @@ std::vector<FileVerdict> verify_path(const std::string& path) {
   if (DIR* d = ::opendir(path.c_str())) {
     while (dirent* e = ::readdir(d)) {
       const std::string name = e->d_name;
-      if (name.rfind("checkpoint_", 0) == 0 && name.size() > 3 && name.compare(name.size() - 3, 3, ".pt") == 0) {
+      if (rank_of_file_name(name) >= 0) {
         names.push_back(name);
       }
     }

@@ -308,7 +308,7 @@ class CheckpointWriter::Impl {
   }
 
   std::string file_path(const std::string& dir) const {
-    return dir + "/checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt";
+    return dir + "/" + rank_file_name(rank_info_.global_rank);
   }
 
   // Copies still in flight when a write ends (a failure) must land before
@@ -473,7 +473,7 @@ class CheckpointWriter::Impl {
     detail::Manifest manifest;
     manifest.world_size = static_cast<int>(votes.size());
     for (std::size_t r = 0; r < votes.size(); ++r) {
-      manifest.files.push_back(detail::ManifestEntry{static_cast<int>(r), "checkpoint_" + std::to_string(r) + ".pt",
+      manifest.files.push_back(detail::ManifestEntry{static_cast<int>(r), rank_file_name(static_cast<int>(r)),
                                                      votes[r].bytes, votes[r].directory_crc32});
     }
     const std::string text = detail::encode_manifest(manifest);
@@ -501,7 +501,7 @@ class CheckpointWriter::Impl {
   // of its own killed writes. Other ranks' and foreign files are left alone.
   std::vector<std::string> own_temp_prefixes(bool rank0) const {
     std::vector<std::string> prefixes{
-        detail::temp_prefix_for("checkpoint_" + std::to_string(rank_info_.global_rank) + ".pt")};
+        detail::temp_prefix_for(rank_file_name(rank_info_.global_rank))};
     if (rank0) prefixes.push_back(detail::temp_prefix_for(detail::kManifestName));
     return prefixes;
   }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 
 #include <unistd.h>
@@ -49,6 +50,40 @@ TEST(CheckpointReader, FullReadRestoresValuesAndTypes) {
   EXPECT_EQ(r.state_dict.at("layers").toListRef().size(), 2u);
   EXPECT_EQ(r.state_dict.at("step").toInt(), 1000);
   EXPECT_EQ(r.state_dict.at("name").toStringRef(), "gpt");
+}
+
+// What a LibTorch trainer resumes from: the newest directory whose manifest
+// exists and whose rank files are the ones committed.
+TEST(CheckpointReader, LatestCommittedSkipsTornAndUncommittedSteps) {
+  testing::TempDir tmp;
+  EXPECT_EQ(latest_committed(tmp / "absent"), "");
+  EXPECT_EQ(latest_committed(tmp.path()), "");
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  (void)writer.write(tmp / "step_1", saved_state());
+  (void)writer.write(tmp / "step_2", saved_state());
+  EXPECT_EQ(latest_committed(tmp.path()), tmp / "step_2");
+  EXPECT_EQ(uncommitted_reason(tmp / "step_2"), "");
+
+  // step_3 committed last, then its rank file torn: skipped, with the reason.
+  (void)writer.write(tmp / "step_3", saved_state());
+  const std::string torn = tmp / ("step_3/" + rank_file_name(0));
+  ASSERT_EQ(::truncate(torn.c_str(), 100), 0);
+  EXPECT_NE(uncommitted_reason(tmp / "step_3"), "");
+  EXPECT_EQ(latest_committed(tmp.path()), tmp / "step_2");
+  // A directory without a manifest is never a candidate.
+  ASSERT_EQ(std::remove((tmp / "step_2/" + std::string(kManifestFileName)).c_str()), 0);
+  EXPECT_NE(uncommitted_reason(tmp / "step_2").find(kManifestFileName), std::string::npos);
+  EXPECT_EQ(latest_committed(tmp.path()), tmp / "step_1");
+}
+
+TEST(CheckpointReader, RankFileNamesHaveOneSpelling) {
+  EXPECT_EQ(rank_file_name(12), "checkpoint_12.pt");
+  EXPECT_EQ(rank_of_file_name("checkpoint_12.pt"), 12);
+  EXPECT_EQ(rank_of_file_name(rank_file_name(0)), 0);
+  for (const char* other : {"checkpoint_.pt", "checkpoint_01.pt", "checkpoint_x.pt", "checkpoint_1.pt.tmp",
+                            "checkpoint_manifest.json", "model.pt"}) {
+    EXPECT_EQ(rank_of_file_name(other), -1) << other;
+  }
 }
 
 TEST(CheckpointReader, TemplateDrivesThePartialLoadAndFillsTensorsInPlace) {
