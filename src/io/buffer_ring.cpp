@@ -29,6 +29,7 @@ BufferRing::BufferRing(std::size_t count, std::size_t buffer_bytes) : buffer_byt
                 "", "", error);
   }
   mapping_ = static_cast<unsigned char*>(p);
+  keep_out_of_forks(mapping_, mapped_bytes_);
   auto* base = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(mapping_) + align - 1) / align * align);
   // Huge pages make each buffer a few physically contiguous runs. A write
   // from a buffer of scattered 4 KiB pages becomes a scatter list of

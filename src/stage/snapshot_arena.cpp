@@ -35,6 +35,7 @@ unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine) {
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw Error("cannot allocate " + std::to_string(size) + " bytes of staging memory", "", "", errno);
   advise_huge_pages(p, size);
+  keep_out_of_forks(p, size);
   data_ = static_cast<unsigned char*>(p);
   capacity_ = size;
   ++allocations_;
