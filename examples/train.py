@@ -73,7 +73,9 @@ def main():
     rank = ckptw.RankInfo.from_env()
     dist.init_process_group("gloo")
     if args.barrier == "gloo":
-        barrier = ckptw.ProcessGroupBarrier(timeout_secs=args.timeout)
+        # A group of its own, so that write_async may vote on ckptw's thread while this thread
+        # issues the training's collectives on the default group.
+        barrier = ckptw.ProcessGroupBarrier(timeout_secs=args.timeout, own_group=True)
     else:
         barrier = ckptw.TCPStoreBarrier(store=dist.distributed_c10d._get_default_store(), timeout_secs=args.timeout)
     config = ckptw.CheckpointWriterConfig(write_barrier_timeout_secs=args.timeout)

@@ -38,6 +38,13 @@ class CKPTW_EXPORT Barrier {
   /// ckptw::TimeoutError naming the ranks that did not arrive. The default
   /// implementation throws ckptw::UsageError.
   virtual std::vector<std::string> all_gather(const std::string& message, std::chrono::milliseconds timeout);
+
+  /// Whether this barrier's collectives go over a communicator the trainer
+  /// also issues collectives on (its own process group). Collectives on one
+  /// group are matched by issue order, so such a barrier must be called on
+  /// the thread that issues the trainer's collectives: write_async, which
+  /// votes on ckptw's background thread, refuses it with ckptw::UsageError.
+  virtual bool shares_callers_collectives() const { return false; }
 };
 
 }  // namespace ckptw

@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include <c10/core/Device.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
@@ -53,19 +55,42 @@ class CKPTW_EXPORT TcpStoreBarrier final : public Barrier {
   std::unique_ptr<Impl> impl_;
 };
 
-/// Barrier over a c10d backend the trainer already has (Gloo on CPU, NCCL on
-/// GPU): an all-gather of the ranks' messages, waited for with a deadline.
-/// After a timeout the process group may hold an unfinished collective, so
-/// the barrier refuses further use.
+/// Barrier over a c10d backend (Gloo on CPU, NCCL on GPU): an all-gather of
+/// the ranks' messages, polled against a deadline. After a timeout the
+/// process group may hold an unfinished collective, so the barrier refuses
+/// further use; the collective is never aborted (on NCCL that would abort
+/// the communicator, the trainer's with it).
+///
+/// Over the trainer's own group (the default) it serves write() only, which
+/// votes on the caller's thread: write_async() refuses it (see
+/// Barrier::shares_callers_collectives). Give it a group of its own
+/// (`dedicated_group`; Python: ProcessGroupBarrier(own_group=True)), or use
+/// NcclBarrier or TcpStoreBarrier, for background writes.
 class CKPTW_EXPORT ProcessGroupBarrier final : public Barrier {
  public:
+  struct Options {
+    std::chrono::milliseconds timeout = std::chrono::minutes(10);  ///< execute_barrier()'s deadline
+    /// The group was made for this barrier and nothing else issues
+    /// collectives on it, so it may vote from write_async's thread.
+    bool dedicated_group = false;
+    /// NCCL groups: the GPU of the vote tensors. Unset: the group's bound
+    /// device (init_process_group(device_id=...)), else the constructing
+    /// thread's current CUDA device, read once here (torch.cuda.set_device),
+    /// never LOCAL_RANK, which is no valid ordinal under a per-rank
+    /// CUDA_VISIBLE_DEVICES. Ignored for other backends (CPU tensors).
+    std::optional<c10::Device> device;
+  };
   ProcessGroupBarrier(const RankInfo& rank_info, c10::intrusive_ptr<c10d::Backend> backend,
                       std::chrono::milliseconds default_timeout = std::chrono::minutes(10));
+  ProcessGroupBarrier(const RankInfo& rank_info, c10::intrusive_ptr<c10d::Backend> backend, Options options);
   ~ProcessGroupBarrier() override;
 
   void execute_barrier() override;
   bool supports_all_gather() const override { return true; }
   std::vector<std::string> all_gather(const std::string& message, std::chrono::milliseconds timeout) override;
+  bool shares_callers_collectives() const override;
+  /// The device the vote tensors live on (CPU for non-NCCL groups).
+  c10::Device device() const;
 
  private:
   class Impl;

@@ -35,14 +35,23 @@ class TCPStoreBarrier(_C.TcpStoreBarrier):
 
 
 class ProcessGroupBarrier(_C.ProcessGroupBarrier):
-    """A barrier over a ``torch.distributed`` process group the trainer already has (Gloo or NCCL).
+    """A barrier over a ``torch.distributed`` process group (Gloo or NCCL): an all-gather of the votes.
 
-    ``ProcessGroupBarrier(group=None, timeout_secs=600)``: ``group`` None is the default group.
+    ``ProcessGroupBarrier(group=None, timeout_secs=600, *, own_group=False)``; ``group`` None is
+    the default group. Over the trainer's own group it serves ``write()`` only:
+    ``write_async()`` votes on ckptw's background thread, where its all-gather would meet the
+    training thread's collectives on the same group out of order, so it raises
+    ckptw.UsageError. ``own_group=True`` makes a group of the same ranks and backend for the
+    barrier alone (``dist.new_group``: every process of the job must construct its barrier
+    together, as for any new group), which ``write_async()`` may use. On NCCL the votes go on
+    the group's bound device (``init_process_group(device_id=...)``), else on the current
+    CUDA device when the barrier is made (``torch.cuda.set_device`` first). A timeout marks
+    the barrier broken and raises ckptw.TimeoutError; it never aborts the communicator.
     """
 
     barrier_type = "process_group"
 
-    def __init__(self, group=None, timeout_secs=600):
+    def __init__(self, group=None, timeout_secs=600, *, own_group=False):
         import torch
         import torch.distributed as dist
 
@@ -50,9 +59,12 @@ class ProcessGroupBarrier(_C.ProcessGroupBarrier):
             raise UsageError("ProcessGroupBarrier needs an initialized torch.distributed process group")
         group = group if group is not None else dist.group.WORLD
         backend_name = str(dist.get_backend(group))
+        if own_group:
+            group = dist.new_group(ranks=dist.get_process_group_ranks(group), backend=backend_name)
         device = torch.device("cuda" if backend_name == "nccl" else "cpu")
         info = RankInfo(dist.get_rank(group), dist.get_world_size(group))
-        super().__init__(info, group._get_backend(device), int(timeout_secs))
+        super().__init__(info, group._get_backend(device), int(timeout_secs), bool(own_group))
+        self.group = group
 
 
 class NcclBarrier(_C.NcclBarrier):

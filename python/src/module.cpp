@@ -113,10 +113,15 @@ class PyHook final : public WriterHook {
   SharedPyObject hook_;
 };
 
-// Any object with execute_barrier(): the seed's barrier (no vote).
+// Any object with execute_barrier(): the seed's barrier (no vote). torch's
+// DistBarrier calls dist.barrier() on the default group, the trainer's.
 class PyBarrier final : public Barrier {
  public:
-  explicit PyBarrier(py::object barrier) : barrier_(std::move(barrier)) {}
+  explicit PyBarrier(py::object barrier)
+      : shares_callers_collectives_(type_name(barrier) ==
+                                    "torch.distributed.checkpoint._experimental.barriers.DistBarrier"),
+        barrier_(std::move(barrier)) {}
+  bool shares_callers_collectives() const override { return shares_callers_collectives_; }
   void execute_barrier() override {
     py::gil_scoped_acquire gil;
     try {
@@ -127,6 +132,7 @@ class PyBarrier final : public Barrier {
   }
 
  private:
+  bool shares_callers_collectives_;
   SharedPyObject barrier_;
 };
 
@@ -475,11 +481,16 @@ PYBIND11_MODULE(_C, m) {
            py::arg("init_timeout_secs"), py::arg("timeout_secs"), py::arg("store"))
       .def_property_readonly("store", &TcpStoreBarrier::store);
   py::class_<ProcessGroupBarrier, Barrier, std::shared_ptr<ProcessGroupBarrier>>(m, "ProcessGroupBarrier")
-      .def(py::init([](const RankInfo& rank_info, const py::object& backend, int timeout_secs) {
+      .def(py::init([](const RankInfo& rank_info, const py::object& backend, int timeout_secs, bool dedicated_group) {
              auto c10d_backend = backend.cast<c10::intrusive_ptr<c10d::Backend>>();
-             return std::make_shared<ProcessGroupBarrier>(rank_info, c10d_backend, std::chrono::seconds(timeout_secs));
+             ProcessGroupBarrier::Options options;
+             options.timeout = std::chrono::seconds(timeout_secs);
+             options.dedicated_group = dedicated_group;
+             return std::make_shared<ProcessGroupBarrier>(rank_info, c10d_backend, options);
            }),
-           py::arg("rank_info"), py::arg("backend"), py::arg("timeout_secs"));
+           py::arg("rank_info"), py::arg("backend"), py::arg("timeout_secs"), py::arg("dedicated_group"))
+      .def_property_readonly("device", [](const ProcessGroupBarrier& b) { return b.device().str(); })
+      .def_property_readonly("shares_callers_collectives", &ProcessGroupBarrier::shares_callers_collectives);
   py::class_<NcclBarrier, Barrier, std::shared_ptr<NcclBarrier>>(m, "NcclBarrier")
       .def(py::init([](const RankInfo& rank_info, const std::string& prefix, const std::string& master_address,
                        int master_port, int device, int timeout_secs, const py::object& store) {

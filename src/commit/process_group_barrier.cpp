@@ -7,6 +7,7 @@
 #include <thread>
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
 #include "ckptw/barriers.hpp"
@@ -14,11 +15,36 @@
 
 namespace ckptw {
 
+namespace {
+
+// The GPU an NCCL group's vote tensors go on (ProcessGroupBarrier::Options::device).
+c10::Device vote_device(const c10d::Backend& backend, const std::optional<c10::Device>& requested,
+                        const std::string& name) {
+  if (backend.getBackendName() != "nccl") return c10::Device(c10::kCPU);
+  if (requested) {
+    if (!requested->is_cuda() || !requested->has_index()) {
+      throw UsageError(name + ": device must be a CUDA device with an index, got " + requested->str());
+    }
+    return *requested;
+  }
+  if (std::optional<at::Device> bound = backend.getBoundDeviceId()) return *bound;
+  try {
+    return c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getDevice();
+  } catch (const c10::Error& e) {
+    throw UsageError(name + ": cannot tell which GPU the votes go on (the group has no bound device and the "
+                     "current CUDA device is unknown: " + e.what_without_backtrace() + "); pass Options::device");
+  }
+}
+
+}  // namespace
+
 class ProcessGroupBarrier::Impl {
  public:
-  Impl(const RankInfo& rank_info, c10::intrusive_ptr<c10d::Backend> backend, std::chrono::milliseconds timeout)
-      : rank_info_(rank_info), backend_(std::move(backend)), default_timeout_(timeout),
-        guard_("ProcessGroupBarrier(" + backend_->getBackendName() + ")") {
+  Impl(const RankInfo& rank_info, c10::intrusive_ptr<c10d::Backend> backend, const Options& options)
+      : rank_info_(rank_info), backend_(std::move(backend)), default_timeout_(options.timeout),
+        dedicated_group_(options.dedicated_group),
+        guard_("ProcessGroupBarrier(" + backend_->getBackendName() + ")"),
+        device_(vote_device(*backend_, options.device, guard_.name())) {
     if (backend_->getSize() != rank_info.global_world_size || backend_->getRank() != rank_info.global_rank) {
       throw UsageError(guard_.name() + ": process group has rank " + std::to_string(backend_->getRank()) + " of " +
                        std::to_string(backend_->getSize()) + ", RankInfo says rank " +
@@ -31,8 +57,7 @@ class ProcessGroupBarrier::Impl {
     detail::check_message_size(message, guard_.name());
     const std::uint64_t sequence = guard_.next_sequence();
     constexpr std::int64_t kSlot = Barrier::kMaxMessageBytes + 1;
-    at::TensorOptions options = at::TensorOptions().dtype(at::kByte);
-    if (backend_->getBackendName() == "nccl") options = options.device(at::Device(at::kCUDA, rank_info_.local_rank));
+    const at::TensorOptions options = at::TensorOptions().dtype(at::kByte).device(device_);
     at::Tensor mine = at::zeros({kSlot}, at::kByte);
     mine[0] = static_cast<std::int64_t>(message.size());
     std::memcpy(mine.data_ptr<std::uint8_t>() + 1, message.data(), message.size());
@@ -48,13 +73,10 @@ class ProcessGroupBarrier::Impl {
       auto pause = std::chrono::microseconds(50);
       while (!work->isCompleted()) {
         if (std::chrono::steady_clock::now() >= deadline) {
+          // The collective stays queued: aborting it would abort the group's
+          // communicator (WorkNCCL::abort), which is the trainer's. The
+          // barrier refuses further use instead.
           guard_.mark_broken("timed out");
-          // Best effort: Gloo's Work has no abort ("not implemented"); the
-          // barrier refuses further use either way.
-          try {
-            work->abort();
-          } catch (const c10::Error&) {
-          }
           throw TimeoutError(where + " timed out after " + std::to_string(timeout.count()) +
                              " ms: not every rank joined the all-gather");
         }
@@ -78,12 +100,22 @@ class ProcessGroupBarrier::Impl {
   RankInfo rank_info_;
   c10::intrusive_ptr<c10d::Backend> backend_;
   std::chrono::milliseconds default_timeout_;
+  bool dedicated_group_;
   detail::BarrierGuard guard_;
+  c10::Device device_;
 };
 
 ProcessGroupBarrier::ProcessGroupBarrier(const RankInfo& rank_info, c10::intrusive_ptr<c10d::Backend> backend,
                                          std::chrono::milliseconds default_timeout)
-    : impl_(std::make_unique<Impl>(rank_info, std::move(backend), default_timeout)) {}
+    : ProcessGroupBarrier(rank_info, std::move(backend), Options{default_timeout, false, std::nullopt}) {}
+
+ProcessGroupBarrier::ProcessGroupBarrier(const RankInfo& rank_info, c10::intrusive_ptr<c10d::Backend> backend,
+                                         Options options)
+    : impl_(std::make_unique<Impl>(rank_info, std::move(backend), options)) {}
+
+bool ProcessGroupBarrier::shares_callers_collectives() const { return !impl_->dedicated_group_; }
+
+c10::Device ProcessGroupBarrier::device() const { return impl_->device_; }
 
 ProcessGroupBarrier::~ProcessGroupBarrier() = default;
 

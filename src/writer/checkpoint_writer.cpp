@@ -104,6 +104,14 @@ class CheckpointWriter::Impl {
   std::future<WriteResult> write_async(const std::string& path, const detail::PlanInput& input,
                                        const HookArgs& kwargs, std::exception_ptr* capture_error) {
     check_writable(path, "write_async()");
+    if (barrier_ && barrier_->shares_callers_collectives()) {
+      throw UsageError(
+          "write_async() cannot vote over this barrier: it runs collectives on the trainer's own process group, "
+          "and from ckptw's background thread they would meet the training thread's collectives out of order "
+          "(hanging or exchanging the wrong bytes); use write(), or a barrier of its own: ProcessGroupBarrier "
+          "over a dedicated group (Python: ProcessGroupBarrier(own_group=True)), NcclBarrier or TcpStoreBarrier",
+          path);
+    }
     auto job = std::make_unique<Job>();
     job->path = path;
     job->kwargs = kwargs;

@@ -23,9 +23,42 @@ class Hook:
         self.calls.append("post_commit")
 
 
+def train_beside_write_async(path, rank):
+    """The training thread issues all-reduces on the default group while write_async votes on
+    ckptw's thread: over the trainer's own group that is refused; over a group of its own every
+    vote and every all-reduce comes out right."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    world = rank.global_world_size
+    config = ckptw.CheckpointWriterConfig(write_barrier_timeout_secs=60)
+    report = {"rank": rank.global_rank}
+    with ckptw.CheckpointWriter(config, rank, ckptw.ProcessGroupBarrier()) as shared:
+        try:
+            shared.write_async(path + "_refused", {"w": torch.ones(1)})
+            report["shared_group"] = "accepted"
+        except ckptw.UsageError as e:
+            report["shared_group"] = f"UsageError: {e}"
+    futures, wrong = [], 0
+    with ckptw.CheckpointWriter(config, rank, ckptw.ProcessGroupBarrier(own_group=True)) as writer:
+        for step in range(90):
+            t = torch.full((1024,), float(rank.global_rank + 1))
+            dist.all_reduce(t)
+            wrong += int(not torch.all(t == world * (world + 1) / 2))
+            if step % 30 == 0:
+                futures.append(writer.write_async(f"{path}_{step}", {"step": step, "w": torch.full((4,), float(step))}))
+        report["outcomes"] = [repr(f.exception(timeout=120)) if f.exception(timeout=120) else "committed"
+                              for f in futures]
+    report["wrong_all_reduces"] = wrong
+    dist.destroy_process_group()
+    print(json.dumps(report), flush=True)
+
+
 def main():
     path, barrier_kind, fail_rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rank = ckptw.RankInfo.from_env()
+    if barrier_kind == "gloo_beside_training":
+        return train_beside_write_async(path, rank)
     if barrier_kind == "tcp_store":
         barrier = ckptw.TCPStoreBarrier(timeout_secs=60)
     elif barrier_kind == "torch_store":  # the job's own torch.distributed.TCPStore, shared

@@ -57,3 +57,16 @@ def test_a_raising_pre_commit_on_one_rank_aborts_every_rank(world, tmp_path):
         assert r["hook"] == ["pre_commit"]  # nobody ran post_commit
     assert not (tmp_path / "step" / "checkpoint_manifest.json").exists()
     assert ckptw.latest_committed(tmp_path) is None
+
+
+def test_write_async_votes_beside_training_collectives_only_over_a_group_of_its_own(tmp_path):
+    reports = run_ranks(2, tmp_path / "step", "gloo_beside_training")
+    for r in reports:
+        assert r["shared_group"].startswith("UsageError") and "own_group=True" in r["shared_group"], r
+        assert r["outcomes"] == ["committed"] * 3, r
+        assert r["wrong_all_reduces"] == 0, r
+    assert not (tmp_path / "step_refused").exists()
+    for step in (0, 30, 60):
+        assert (tmp_path / f"step_{step}" / "checkpoint_manifest.json").exists()
+        loaded, _ = ckptw.CheckpointReader(ckptw.RankInfo(1, 2)).read(tmp_path / f"step_{step}")
+        assert loaded["step"] == step

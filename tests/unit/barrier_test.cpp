@@ -1,11 +1,22 @@
 // The NCCL barrier's deadline and abort logic, on CPU, through a fake
 // transport: never completes, completes late, reports an async error.
-// Also the vote encoding and the manifest.
+// ProcessGroupBarrier over fake c10d backends: which GPU its votes go on,
+// that a timeout never aborts the (trainer's) communicator, and that
+// write_async refuses to vote over the trainer's own group. Also the vote
+// encoding and the manifest.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <filesystem>
 #include <thread>
 
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
 #include "ckptw/barriers.hpp"
+#include "ckptw/checkpoint_writer.hpp"
+#include "ckptw/error.hpp"
+#include "support/test_support.hpp"
 #include "commit/manifest.hpp"
 #include "commit/polled_collective.hpp"
 
@@ -49,6 +60,99 @@ class FakeTransport : public CollectiveTransport {
   std::chrono::steady_clock::time_point started_;
   std::string message_;
 };
+
+// A c10d backend under any name whose all-gathers never complete (a rank
+// that never joins), counting what the barrier asks of its Work.
+class StalledBackend final : public c10d::Backend {
+ public:
+  struct Calls {
+    std::atomic<int> allgathers{0};
+    std::atomic<int> aborts{0};
+  };
+  class StalledWork final : public c10d::Work {
+   public:
+    explicit StalledWork(std::shared_ptr<Calls> calls) : calls_(std::move(calls)) {}
+    bool isCompleted() override { return false; }
+    void abort() override { ++calls_->aborts; }
+
+   private:
+    std::shared_ptr<Calls> calls_;
+  };
+
+  StalledBackend(std::string name, int rank, int size) : c10d::Backend(rank, size), name_(std::move(name)) {}
+  const std::string getBackendName() const override { return name_; }
+  c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>&, std::vector<at::Tensor>&,
+                                           const c10d::AllgatherOptions&) override {
+    ++calls->allgathers;
+    return c10::make_intrusive<StalledWork>(calls);
+  }
+
+  std::shared_ptr<Calls> calls = std::make_shared<Calls>();
+
+ private:
+  std::string name_;
+};
+
+// NCCL groups: the group's bound device, else the one asked for, never
+// LOCAL_RANK (an invalid ordinal under a per-rank CUDA_VISIBLE_DEVICES, and
+// the same GPU for every rank of a node when Python's RankInfo leaves it 0).
+TEST(ProcessGroupBarrier, VotesGoOnTheGroupsBoundDeviceNotLocalRank) {
+  RankInfo rank{1, 8};
+  rank.local_rank = 5;
+  auto bound = c10::make_intrusive<StalledBackend>("nccl", 1, 8);
+  bound->setBoundDeviceId(c10::Device(c10::kCUDA, 3));
+  EXPECT_EQ(ProcessGroupBarrier(rank, bound).device(), c10::Device(c10::kCUDA, 3));
+
+  ProcessGroupBarrier::Options options;
+  options.device = c10::Device(c10::kCUDA, 2);
+  auto unbound = c10::make_intrusive<StalledBackend>("nccl", 1, 8);
+  EXPECT_EQ(ProcessGroupBarrier(rank, unbound, options).device(), c10::Device(c10::kCUDA, 2));
+  options.device = c10::Device(c10::kCUDA);
+  EXPECT_THROW(ProcessGroupBarrier(rank, unbound, options), UsageError) << "a device without an index";
+
+  auto gloo = c10::make_intrusive<StalledBackend>("gloo", 1, 8);
+  gloo->setBoundDeviceId(c10::Device(c10::kCUDA, 3));
+  EXPECT_EQ(ProcessGroupBarrier(rank, gloo).device(), c10::Device(c10::kCPU)) << "Gloo votes with CPU tensors";
+}
+
+// The trainer's communicator belongs to the trainer: on NCCL, Work::abort()
+// aborts it, and training would die with the checkpoint.
+TEST(ProcessGroupBarrier, ATimeoutBreaksTheBarrierWithoutAbortingTheCollective) {
+  auto backend = c10::make_intrusive<StalledBackend>("gloo", 0, 2);
+  ProcessGroupBarrier barrier(RankInfo{0, 2}, backend, std::chrono::milliseconds(50));
+  EXPECT_THROW(barrier.all_gather("vote", std::chrono::milliseconds(50)), TimeoutError);
+  EXPECT_EQ(backend->calls->allgathers.load(), 1);
+  EXPECT_EQ(backend->calls->aborts.load(), 0);
+  EXPECT_THROW(barrier.all_gather("again", std::chrono::milliseconds(50)), UsageError) << "broken after a timeout";
+  EXPECT_EQ(backend->calls->allgathers.load(), 1);
+}
+
+// write_async votes on ckptw's background thread: over the trainer's own
+// group its all-gather would meet the training thread's collectives out of
+// order. Refused at the call, before anything is written or gathered; a
+// barrier over a group of its own is accepted.
+TEST(ProcessGroupBarrier, WriteAsyncRefusesTheTrainersOwnGroup) {
+  testing::TempDir tmp;
+  StateDict sd = make_state_dict();
+  sd.insert("w", at::ones({4}));
+  auto shared_backend = c10::make_intrusive<StalledBackend>("gloo", 0, 2);
+  auto shared = std::make_shared<ProcessGroupBarrier>(RankInfo{0, 2}, shared_backend);
+  EXPECT_TRUE(shared->shares_callers_collectives());
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 2}, shared);
+  try {
+    (void)writer.write_async(tmp / "c", sd);
+    FAIL() << "no error";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("own_group=True"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(shared_backend->calls->allgathers.load(), 0);
+  EXPECT_FALSE(std::filesystem::exists(tmp / "c"));
+
+  ProcessGroupBarrier::Options own;
+  own.dedicated_group = true;
+  EXPECT_FALSE(ProcessGroupBarrier(RankInfo{0, 2}, c10::make_intrusive<StalledBackend>("gloo", 0, 2), own)
+                   .shares_callers_collectives());
+}
 
 TEST(PolledAllGather, NeverCompletingTimesOutOnTimeAbortsAndBreaksTheBarrier) {
   FakeTransport transport(FakeTransport::Mode::kNever);

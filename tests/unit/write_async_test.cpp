@@ -18,13 +18,19 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cstring>
 #include <ATen/ATen.h>
 
 #include "ckptw/ckptw.hpp"
 #include "commit/atomic_file.hpp"
+#include "io/buffer_ring.hpp"
 #include "io/io_backend.hpp"
 #include "plan/state_dict_plan.hpp"
 #include "checksum/crc32.hpp"
+#include "stage/snapshot_arena.hpp"
 #include "stage/stage_records.hpp"
 #include "writer/image_streamer.hpp"
 #include "support/emulated_device.hpp"
@@ -495,6 +501,60 @@ TEST(StagedWrite, StoragesOnDeviceOneNeverTouchDeviceZero) {
   EXPECT_EQ(emulated.contexts(), (std::set<int>{1}));
   EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
       << "not torch.save's bytes";
+}
+
+// Whether the page at `address` is mapped in a child fork()ed now: the child
+// scans its own /proc/self/maps with system calls only (no allocation after
+// a fork of a threaded process) and says so in its exit code.
+bool mapped_in_forked_child(const void* address) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const int fd = ::open("/proc/self/maps", O_RDONLY);
+    if (fd < 0) ::_exit(2);
+    const auto target = reinterpret_cast<std::uintptr_t>(address);
+    char buffer[1 << 16];
+    std::size_t used = 0;
+    bool found = false;
+    while (!found) {
+      const ssize_t n = ::read(fd, buffer + used, sizeof buffer - used);
+      if (n <= 0) break;
+      used += static_cast<std::size_t>(n);
+      std::size_t start = 0;
+      for (std::size_t i = 0; i < used; ++i) {
+        if (buffer[i] != '\n') continue;
+        // "lo-hi perms ...", hexadecimal.
+        std::uintptr_t lo = 0, hi = 0;
+        std::size_t j = start;
+        for (; j < i && buffer[j] != '-'; ++j) lo = lo * 16 + (buffer[j] <= '9' ? buffer[j] - '0' : buffer[j] - 'a' + 10);
+        for (++j; j < i && buffer[j] != ' '; ++j) hi = hi * 16 + (buffer[j] <= '9' ? buffer[j] - '0' : buffer[j] - 'a' + 10);
+        if (target >= lo && target < hi) found = true;
+        start = i + 1;
+      }
+      std::memmove(buffer, buffer + start, used - start);
+      used -= start;
+    }
+    ::_exit(found ? 1 : 0);
+  }
+  int status = 0;
+  EXPECT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 2) << "the child could not read its maps";
+  return WIFEXITED(status) && WEXITSTATUS(status) == 1;
+}
+
+// The write ring and the write_async arena are pinned long-term (io_uring
+// fixed buffers, cudaHostRegister), which Linux copies into every child at
+// fork(): a DataLoader worker must not get a copy of the rank's staging memory.
+TEST(StagingMemory, IsNotMappedInForkedChildren) {
+  int on_stack = 0;
+  ASSERT_TRUE(mapped_in_forked_child(&on_stack)) << "the probe itself must see ordinary memory";
+  detail::BufferRing ring(4, std::size_t{1} << 20);
+  EXPECT_FALSE(mapped_in_forked_child(ring.data(0))) << "write ring";
+  testing::EmulatedDevice emulated;
+  std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
+  detail::SnapshotArena arena(0);
+  unsigned char* staging = arena.reserve(std::size_t{4} << 20, *engine);
+  ASSERT_TRUE(arena.pinned());
+  EXPECT_FALSE(mapped_in_forked_child(staging)) << "write_async arena";
 }
 
 }  // namespace
