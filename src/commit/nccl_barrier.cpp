@@ -2,6 +2,7 @@
 // the gather's ordering are in nccl_protocol.cpp (plain C++, tested without a
 // GPU); this file holds the NCCL and CUDA calls behind them (compiled when
 // ckptw is built with CUDA and NCCL).
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -168,6 +169,21 @@ class CudaNcclCalls final : public detail::NcclCalls {
   void* host_recv_ = nullptr;
 };
 
+
+// NCCL_COMM_BLOCKING in the environment overrides a communicator's
+// `blocking` config (NCCL's envConfigOverride): at 1, set-up and every call
+// would block in NCCL with no deadline, and the barrier could not enforce
+// its timeout. Refused before anything is created.
+void refuse_blocking_override(const std::string& name) {
+  const char* blocking = std::getenv("NCCL_COMM_BLOCKING");
+  if (blocking != nullptr && std::string(blocking) != "0" && *blocking != '\0') {
+    throw UsageError(name + ": NCCL_COMM_BLOCKING=" + blocking +
+                     " in the environment would make ckptw's own communicator blocking, and its deadline "
+                     "unenforceable; unset it (or set it to 0) for this process, or use TcpStoreBarrier or "
+                     "ProcessGroupBarrier");
+  }
+}
+
 }  // namespace
 #endif
 
@@ -176,6 +192,7 @@ class NcclBarrier::Impl {
   Impl(const RankInfo& rank_info, Options options, c10::intrusive_ptr<c10d::Store> store)
       : options_(std::move(options)), guard_("NcclBarrier '" + options_.store.prefix + "'") {
 #if CKPTW_HAVE_NCCL
+    refuse_blocking_override(guard_.name());
     options_.store = detail::resolve_store_options(rank_info, options_.store);
     if (!store) store = detail::connect_tcp_store(rank_info, options_.store);
     const auto timeout = std::chrono::milliseconds(std::chrono::seconds(options_.timeout_secs));

@@ -256,8 +256,12 @@ class Loader {
     const detail::ReadAt read_at = [&](void* data, std::size_t size, std::uint64_t offset, std::size_t min_size) {
       while (true) {
         const long n = io->read_at(direct_fd >= 0 ? direct_fd : fd, data, size, offset, min_size);
-        if (n != -EINVAL || direct_fd < 0) return n;  // -EIO: the file ends inside a record
-        (void)io->close(direct_fd);  // the filesystem refuses O_DIRECT reads here
+        // -EIO: the file ends inside a record. -EINVAL: the filesystem refuses
+        // O_DIRECT reads; -EFAULT: the destination is memory O_DIRECT cannot
+        // pin (pinned chunks that a driver maps VM_IO). Both are read again
+        // through the page cache.
+        if ((n != -EINVAL && n != -EFAULT) || direct_fd < 0) return n;
+        (void)io->close(direct_fd);
         direct_fd = -1;
       }
     };

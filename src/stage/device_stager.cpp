@@ -190,8 +190,12 @@ std::string DeviceStager::copy_to_host(void* dst, const void* src, std::size_t b
 }
 
 std::string DeviceStager::wait(std::uint64_t ticket, int* failed_device) {
-  if (ticket == 0 || ticket > ticket_device_.size()) return "unknown staging ticket " + std::to_string(ticket);
-  const int index = ticket_device_[ticket - 1];
+  if (ticket == 0 || ticket > next_ticket_) return "unknown staging ticket " + std::to_string(ticket);
+  if (ticket <= tickets_before_) {  // landed before the last finish()
+    *failed_device = -1;
+    return {};
+  }
+  const int index = ticket_device_[ticket - tickets_before_ - 1];
   *failed_device = index;
   if (index < 0) return {};  // copied on the host
   Device& d = *devices_[index];
@@ -318,6 +322,8 @@ std::string DeviceStager::finish(int* failed_device) {
     d->crc_chunk = 0;
     d->crc_used = 0;
   }
+  ticket_device_.clear();
+  tickets_before_ = next_ticket_;
   *failed_device = -1;
   return {};
 }

@@ -65,6 +65,10 @@ class DeviceStager {
   /// they cover; each ticket once.
   std::string checksum_result(std::uint64_t ticket, std::vector<std::uint32_t>* slice_crcs, std::size_t* bytes,
                               int* failed_device);
+  /// Tickets whose device is still remembered: those since the last
+  /// finish(), which forgets the rest (all landed), so that a writer's
+  /// lifetime of copies does not grow this state.
+  std::size_t tickets_tracked() const noexcept { return ticket_device_.size(); }
 
  private:
   struct Device;
@@ -77,7 +81,8 @@ class DeviceStager {
   std::vector<std::unique_ptr<Device>> devices_;
   Device* batching_ = nullptr;  // the device whose batch the last copy joined
   std::uint64_t next_ticket_ = 0;
-  std::vector<int> ticket_device_;  // device of each ticket (-1: host), index = ticket - 1
+  std::vector<int> ticket_device_;  // device of each ticket (-1: host), index = ticket - tickets_before_ - 1
+  std::uint64_t tickets_before_ = 0;  // tickets up to this one landed before the last finish()
   struct PendingChecksum {
     int device;
     const std::uint32_t* slices;  // pinned host memory the slice CRCs land in

@@ -21,22 +21,20 @@ class PinnedRing {
  public:
   PinnedRing(DeviceRuntime& runtime, const std::string& path, const UploadOptions& options)
       : runtime_(runtime), path_(path), chunk_bytes_(options.chunk_bytes) {
-    check(runtime_.create_stream(&stream_), "create_stream");
-    chunks_.resize(static_cast<std::size_t>(std::max(options.chunks, 1)));
-    for (Chunk& c : chunks_) {
-      check(runtime_.allocate_pinned(&c.allocation, chunk_bytes_ + kPage), "allocate_pinned");
-      c.base = reinterpret_cast<unsigned char*>(page_ceil(reinterpret_cast<std::uintptr_t>(c.allocation)));
-      check(runtime_.create_event(&c.done), "create_event");
+    try {
+      check(runtime_.create_stream(&stream_), "create_stream");
+      chunks_.resize(static_cast<std::size_t>(std::max(options.chunks, 1)));
+      for (Chunk& c : chunks_) {
+        check(runtime_.allocate_pinned(&c.allocation, chunk_bytes_ + kPage), "allocate_pinned");
+        c.base = reinterpret_cast<unsigned char*>(page_ceil(reinterpret_cast<std::uintptr_t>(c.allocation)));
+        check(runtime_.create_event(&c.done), "create_event");
+      }
+    } catch (...) {
+      free_all();  // no destructor runs for a constructor that throws
+      throw;
     }
   }
-  ~PinnedRing() {
-    if (stream_ != nullptr) (void)runtime_.synchronize_stream(stream_);
-    for (Chunk& c : chunks_) {
-      if (c.done != nullptr) runtime_.destroy_event(c.done);
-      if (c.allocation != nullptr) runtime_.free_pinned(c.allocation);
-    }
-    if (stream_ != nullptr) runtime_.destroy_stream(stream_);
-  }
+  ~PinnedRing() { free_all(); }
   PinnedRing(const PinnedRing&) = delete;
   PinnedRing& operator=(const PinnedRing&) = delete;
 
@@ -71,6 +69,15 @@ class PinnedRing {
   };
   void check(const std::string& error, const char* call) const {
     if (!error.empty()) throw Error(std::string("loading onto the GPU: ") + call + ": " + error, path_);
+  }
+  // Frees what exists so far (a constructor that threw made only part of it).
+  void free_all() noexcept {
+    if (stream_ != nullptr) (void)runtime_.synchronize_stream(stream_);
+    for (Chunk& c : chunks_) {
+      if (c.done != nullptr) runtime_.destroy_event(c.done);
+      if (c.allocation != nullptr) runtime_.free_pinned(c.allocation);
+    }
+    if (stream_ != nullptr) runtime_.destroy_stream(stream_);
   }
 
   DeviceRuntime& runtime_;

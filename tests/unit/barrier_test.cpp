@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
 #include "ckptw/barriers.hpp"
+#include "ckptw/build_info.hpp"
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/error.hpp"
 #include "support/test_support.hpp"
@@ -152,6 +153,27 @@ TEST(ProcessGroupBarrier, WriteAsyncRefusesTheTrainersOwnGroup) {
   own.dedicated_group = true;
   EXPECT_FALSE(ProcessGroupBarrier(RankInfo{0, 2}, c10::make_intrusive<StalledBackend>("gloo", 0, 2), own)
                    .shares_callers_collectives());
+}
+
+// NCCL_COMM_BLOCKING=1 overrides the non-blocking config of ckptw's own
+// communicator, which would then block with no deadline: refused at once,
+// before any store, id or CUDA call.
+TEST(NcclBarrier, RefusesAnEnvironmentThatMakesItsCommunicatorBlocking) {
+  if (build_info().nccl_version == "none") GTEST_SKIP() << "built without NCCL";
+  ::setenv("NCCL_COMM_BLOCKING", "1", 1);
+  NcclBarrier::Options options;
+  options.store.master_address = "127.0.0.1";
+  options.store.master_port = 1;  // nothing listens: a refusal must come before any connection
+  options.timeout_secs = 1;
+  try {
+    NcclBarrier barrier(RankInfo{0, 2}, options);
+    ADD_FAILURE() << "no error";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("NCCL_COMM_BLOCKING=1"), std::string::npos) << e.what();
+  } catch (const Error& e) {
+    ADD_FAILURE() << "not refused up front: " << e.what();
+  }
+  ::unsetenv("NCCL_COMM_BLOCKING");
 }
 
 TEST(PolledAllGather, NeverCompletingTimesOutOnTimeAbortsAndBreaksTheBarrier) {

@@ -93,6 +93,32 @@ TEST(DeviceStager, ACopyLandsOnceItsTicketIsWaitedForPackingSmallOnesIntoBatches
   EXPECT_EQ(device.live_resources(), 0) << "streams, events or memory left behind";
 }
 
+// A writer lives for the whole training run: what the stager remembers per
+// copy is forgotten at finish(), when every copy has landed.
+TEST(DeviceStager, FinishForgetsTheTicketsOfLandedCopies) {
+  testing::EmulatedDevice device;
+  DeviceStager stager(device);
+  std::vector<unsigned char> src(64, 1), dst(64 * 1000);
+  std::uint64_t first = 0;
+  for (int write = 0; write < 3; ++write) {
+    std::uint64_t ticket = 0;
+    for (int i = 0; i < 1000; ++i) {
+      ASSERT_EQ(stager.copy_to_host(dst.data() + 64 * i, src.data(), 64, 0, &ticket), "");
+      if (first == 0) first = ticket;
+    }
+    (void)stager.host_ticket();
+    EXPECT_EQ(stager.tickets_tracked(), 1001u);
+    int failed = -1;
+    ASSERT_EQ(stager.finish(&failed), "");
+    EXPECT_EQ(stager.tickets_tracked(), 0u) << "write " << write;
+    ASSERT_EQ(stager.wait(ticket, &failed), "") << "a ticket from before finish() has landed";
+    EXPECT_EQ(failed, -1);
+  }
+  int failed = -1;
+  EXPECT_EQ(stager.wait(first, &failed), "");
+  EXPECT_NE(stager.wait(first + 1000000, &failed), "") << "a ticket never handed out";
+}
+
 TEST(DeviceStager, TenThousandSmallStoragesMoveInOnePackAndOneTransfer) {
   testing::EmulatedDevice device;
   auto engine = detail::make_device_copy_engine(device, "emulated");

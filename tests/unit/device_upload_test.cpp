@@ -162,6 +162,18 @@ TEST(DeviceUpload, AFailedCopyIsAnErrorNamingTheCallAndTheFile) {
   EXPECT_EQ(e.path(), ckpt.path);
 }
 
+// A failure while the pinned ring is being built (its first chunk's event,
+// after its stream and first pinned chunk exist) frees what was made.
+TEST(DeviceUpload, AFailureBuildingThePinnedRingLeavesNothingBehind) {
+  testing::TempDir tmp;
+  const PowerOfTwoCheckpoint ckpt(tmp, 4);
+  testing::EmulatedDevice device;
+  FileReads reads(ckpt.path);
+  device.fail_next("create_event");
+  const Error e = failed_upload<Error>(device, ckpt, reads);
+  EXPECT_NE(std::string(e.what()).find("create_event"), std::string::npos) << e.what();
+}
+
 // A load onto cuda:1 from a thread whose current device is 0 makes its
 // stream, events and pinned chunks on device 1 and creates no context on 0.
 TEST(DeviceUpload, LoadingOntoDeviceOneNeverTouchesDeviceZero) {
