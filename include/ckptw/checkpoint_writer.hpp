@@ -135,9 +135,13 @@ class CKPTW_EXPORT CheckpointWriter {
   /// failure the temporary file is removed. No hooks, barrier or manifest.
   /// Waits for background writes first. Throws as write() does.
   WriteResult save(const std::string& file, const Value::Ptr& value);
-  /// Allocates (and pins) `bytes` of staging memory in every snapshot set
-  /// now, so that no write_async() of up to `bytes` pays for it. Throws
-  /// ckptw::UsageError beyond a set's share of staging_budget_bytes.
+  /// Allocates (and, where a GPU is visible, pins) `bytes` of staging memory
+  /// in every snapshot set now, so that no write_async() of up to `bytes`
+  /// pays for it. Throws ckptw::UsageError beyond a set's share of
+  /// staging_budget_bytes. Without reserve(), a state dict of CPU tensors
+  /// only is staged into unpinned memory and creates no CUDA context, even
+  /// where a GPU is visible; pinning happens at the first capture with
+  /// device tensors.
   void reserve(std::size_t bytes);
 
   /// Waits for the writes in flight (at most close_timeout_secs, else

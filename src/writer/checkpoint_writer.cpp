@@ -30,8 +30,9 @@ class CheckpointWriter::Impl {
  public:
   Impl(CheckpointWriterConfig config, RankInfo rank_info, std::shared_ptr<Barrier> barrier,
        std::shared_ptr<WriterHook> hook, std::unique_ptr<detail::IoBackend> io,
-       std::unique_ptr<detail::CopyEngine> engine = nullptr)
-      : config_(config),
+       std::unique_ptr<detail::CopyEngine> engine = nullptr, bool engine_for_every_plan = false)
+      : engine_for_every_plan_(engine_for_every_plan),
+        config_(config),
         rank_info_(rank_info),
         barrier_(std::move(barrier)),
         hook_(std::move(hook)),
@@ -121,7 +122,7 @@ class CheckpointWriter::Impl {
     try {
       job->plan = make_plan(file_path(path), input, job->planned);
       const double planned = capture.elapsed();
-      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *arenas_[job->arena], engine(),
+      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *arenas_[job->arena], engine_for(job->plan),
                             stage_options());
       job->planned.stage_secs = capture.elapsed() - planned;
     } catch (...) {
@@ -292,6 +293,7 @@ class CheckpointWriter::Impl {
     ring_.reset();
   }
 
+  const bool engine_for_every_plan_;  // an injected engine stages CPU-only plans too (tests)
   CheckpointWriterConfig config_;
   RankInfo rank_info_;
 
@@ -337,9 +339,10 @@ class CheckpointWriter::Impl {
   detail::FilePlan plan_and_stage_device_records(const std::string& file, const detail::PlanInput& input,
                                                  WriteResult& result, FinishCopiesOnExit& finish_copies) {
     detail::FilePlan plan = make_plan(file, input, result);
-    finish_copies.engine = &engine();
+    detail::CopyEngine& copies = engine_for(plan);
+    finish_copies.engine = &copies;
     NoteStagingMemoryOnExit note{this, 0};  // also when staging fails after growing the set
-    detail::stage_records(plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), engine(), stage_options());
+    detail::stage_records(plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), copies, stage_options());
     return plan;
   }
 
@@ -360,9 +363,24 @@ class CheckpointWriter::Impl {
     return options;
   }
 
+  // The engine for staging with a GPU when one is visible (reserve() pins
+  // with it: the caller asked for staging memory up front).
   detail::CopyEngine& engine() {
     if (!engine_) engine_ = detail::make_copy_engine();
     return *engine_;
+  }
+
+  // The engine that stages `plan`: the GPU one only when the plan holds
+  // device storages. A CPU-only state dict on a GPU host is staged by
+  // memcpy into unpinned memory, creating no CUDA context and pinning
+  // nothing (cudaHostRegister would make a context on the current device).
+  detail::CopyEngine& engine_for(const detail::FilePlan& plan) {
+    if (engine_for_every_plan_) return engine();
+    for (const detail::PlannedRecord& r : plan.records) {
+      if (r.device >= 0 && r.size > 0) return engine();
+    }
+    if (!host_engine_) host_engine_ = detail::make_host_copy_engine();
+    return *host_engine_;
   }
 
   void wait_for_background_write() {
@@ -452,7 +470,7 @@ class CheckpointWriter::Impl {
       io_->set_staging_memory(staging_memory());
       std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
       detail::ImageStreamer streamer(*ring_);
-      streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct(), engine_.get());
+      streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct(), &engine_for(plan));
     }
     if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
       throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
@@ -550,7 +568,10 @@ class CheckpointWriter::Impl {
   std::shared_ptr<WriterHook> hook_;
   std::unique_ptr<detail::IoBackend> io_;
   std::unique_ptr<detail::BufferRing> ring_;  // allocated once, reused by every write
-  std::unique_ptr<detail::CopyEngine> engine_;  // created at the first capture; outlives arenas_
+  // Created at the first capture that needs each; both outlive arenas_,
+  // which remember the engine that pinned them.
+  std::unique_ptr<detail::CopyEngine> engine_;
+  std::unique_ptr<detail::CopyEngine> host_engine_;
   // Snapshot sets (config.snapshot_sets), reused by every write; write()
   // stages through the first once no background write runs.
   std::vector<std::unique_ptr<detail::SnapshotArena>> arenas_;
@@ -613,10 +634,12 @@ namespace detail {
 
 CheckpointWriter WriterInternals::make(CheckpointWriterConfig config, RankInfo rank_info,
                                        std::shared_ptr<Barrier> barrier, std::shared_ptr<WriterHook> hook,
-                                       std::unique_ptr<IoBackend> io, std::unique_ptr<CopyEngine> engine) {
+                                       std::unique_ptr<IoBackend> io, std::unique_ptr<CopyEngine> engine,
+                                       bool engine_for_device_plans_only) {
   validate(config, rank_info);
-  return CheckpointWriter(std::make_unique<CheckpointWriter::Impl>(config, rank_info, std::move(barrier),
-                                                                   std::move(hook), std::move(io), std::move(engine)));
+  const bool every_plan = engine != nullptr && !engine_for_device_plans_only;
+  return CheckpointWriter(std::make_unique<CheckpointWriter::Impl>(
+      config, rank_info, std::move(barrier), std::move(hook), std::move(io), std::move(engine), every_plan));
 }
 
 unsigned WriterInternals::staging_allocations(const CheckpointWriter& writer) {

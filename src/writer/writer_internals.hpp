@@ -34,9 +34,12 @@ struct PlanInput {
 struct WriterInternals {
   /// A CheckpointWriter whose every system call goes through `io` and whose
   /// captures go through `engine` (nullptr: the default for this machine).
+  /// `engine` stages every plan, unless `engine_for_device_plans_only`: then,
+  /// as the default GPU engine, only plans holding device storages, and a
+  /// host engine the others.
   static CheckpointWriter make(CheckpointWriterConfig config, RankInfo rank_info, std::shared_ptr<Barrier> barrier,
                                std::shared_ptr<WriterHook> hook, std::unique_ptr<IoBackend> io,
-                               std::unique_ptr<CopyEngine> engine = nullptr);
+                               std::unique_ptr<CopyEngine> engine = nullptr, bool engine_for_device_plans_only = false);
 
   /// write_async() that also says whether the capture failed (bad input);
   /// the failure reaches the future too, through the commit protocol.

@@ -25,6 +25,11 @@ int EmulatedDevice::live_resources() const {
   return static_cast<int>(allocations_.size() + streams_.size() + events_.size());
 }
 
+int EmulatedDevice::host_registrations() const {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  return host_registrations_;
+}
+
 std::size_t EmulatedDevice::pinned_bytes_peak() const {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
   return pinned_bytes_peak_;
@@ -141,7 +146,11 @@ void EmulatedDevice::free_pinned(void* memory) {
   free_device(memory);
 }
 
-bool EmulatedDevice::register_host(void*, std::size_t) { return true; }
+bool EmulatedDevice::register_host(void*, std::size_t) {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  ++host_registrations_;
+  return true;
+}
 void EmulatedDevice::unregister_host(void*) {}
 
 std::string EmulatedDevice::create_event(Event* event) {

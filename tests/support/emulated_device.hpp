@@ -37,6 +37,8 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   int packs() const { return packs_; }
   int transfers() const { return transfers_; }
   int crc_kernels() const { return crc_kernels_; }
+  /// Host memory registered (cudaHostRegister) so far.
+  int host_registrations() const;
   /// Device and pinned allocations, streams and events not yet freed.
   int live_resources() const;
   /// The most pinned host memory held at once so far, in bytes.
@@ -102,6 +104,7 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   void use_current_device();  // with mutex_ held
   std::set<int> contexts_;
   std::string fail_next_;
+  int host_registrations_ = 0;
   int packs_ = 0;
   int transfers_ = 0;
   int crc_kernels_ = 0;

@@ -557,5 +557,22 @@ TEST(StagingMemory, IsNotMappedInForkedChildren) {
   EXPECT_FALSE(mapped_in_forked_child(staging)) << "write_async arena";
 }
 
+// A CPU-only state dict on a GPU host: staged by memcpy into unpinned
+// memory, with no CUDA stream, event, allocation or host registration (which
+// would make a context on the current device and pin the staging memory).
+TEST(WriteAsync, ACpuOnlyStateDictTouchesNoDeviceWhereOneIsVisible) {
+  testing::TempDir tmp;
+  testing::EmulatedDevice emulated;
+  CheckpointWriter writer = detail::WriterInternals::make(
+      CheckpointWriterConfig{}, RankInfo{0, 1}, nullptr, nullptr, nullptr,
+      detail::make_device_copy_engine(emulated, "emulated"), /*engine_for_device_plans_only=*/true);
+  (void)writer.write_async(tmp / "async", model(1.0f)).get();
+  (void)writer.write(tmp / "sync", model(2.0f));
+  EXPECT_EQ(emulated.host_registrations(), 0) << "staging memory pinned for CPU tensors";
+  EXPECT_TRUE(emulated.contexts().empty());
+  EXPECT_EQ(emulated.live_resources(), 0);
+  EXPECT_TRUE(at::equal(read_back(tmp / "async", "w"), at::full({256, 256}, 1.0f)));
+}
+
 }  // namespace
 }  // namespace ckptw
