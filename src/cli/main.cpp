@@ -170,7 +170,10 @@ int main(int argc, char** argv) {
       "torch.save, ckptw.save, torch.distributed.checkpoint and safetensors from Python, in one run,\n"
       "fsync included. Rows are interleaved (every round runs each row once, in an order that changes\n"
       "every round) and the spread between two identical configurations is printed as the noise floor.\n"
-      "With --read, read throughput against a raw O_DIRECT read and torch.load");
+      "With --read, read throughput against a raw O_DIRECT read and torch.load.\n"
+      "The Python rows are a development tool: they run bench/python_save_bench.py and torch_load_bench.py\n"
+      "of the checkout ckptw was built in, in its .venv; elsewhere set CKPTW_BENCH_SCRIPTS to a bench/\n"
+      "folder and CKPTW_PYTHON to a Python with torch (and ckptw), or pass --no-torch");
   cli::BenchOptions bench_options;
   std::string bench_backend;
   std::string bench_json;
