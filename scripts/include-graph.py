@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """The include graph between the folders of src/: which folder's files include headers of which
 other folder (`#include "stage/..."`), and whether that graph has a cycle (a folder including a
-header of a folder that depends on it).
+header of a folder that depends on it). With --check also the size rule: no source file of the
+library, its binding or its kernels (src/, include/, python/src/, cuda/) reaches MAX_LINES lines.
 
   scripts/include-graph.py            prints the graph as the Markdown table docs/development.md holds
-  scripts/include-graph.py --check    exits 1, saying why, when the graph has a cycle or
-                                      docs/development.md's table is not the graph of the tree
+  scripts/include-graph.py --check    exits 1, saying why, when the graph has a cycle,
+                                      docs/development.md's table is not the graph of the tree,
+                                      or a source file is MAX_LINES lines or longer
 
 The table sits between the lines `<!-- include-graph -->` and `<!-- /include-graph -->`.
 """
@@ -17,6 +19,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 DOC = ROOT / "docs" / "development.md"
 BEGIN, END = "<!-- include-graph -->", "<!-- /include-graph -->"
+SOURCES = ("src", "include", "python/src", "cuda")
+SUFFIXES = (".cpp", ".hpp", ".h", ".cu", ".cuh")
+MAX_LINES = 700
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/', re.MULTILINE)
 
 
@@ -78,6 +83,18 @@ def table(edges):
     return "\n".join(lines)
 
 
+def too_long():
+    """(path, lines) of each source file of MAX_LINES lines or more."""
+    found = []
+    for top in SOURCES:
+        for path in sorted((ROOT / top).rglob("*")):
+            if path.suffix in SUFFIXES:
+                lines = path.read_text(errors="replace").count("\n")
+                if lines >= MAX_LINES:
+                    found.append((path.relative_to(ROOT), lines))
+    return found
+
+
 def documented():
     text = DOC.read_text()
     if BEGIN not in text or END not in text:
@@ -101,7 +118,13 @@ def main():
         print(f"{DOC.relative_to(ROOT)}'s include graph is not the tree's; replace the table between "
               f"{BEGIN} and {END} with the output of scripts/include-graph.py:\n{table(edges)}", file=sys.stderr)
         return 1
-    print(f"include graph: {len(edges)} folders, no cycle, {DOC.relative_to(ROOT)} up to date")
+    long_files = too_long()
+    if long_files:
+        names = ", ".join(f"{path} ({lines} lines)" for path, lines in long_files)
+        print(f"source files of {MAX_LINES} lines or more: {names}; split them along their concerns", file=sys.stderr)
+        return 1
+    print(f"include graph: {len(edges)} folders, no cycle, {DOC.relative_to(ROOT)} up to date; "
+          f"every source file under {MAX_LINES} lines")
     return 0
 
 

@@ -14,6 +14,7 @@
 #include "commit/atomic_file.hpp"
 #include "commit/barrier_guard.hpp"
 #include "commit/manifest.hpp"
+#include "commit/manifest_file.hpp"
 #include "io/io_backend.hpp"
 #include "plan/state_dict_plan.hpp"
 #include "util/stopwatch.hpp"
@@ -22,6 +23,7 @@
 #include "stage/snapshot_arena.hpp"
 #include "stage/stage_records.hpp"
 #include "writer/image_streamer.hpp"
+#include "writer/writer_config.hpp"
 #include "writer/writer_internals.hpp"
 
 namespace ckptw {
@@ -213,7 +215,7 @@ class CheckpointWriter::Impl {
       plan = make_plan_step(result);
       created = detail::make_directories(*io_, path);
       detail::remove_stale_temp_files(*io_, path, own_temp_prefixes(rank0));
-      if (rank0 && rank_info_.global_world_size > 1) remove_manifest(manifest_path, path);
+      if (rank0 && rank_info_.global_world_size > 1) detail::remove_manifest(*io_, manifest_path, path);
     });
     result.plan_secs += phase.lap();  // write_async: after its capture, set by make_plan_step
     result.plan_cpu_secs += cpu.lap();
@@ -233,8 +235,8 @@ class CheckpointWriter::Impl {
     attempt("write", [&] {
       directory_crc = write_file(plan, result, [&](const detail::Vote& written) {
         if (rank_info_.global_world_size != 1) return;
-        single_rank_manifest = prepare_manifest(manifest_path, {written});
-        remove_manifest(manifest_path, path);
+        single_rank_manifest = detail::prepare_manifest(*io_, manifest_path, {written});
+        detail::remove_manifest(*io_, manifest_path, path);
       });
     });
     plan = detail::FilePlan();  // releases the state dict's tensors before the hooks and votes
@@ -253,12 +255,12 @@ class CheckpointWriter::Impl {
       //    rank has confirmed it is ready.
       std::unique_ptr<detail::TempFile> manifest;
       attempt("manifest", [&] {
-        if (rank0) manifest = prepare_manifest(manifest_path, votes);
+        if (rank0) manifest = detail::prepare_manifest(*io_, manifest_path, votes);
       });
       vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
       // 4. The commit point, confirmed to every rank.
       attempt("commit", [&] {
-        if (rank0) publish_manifest(*manifest);
+        if (rank0) detail::publish_manifest(*io_, *manifest, config_.fsync);
       });
       vote(failure, failed_phase, detail::encode_vote(!failure, 0, 0, failed_phase), path, result);
       result.manifest = manifest_path;
@@ -266,7 +268,7 @@ class CheckpointWriter::Impl {
       if (failure) std::rethrow_exception(failure);
       if (barrier_) barrier_->execute_barrier();  // the seed's plain barrier
       if (single_rank_manifest) {
-        publish_manifest(*single_rank_manifest);
+        detail::publish_manifest(*io_, *single_rank_manifest, config_.fsync);
         result.manifest = manifest_path;
       }
     }
@@ -484,45 +486,6 @@ class CheckpointWriter::Impl {
     return streamed.directory_crc32;
   }
 
-  void remove_manifest(const std::string& manifest_path, const std::string& dir) {
-    int rc = io_->unlink(manifest_path);
-    if (rc == -ENOENT) return;
-    if (rc < 0) throw IoError("cannot remove the previous commit manifest", manifest_path, "", -rc);
-    // The removal must be durable before any rank publishes a new file.
-    if (int sync = io_->fsync_directory(dir); sync < 0) {
-      throw IoError("fsync of the checkpoint directory failed", dir, "", -sync);
-    }
-  }
-
-  std::unique_ptr<detail::TempFile> prepare_manifest(const std::string& manifest_path,
-                                                     const std::vector<detail::Vote>& votes) {
-    detail::Manifest manifest;
-    manifest.world_size = static_cast<int>(votes.size());
-    for (std::size_t r = 0; r < votes.size(); ++r) {
-      manifest.files.push_back(detail::ManifestEntry{static_cast<int>(r), rank_file_name(static_cast<int>(r)),
-                                                     votes[r].bytes, votes[r].directory_crc32});
-    }
-    const std::string text = detail::encode_manifest(manifest);
-    auto file = std::make_unique<detail::TempFile>(*io_, manifest_path, /*direct=*/false);
-    if (int rc = io_->write_at(file->fd(), text.data(), text.size(), 0); rc < 0) {
-      throw IoError("cannot write the commit manifest", file->temp_path(), "", -rc);
-    }
-    return file;  // fsynced by TempFile::publish
-  }
-
-  // Renames the manifest into place. If that or the directory fsync fails,
-  // the manifest is removed again (best effort; a failed directory fsync
-  // leaves its durability unknown, so it is not retried): a checkpoint whose
-  // commit reported an error must not look committed.
-  void publish_manifest(detail::TempFile& manifest) {
-    try {
-      manifest.publish(config_.fsync);
-    } catch (...) {
-      if (manifest.published()) (void)io_->unlink(manifest.final_path());
-      throw;
-    }
-  }
-
   // Temp-name prefixes this rank owns in the checkpoint directory: leftovers
   // of its own killed writes. Other ranks' and foreign files are left alone.
   std::vector<std::string> own_temp_prefixes(bool rank0) const {
@@ -588,45 +551,11 @@ class CheckpointWriter::Impl {
   std::thread worker_;        // started by the first write_async
 };
 
-namespace {
-
-void validate(const CheckpointWriterConfig& config, const RankInfo& rank_info) {
-  if (config.write_barrier_timeout_secs <= 0) {
-    throw UsageError("write_barrier_timeout_secs must be > 0, got " +
-                     std::to_string(config.write_barrier_timeout_secs));
-  }
-  const std::uint32_t a = config.storage_alignment;
-  if (a == 0 || a > 4096 || (a & (a - 1)) != 0) {
-    throw UsageError("storage_alignment must be a power of two in [1, 4096], got " + std::to_string(a));
-  }
-  if (config.write_buffer_bytes < (std::size_t{64} << 10) || config.write_buffer_bytes > (std::size_t{1} << 30) ||
-      config.write_buffer_bytes % detail::BufferRing::kAlignment != 0) {
-    throw UsageError("write_buffer_bytes must be a multiple of 4096 in [64 KiB, 1 GiB], got " +
-                     std::to_string(config.write_buffer_bytes));
-  }
-  if (config.ring_buffers < 2) {
-    throw UsageError("ring_buffers must be at least 2, got " + std::to_string(config.ring_buffers));
-  }
-  if (config.queue_depth < 1 || config.queue_depth > config.ring_buffers) {
-    throw UsageError("queue_depth must be in [1, ring_buffers=" + std::to_string(config.ring_buffers) + "], got " +
-                     std::to_string(config.queue_depth));
-  }
-  if (config.snapshot_sets < 1 || config.snapshot_sets > 2) {
-    throw UsageError("snapshot_sets must be 1 or 2, got " + std::to_string(config.snapshot_sets));
-  }
-  if (rank_info.global_world_size < 1 || rank_info.global_rank < 0 ||
-      rank_info.global_rank >= rank_info.global_world_size) {
-    throw UsageError("rank " + std::to_string(rank_info.global_rank) + " is outside [0, " +
-                     std::to_string(rank_info.global_world_size) + ")");
-  }
-}
-
-}  // namespace
 
 CheckpointWriter::CheckpointWriter(CheckpointWriterConfig config, RankInfo rank_info,
                                    std::shared_ptr<Barrier> barrier,
                                    std::shared_ptr<WriterHook> commit_hook) {
-  validate(config, rank_info);
+  detail::validate_writer_config(config, rank_info);
   impl_ = std::make_unique<Impl>(config, rank_info, std::move(barrier), std::move(commit_hook), nullptr);
 }
 
@@ -636,7 +565,7 @@ CheckpointWriter WriterInternals::make(CheckpointWriterConfig config, RankInfo r
                                        std::shared_ptr<Barrier> barrier, std::shared_ptr<WriterHook> hook,
                                        std::unique_ptr<IoBackend> io, std::unique_ptr<CopyEngine> engine,
                                        bool engine_for_device_plans_only) {
-  validate(config, rank_info);
+  detail::validate_writer_config(config, rank_info);
   const bool every_plan = engine != nullptr && !engine_for_device_plans_only;
   return CheckpointWriter(std::make_unique<CheckpointWriter::Impl>(
       config, rank_info, std::move(barrier), std::move(hook), std::move(io), std::move(engine), every_plan));
