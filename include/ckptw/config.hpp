@@ -41,7 +41,7 @@ struct CKPTW_EXPORT CheckpointWriterConfig {
 
   /// Size, in bytes, of each buffer of the write ring through which the file
   /// image is streamed: the size of one write system call or SQE. A multiple of
-  /// 4096 in [64 KiB, 1 GiB]. Default 8 MiB (measured: docs/performance.md).
+  /// 4096 in [64 KiB, 1 GiB]. Default 8 MiB (measured: docs/performance-log.md).
   std::size_t write_buffer_bytes = std::size_t{8} << 20;
 
   /// Number of buffers in the ring. The writer's memory for file data is

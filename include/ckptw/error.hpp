@@ -48,6 +48,15 @@ class CKPTW_EXPORT FormatError : public Error {
   using Error::Error;
 };
 
+/// A file's pickle (data.pkl) holds what ckptw's restricted reader refuses:
+/// a global or call outside torch.load(weights_only=True)'s set, or a
+/// malformed pickle. Python raises it as ckptw.UnpicklingError, which is also
+/// a pickle.UnpicklingError, as torch.load's refusals are.
+class CKPTW_EXPORT UnpicklingError : public FormatError {
+ public:
+  using FormatError::FormatError;
+};
+
 /// The caller used the API wrongly (bad config value, write after close, ...).
 class CKPTW_EXPORT UsageError : public Error {
  public:

@@ -11,6 +11,7 @@ with its traceback, not wrapped in one of these.
 """
 
 import builtins
+import pickle
 
 
 class Error(RuntimeError):
@@ -43,6 +44,12 @@ class FormatError(Error, ValueError):
     """An object cannot be saved in the .pt format, or a file is not a valid (or committed) checkpoint."""
 
 
+class UnpicklingError(FormatError, pickle.UnpicklingError):
+    """A file's pickle holds what ``torch.load(weights_only=True)`` refuses (a global or call outside
+    its allow-list), or is malformed: also a :class:`pickle.UnpicklingError`, as torch.load's refusals are.
+    """
+
+
 class UsageError(Error, ValueError):
     """ckptw was called wrongly: a bad config value, a write after close(), an unsupported option."""
 
@@ -55,4 +62,4 @@ class TimeoutError(Error, builtins.TimeoutError):
     """A bounded wait (a barrier, close()) ran out of time."""
 
 
-__all__ = ["Error", "IoError", "NotFoundError", "FormatError", "UsageError", "CommitAborted", "TimeoutError"]
+__all__ = ["Error", "IoError", "NotFoundError", "FormatError", "UnpicklingError", "UsageError", "CommitAborted", "TimeoutError"]

@@ -211,6 +211,8 @@ void translate_errors(std::exception_ptr error) {
     raise_python(e.exception());
   } catch (const IoError& e) {
     raise(e.errno_value() == ENOENT ? "NotFoundError" : "IoError", e);
+  } catch (const UnpicklingError& e) {
+    raise("UnpicklingError", e);
   } catch (const FormatError& e) {
     raise("FormatError", e);
   } catch (const UsageError& e) {

@@ -37,7 +37,7 @@ BufferRing::BufferRing(std::size_t count, std::size_t buffer_bytes) : buffer_byt
   // virtio-blk) splits it into many small requests: on the 2026-12-03 VM,
   // rings of 831-2,048 runs per 8 MiB wrote O_DIRECT at 1.5-1.7 GB/s in
   // 0.5 MiB requests, rings of 4 runs at 3.5-4.0 GB/s in 4 MiB requests
-  // (bench/ring_contiguity.c, docs/performance.md). Where THP is off this is
+  // (bench/ring_contiguity.c, docs/performance-log.md). Where THP is off this is
   // a no-op.
   advise_huge_pages(base, bytes);
   // Touch every page now so that the first checkpoint does not pay the page faults.

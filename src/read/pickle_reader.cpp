@@ -163,7 +163,7 @@ class Machine {
 
  private:
   [[noreturn]] void fail_at(std::size_t at, const std::string& what) const {
-    throw FormatError("data.pkl offset " + std::to_string(at) + ": " + what, path_);
+    throw UnpicklingError("data.pkl offset " + std::to_string(at) + ": " + what, path_);
   }
   static std::string hex(unsigned v) {
     const char* digits = "0123456789abcdef";

@@ -260,3 +260,15 @@ def test_refusals_of_what_torch_loads_say_so_truthfully():
 
     with pytest.raises(ckptw.FormatError, match="would refuse it"):
         ckptw.save({"o": Opaque()}, io.BytesIO())
+
+
+def test_a_weights_only_refusal_is_an_unpickling_error_as_torchs_is(tmp_path):
+    import pickle
+
+    import collections as c
+    path = write_pt(tmp_path / "x.pt", pickle_bytes({"x": Call(c.defaultdict, int)}), {})
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    with pytest.raises(pickle.UnpicklingError) as refused:
+        ckptw.load(path)
+    assert isinstance(refused.value, ckptw.FormatError) and "collections.defaultdict" in str(refused.value)

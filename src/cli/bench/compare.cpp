@@ -65,7 +65,7 @@ std::optional<NoiseFloor> noise_floor(const std::vector<Row>& rows) {
 // ---- --compare FILE: this run against an earlier run's --json ---------------
 //
 // Between two runs the machine itself can drift by more than the spread
-// inside either run shows (docs/performance.md, 2026-12-04: a whole table,
+// inside either run shows (docs/performance-log.md, 2026-12-04: a whole table,
 // `limit` included, 22 % slower than the one before it). So a move of a row is
 // read against both runs' rerun p90, and against how far `limit`, the disk
 // alone, moved.
