@@ -16,10 +16,7 @@
 #include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/error.hpp"
-#include "commit/manifest.hpp"
 #include "py_value.hpp"
-#include "read/verify.hpp"
-#include "read/zip_index.hpp"
 #include "writer/writer_internals.hpp"
 
 namespace py = pybind11;
