@@ -3,7 +3,7 @@
 // Its presence marks the directory's checkpoint as committed; its sizes and
 // checksums let a reader tell whether the rank files are the ones committed.
 //
-// File: `{path}/checkpoint_manifest.json` (docs/commit.md).
+// File: `{path}/checkpoint_manifest.json`, kManifestFileName of ckptw/types.hpp (docs/commit.md).
 #pragma once
 
 #include <cstdint>
@@ -13,8 +13,6 @@
 #include "ckptw/types.hpp"
 
 namespace ckptw::detail {
-
-inline constexpr const char* kManifestName = kManifestFileName;
 
 struct ManifestEntry {
   int rank = 0;

@@ -583,14 +583,14 @@ void check_against_manifest(const std::string& dir, int rank, const detail::Byte
   std::optional<detail::Manifest> manifest = detail::read_manifest(dir);
   if (!manifest) {
     if (!require_manifest) return;
-    throw FormatError("checkpoint is not committed: " + std::string(detail::kManifestName) +
+    throw FormatError("checkpoint is not committed: " + std::string(kManifestFileName) +
                           " is missing (pass ReadOptions::require_manifest = false to read it anyway)",
                       dir);
   }
   if (rank >= manifest->world_size) {
     throw FormatError("the manifest is for " + std::to_string(manifest->world_size) + " ranks; this is rank " +
                           std::to_string(rank),
-                      dir + "/" + detail::kManifestName);
+                      dir + "/" + kManifestFileName);
   }
   detail::check_against_manifest_entry(file, index, manifest->files[rank]);
 }

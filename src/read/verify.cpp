@@ -43,7 +43,7 @@ FileVerdict verify_file(const std::string& path, const ManifestEntry* entry) {
 }  // namespace
 
 std::optional<Manifest> read_manifest(const std::string& dir) {
-  const std::string path = dir + "/" + kManifestName;
+  const std::string path = dir + "/" + kManifestFileName;
   if (!exists(path)) return std::nullopt;
   RandomAccessFile file(path);
   if (file.size() > (std::uint64_t{1} << 24)) throw FormatError("manifest larger than 16 MiB", path);
@@ -77,14 +77,14 @@ std::vector<FileVerdict> verify_path(const std::string& path) {
   try {
     manifest = read_manifest(path);
   } catch (const std::exception& e) {
-    verdicts.push_back(FileVerdict{path + "/" + kManifestName, false, e.what()});
+    verdicts.push_back(FileVerdict{path + "/" + kManifestFileName, false, e.what()});
     return verdicts;
   }
   if (manifest) {
     for (const auto& entry : manifest->files) verdicts.push_back(verify_file(path + "/" + entry.file, &entry));
     return verdicts;
   }
-  verdicts.push_back(FileVerdict{path, false, std::string("not committed: no ") + kManifestName});
+  verdicts.push_back(FileVerdict{path, false, std::string("not committed: no ") + kManifestFileName});
   std::vector<std::string> names;
   if (DIR* d = ::opendir(path.c_str())) {
     while (dirent* e = ::readdir(d)) {

@@ -183,7 +183,7 @@ class CheckpointWriter::Impl {
     result.io_backend = io_->name();
     const bool voting = barrier_ && barrier_->supports_all_gather() && rank_info_.global_world_size > 1;
     const bool rank0 = rank_info_.global_rank == 0;
-    const std::string manifest_path = path + "/" + detail::kManifestName;
+    const std::string manifest_path = path + "/" + kManifestFileName;
 
     std::exception_ptr failure;
     std::string failed_phase;
@@ -491,7 +491,7 @@ class CheckpointWriter::Impl {
   std::vector<std::string> own_temp_prefixes(bool rank0) const {
     std::vector<std::string> prefixes{
         detail::temp_prefix_for(rank_file_name(rank_info_.global_rank))};
-    if (rank0) prefixes.push_back(detail::temp_prefix_for(detail::kManifestName));
+    if (rank0) prefixes.push_back(detail::temp_prefix_for(kManifestFileName));
     return prefixes;
   }
 

@@ -244,7 +244,7 @@ TEST_P(FaultSweep, TwoRanksCommitCompletelyOrNotAtAllUnderEveryFault) {
             ASSERT_TRUE(committed_new.count(name)) << "unexpected file " << name;
             EXPECT_EQ(content, committed_new.at(name)) << name << " is torn";
           }
-          if (after.count(detail::kManifestName)) {
+          if (after.count(kManifestFileName)) {
             for (const char* name : {"checkpoint_0.pt", "checkpoint_1.pt"}) {
               EXPECT_EQ(after[name], committed_new.at(name)) << "committed with " << name << " missing";
             }
@@ -288,7 +288,7 @@ TEST_P(FaultSweep, TwoRanksCommitCompletelyOrNotAtAllUnderEveryFault) {
           }
           for (const auto& [name, content] : snapshot(dir)) {
             EXPECT_FALSE(is_temp_name(name)) << "temp file left: " << name;
-            EXPECT_NE(name, detail::kManifestName) << "committed after a failure";
+            EXPECT_NE(name, kManifestFileName) << "committed after a failure";
             if (committed_new.count(name)) {
               EXPECT_EQ(content, committed_new.at(name));
             }
@@ -339,7 +339,7 @@ TEST_P(FaultSweep, OneRankKeepsOldOrNewUnderEveryFault) {
     // are written and synced), a failure leaves the old checkpoint committed.
     std::size_t withdrawn = 0;
     while (withdrawn < ops.size() && !(ops[withdrawn].name == "unlink" &&
-                                       ops[withdrawn].path == ref_dir + "/" + detail::kManifestName)) {
+                                       ops[withdrawn].path == ref_dir + "/" + kManifestFileName)) {
       ++withdrawn;
     }
     for (std::size_t op = 0; op < ops.size(); ++op) {
@@ -362,13 +362,13 @@ TEST_P(FaultSweep, OneRankKeepsOldOrNewUnderEveryFault) {
           const std::string& file = after["checkpoint_0.pt"];
           const bool is_new = file == committed_new.at("checkpoint_0.pt");
           EXPECT_TRUE(is_new || (in_place && file == committed_old.at("checkpoint_0.pt"))) << "checkpoint_0.pt is torn";
-          if (after.count(detail::kManifestName)) {
-            EXPECT_EQ(after[detail::kManifestName], (is_new ? committed_new : committed_old).at(detail::kManifestName))
+          if (after.count(kManifestFileName)) {
+            EXPECT_EQ(after[kManifestFileName], (is_new ? committed_new : committed_old).at(kManifestFileName))
                 << "manifest does not describe the file beside it";
           }
         } else {
           EXPECT_FALSE(in_place) << "the previous checkpoint file vanished";
-          EXPECT_FALSE(after.count(detail::kManifestName)) << "manifest without a file";
+          EXPECT_FALSE(after.count(kManifestFileName)) << "manifest without a file";
         }
         if (fault.kind == FaultKind::kError && !best_effort(ops[op].name)) {
           EXPECT_FALSE(out[0].ok) << "an error was swallowed";

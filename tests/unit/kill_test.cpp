@@ -54,7 +54,7 @@ TEST(RealKills, FinalNameHoldsOldOrNewCompleteFileAndLeftoversAreCleanedUp) {
     CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
     (void)writer.write(dir, versions[v]);
     file_bytes[v] = testing::read_file(dir + "/checkpoint_0.pt");
-    manifest_bytes[v] = testing::read_file(dir + "/" + detail::kManifestName);
+    manifest_bytes[v] = testing::read_file(dir + "/" + kManifestFileName);
   }
   const auto write_time = (std::chrono::steady_clock::now() - started) / 2;
 
@@ -92,9 +92,9 @@ TEST(RealKills, FinalNameHoldsOldOrNewCompleteFileAndLeftoversAreCleanedUp) {
     ASSERT_NE(version, -1) << "kill " << kill << ": checkpoint_0.pt is torn";
     auto verdicts = detail::verify_path(dir + "/checkpoint_0.pt");
     ASSERT_TRUE(verdicts.at(0).ok) << verdicts.at(0).detail;
-    const bool has_manifest = testing::exists(dir + "/" + detail::kManifestName);
+    const bool has_manifest = testing::exists(dir + "/" + kManifestFileName);
     if (has_manifest) {
-      EXPECT_EQ(testing::read_file(dir + "/" + detail::kManifestName), manifest_bytes[version])
+      EXPECT_EQ(testing::read_file(dir + "/" + kManifestFileName), manifest_bytes[version])
           << "kill " << kill << ": the manifest does not describe the file beside it";
       ASSERT_TRUE(detail::verify_path(dir).at(0).ok);
     }

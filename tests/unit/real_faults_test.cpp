@@ -87,7 +87,7 @@ TEST_P(RealFaults, FullDiskFailsTheDataWriteAndTheOlderCheckpointStaysCommitted)
     EXPECT_EQ(e.errno_value(), ENOSPC) << e.what();
     EXPECT_NE(std::string(e.what()).find(dir + "/.checkpoint_0.pt.ckptw-tmp."), std::string::npos) << e.what();
   }
-  EXPECT_EQ(testing::list_dir(dir), (std::vector<std::string>{"checkpoint_0.pt", detail::kManifestName}));
+  EXPECT_EQ(testing::list_dir(dir), (std::vector<std::string>{"checkpoint_0.pt", kManifestFileName}));
   EXPECT_EQ(testing::read_file(dir + "/checkpoint_0.pt"), old_file);
   auto verdicts = detail::verify_path(dir);
   ASSERT_EQ(verdicts.size(), 1u);
@@ -109,7 +109,7 @@ TEST_P(RealFaults, NoInodeForTheManifestFailsBeforeTheOlderCheckpointIsTouched) 
   CheckpointWriter writer(config(), RankInfo{0, 1});
   (void)writer.write(dir, tensor_of(1024, 1.0f));
   const std::string old_file = testing::read_file(dir + "/checkpoint_0.pt");
-  const std::string old_manifest = testing::read_file(dir + "/" + detail::kManifestName);
+  const std::string old_manifest = testing::read_file(dir + "/" + kManifestFileName);
   try {
     (void)writer.write(dir, tensor_of(1024, 2.0f));
     FAIL() << "the manifest found an inode";
@@ -117,9 +117,9 @@ TEST_P(RealFaults, NoInodeForTheManifestFailsBeforeTheOlderCheckpointIsTouched) 
     EXPECT_EQ(e.errno_value(), ENOSPC) << e.what();
     EXPECT_NE(std::string(e.what()).find(".checkpoint_manifest.json.ckptw-tmp."), std::string::npos) << e.what();
   }
-  EXPECT_EQ(testing::list_dir(dir), (std::vector<std::string>{"checkpoint_0.pt", detail::kManifestName}));
+  EXPECT_EQ(testing::list_dir(dir), (std::vector<std::string>{"checkpoint_0.pt", kManifestFileName}));
   EXPECT_EQ(testing::read_file(dir + "/checkpoint_0.pt"), old_file);
-  EXPECT_EQ(testing::read_file(dir + "/" + detail::kManifestName), old_manifest);
+  EXPECT_EQ(testing::read_file(dir + "/" + kManifestFileName), old_manifest);
   EXPECT_TRUE(detail::verify_path(dir).at(0).ok);
 }
 
@@ -212,7 +212,7 @@ TEST_P(RealFaults, ThrowingHooksOnTwoRanks) {
   run(tmp / "pre", "pre", true, false, pre_what);
   for (const std::string& w : pre_what) EXPECT_NE(w.find("rank 1 failed (rank 1: pre_commit)"), std::string::npos) << w;
   EXPECT_NE(pre_what[1].find("pre_commit refused"), std::string::npos) << pre_what[1];
-  EXPECT_FALSE(testing::exists(tmp / "pre/" + detail::kManifestName));
+  EXPECT_FALSE(testing::exists(tmp / "pre/" + kManifestFileName));
 
   std::string post_what[2];
   run(tmp / "post", "post", false, true, post_what);
@@ -240,7 +240,7 @@ TEST_P(RealFaults, BarrierTimeoutNamesTheMissingRankAndCommitsNothing) {
   const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   EXPECT_GE(waited, 2.0);
   EXPECT_LT(waited, 2.0 + 5.0);
-  EXPECT_FALSE(testing::exists(tmp / "ckpt/" + detail::kManifestName));
+  EXPECT_FALSE(testing::exists(tmp / "ckpt/" + kManifestFileName));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, RealFaults, ::testing::Values(IoBackendKind::kPosix, IoBackendKind::kUring),
