@@ -4,13 +4,14 @@ other folder (`#include "stage/..."`), and whether that graph has a cycle (a fol
 header of a folder that depends on it). With --check also the size rule: no source file of the
 library, its binding or its kernels (src/, include/, python/src/, cuda/) reaches MAX_LINES lines,
 and the binding rule: python/src/ includes only the public API (include/ckptw/), its own headers
-and torch/pybind11, except the internal headers listed in BINDING_DEBT (issue 35, move 2), which
-may only shrink.
+and torch/pybind11 (as kvikio's Cython layer declares only installed headers), so that whatever
+the binding needs, a LibTorch trainer can have too.
 
   scripts/include-graph.py            prints the graph as the Markdown table docs/development.md holds
   scripts/include-graph.py --check    exits 1, saying why, when the graph has a cycle,
                                       docs/development.md's table is not the graph of the tree,
-                                      or a source file is MAX_LINES lines or longer
+                                      a source file is MAX_LINES lines or longer, or the binding
+                                      includes an internal header
 
 The table sits between the lines `<!-- include-graph -->` and `<!-- /include-graph -->`.
 """
@@ -26,12 +27,6 @@ SOURCES = ("src", "include", "python/src", "cuda")
 SUFFIXES = (".cpp", ".hpp", ".h", ".cu", ".cuh")
 MAX_LINES = 700
 BINDING = ROOT / "python" / "src"
-# Internal headers the binding still includes, until the public API offers
-# what it takes from them: the deferred conversion error and the hook
-# context of a write (writer_internals), key paths and the depth limit for
-# conversion errors (value/). A new one fails the check; drop one from here
-# once the binding no longer needs it.
-BINDING_DEBT = {"writer/writer_internals.hpp", "value/depth.hpp", "value/key_path.hpp"}
 QUOTED = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/', re.MULTILINE)
 
@@ -107,21 +102,17 @@ def too_long():
 
 
 def binding_includes_outside_the_api():
-    """(file, header) of each internal header the binding includes beyond BINDING_DEBT, and the
-    BINDING_DEBT entries it no longer includes (so the list can only shrink)."""
+    """(file, header) of each quoted include of the binding that is neither public nor its own."""
     own = {p.name for p in BINDING.iterdir()}
-    found, used = [], set()
+    found = []
     for source in sorted(BINDING.iterdir()):
         if source.suffix not in SUFFIXES:
             continue
         for header in QUOTED.findall(source.read_text(errors="replace")):
             if header.startswith("ckptw/") or header in own:
                 continue
-            if header in BINDING_DEBT:
-                used.add(header)
-                continue
             found.append((source.relative_to(ROOT), header))
-    return found, sorted(BINDING_DEBT - used)
+    return found
 
 
 def documented():
@@ -152,18 +143,13 @@ def main():
         names = ", ".join(f"{path} ({lines} lines)" for path, lines in long_files)
         print(f"source files of {MAX_LINES} lines or more: {names}; split them along their concerns", file=sys.stderr)
         return 1
-    outside, paid = binding_includes_outside_the_api()
+    outside = binding_includes_outside_the_api()
     if outside:
         names = ", ".join(f"{source}: {header}" for source, header in outside)
         print(f"the binding includes internal headers: {names}; it may use only include/ckptw/", file=sys.stderr)
         return 1
-    if paid:
-        print(f"the binding no longer includes {', '.join(paid)}: drop them from BINDING_DEBT in "
-              f"{pathlib.Path(__file__).name}", file=sys.stderr)
-        return 1
     print(f"include graph: {len(edges)} folders, no cycle, {DOC.relative_to(ROOT)} up to date; "
-          f"every source file under {MAX_LINES} lines; the binding includes only the public API "
-          f"and {len(BINDING_DEBT)} listed internal headers")
+          f"every source file under {MAX_LINES} lines; the binding includes only the public API")
     return 0
 
 

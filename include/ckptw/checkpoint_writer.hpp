@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <future>
 #include <memory>
 #include <string>
@@ -50,6 +51,26 @@ struct CKPTW_EXPORT WriteResult {
   double barrier_secs = 0;         ///< waiting for the other ranks
   double post_commit_secs = 0;     ///< post_commit hook
   double total_secs = 0;           ///< the whole write() call
+};
+
+/// One write of a front end that converts its own objects into a Value (the
+/// Python binding does), with what that write's hooks need.
+struct CKPTW_EXPORT WriteRequest {
+  /// What to save.
+  Value::Ptr value;
+  /// Why the front end could not make `value`, in its place: the write then
+  /// fails inside the commit protocol with this exception (every rank that
+  /// votes throws CommitAborted naming this one), instead of leaving the other
+  /// ranks waiting for a timeout as throwing before write() would.
+  std::exception_ptr conversion_error;
+  /// Passed to the hooks.
+  HookArgs kwargs = make_state_dict();
+  /// Runs this write's pre_commit and post_commit instead of the writer's
+  /// commit_hook (null: the writer's). A front end binds its per-write state
+  /// into it: the Python binding's holds the caller's keyword arguments as the
+  /// Python objects they are, and keeps the first exception a hook raised so
+  /// that the caller gets it back unchanged.
+  std::shared_ptr<WriterHook> hook;
 };
 
 class CKPTW_EXPORT CheckpointWriter {
@@ -126,6 +147,11 @@ class CKPTW_EXPORT CheckpointWriter {
   [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const Value::Ptr& value,
                                                      const HookArgs& kwargs);
   [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const Value::Ptr& value);
+
+  /// write() and write_async() of a WriteRequest. Throws ckptw::UsageError
+  /// when it has neither a value nor a conversion_error.
+  [[nodiscard]] WriteResult write(const std::string& path, const WriteRequest& request);
+  [[nodiscard]] std::future<WriteResult> write_async(const std::string& path, const WriteRequest& request);
 
   /// torch.save(value, file): writes `value` to exactly `file` (not a
   /// checkpoint directory), the bytes torch.save would write there (its

@@ -14,6 +14,7 @@
 // by text. A Value is immutable once made; cycles cannot be built.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -38,6 +39,11 @@ class CKPTW_EXPORT Value {
   using Ptr = std::shared_ptr<const Value>;
   using Items = std::vector<Ptr>;
   using Entries = std::vector<std::pair<Ptr, Ptr>>;
+
+  /// How deep containers may nest. The planner (and the Python binding's
+  /// conversion, before it) refuse deeper ones, as the reader
+  /// refuses deeper pickles, so that no walk over a value exhausts the stack.
+  static constexpr std::size_t kMaxDepth = 1000;
 
   static Ptr none();
   static Ptr boolean(bool value);

@@ -17,7 +17,6 @@
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/error.hpp"
 #include "py_value.hpp"
-#include "writer/writer_internals.hpp"
 
 namespace py = pybind11;
 
@@ -68,46 +67,35 @@ void raise_python(const py::object& exception) {
 
 // What one write passes to Python hooks: the caller's kwargs as the objects
 // they are, and the first exception a hook raised (hooks run on ckptw's
-// thread for write_async; this is how it reaches the caller). It travels in
-// the HookArgs as a capsule.
-struct HookContext : torch::CustomClassHolder {
+// thread for write_async; this is how it reaches the caller).
+struct HookContext {
   explicit HookContext(py::dict kwargs) : kwargs(std::move(kwargs)) {}
   SharedPyObject kwargs;
   std::optional<SharedPyObject> error;  // guarded by the GIL
 };
 
-constexpr const char* kContextKey = "__ckptw_python_hook_context__";
-
-HookArgs hook_args(const c10::intrusive_ptr<HookContext>& context) {
-  HookArgs args = make_state_dict();
-  args.insert(kContextKey, c10::IValue::make_capsule(context));
-  return args;
-}
-
-// Any object with pre_commit(path, **kwargs) and post_commit(path, **kwargs).
+// One write's hooks: any object with pre_commit(path, **kwargs) and
+// post_commit(path, **kwargs), called with that write's context.
 class PyHook final : public WriterHook {
  public:
-  explicit PyHook(py::object hook) : hook_(std::move(hook)) {}
-  void pre_commit(const std::string& path, const HookArgs& kwargs) override { call("pre_commit", path, kwargs); }
-  void post_commit(const std::string& path, const HookArgs& kwargs) override { call("post_commit", path, kwargs); }
+  PyHook(SharedPyObject hook, std::shared_ptr<HookContext> context)
+      : hook_(std::move(hook)), context_(std::move(context)) {}
+  void pre_commit(const std::string& path, const HookArgs&) override { call("pre_commit", path); }
+  void post_commit(const std::string& path, const HookArgs&) override { call("post_commit", path); }
 
  private:
-  void call(const char* method, const std::string& path, const HookArgs& kwargs) {
+  void call(const char* method, const std::string& path) {
     py::gil_scoped_acquire gil;
-    HookContext* context = nullptr;
-    if (auto it = kwargs.find(kContextKey); it != kwargs.end()) {
-      context = static_cast<HookContext*>(it->value().toCapsule().get());
-    }
     try {
-      py::dict args = context ? py::dict(context->kwargs.get()) : py::dict();
-      hook_.get().attr(method)(path, **args);
+      hook_.get().attr(method)(path, **py::dict(context_->kwargs.get()));
     } catch (py::error_already_set& e) {
       PythonError error(std::string(method) + " hook", e);
-      if (context && !context->error) context->error.emplace(error.exception());
+      if (!context_->error) context_->error.emplace(error.exception());
       throw error;
     }
   }
   SharedPyObject hook_;
+  std::shared_ptr<HookContext> context_;
 };
 
 // Any object with execute_barrier(): the seed's barrier (no vote). torch's
@@ -155,18 +143,35 @@ std::optional<c10::Device> as_device(const py::object& map_location) {
 // writes, whose hooks may need the GIL.
 class PyWriter {
  public:
-  PyWriter(CheckpointWriterConfig config, RankInfo rank_info, const py::object& barrier, const py::object& hook)
-      : writer_(std::make_unique<CheckpointWriter>(
-            config, rank_info, as_barrier(barrier),
-            hook.is_none() ? nullptr : std::make_shared<PyHook>(hook))) {}
+  PyWriter(CheckpointWriterConfig config, RankInfo rank_info, const py::object& barrier, py::object hook)
+      : writer_(std::make_unique<CheckpointWriter>(config, rank_info, as_barrier(barrier))) {
+    if (!hook.is_none()) hook_.emplace(std::move(hook));
+  }
   ~PyWriter() {
     py::gil_scoped_release nogil;
     writer_.reset();
   }
   CheckpointWriter& get() { return *writer_; }
 
+  // What a write saves and its hooks; a failed conversion travels to the
+  // protocol (WriteRequest::conversion_error) rather than out of the call
+  // before the ranks vote.
+  WriteRequest request(py::handle obj, const std::shared_ptr<HookContext>& context) const {
+    WriteRequest request;
+    try {
+      request.value = to_value(obj);
+    } catch (py::error_already_set& e) {
+      request.conversion_error = std::make_exception_ptr(PythonError("converting the state dict", e));
+    } catch (const std::exception&) {
+      request.conversion_error = std::current_exception();
+    }
+    if (hook_) request.hook = std::make_shared<PyHook>(*hook_, context);
+    return request;
+  }
+
  private:
   std::unique_ptr<CheckpointWriter> writer_;
+  std::optional<SharedPyObject> hook_;
 };
 
 // A write_async in flight; wait() gives its WriteResult or raises its error.
@@ -221,20 +226,6 @@ void translate_errors(std::exception_ptr error) {
   } catch (const Error& e) {
     raise("Error", e);
   }
-}
-
-// What a write saves; a failed conversion travels to the protocol (see
-// detail::PlanInput) rather than out of the call before the ranks vote.
-detail::PlanInput plan_input(py::handle obj) {
-  detail::PlanInput input;
-  try {
-    input.value = to_value(obj);
-  } catch (py::error_already_set& e) {
-    input.error = std::make_exception_ptr(PythonError("converting the state dict", e));
-  } catch (const std::exception&) {
-    input.error = std::current_exception();
-  }
-  return input;
 }
 
 // torch.serialization.get_default_load_endianness(), which torch.load applies
@@ -360,8 +351,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("post_commit_secs", &WriteResult::post_commit_secs)
       .def_readonly("total_secs", &WriteResult::total_secs);
 
-  py::class_<HookContext, c10::intrusive_ptr<HookContext>>(m, "HookContext")
-      .def(py::init([](py::dict kwargs) { return c10::make_intrusive<HookContext>(std::move(kwargs)); }))
+  py::class_<HookContext, std::shared_ptr<HookContext>>(m, "HookContext")
+      .def(py::init([](py::dict kwargs) { return std::make_shared<HookContext>(std::move(kwargs)); }))
       .def_property_readonly("error", [](const HookContext& c) {
         return c.error ? c.error->get() : py::object(py::none());
       });
@@ -372,18 +363,16 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<CheckpointWriterConfig, RankInfo, py::object, py::object>(), py::arg("config"),
            py::arg("rank_info"), py::arg("barrier"), py::arg("commit_hook"))
       .def("write",
-           [](PyWriter& w, const std::string& path, py::handle obj, const c10::intrusive_ptr<HookContext>& context) {
-             ckptw::detail::PlanInput input = plan_input(obj);
-             HookArgs args = hook_args(context);
+           [](PyWriter& w, const std::string& path, py::handle obj, const std::shared_ptr<HookContext>& context) {
+             WriteRequest request = w.request(obj, context);
              py::gil_scoped_release nogil;
-             return ckptw::detail::WriterInternals::write(w.get(), path, input, args);
+             return w.get().write(path, request);
            })
       .def("write_async",
-           [](PyWriter& w, const std::string& path, py::handle obj, const c10::intrusive_ptr<HookContext>& context) {
-             ckptw::detail::PlanInput input = plan_input(obj);
-             HookArgs args = hook_args(context);
+           [](PyWriter& w, const std::string& path, py::handle obj, const std::shared_ptr<HookContext>& context) {
+             WriteRequest request = w.request(obj, context);
              py::gil_scoped_release nogil;
-             return PendingWrite(ckptw::detail::WriterInternals::write_async(w.get(), path, input, args));
+             return PendingWrite(w.get().write_async(path, request));
            })
       .def("save",
            [](PyWriter& w, const std::string& file, py::handle obj) {

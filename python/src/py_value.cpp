@@ -10,8 +10,7 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include "ckptw/error.hpp"
-#include "value/depth.hpp"
-#include "value/key_path.hpp"
+#include "ckptw/key_path.hpp"
 
 namespace py = pybind11;
 
@@ -62,7 +61,7 @@ bool weights_only_loads(py::handle obj) {
 
 bool is_type(py::handle obj, const py::object& type) { return Py_TYPE(obj.ptr()) == reinterpret_cast<PyTypeObject*>(type.ptr()); }
 
-using Where = detail::KeyPathTrail;
+using Where = KeyPathTrail;
 
 std::string utf8(py::handle text, const Where& at) {
   Py_ssize_t size = 0;
@@ -142,8 +141,8 @@ class FromPython {
       }
       throw FormatError("cannot save an object of type " + type_name(obj) + ": " + why, "", at.key_path());
     }
-    if (depth > detail::kMaxValueDepth) {
-      throw FormatError("containers nested deeper than " + std::to_string(detail::kMaxValueDepth), "", at.key_path());
+    if (depth > Value::kMaxDepth) {
+      throw FormatError("containers nested deeper than " + std::to_string(Value::kMaxDepth), "", at.key_path());
     }
     if (!in_progress_.insert(o).second) {
       throw FormatError("a container that contains itself cannot be saved by torch.save's weights-only format", "",

@@ -8,8 +8,7 @@
 #include "format/scalar_type.hpp"
 #include "format/pickle_writer.hpp"
 #include "ckptw/value.hpp"
-#include "value/depth.hpp"
-#include "value/key_path.hpp"
+#include "ckptw/key_path.hpp"
 
 namespace ckptw::detail {
 namespace {
@@ -59,7 +58,7 @@ class Planner {
   // Emits `v`, or a memo fetch when this same Value was emitted before (the
   // pickler's identity memo).
   void value(const Value::Ptr& v, const KeyPathTrail& trail, std::size_t depth) {
-    if (depth > kMaxValueDepth) fail("containers nested deeper than " + std::to_string(kMaxValueDepth), trail);
+    if (depth > Value::kMaxDepth) fail("containers nested deeper than " + std::to_string(Value::kMaxDepth), trail);
     // A Value held by one owner, its parent, is reached once: only values
     // with more owners can come round again. (use_count() may read high
     // while another thread drops a reference, never low, so the test errs

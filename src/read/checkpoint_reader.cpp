@@ -29,7 +29,7 @@
 #include "stage/device_upload.hpp"
 #include "util/byte_order.hpp"
 #include "util/huge_pages.hpp"
-#include "value/key_path.hpp"
+#include "ckptw/key_path.hpp"
 
 #if CKPTW_HAVE_CUDA
 #include <c10/core/Event.h>
@@ -82,7 +82,7 @@ class Loader {
     try {
       return to_ivalue(loaded);
     } catch (const FormatError& e) {
-      throw FormatError(e.message(), file_.path(), detail::child_key_path(key_path, e.key_path()));
+      throw FormatError(e.message(), file_.path(), child_key_path(key_path, e.key_path()));
     }
   }
 
@@ -105,14 +105,14 @@ class Loader {
       case Kind::kTuple: {
         Value::Items items;
         for (std::size_t i = 0; i < v.items.size(); ++i) {
-          items.push_back(value(v.items[i], detail::item_key_path(key_path, i), depth + 1));
+          items.push_back(value(v.items[i], item_key_path(key_path, i), depth + 1));
         }
         return v.kind == Kind::kList ? Value::list(std::move(items)) : Value::tuple(std::move(items));
       }
       case Kind::kDict: {
         Value::Entries entries;
         for (const auto& [key, item] : v.entries) {
-          entries.emplace_back(value(key, key_path, depth + 1), value(item, detail::child_key_path(key_path, key_text(key)), depth + 1));
+          entries.emplace_back(value(key, key_path, depth + 1), value(item, child_key_path(key_path, key_text(key)), depth + 1));
         }
         if (!v.ordered) return Value::dict(std::move(entries));
         return Value::ordered_dict(std::move(entries), v.attributes ? value(v.attributes, key_path, depth + 1) : nullptr);
@@ -144,7 +144,7 @@ class Loader {
     if (v.text == "__builtin__.set") {
       Value::Items items;
       for (std::size_t i = 0; i < a[0]->items.size(); ++i) {
-        items.push_back(value(a[0]->items[i], detail::item_key_path(key_path, i), depth + 1));
+        items.push_back(value(a[0]->items[i], item_key_path(key_path, i), depth + 1));
       }
       return Value::set(std::move(items));
     }
@@ -541,7 +541,7 @@ struct TemplateWalk {
       auto tmpl_items = tmpl.toListRef();
       c10::impl::GenericList out(c10::AnyType::get());
       for (std::size_t i = 0; i < tmpl_items.size(); ++i) {
-        const std::string item_path = detail::item_key_path(key_path, i);
+        const std::string item_path = item_key_path(key_path, i);
         if (i >= file_value->items.size()) {
           result.missing_keys.push_back(item_path);
           out.push_back(tmpl_items[i]);
@@ -563,7 +563,7 @@ struct TemplateWalk {
       const std::string key = entry.key().isString() ? entry.key().toStringRef()
                               : entry.key().isInt()  ? std::to_string(entry.key().toInt())
                                                      : "<key>";
-      const std::string child = detail::child_key_path(key_path, key);
+      const std::string child = child_key_path(key_path, key);
       auto it = by_key.find(key);
       if (it == by_key.end()) {
         result.missing_keys.push_back(child);
@@ -573,7 +573,7 @@ struct TemplateWalk {
       out.insert_or_assign(entry.key(), apply(entry.value(), it->second, child));
       by_key.erase(it);
     }
-    for (const auto& [key, value] : by_key) result.unexpected_keys.push_back(detail::child_key_path(key_path, key));
+    for (const auto& [key, value] : by_key) result.unexpected_keys.push_back(child_key_path(key_path, key));
     return out;
   }
 };

@@ -5,7 +5,7 @@
 #include "ckptw/error.hpp"
 #include "format/dtype_table.hpp"
 #include "format/scalar_type.hpp"
-#include "value/key_path.hpp"
+#include "ckptw/key_path.hpp"
 
 namespace ckptw {
 namespace {
@@ -67,7 +67,7 @@ class FromIValue {
         Value::Entries entries;
         for (const auto& entry : v.toGenericDict()) {
           Value::Ptr key = convert(entry.key(), key_path);  // the planner checks the key's type
-          entries.emplace_back(key, convert(entry.value(), detail::child_key_path(key_path, detail::key_text(*key))));
+          entries.emplace_back(key, convert(entry.value(), child_key_path(key_path, key_text(*key))));
         }
         return Value::dict(std::move(entries));
       });
@@ -76,7 +76,7 @@ class FromIValue {
       return shared(v.internalToPointer(), [&] {
         Value::Items items;
         const auto elements = v.toListRef();
-        for (std::size_t i = 0; i < elements.size(); ++i) items.push_back(convert(elements[i], detail::item_key_path(key_path, i)));
+        for (std::size_t i = 0; i < elements.size(); ++i) items.push_back(convert(elements[i], item_key_path(key_path, i)));
         return Value::list(std::move(items));
       });
     }
@@ -84,7 +84,7 @@ class FromIValue {
       return shared(v.internalToPointer(), [&] {
         Value::Items items;
         const auto& elements = v.toTupleRef().elements();
-        for (std::size_t i = 0; i < elements.size(); ++i) items.push_back(convert(elements[i], detail::item_key_path(key_path, i)));
+        for (std::size_t i = 0; i < elements.size(); ++i) items.push_back(convert(elements[i], item_key_path(key_path, i)));
         return Value::tuple(std::move(items));
       });
     }
@@ -153,12 +153,12 @@ class ToIValue {
       case Value::Kind::kList:
       case Value::Kind::kSet: {
         c10::impl::GenericList list(c10::AnyType::get());
-        for (std::size_t i = 0; i < v.items().size(); ++i) list.push_back(convert(v.items()[i], detail::item_key_path(key_path, i)));
+        for (std::size_t i = 0; i < v.items().size(); ++i) list.push_back(convert(v.items()[i], item_key_path(key_path, i)));
         return c10::IValue(list);
       }
       case Value::Kind::kTuple: {
         std::vector<c10::IValue> items;
-        for (std::size_t i = 0; i < v.items().size(); ++i) items.push_back(convert(v.items()[i], detail::item_key_path(key_path, i)));
+        for (std::size_t i = 0; i < v.items().size(); ++i) items.push_back(convert(v.items()[i], item_key_path(key_path, i)));
         return c10::IValue(c10::ivalue::Tuple::create(std::move(items)));
       }
       case Value::Kind::kDict:
@@ -188,7 +188,7 @@ class ToIValue {
                               " keys has no IValue form (use read_value)",
                           "", key_path);
       }
-      out.insert_or_assign(convert(key, key_path), convert(value, detail::child_key_path(key_path, detail::key_text(*key))));
+      out.insert_or_assign(convert(key, key_path), convert(value, child_key_path(key_path, key_text(*key))));
     }
     return c10::IValue(out);
   }

@@ -62,13 +62,15 @@ class CheckpointWriter::Impl {
   // directory: it never looks committed while holding a mix of files.
   // The last vote makes the other ranks wait for rank 0's rename to be
   // durable, so no rank reports a commit that is not on disk.
-  WriteResult write(const std::string& path, const detail::PlanInput& input, const HookArgs& kwargs) {
+  // `hook`: this write's hooks; null: the writer's.
+  WriteResult write(const std::string& path, const detail::PlanInput& input, const HookArgs& kwargs,
+                    const std::shared_ptr<WriterHook>& hook) {
     check_writable(path, "write()");
     wait_for_background_write();
     // Planned in the protocol's first phase, so that bad input on one rank
     // aborts every rank through the vote.
     FinishCopiesOnExit finish_copies;
-    return protocol(path, kwargs, [&](WriteResult& result) {
+    return protocol(path, kwargs, hook ? hook.get() : hook_.get(), [&](WriteResult& result) {
       return plan_and_stage_device_records(file_path(path), input, result, finish_copies);
     });
   }
@@ -105,7 +107,8 @@ class CheckpointWriter::Impl {
   // other ranks are not left waiting; *capture_error tells the caller it
   // happened.
   std::future<WriteResult> write_async(const std::string& path, const detail::PlanInput& input,
-                                       const HookArgs& kwargs, std::exception_ptr* capture_error) {
+                                       const HookArgs& kwargs, const std::shared_ptr<WriterHook>& hook,
+                                       std::exception_ptr* capture_error) {
     check_writable(path, "write_async()");
     if (barrier_ && barrier_->shares_callers_collectives()) {
       throw UsageError(
@@ -118,6 +121,7 @@ class CheckpointWriter::Impl {
     auto job = std::make_unique<Job>();
     job->path = path;
     job->kwargs = kwargs;
+    job->hook = hook ? hook : hook_;
     job->arena = take_free_arena();
     detail::Stopwatch capture;
     const detail::ThreadCpuStopwatch capture_cpu;
@@ -174,7 +178,8 @@ class CheckpointWriter::Impl {
   // or captured before it (write_async).
   using PlanStep = std::function<detail::FilePlan(WriteResult&)>;
 
-  WriteResult protocol(const std::string& path, const HookArgs& kwargs, const PlanStep& make_plan_step) {
+  WriteResult protocol(const std::string& path, const HookArgs& kwargs, WriterHook* hook,
+                       const PlanStep& make_plan_step) {
     detail::Stopwatch total;
     detail::Stopwatch phase;
     detail::ThreadCpuStopwatch cpu;
@@ -243,7 +248,7 @@ class CheckpointWriter::Impl {
     result.write_secs = phase.lap() - result.sync_secs;
     result.write_cpu_secs = cpu.lap();
     attempt("pre_commit", [&] {
-      if (hook_) hook_->pre_commit(path, kwargs);
+      if (hook) hook->pre_commit(path, kwargs);
     });
     result.pre_commit_secs = phase.lap();
 
@@ -277,7 +282,7 @@ class CheckpointWriter::Impl {
 
     // 5. After the commit: a failing post_commit is the caller's to handle;
     //    the checkpoint stays committed.
-    if (hook_) hook_->post_commit(path, kwargs);
+    if (hook) hook->post_commit(path, kwargs);
     result.post_commit_secs = phase.lap();
     result.total_secs = total.elapsed();
     return result;
@@ -303,6 +308,7 @@ class CheckpointWriter::Impl {
   struct Job {
     std::string path;
     HookArgs kwargs = make_state_dict();
+    std::shared_ptr<WriterHook> hook;  // this write's, or the writer's
     detail::FilePlan plan;
     WriteResult planned;              // counts and capture time, filled before the protocol
     std::size_t arena = 0;            // the snapshot set holding the captured payloads
@@ -435,7 +441,7 @@ class CheckpointWriter::Impl {
         busy_ = true;
       }
       try {
-        job->result.set_value(protocol(job->path, job->kwargs, [&job](WriteResult& result) {
+        job->result.set_value(protocol(job->path, job->kwargs, job->hook.get(), [&job](WriteResult& result) {
           if (job->capture_error) std::rethrow_exception(job->capture_error);
           result.tensor_count = job->planned.tensor_count;
           result.storage_count = job->planned.storage_count;
@@ -579,19 +585,7 @@ std::future<WriteResult> WriterInternals::write_async(CheckpointWriter& writer, 
                                                       const StateDict& state_dict, const HookArgs& kwargs,
                                                       std::exception_ptr* capture_error) {
   if (!writer.impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return writer.impl_->write_async(path, PlanInput{&state_dict, nullptr, nullptr}, kwargs, capture_error);
-}
-
-WriteResult WriterInternals::write(CheckpointWriter& writer, const std::string& path, const PlanInput& input,
-                                   const HookArgs& kwargs) {
-  if (!writer.impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
-  return writer.impl_->write(path, input, kwargs);
-}
-
-std::future<WriteResult> WriterInternals::write_async(CheckpointWriter& writer, const std::string& path,
-                                                      const PlanInput& input, const HookArgs& kwargs) {
-  if (!writer.impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return writer.impl_->write_async(path, input, kwargs, nullptr);
+  return writer.impl_->write_async(path, PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr, capture_error);
 }
 
 }  // namespace detail
@@ -605,7 +599,7 @@ CheckpointWriter& CheckpointWriter::operator=(CheckpointWriter&&) noexcept = def
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict,
                                     const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
-  return impl_->write(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs);
+  return impl_->write(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr);
 }
 
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict) {
@@ -615,7 +609,7 @@ WriteResult CheckpointWriter::write(const std::string& path, const StateDict& st
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict,
                                                        const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return impl_->write_async(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr);
+  return impl_->write_async(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr, nullptr);
 }
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict) {
@@ -625,7 +619,7 @@ std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, 
 WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& value, const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
   if (!value) throw UsageError("write() of a null Value", path);
-  return impl_->write(path, detail::PlanInput{nullptr, value, nullptr}, kwargs);
+  return impl_->write(path, detail::PlanInput{nullptr, value, nullptr}, kwargs, nullptr);
 }
 
 WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& value) {
@@ -636,11 +630,31 @@ std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, 
                                                        const HookArgs& kwargs) {
   if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
   if (!value) throw UsageError("write_async() of a null Value", path);
-  return impl_->write_async(path, detail::PlanInput{nullptr, value, nullptr}, kwargs, nullptr);
+  return impl_->write_async(path, detail::PlanInput{nullptr, value, nullptr}, kwargs, nullptr, nullptr);
 }
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const Value::Ptr& value) {
   return write_async(path, value, make_state_dict());
+}
+
+namespace {
+detail::PlanInput plan_input(const WriteRequest& request, const std::string& path, const char* what) {
+  if (!request.value && !request.conversion_error) {
+    throw UsageError(std::string(what) + " of a WriteRequest with neither a value nor a conversion_error", path);
+  }
+  return detail::PlanInput{nullptr, request.value, request.conversion_error};
+}
+}  // namespace
+
+WriteResult CheckpointWriter::write(const std::string& path, const WriteRequest& request) {
+  if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
+  return impl_->write(path, plan_input(request, path, "write()"), request.kwargs, request.hook);
+}
+
+std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const WriteRequest& request) {
+  if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
+  return impl_->write_async(path, plan_input(request, path, "write_async()"), request.kwargs, request.hook,
+                            nullptr);
 }
 
 WriteResult CheckpointWriter::save(const std::string& file, const Value::Ptr& value) {

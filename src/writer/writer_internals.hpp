@@ -18,8 +18,8 @@ namespace ckptw::detail {
 /// What a write saves: a state dict, or any Value. The state dict becomes a
 /// Value while planning, inside the commit protocol, so that bad input on one
 /// rank aborts every rank through the vote.
-/// `error`: the front end could not make the Value (the Python binding's
-/// conversion failed); planning rethrows it, inside the protocol, so the
+/// `error`: the front end could not make the Value (WriteRequest's
+/// conversion_error); planning rethrows it, inside the protocol, so the
 /// other ranks learn of it through the vote instead of waiting for a timeout.
 struct PlanInput {
   const StateDict* state_dict = nullptr;
@@ -46,12 +46,6 @@ struct WriterInternals {
   static std::future<WriteResult> write_async(CheckpointWriter& writer, const std::string& path,
                                               const StateDict& state_dict, const HookArgs& kwargs,
                                               std::exception_ptr* capture_error);
-
-  /// write() and write_async() of a PlanInput (the Python binding's).
-  static WriteResult write(CheckpointWriter& writer, const std::string& path, const PlanInput& input,
-                           const HookArgs& kwargs);
-  static std::future<WriteResult> write_async(CheckpointWriter& writer, const std::string& path,
-                                              const PlanInput& input, const HookArgs& kwargs);
 
   /// How many times the writer's staging memory was (re)allocated.
   static unsigned staging_allocations(const CheckpointWriter& writer);

@@ -192,6 +192,44 @@ TEST(CheckpointWriter, PreCommitErrorMeansNoCommit) {
   EXPECT_FALSE(testing::exists(tmp / "checkpoint_manifest.json"));
 }
 
+// A front end's write (the Python binding's): its own hook runs instead of
+// the writer's, with its kwargs, for write() and write_async() alike.
+TEST(WriteRequest, RunsItsOwnHookInsteadOfTheWriters) {
+  TempDir tmp;
+  std::vector<std::string> writers_events;
+  std::vector<std::string> request_events;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1}, nullptr,
+                          std::make_shared<RecordingHook>(&writers_events));
+  WriteRequest request;
+  request.value = Value::tensor(at::arange(4, at::kFloat));
+  request.kwargs.insert("extra", "mine");
+  request.hook = std::make_shared<RecordingHook>(&request_events);
+  (void)writer.write(tmp / "sync", request);
+  (void)writer.write_async(tmp / "async", request).get();
+  EXPECT_TRUE(writers_events.empty());
+  EXPECT_EQ(request_events, (std::vector<std::string>{"pre:" + tmp / "sync" + ":mine", "post:" + tmp / "sync" + ":mine",
+                                                      "pre:" + tmp / "async" + ":mine",
+                                                      "post:" + tmp / "async" + ":mine"}));
+  request.hook = nullptr;  // the writer's hook, then
+  (void)writer.write(tmp / "default", request);
+  EXPECT_EQ(writers_events.size(), 2u);
+}
+
+// The front end could not make the value: the write fails inside the
+// protocol with that very exception (other ranks learn of it through the
+// vote), no hook runs, and nothing is left on disk.
+TEST(WriteRequest, ConversionErrorFailsTheWriteWithItAndLeavesNothing) {
+  TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1}, nullptr, std::make_shared<ThrowingPreCommit>());
+  WriteRequest request;
+  request.conversion_error = std::make_exception_ptr(std::invalid_argument("cannot convert 'opt.state'"));
+  EXPECT_THROW((void)writer.write(tmp / "sync", request), std::invalid_argument);
+  EXPECT_THROW((void)writer.write_async(tmp / "async", request).get(), std::invalid_argument);
+  EXPECT_TRUE(testing::list_dir(tmp.path()).empty());
+  EXPECT_THROW((void)writer.write(tmp / "empty", WriteRequest{}), UsageError);
+  EXPECT_THROW((void)writer.write_async(tmp / "empty", WriteRequest{}), UsageError);
+}
+
 TEST(CheckpointWriter, WriteAfterCloseIsAUsageError) {
   TempDir tmp;
   CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});

@@ -8,7 +8,7 @@
 
 #include "ckptw/value.hpp"
 
-namespace ckptw::detail {
+namespace ckptw {
 
 inline std::string child_key_path(const std::string& parent, const std::string& key) {
   return parent.empty() ? key : parent + "." + key;
@@ -47,4 +47,4 @@ struct KeyPathTrail {
   }
 };
 
-}  // namespace ckptw::detail
+}  // namespace ckptw
