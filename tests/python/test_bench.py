@@ -161,3 +161,32 @@ def test_bench_compares_with_an_earlier_run_and_refuses_a_wrong_file(tmp_path):
         assert out.returncode == 1 and says in out.stderr and str(compare) in out.stderr, out.stderr
         assert "building the synthetic model" not in out.stdout + out.stderr
     assert os.listdir(work) == []
+
+
+def test_installed_cli_and_binding_load_the_cuda_runtime_of_torchs_wheel():
+    """The installed `ckptw` binary and ckptw._C must find libcudart in torch's wheel (nvidia/cu13/lib,
+    or nvidia/cuda_runtime/lib for CUDA 12 wheels) before any system toolkit: on a machine without one
+    on the loader's path they would not start otherwise."""
+    import pathlib
+    import sysconfig
+
+    import ckptw
+
+    site = pathlib.Path(sysconfig.get_paths()["purelib"])
+    wheel_dirs = [site / "nvidia" / "cu13" / "lib", site / "nvidia" / "cuda_runtime" / "lib"]
+    if not any(d.is_dir() and any(d.glob("libcudart.so*")) for d in wheel_dirs):
+        pytest.skip("torch's wheel ships no CUDA runtime here (a CPU torch)")
+    package = pathlib.Path(ckptw.__file__).parent
+    binaries = [package / "bin" / "ckptw", *package.glob("_C*.so")]
+    for binary in binaries:
+        linked = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+        cudart = [line for line in linked.splitlines() if "libcudart.so" in line]
+        if not cudart:
+            continue  # built without CUDA: nothing to find
+        resolved = pathlib.Path(cudart[0].split("=>")[1].split("(")[0].strip()).resolve()
+        assert any(resolved.parent == d.resolve() for d in wheel_dirs), (binary, cudart[0])
+    # And the console script starts with nothing on LD_LIBRARY_PATH.
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    script = pathlib.Path(sys.executable).parent / "ckptw"
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
