@@ -365,6 +365,9 @@ class Loader {
       std::vector<detail::UploadRecord> records;
       for (const Item* item : on) records.push_back({item->record->payload_offset, item->record->size, item->bytes.data_ptr()});
       const c10::Device d(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
+      // Outlives the event: see stage_records.cpp (c10::Event restores the
+      // previous device with a plain set-device).
+      const c10::DeviceGuard on_device(d);
       c10::Event ready(c10::DeviceType::CUDA);
       ready.record(c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(d));
       detail::UploadOptions upload_options;

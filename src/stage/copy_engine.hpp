@@ -24,8 +24,12 @@ class CopyEngine {
 
   /// Makes host memory [data, data + bytes) fast and safe for device copies
   /// (page-locks it). False when refused; copies still work, slower.
-  virtual bool pin(void* data, std::size_t bytes) = 0;
-  virtual void unpin(void* data) noexcept = 0;
+  /// `device`: the device current while registering (cudaHostRegister needs
+  /// a context and makes the current device's), the one the copies will
+  /// come from; -1: the calling thread's current device. unpin() takes the
+  /// same device.
+  virtual bool pin(void* data, std::size_t bytes, int device) = 0;
+  virtual void unpin(void* data, int device) noexcept = 0;
 
   /// Orders the copies from `device` queued after this call after the work
   /// behind `producer_event` (an event recorded on the producer's stream;

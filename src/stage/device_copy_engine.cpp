@@ -23,8 +23,16 @@ class DeviceCopyEngine final : public CopyEngine {
   DeviceCopyEngine(DeviceRuntime& runtime, const char* name) : runtime_(runtime), name_(name), stager_(runtime) {}
 
   const char* name() const override { return name_; }
-  bool pin(void* data, std::size_t bytes) override { return runtime_.register_host(data, bytes); }
-  void unpin(void* data) noexcept override { runtime_.unregister_host(data); }
+  bool pin(void* data, std::size_t bytes, int device) override {
+    if (device < 0) return runtime_.register_host(data, bytes);
+    ScopedDevice scope(runtime_, device);
+    return scope.error().empty() && runtime_.register_host(data, bytes);
+  }
+  void unpin(void* data, int device) noexcept override {
+    if (device < 0) return runtime_.unregister_host(data);
+    ScopedDevice scope(runtime_, device);
+    runtime_.unregister_host(data);
+  }
   void wait_for_producer(int device, void* producer_event) override {
     check(stager_.wait_for_event(device, producer_event), device);
   }

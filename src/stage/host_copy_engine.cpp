@@ -25,8 +25,8 @@ class HostCopyEngine final : public CopyEngine {
   }
 
   const char* name() const override { return "host"; }
-  bool pin(void*, std::size_t) override { return true; }  // host copies need no pinning
-  void unpin(void*) noexcept override {}
+  bool pin(void*, std::size_t, int) override { return true; }  // host copies need no pinning
+  void unpin(void*, int) noexcept override {}
   void wait_for_producer(int, void*) override {}  // host producers finished before the call
 
   std::uint64_t copy_to_host(void* dst, const void* src, std::size_t bytes, int device) override {

@@ -13,20 +13,21 @@ SnapshotArena::~SnapshotArena() { release(); }
 
 void SnapshotArena::release() noexcept {
   if (data_ == nullptr) return;
-  if (pinned_with_) pinned_with_->unpin(data_);
+  if (pinned_with_) pinned_with_->unpin(data_, pinned_on_);
   ::munmap(data_, capacity_);
   data_ = nullptr;
   capacity_ = 0;
   pinned_with_ = nullptr;
+  pinned_on_ = -1;
 }
 
-unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine) {
+unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine, int device) {
   if (!fits(bytes)) {
     throw UsageError("the state dict needs " + std::to_string(bytes) + " bytes of staging memory, more than "
                      "staging_budget_bytes (" + std::to_string(budget_) + ")");
   }
   if (bytes <= capacity_ && data_ != nullptr) {
-    if (pinned_with_ == nullptr && engine.pin(data_, capacity_)) pinned_with_ = &engine;
+    if (pinned_with_ == nullptr) pin(engine, device);
     return data_;
   }
   release();
@@ -39,8 +40,14 @@ unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine) {
   data_ = static_cast<unsigned char*>(p);
   capacity_ = size;
   ++allocations_;
-  if (engine.pin(data_, capacity_)) pinned_with_ = &engine;
+  pin(engine, device);
   return data_;
+}
+
+void SnapshotArena::pin(CopyEngine& engine, int device) {
+  if (!engine.pin(data_, capacity_, device)) return;
+  pinned_with_ = &engine;
+  pinned_on_ = device;
 }
 
 }  // namespace ckptw::detail

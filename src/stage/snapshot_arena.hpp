@@ -18,10 +18,11 @@ class SnapshotArena {
   SnapshotArena(const SnapshotArena&) = delete;
   SnapshotArena& operator=(const SnapshotArena&) = delete;
 
-  /// At least `bytes` of arena, pinned with `engine`. Reallocates (and
+  /// At least `bytes` of arena, pinned with `engine` under `device`
+  /// (CopyEngine::pin; -1: the caller's current device). Reallocates (and
   /// re-pins) only when it must grow. Throws ckptw::UsageError beyond the
   /// budget, ckptw::Error when memory cannot be had.
-  unsigned char* reserve(std::size_t bytes, CopyEngine& engine);
+  unsigned char* reserve(std::size_t bytes, CopyEngine& engine, int device = -1);
 
   /// The memory (nullptr until the first reserve), `capacity()` bytes.
   const unsigned char* data() const noexcept { return data_; }
@@ -34,11 +35,13 @@ class SnapshotArena {
 
  private:
   void release() noexcept;
+  void pin(CopyEngine& engine, int device);
 
   const std::size_t budget_;
   unsigned char* data_ = nullptr;
   std::size_t capacity_ = 0;
   CopyEngine* pinned_with_ = nullptr;
+  int pinned_on_ = -1;  // the device pin() was given, for unpin()
   unsigned allocations_ = 0;
 };
 

@@ -44,19 +44,28 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
   } else if (chosen.empty()) {
     return 0;
   }
-  unsigned char* base = arena.reserve(end, engine);
+  std::set<int> devices;
+  for (const PlannedRecord* r : chosen) {
+    if (r->device >= 0) devices.insert(r->device);
+  }
+  // Pinned under a device the copies come from: under the thread's current
+  // one, cudaHostRegister would make a context on a GPU the rank never uses.
+  unsigned char* base = arena.reserve(end, engine, devices.empty() ? -1 : *devices.begin());
   if (image) plan.image = base;
 
   // Each device's copies wait for what the producer already queued on the
   // device's current stream (the stream the caller's kernels ran on), never
   // for the whole device.
-  std::set<int> devices;
-  for (const PlannedRecord* r : chosen) {
-    if (r->device >= 0) devices.insert(r->device);
-  }
   for (int device : devices) {
     if (!options.order_after_producers) break;
     const c10::Device d(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
+    // Declared before the event, so destroyed after it: c10::Event makes and
+    // destroys its CUDA event under the stream's device and then sets the
+    // previous device back with a plain set-device, which on a thread whose
+    // current device is 0 (ckptw's own, or a rank that never called
+    // set_device) would create a context on GPU 0. With the guard, the
+    // previous device is `d` itself.
+    const c10::DeviceGuard on_device(d);
     const c10::Stream producer = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(d);
     c10::Event event(c10::DeviceType::CUDA);
     event.record(producer);

@@ -148,6 +148,7 @@ void EmulatedDevice::free_pinned(void* memory) {
 
 bool EmulatedDevice::register_host(void*, std::size_t) {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
+  use_current_device();  // cudaHostRegister needs a context: the current device's
   ++host_registrations_;
   return true;
 }

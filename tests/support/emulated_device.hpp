@@ -45,7 +45,7 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   std::size_t pinned_bytes_peak() const;
   /// The devices that have a context: set_device creates one, as
   /// cudaSetDevice does since CUDA 12, and so does any call that needs the
-  /// current device (streams, allocations, events).
+  /// current device (streams, allocations, events, host registration).
   std::set<int> contexts() const;
   /// The next `op` call ("copy_to_host_async", "pack_async", "record_event",
   /// ...) fails with an emulated error instead of running.

@@ -375,8 +375,8 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
   struct FakeDeviceEngine : detail::CopyEngine {
     std::unique_ptr<detail::CopyEngine> host = detail::make_host_copy_engine(30ms);
     const char* name() const override { return "fake-device"; }
-    bool pin(void*, std::size_t) override { return true; }
-    void unpin(void*) noexcept override {}
+    bool pin(void*, std::size_t, int) override { return true; }
+    void unpin(void*, int) noexcept override {}
     void wait_for_producer(int, void*) override {}
     std::uint64_t copy_to_host(void* dst, const void* src, std::size_t bytes, int) override {
       return host->copy_to_host(dst, src, bytes, -1);
