@@ -34,6 +34,7 @@ struct DeviceStager::Device {
   };
   std::deque<Mark> marks;                // in stream order
   std::uint64_t landed_through = 0;      // every copy of this device up to this ticket has landed
+  bool packing_unavailable = false;      // the scratch could not be had: copy unpacked
   bool crc_ready = false;                // the CRC shift operator is on the device
   // Pinned host memory for slice CRCs, handed out in order and taken back
   // all at once by finish() (crc_chunk/crc_used: where the next one starts).
@@ -75,17 +76,38 @@ std::string DeviceStager::device(int index, Device** out) {
     ScopedDevice scope(runtime_, index);
     std::string e = scope.error();
     if (e.empty()) e = runtime_.create_stream(&d->stream);
-    if (e.empty()) e = runtime_.allocate_device(reinterpret_cast<void**>(&d->scratch), kScratchBytes);
-    if (e.empty()) e = runtime_.allocate_device(reinterpret_cast<void**>(&d->items_device), kMaxItems * sizeof(PackItem));
-    for (int i = 0; i < 2 && e.empty(); ++i) {
-      e = runtime_.allocate_pinned(reinterpret_cast<void**>(&d->items_host[i]), kMaxItems * sizeof(PackItem));
-      if (e.empty()) e = runtime_.create_event(&d->items_free[i]);
-    }
     if (!e.empty()) return "setting up staging on cuda:" + std::to_string(index) + ": " + e;
     devices_[index] = std::move(d);
   }
   *out = devices_[index].get();
   return {};
+}
+
+bool DeviceStager::packing(Device& d) {
+  if (d.scratch != nullptr) return true;
+  if (d.packing_unavailable) return false;
+  ScopedDevice scope(runtime_, d.index);
+  std::string e = scope.error();
+  if (e.empty()) e = runtime_.allocate_device(reinterpret_cast<void**>(&d.scratch), kScratchBytes);
+  if (e.empty()) e = runtime_.allocate_device(reinterpret_cast<void**>(&d.items_device), kMaxItems * sizeof(PackItem));
+  for (int i = 0; i < 2 && e.empty(); ++i) {
+    e = runtime_.allocate_pinned(reinterpret_cast<void**>(&d.items_host[i]), kMaxItems * sizeof(PackItem));
+    if (e.empty()) e = runtime_.create_event(&d.items_free[i]);
+  }
+  if (e.empty()) return true;
+  // Nothing was queued with any of it yet: give back what was had.
+  for (int i = 0; i < 2; ++i) {
+    if (d.items_free[i]) runtime_.destroy_event(d.items_free[i]);
+    if (d.items_host[i]) runtime_.free_pinned(d.items_host[i]);
+    d.items_free[i] = nullptr;
+    d.items_host[i] = nullptr;
+  }
+  if (d.items_device) runtime_.free_device(d.items_device);
+  if (d.scratch) runtime_.free_device(d.scratch);
+  d.items_device = nullptr;
+  d.scratch = nullptr;
+  d.packing_unavailable = true;
+  return false;
 }
 
 // An event recorded now on d's stream (d's device current), from the spares when there are.
@@ -161,7 +183,7 @@ std::string DeviceStager::copy_to_host(void* dst, const void* src, std::size_t b
   if (batching_ && batching_ != d) {
     if (std::string error = flush(*batching_); !error.empty()) return error;
   }
-  if (bytes > kPackBelow) {
+  if (bytes > kPackBelow || !packing(*d)) {
     if (std::string error = flush(*d); !error.empty()) return error;
     {
       ScopedDevice scope(runtime_, index);
@@ -256,9 +278,9 @@ std::string DeviceStager::queue_checksum(const void* src, std::size_t bytes, int
   if (d->crc_chunk == d->crc_chunks.size()) {
     const std::size_t slots = std::max(kCrcChunkSlots, count);
     std::uint32_t* chunk = nullptr;
-    if (std::string e = runtime_.allocate_pinned(reinterpret_cast<void**>(&chunk), slots * sizeof(std::uint32_t));
-        !e.empty()) {
-      return e;
+    if (!runtime_.allocate_pinned(reinterpret_cast<void**>(&chunk), slots * sizeof(std::uint32_t)).empty()) {
+      *ticket = 0;  // no memory for the slice CRCs: the host computes this one
+      return {};
     }
     d->crc_chunks.emplace_back(chunk, slots);
     d->crc_used = 0;
@@ -268,9 +290,10 @@ std::string DeviceStager::queue_checksum(const void* src, std::size_t bytes, int
 
   if (count > 0) {
     std::uint32_t* slices = nullptr;
-    if (std::string e = runtime_.allocate_async(reinterpret_cast<void**>(&slices), count * sizeof(std::uint32_t), d->stream);
-        !e.empty()) {
-      return e;
+    if (!runtime_.allocate_async(reinterpret_cast<void**>(&slices), count * sizeof(std::uint32_t), d->stream).empty()) {
+      d->crc_used -= count;
+      *ticket = 0;  // no device memory for the slice CRCs: the host computes this one
+      return {};
     }
     std::string e = runtime_.crc32_slices_async(src, bytes, slices, d->stream);
     if (e.empty()) e = runtime_.copy_to_host_async(host, slices, count * sizeof(std::uint32_t), d->stream);

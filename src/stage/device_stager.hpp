@@ -4,6 +4,13 @@
 // a device scratch region and moved in one transfer, so thousands of KB-sized
 // storages (biases, norms) do not cost one copy call each.
 //
+// Device memory is taken lazily and is optional: the scratch and item list
+// at a device's first packable copy, the CRC slice buffer at its first
+// checksum. Training leaves the device nearly full (torch's caching
+// allocator holds what it freed), so when an allocation fails the stager
+// copies unpacked and leaves the checksum to the host instead of failing
+// the checkpoint.
+//
 // Every method restores the calling thread's current device. Errors come back
 // as a non-empty message (the runtime's), never as exceptions. Used from one
 // thread.
@@ -58,7 +65,9 @@ class DeviceStager {
   /// Queues the slice CRC-32s of device memory (crc32_math's slices) on
   /// `device`'s staging stream, so ordered after the producer like the
   /// copies; they come back to pinned host memory on the same stream.
-  /// `shift_sub_slice` is crc32_shift(kSubSliceBytes). *ticket names them.
+  /// `shift_sub_slice` is crc32_shift(kSubSliceBytes). *ticket names them;
+  /// 0 (and no error) when the memory for them could not be had: the host
+  /// computes that CRC from the staged copy.
   std::string queue_checksum(const void* src, std::size_t bytes, int device, const std::uint32_t shift_sub_slice[32],
                              std::uint64_t* ticket);
   /// Waits for checksum `ticket` and hands over its slice CRCs and the bytes
@@ -76,6 +85,9 @@ class DeviceStager {
   std::string flush(Device& d);
   std::string mark(Device& d, std::uint64_t last_ticket);
   std::string record(Device& d, DeviceRuntime::Event* event);
+  // Whether d can pack: sets up its scratch, item list and their events at
+  // the first call; false, for good, when that memory cannot be had.
+  bool packing(Device& d);
 
   DeviceRuntime& runtime_;
   std::vector<std::unique_ptr<Device>> devices_;

@@ -219,7 +219,11 @@ std::string EmulatedDevice::pack_async(const detail::PackItem* items, int count,
 }
 
 std::string EmulatedDevice::allocate_async(void** memory, std::size_t bytes, Stream) {
-  return allocate_device(memory, bytes);
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  use_current_device();
+  if (failing("allocate_async")) return emulated_error("allocate_async");
+  *memory = allocate(bytes, true);
+  return {};
 }
 
 void EmulatedDevice::free_async(void* memory, Stream stream) {

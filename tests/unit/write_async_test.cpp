@@ -450,18 +450,30 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
 // write_async()'s capture of device storages on the device engine (emulated
 // device, CRCs on the "device"): complete when staging returns, so the
 // tensors may change at once, and the file is torch.save's.
-TEST(StagedWrite, ACaptureOfDeviceStoragesIsCompleteWhenStagingReturns) {
+// write_async's capture (kAllRecords) of a state dict's storages as device
+// storages of an emulated device, their CRCs computed on the device.
+struct EmulatedCapture {
   testing::EmulatedDevice emulated;
   std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
+  detail::SnapshotArena arena{0};
+
+  detail::FilePlan capture(const StateDict& sd) {
+    detail::FilePlan plan = plan_with_device_storages(sd);
+    detail::StageOptions stage_options;
+    stage_options.order_after_producers = false;
+    stage_options.checksum_on_device = true;
+    detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, *engine, stage_options);
+    return plan;
+  }
+};
+
+TEST(StagedWrite, ACaptureOfDeviceStoragesIsCompleteWhenStagingReturns) {
+  EmulatedCapture staging;
+  testing::EmulatedDevice& emulated = staging.emulated;
   testing::TempDir tmp;
   StateDict sd = model(5.0f);
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
-  detail::FilePlan plan = plan_with_device_storages(sd);
-  detail::SnapshotArena arena(0);
-  detail::StageOptions stage_options;
-  stage_options.order_after_producers = false;
-  stage_options.checksum_on_device = true;
-  detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, *engine, stage_options);
+  detail::FilePlan plan = staging.capture(sd);
   sd.at("w").toTensor().fill_(-1.0f);  // the trainer moves on
   sd.at("b").toTensor().fill_(-1.0);
   EXPECT_EQ(emulated.crc_kernels(), 2);
@@ -474,6 +486,28 @@ TEST(StagedWrite, ACaptureOfDeviceStoragesIsCompleteWhenStagingReturns) {
   stream_staged_plan(plan, tmp / "captured.pt", nullptr);
   EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
       << "not torch.save's bytes";
+}
+
+// A device that training left full: the pack scratch (first packable copy)
+// or a storage's CRC slice buffer cannot be had. The capture still makes
+// torch.save's file: unpacked copies, and that CRC computed on the host.
+TEST(StagedWrite, DeviceMemoryShortAtFirstTouchStillWritesTheFile) {
+  for (const char* failing : {"allocate_device", "allocate_async", "allocate_pinned"}) {
+    SCOPED_TRACE(failing);
+    EmulatedCapture staging;
+    testing::EmulatedDevice& emulated = staging.emulated;
+    testing::TempDir tmp;
+    StateDict sd = model(5.0f);
+    (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
+    emulated.fail_next(failing);
+    detail::FilePlan plan = staging.capture(sd);
+    const bool scratch_failed = std::string(failing) == "allocate_device";
+    EXPECT_EQ(emulated.packs(), scratch_failed ? 0 : 1);
+    EXPECT_EQ(emulated.crc_kernels(), scratch_failed ? 2 : 1);
+    stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+    EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
+        << "not torch.save's bytes";
+  }
 }
 
 // write_async captures and writes on ckptw's own thread, whose current device
