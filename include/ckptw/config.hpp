@@ -85,6 +85,13 @@ struct CKPTW_EXPORT CheckpointWriterConfig {
   /// CRCs combined on the host), so the host never checksums those bytes.
   /// Default false: ISA-L on the host, fast and already overlapped with I/O.
   bool crc_on_gpu = false;
+  /// With crc_on_gpu: storages smaller than this are checksummed on the host
+  /// after their copy lands. A device CRC costs a handful of API calls and a
+  /// kernel on the copy stream; for KB-sized storages (biases, norms: often
+  /// thousands of them) that costs more than the host's CRC of their bytes
+  /// and holds up the packed copies. Default 1 MiB; 0 checksums every
+  /// storage on its GPU.
+  std::size_t crc_on_gpu_min_bytes = std::size_t{1} << 20;
 
   /// How long close() waits for a write in flight. Default 600 s.
   int close_timeout_secs = 600;

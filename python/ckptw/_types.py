@@ -23,14 +23,14 @@ CheckpointWriterConfig = _C.CheckpointWriterConfig
 _CONFIG_FIELDS = [
     "write_barrier_timeout_secs", "storage_alignment", "io_backend", "direct_io", "write_buffer_bytes",
     "ring_buffers", "queue_depth", "fsync", "record_device_as_cpu", "staging_budget_bytes", "snapshot_sets",
-    "crc_on_gpu", "close_timeout_secs",
+    "crc_on_gpu", "crc_on_gpu_min_bytes", "close_timeout_secs",
 ]
 CheckpointWriterConfig.__doc__ = """How a CheckpointWriter writes; every field of the C++ struct, same names and defaults.
 
 ``CheckpointWriterConfig(write_barrier_timeout_secs=600, storage_alignment=64, io_backend="auto",
 direct_io=True, write_buffer_bytes=8 MiB, ring_buffers=4, queue_depth=3, fsync=True,
 record_device_as_cpu=False, staging_budget_bytes=0, snapshot_sets=1, crc_on_gpu=False,
-close_timeout_secs=600)``; include/ckptw/config.hpp documents each. Values are checked
+crc_on_gpu_min_bytes=1 MiB, close_timeout_secs=600)``; include/ckptw/config.hpp documents each. Values are checked
 when a writer is made (ckptw.UsageError).
 """
 CheckpointWriterConfig.__repr__ = lambda self: "CheckpointWriterConfig(" + ", ".join(

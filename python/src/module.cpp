@@ -291,7 +291,8 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init([](int write_barrier_timeout_secs, std::uint32_t storage_alignment, const std::string& io_backend,
                        bool direct_io, std::size_t write_buffer_bytes, unsigned ring_buffers, unsigned queue_depth,
                        bool fsync, bool record_device_as_cpu, std::size_t staging_budget_bytes,
-                       unsigned snapshot_sets, bool crc_on_gpu, int close_timeout_secs) {
+                       unsigned snapshot_sets, bool crc_on_gpu, std::size_t crc_on_gpu_min_bytes,
+                       int close_timeout_secs) {
              CheckpointWriterConfig c;
              c.write_barrier_timeout_secs = write_barrier_timeout_secs;
              c.storage_alignment = storage_alignment;
@@ -305,6 +306,7 @@ PYBIND11_MODULE(_C, m) {
              c.staging_budget_bytes = staging_budget_bytes;
              c.snapshot_sets = snapshot_sets;
              c.crc_on_gpu = crc_on_gpu;
+             c.crc_on_gpu_min_bytes = crc_on_gpu_min_bytes;
              c.close_timeout_secs = close_timeout_secs;
              return c;
            }),
@@ -314,7 +316,8 @@ PYBIND11_MODULE(_C, m) {
            py::arg("ring_buffers") = d.ring_buffers, py::arg("queue_depth") = d.queue_depth,
            py::arg("fsync") = d.fsync, py::arg("record_device_as_cpu") = d.record_device_as_cpu,
            py::arg("staging_budget_bytes") = d.staging_budget_bytes, py::arg("snapshot_sets") = d.snapshot_sets,
-           py::arg("crc_on_gpu") = d.crc_on_gpu, py::arg("close_timeout_secs") = d.close_timeout_secs)
+           py::arg("crc_on_gpu") = d.crc_on_gpu, py::arg("crc_on_gpu_min_bytes") = d.crc_on_gpu_min_bytes,
+           py::arg("close_timeout_secs") = d.close_timeout_secs)
       .def_readwrite("write_barrier_timeout_secs", &CheckpointWriterConfig::write_barrier_timeout_secs)
       .def_readwrite("storage_alignment", &CheckpointWriterConfig::storage_alignment)
       .def_property(
@@ -329,6 +332,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("staging_budget_bytes", &CheckpointWriterConfig::staging_budget_bytes)
       .def_readwrite("snapshot_sets", &CheckpointWriterConfig::snapshot_sets)
       .def_readwrite("crc_on_gpu", &CheckpointWriterConfig::crc_on_gpu)
+      .def_readwrite("crc_on_gpu_min_bytes", &CheckpointWriterConfig::crc_on_gpu_min_bytes)
       .def_readwrite("close_timeout_secs", &CheckpointWriterConfig::close_timeout_secs);
 
   py::class_<WriteResult>(m, "WriteResult")

@@ -73,7 +73,7 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
   }
   for (std::size_t i = 0; i < chosen.size(); ++i) {
     PlannedRecord& r = *chosen[i];
-    if (options.checksum_on_device && r.device >= 0) {
+    if (options.checksum_on_device && r.device >= 0 && r.size >= options.device_checksum_min_bytes) {
       r.crc32_ticket = engine.queue_device_crc32(r.data, r.size, r.device);
     }
     const std::uint64_t ticket =

@@ -37,6 +37,9 @@ struct StageOptions {
   /// kAllRecords takes the CRCs before returning, kDeviceRecords leaves
   /// their tickets to the streamer.
   bool checksum_on_device = false;
+  /// With checksum_on_device: payloads below this many bytes are checksummed
+  /// on the host (CheckpointWriterConfig::crc_on_gpu_min_bytes).
+  std::uint64_t device_checksum_min_bytes = 0;
   /// kDeviceRecords: host payload bytes up to which host records are copied
   /// into the file image next to the device ones (a copy either way: into
   /// the image here, or into the ring while streaming).

@@ -368,6 +368,7 @@ class CheckpointWriter::Impl {
   detail::StageOptions stage_options() const {
     detail::StageOptions options;
     options.checksum_on_device = config_.crc_on_gpu;
+    options.device_checksum_min_bytes = config_.crc_on_gpu_min_bytes;
     return options;
   }
 

@@ -121,6 +121,7 @@ TEST(Gpu, CrcOnGpuMatchesIsaL) {
   }
   CheckpointWriterConfig gpu_crc;
   gpu_crc.crc_on_gpu = true;
+  gpu_crc.crc_on_gpu_min_bytes = 0;  // every size on the GPU, the small ones too
   (void)CheckpointWriter(gpu_crc, RankInfo{0, 1}).write(tmp / "gpu", sd);
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "host", sd);
   EXPECT_EQ(testing::read_file(tmp / "gpu/checkpoint_0.pt"), testing::read_file(tmp / "host/checkpoint_0.pt"));

@@ -457,11 +457,12 @@ struct EmulatedCapture {
   std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
   detail::SnapshotArena arena{0};
 
-  detail::FilePlan capture(const StateDict& sd) {
+  detail::FilePlan capture(const StateDict& sd, std::uint64_t device_checksum_min_bytes = 0) {
     detail::FilePlan plan = plan_with_device_storages(sd);
     detail::StageOptions stage_options;
     stage_options.order_after_producers = false;
     stage_options.checksum_on_device = true;
+    stage_options.device_checksum_min_bytes = device_checksum_min_bytes;
     detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, *engine, stage_options);
     return plan;
   }
@@ -486,6 +487,19 @@ TEST(StagedWrite, ACaptureOfDeviceStoragesIsCompleteWhenStagingReturns) {
   stream_staged_plan(plan, tmp / "captured.pt", nullptr);
   EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
       << "not torch.save's bytes";
+}
+
+// crc_on_gpu_min_bytes: the 2,400-byte storage is checksummed on the host,
+// the 256 KiB one on the device; the file is the same.
+TEST(StagedWrite, SmallStoragesAreChecksummedOnTheHost) {
+  EmulatedCapture staging;
+  testing::TempDir tmp;
+  StateDict sd = model(5.0f);
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
+  detail::FilePlan plan = staging.capture(sd, 4096);
+  EXPECT_EQ(staging.emulated.crc_kernels(), 1);
+  stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+  EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"));
 }
 
 // A device that training left full: the pack scratch (first packable copy)
