@@ -49,13 +49,22 @@ struct DeviceStager::Device {
     for (const Mark& m : marks) runtime->destroy_event(m.event);
     for (Event e : spare_events) runtime->destroy_event(e);
     for (const auto& chunk : crc_chunks) runtime->free_pinned(chunk.first);
+    free_packing();
+    if (stream) runtime->destroy_stream(stream);
+  }
+
+  // The scratch, item lists and their events (what packing() sets up).
+  void free_packing() {
     for (int i = 0; i < 2; ++i) {
       if (items_free[i]) runtime->destroy_event(items_free[i]);
       if (items_host[i]) runtime->free_pinned(items_host[i]);
+      items_free[i] = nullptr;
+      items_host[i] = nullptr;
     }
     if (items_device) runtime->free_device(items_device);
     if (scratch) runtime->free_device(scratch);
-    if (stream) runtime->destroy_stream(stream);
+    items_device = nullptr;
+    scratch = nullptr;
   }
 };
 
@@ -96,16 +105,7 @@ bool DeviceStager::packing(Device& d) {
   }
   if (e.empty()) return true;
   // Nothing was queued with any of it yet: give back what was had.
-  for (int i = 0; i < 2; ++i) {
-    if (d.items_free[i]) runtime_.destroy_event(d.items_free[i]);
-    if (d.items_host[i]) runtime_.free_pinned(d.items_host[i]);
-    d.items_free[i] = nullptr;
-    d.items_host[i] = nullptr;
-  }
-  if (d.items_device) runtime_.free_device(d.items_device);
-  if (d.scratch) runtime_.free_device(d.scratch);
-  d.items_device = nullptr;
-  d.scratch = nullptr;
+  d.free_packing();
   d.packing_unavailable = true;
   return false;
 }
