@@ -62,6 +62,23 @@ CKPTW_EXPORT std::string uncommitted_reason(const std::string& dir);
 /// (`/ckpt` -> `/ckpt/step_3000`). A torn or half-written step is skipped.
 CKPTW_EXPORT std::string latest_committed(const std::string& root);
 
+/// What verify_records() checked.
+struct CKPTW_EXPORT RecordCheck {
+  std::size_t records = 0;
+  /// Records stored without a CRC-32: their directory says 0 where their
+  /// bytes' CRC-32 is not, as torch writes under
+  /// torch.serialization.set_crc32_options(False) and for the data it skips
+  /// (skip_data()). Nothing can verify them.
+  std::vector<std::string> without_crc;
+};
+
+/// Checks .pt file `file` without interpreting its pickle: the zip structure,
+/// and the CRC-32 of every stored record against the central directory.
+/// Throws ckptw::FormatError naming the first damaged record and its offset,
+/// ckptw::IoError when it cannot be read. A record without a CRC-32 is a
+/// FormatError too, unless `allow_records_without_crc`: then it is listed.
+CKPTW_EXPORT RecordCheck verify_records(const std::string& file, bool allow_records_without_crc = false);
+
 struct CKPTW_EXPORT ReadResult {
   StateDict state_dict = make_state_dict();
   /// Template keys the file lacks, as `a.b` / `a[i]`.

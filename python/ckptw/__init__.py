@@ -30,7 +30,7 @@ if _C.TORCH_VERSION != _torch.__version__.split("+")[0]:
 
 from ._async import PassThroughStager, WriteAsyncProcess, async_checkpointer
 from ._barriers import BarrierConfig, NcclBarrier, ProcessGroupBarrier, TCPStoreBarrier, create_barrier_from_config
-from ._reader import CheckpointReader, latest_committed, load
+from ._reader import CheckpointReader, UncheckedRecordsWarning, latest_committed, load
 from ._types import CheckpointWriterConfig, RankInfo
 from ._writer import CheckpointWriter, save
 
@@ -47,7 +47,7 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "save", "load", "build_info", "__version__",
+    "save", "load", "UncheckedRecordsWarning", "build_info", "__version__",
     "RankInfo", "CheckpointWriterConfig", "CheckpointWriter", "CheckpointReader", "latest_committed",
     "async_checkpointer", "PassThroughStager", "WriteAsyncProcess",
     "BarrierConfig", "create_barrier_from_config", "TCPStoreBarrier", "ProcessGroupBarrier", "NcclBarrier",

@@ -51,3 +51,13 @@ def as_rank_info(rank_info) -> RankInfo:
     if env is not None and env.global_rank == out.global_rank:
         out.local_rank, out.master_address, out.master_port = env.local_rank, env.master_address, env.master_port
     return out
+
+
+def torch_serialization_config(section):
+    """torch.utils.serialization.config.<section> ("save" or "load"): the settings torch.save and
+    torch.load honour; None for a torch without them."""
+    try:
+        from torch.utils.serialization import config
+    except ImportError:
+        return None
+    return getattr(config, section, None)

@@ -2,7 +2,9 @@
 
 import atexit
 import concurrent.futures
+import errno
 import os
+import pickle
 import queue
 import shutil
 import tempfile
@@ -10,8 +12,8 @@ import threading
 import weakref
 
 from . import _C
-from .errors import CommitAborted
-from ._types import CheckpointWriterConfig, RankInfo, as_rank_info
+from .errors import CommitAborted, FormatError, NotFoundError
+from ._types import CheckpointWriterConfig, RankInfo, as_rank_info, torch_serialization_config
 
 
 def _raise_hook_error_first(context, aborted):
@@ -151,7 +153,66 @@ _save_writer = None
 _save_lock = threading.Lock()
 
 
-def save(obj, f, *, config=None) -> None:
+def _torch_save_reason(pickle_module, pickle_protocol, use_new_zipfile, disable_byteorder_record):
+    """Why torch.save itself must write this file (a setting ckptw's encoder does not reproduce), or None."""
+    import torch.serialization as serialization
+
+    save_config = torch_serialization_config("save")
+    tls = getattr(serialization, "_serialization_tls", None)
+    reasons = [
+        (pickle_module is not pickle, "pickle_module"),
+        (pickle_protocol != 2, f"pickle_protocol={pickle_protocol}"),
+        (not use_new_zipfile, "_use_new_zipfile_serialization=False"),
+        (disable_byteorder_record, "_disable_byteorder_record=True"),
+        (save_config is not None and not save_config.compute_crc32, "set_crc32_options(False)"),
+        (save_config is not None and save_config.storage_alignment != 64,
+         f"storage_alignment={getattr(save_config, 'storage_alignment', 64)}"),
+        (bool(getattr(tls, "skip_data", False)), "skip_data()"),
+    ]
+    return next((why for differs, why in reasons if differs), None)
+
+
+def _save_with_torch(obj, path, torch_args, fsync, refused):
+    """torch.save's own bytes under ckptw's commit: a temporary file of the same name (torch.save
+    names the archive after it) in a directory beside ``path``, checked to load with
+    torch.load(weights_only=True), fsynced, renamed over ``path``, directory fsynced."""
+    import torch
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise NotFoundError(errno.ENOENT, f"ckptw.save: the directory of '{path}' does not exist", directory)
+    staging = tempfile.mkdtemp(prefix=".ckptw-save-", dir=directory)
+    try:
+        temp = os.path.join(staging, os.path.basename(path))
+        try:
+            torch.save(obj, temp, **torch_args)
+        except Exception as theirs:  # noqa: BLE001 - torch.save cannot write it either
+            if refused is not None:
+                raise refused from theirs
+            raise
+        try:
+            torch.load(temp, map_location="cpu", weights_only=True, mmap=torch_args["_use_new_zipfile_serialization"])
+        except Exception as theirs:  # noqa: BLE001 - the refusal is reported as ckptw's
+            if refused is not None:
+                raise refused from theirs
+            raise FormatError(f"ckptw: cannot save '{path}': torch.load(weights_only=True) would refuse what "
+                              f"torch.save wrote: {theirs}") from theirs
+        if fsync:
+            with open(temp, "rb") as written:
+                os.fsync(written.fileno())
+        os.replace(temp, path)
+        if fsync:
+            descriptor = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def save(obj, f, pickle_module=pickle, pickle_protocol=2, _use_new_zipfile_serialization=True,
+         _disable_byteorder_record=False, *, config=None) -> None:
     """``torch.save(obj, f)`` with ckptw's writer: the same bytes, written atomically.
 
     ``f`` is a path (str or os.PathLike): the file appears under its name only once it
@@ -160,16 +221,25 @@ def save(obj, f, *, config=None) -> None:
     must exist, as for torch.save. A file-like ``f`` (``io.BytesIO``) receives the
     same bytes, written to a temporary file first.
 
-    ``obj``: anything torch.load(weights_only=True) loads (tensors, Parameters, dicts,
-    OrderedDicts with ``_metadata``, lists, tuples, sets, str, int, float, complex,
-    bytes, torch.Size/dtype/device ...). Anything else is a ckptw.FormatError naming
-    its key path and type.
+    ``obj``: anything torch.load(weights_only=True) loads; anything else is a
+    ckptw.FormatError naming its key path and type, with nothing written. The common
+    objects (tensors, Parameters, dicts, OrderedDicts with ``_metadata``, lists, tuples,
+    sets, str, int, float, complex, bytes, torch.Size/dtype/device ...) are encoded by
+    ckptw's own writer. The rest (storages, sparse, quantized and meta tensors,
+    ``add_safe_globals`` types ...), and every call whose arguments or torch settings
+    (``set_crc32_options``, ``storage_alignment``, ``skip_data()``, pickle_module,
+    pickle_protocol, the pre-1.6 format) ckptw's writer does not reproduce, are written
+    by torch.save itself, checked to load with torch.load(weights_only=True), then
+    committed as above.
     """
+    torch_args = dict(pickle_module=pickle_module, pickle_protocol=pickle_protocol,
+                      _use_new_zipfile_serialization=_use_new_zipfile_serialization,
+                      _disable_byteorder_record=_disable_byteorder_record)
     if hasattr(f, "write"):
         directory = tempfile.mkdtemp(prefix="ckptw-save-")
         try:
             path = os.path.join(directory, "archive.pt")  # torch.save's archive name for a file object
-            save(obj, path, config=config)
+            save(obj, path, **torch_args, config=config)
             with open(path, "rb") as encoded:
                 shutil.copyfileobj(encoded, f, 8 << 20)
         finally:
@@ -178,6 +248,20 @@ def save(obj, f, *, config=None) -> None:
     path = os.fspath(f)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    fsync = config is None or config.fsync
+    if _torch_save_reason(pickle_module, pickle_protocol, _use_new_zipfile_serialization,
+                          _disable_byteorder_record) is not None:
+        _save_with_torch(obj, path, torch_args, fsync, None)
+        return
+    try:
+        _save_with_ckptw(obj, path, config)
+    except FormatError as refused:
+        # An object ckptw's encoder does not write: torch.save writes it, if torch's
+        # weights-only loader takes it back; otherwise ckptw's error, naming the key path.
+        _save_with_torch(obj, path, torch_args, fsync, refused)
+
+
+def _save_with_ckptw(obj, path, config):
     if config is not None:
         writer = _C.Writer(config, RankInfo(0, 1), None, None)
         try:

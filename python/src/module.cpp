@@ -417,6 +417,18 @@ PYBIND11_MODULE(_C, m) {
       py::arg("file"), py::arg("map_location"), py::arg("verify_crc"), py::arg("io_backend"));
 
   m.def(
+      "verify_records",
+      [](const std::string& file, bool allow_records_without_crc) {
+        RecordCheck check;
+        {
+          py::gil_scoped_release nogil;
+          check = verify_records(file, allow_records_without_crc);
+        }
+        return py::make_tuple(check.records, check.without_crc);
+      },
+      py::arg("file"), py::arg("allow_records_without_crc"));
+
+  m.def(
       "read_checkpoint",
       [](const std::string& path, const RankInfo& rank_info, const py::object& state_dict,
          const py::object& map_location, bool strict, bool verify_crc, bool require_manifest,

@@ -124,7 +124,11 @@ class FromPython {
     }
     if (is_type(obj, types.torch_dtype)) {
       std::string name = py::str(obj);  // "torch.float32"
-      return Value::dtype(name.substr(name.find('.') + 1));
+      try {
+        return Value::dtype(name.substr(name.find('.') + 1));
+      } catch (const UsageError& e) {  // qint8, bits16, ...: torch.save writes them (see save())
+        throw FormatError("cannot save " + name + " with ckptw's encoder: " + e.message(), "", at.key_path());
+      }
     }
     if (is_type(obj, types.torch_device)) {
       py::object index = obj.attr("index");

@@ -393,7 +393,8 @@ class Loader {
   void check_crc_of_record(const std::string& name, const detail::ZipRecord& record, std::uint32_t crc,
                            const std::string& key_path = {}) const {
     if (options_.verify_crc && crc != record.crc32) {
-      throw FormatError("CRC-32 mismatch in record " + name + " at offset " + std::to_string(record.payload_offset),
+      throw FormatError("CRC-32 mismatch in record " + name + " at offset " + std::to_string(record.payload_offset) +
+                            (record.crc32 == 0 ? detail::kNoCrcRecordedHint : ""),
                         file_.path(), key_path);
     }
   }

@@ -51,7 +51,9 @@ std::string read_data_pkl(const ByteSource& file, const ZipIndex& index, bool ve
   if (pickle->size > kMaxPickleBytes) throw FormatError("data.pkl larger than 2 GiB", path);
   std::string bytes = file.read(pickle->payload_offset, static_cast<std::size_t>(pickle->size));
   if (verify_crc && crc32_update(0, bytes.data(), bytes.size()) != pickle->crc32) {
-    throw FormatError("CRC-32 mismatch in record data.pkl at offset " + std::to_string(pickle->payload_offset), path);
+    throw FormatError("CRC-32 mismatch in record data.pkl at offset " + std::to_string(pickle->payload_offset) +
+                          (pickle->crc32 == 0 ? kNoCrcRecordedHint : ""),
+                      path);
   }
   return bytes;
 }
@@ -87,7 +89,7 @@ void verify_record_crcs(const std::string& path, const ZipIndex& index) {
   verify_record_crcs(file, index);
 }
 
-void verify_record_crcs(const ByteSource& file, const ZipIndex& index) {
+void verify_record_crcs(const ByteSource& file, const ZipIndex& index, std::vector<std::string>* without_crc) {
   std::string buffer;
   for (const auto& record : index.records) {
     if (record.method != 0) continue;
@@ -100,10 +102,14 @@ void verify_record_crcs(const ByteSource& file, const ZipIndex& index) {
       done += n;
     }
     if (crc != record.crc32) {
-      char text[128];
+      if (record.crc32 == 0 && without_crc != nullptr) {
+        without_crc->push_back(record.name);
+        continue;
+      }
+      char text[160];
       std::snprintf(text, sizeof text, "CRC-32 mismatch in record %s at offset %llu: computed %08x, directory says %08x",
                     record.name.c_str(), static_cast<unsigned long long>(record.payload_offset), crc, record.crc32);
-      throw FormatError(text, file.path());
+      throw FormatError(text + std::string(record.crc32 == 0 ? kNoCrcRecordedHint : ""), file.path());
     }
   }
 }

@@ -37,8 +37,16 @@ InspectedFile inspect_pt(const ByteSource& source);
 
 /// Recomputes the CRC-32 of every stored record and compares it with the
 /// central directory. Throws ckptw::FormatError naming the first bad record
-/// and its offset.
+/// and its offset. With `without_crc`, a record whose directory CRC-32 is 0
+/// while its bytes' is not (torch writes 0 when it computes none) is listed
+/// there instead: it was written unchecksummed, not damaged.
 void verify_record_crcs(const std::string& path, const ZipIndex& index);
-void verify_record_crcs(const ByteSource& source, const ZipIndex& index);
+void verify_record_crcs(const ByteSource& source, const ZipIndex& index,
+                        std::vector<std::string>* without_crc = nullptr);
+
+/// The sentence a CRC mismatch error adds when the directory's CRC-32 is 0.
+inline constexpr const char* kNoCrcRecordedHint =
+    " (the directory records no CRC-32: the file was written without them, as "
+    "torch.serialization.set_crc32_options(False) or skip_data() write; ckptw.load loads it with a warning)";
 
 }  // namespace ckptw::detail

@@ -6,6 +6,7 @@
 #include <dirent.h>
 
 #include "checksum/crc32.hpp"
+#include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/error.hpp"
 #include "read/pt_inspect.hpp"
 
@@ -101,3 +102,16 @@ std::vector<FileVerdict> verify_path(const std::string& path) {
 }
 
 }  // namespace ckptw::detail
+
+namespace ckptw {
+
+RecordCheck verify_records(const std::string& file, bool allow_records_without_crc) {
+  detail::RandomAccessFile source(file);
+  const detail::ZipIndex index = detail::read_zip_index(source);
+  RecordCheck check;
+  check.records = index.records.size();
+  detail::verify_record_crcs(source, index, allow_records_without_crc ? &check.without_crc : nullptr);
+  return check;
+}
+
+}  // namespace ckptw

@@ -7,25 +7,60 @@ import math
 import torch
 
 
+def bits(t):
+    """The stored bytes of tensor `t`'s elements in order, its conj/neg bits not applied (they are
+    compared apart): bitwise, so NaNs equal themselves, -0.0 differs from 0.0, and dtypes torch.equal
+    does not implement (complex32; negating uint16) are compared too."""
+    raw = torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), t.storage_offset(), t.shape,
+                                                              t.stride())
+    flat = raw.cpu().reshape(-1)
+    return flat.new_empty(flat.numel()).copy_(flat).view(torch.uint8)  # a fresh copy: stride 1 even for 1 element
+
+
 def assert_same(a, b, path="root", seen=None):
     seen = {} if seen is None else seen
     assert type(a) is type(b), f"{path}: {type(a).__name__} vs {type(b).__name__}"
-    if isinstance(a, (torch.Tensor, list, dict, tuple, set, collections.Counter)):
+    if isinstance(a, (torch.Tensor, torch.TypedStorage, torch.UntypedStorage, list, dict, tuple, set,
+                      collections.Counter)):
         # Sharing: an object met again in `a` must be the one met with it in `b`.
         if id(a) in seen:
             assert seen[id(a)] is b, f"{path}: shared in one object, not in the other"
             return
         seen[id(a)] = b
     if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride(), path
-        assert a.storage_offset() == b.storage_offset(), f"{path}: storage offset"
+        assert a.dtype == b.dtype and a.shape == b.shape and a.layout == b.layout, path
         assert a.requires_grad == b.requires_grad, path
         assert a.device == b.device, path
-        assert (a.is_conj(), a.is_neg()) == (b.is_conj(), b.is_neg()), f"{path}: conj/neg bits"
         assert_same(dict(vars(a)), dict(vars(b)), f"{path}.__dict__", seen)
-        assert torch.equal(a.detach().view(torch.uint8) if a.dtype.itemsize == 1 and a.dtype.is_floating_point
-                           else a.detach(), b.detach().view(torch.uint8) if b.dtype.itemsize == 1 and
-                           b.dtype.is_floating_point else b.detach()) or (a.numel() == 0), path
+        if a.layout != torch.strided:  # sparse: compressed indices and values, densified
+            if a.layout == torch.sparse_coo:
+                assert a.is_coalesced() == b.is_coalesced(), f"{path}: coalesced"
+                assert torch.equal(a._indices(), b._indices()) and torch.equal(a._values(), b._values()), path
+            assert torch.equal(a.to_dense(), b.to_dense()), path
+            return
+        assert a.stride() == b.stride(), path
+        assert a.storage_offset() == b.storage_offset(), f"{path}: storage offset"
+        assert (a.is_conj(), a.is_neg()) == (b.is_conj(), b.is_neg()), f"{path}: conj/neg bits"
+        if a.is_quantized:
+            assert a.qscheme() == b.qscheme(), f"{path}: qscheme"
+            if a.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                assert (a.q_scale(), a.q_zero_point()) == (b.q_scale(), b.q_zero_point()), f"{path}: qparams"
+            else:
+                assert torch.equal(a.q_per_channel_scales(), b.q_per_channel_scales()), f"{path}: scales"
+                assert torch.equal(a.q_per_channel_zero_points(), b.q_per_channel_zero_points()), path
+                assert a.q_per_channel_axis() == b.q_per_channel_axis(), path
+            assert torch.equal(a.int_repr(), b.int_repr()), path
+            return
+        if a.is_meta:
+            return  # no values
+        assert torch.equal(bits(a), bits(b)), f"{path}: values"
+    elif isinstance(a, (torch.TypedStorage, torch.UntypedStorage)):
+        assert a.device == b.device and a.nbytes() == b.nbytes(), path
+        if isinstance(a, torch.TypedStorage):
+            assert a.dtype == b.dtype, f"{path}: storage dtype"
+        if a.device.type != "meta":
+            assert bytes(a.untyped() if isinstance(a, torch.TypedStorage) else a) == bytes(
+                b.untyped() if isinstance(b, torch.TypedStorage) else b), f"{path}: storage bytes"
     elif isinstance(a, dict):
         assert list(a.keys()) == list(b.keys()), f"{path}: keys {list(a)[:5]} vs {list(b)[:5]}"
         for k in a:

@@ -215,5 +215,41 @@ TEST(CheckpointReader, CorruptPayloadIsACrcErrorUnlessCheckingIsOff) {
   EXPECT_NO_THROW((void)CheckpointReader(RankInfo{0, 1}).read_file(tmp / "bad.pt", std::nullopt, no_crc));
 }
 
+// Overwrites with 0 the CRC-32 that record `name`'s local header and central
+// directory entry hold, as torch.save does when it computes none.
+std::string without_crc(std::string bytes, const std::string& name) {
+  for (std::size_t p = bytes.find(name); p != std::string::npos; p = bytes.find(name, p + 1)) {
+    if (p >= 30 && bytes.compare(p - 30, 4, "PK\x03\x04") == 0) bytes.replace(p - 30 + 14, 4, 4, '\0');
+    if (p >= 46 && bytes.compare(p - 46, 4, "PK\x01\x02") == 0) bytes.replace(p - 46 + 16, 4, 4, '\0');
+  }
+  return bytes;
+}
+
+TEST(VerifyRecords, ChecksEveryRecordAndListsTheOnesWithoutACrcOnlyWhenAllowed) {
+  testing::TempDir tmp;
+  const std::string file = write(tmp) + "/checkpoint_0.pt";
+  const RecordCheck good = verify_records(file);
+  EXPECT_GE(good.records, 7u);
+  EXPECT_TRUE(good.without_crc.empty());
+
+  std::ofstream(tmp / "nocrc.pt", std::ios::binary | std::ios::trunc)
+      << without_crc(testing::read_file(file), "checkpoint_0/data/0");
+  try {
+    (void)verify_records(tmp / "nocrc.pt");
+    FAIL() << "a record without a CRC-32 passed unnoticed";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("records no CRC-32"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW((void)CheckpointReader(RankInfo{0, 1}).read_file(tmp / "nocrc.pt"), FormatError);
+  EXPECT_EQ(verify_records(tmp / "nocrc.pt", true).without_crc, (std::vector<std::string>{"data/0"}));
+
+  std::string damaged = testing::read_file(file);
+  const std::size_t at = damaged.find("checkpoint_0/data/0") + 64;
+  damaged[(at + 63) / 64 * 64] ^= 0x40;  // the first payload byte past the header (64-byte aligned)
+  std::ofstream(tmp / "bad.pt", std::ios::binary | std::ios::trunc) << damaged;
+  EXPECT_THROW((void)verify_records(tmp / "bad.pt", true), FormatError);
+  EXPECT_THROW((void)verify_records(tmp / "missing.pt"), IoError);
+}
+
 }  // namespace
 }  // namespace ckptw
