@@ -77,6 +77,19 @@ def test_save_under_torchs_settings_writes_torchs_bytes(name, tmp_path):
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["c.pt"]  # no staging left
 
 
+def test_fake_tensors_under_skip_data_get_torchs_bytes_and_load_with_a_warning(tmp_path):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = {"w": torch.empty(4, 4), "b": torch.empty(3, dtype=torch.bfloat16)}
+    with torch.serialization.skip_data(materialize_fake_tensors=True):
+        theirs, ours = saved_by_both(tmp_path, fake)
+    assert ours == theirs
+    with pytest.warns(ckptw.UncheckedRecordsWarning, match="data/0, data/1"):
+        loaded = ckptw.load(tmp_path / "ours" / "c.pt")
+    assert_same(loaded, torch.load(tmp_path / "theirs" / "c.pt", weights_only=True))
+
+
 def test_a_pickle_protocol_torchs_weights_only_loader_refuses_is_refused(tmp_path):
     data = io.BytesIO()
     torch.save(state(), data, pickle_protocol=4)
