@@ -7,6 +7,7 @@
 #include "ckptw/error.hpp"
 #include "stage/copy_engine.hpp"
 #include "stage/device_stager.hpp"
+#include "stage/torch_device_memory.hpp"
 
 #if CKPTW_HAVE_CUDA
 #include "cuda_info.cuh"
@@ -92,7 +93,12 @@ std::unique_ptr<CopyEngine> make_device_copy_engine(DeviceRuntime& runtime, cons
 
 std::unique_ptr<CopyEngine> make_copy_engine() {
 #if CKPTW_HAVE_CUDA
-  if (cuda::device_count() > 0) return make_device_copy_engine(cuda::device_runtime(), "cuda");
+  if (cuda::device_count() > 0) {
+    // Never destroyed, as cuda::device_runtime(): engines of writers closed
+    // during the process's exit may still free through it.
+    static DeviceRuntime* const runtime = with_torch_device_memory(cuda::device_runtime()).release();
+    return make_device_copy_engine(*runtime, "cuda");
+  }
 #endif
   return make_host_copy_engine();
 }

@@ -32,6 +32,7 @@
 #include "checksum/crc32.hpp"
 #include "stage/snapshot_arena.hpp"
 #include "stage/stage_records.hpp"
+#include "stage/torch_device_memory.hpp"
 #include "writer/image_streamer.hpp"
 #include "support/emulated_device.hpp"
 #include "support/fault_backend.hpp"
@@ -452,19 +453,24 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
 // tensors may change at once, and the file is torch.save's.
 // write_async's capture (kAllRecords) of a state dict's storages as device
 // storages of an emulated device, their CRCs computed on the device.
+detail::FilePlan capture_on_device(const StateDict& sd, detail::CopyEngine& engine, detail::SnapshotArena& arena,
+                                   int device = 0, std::uint64_t device_checksum_min_bytes = 0) {
+  detail::FilePlan plan = plan_with_device_storages(sd, device);
+  detail::StageOptions stage_options;
+  stage_options.order_after_producers = false;
+  stage_options.checksum_on_device = true;
+  stage_options.device_checksum_min_bytes = device_checksum_min_bytes;
+  detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, engine, stage_options);
+  return plan;
+}
+
 struct EmulatedCapture {
   testing::EmulatedDevice emulated;
   std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
   detail::SnapshotArena arena{0};
 
   detail::FilePlan capture(const StateDict& sd, std::uint64_t device_checksum_min_bytes = 0) {
-    detail::FilePlan plan = plan_with_device_storages(sd);
-    detail::StageOptions stage_options;
-    stage_options.order_after_producers = false;
-    stage_options.checksum_on_device = true;
-    stage_options.device_checksum_min_bytes = device_checksum_min_bytes;
-    detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, *engine, stage_options);
-    return plan;
+    return capture_on_device(sd, *engine, arena, 0, device_checksum_min_bytes);
   }
 };
 
@@ -524,6 +530,30 @@ TEST(StagedWrite, DeviceMemoryShortAtFirstTouchStillWritesTheFile) {
   }
 }
 
+// Staging's device memory through torch's caching allocator: where torch
+// has not set that allocator up (no CUDA device here), every allocation and
+// free reaches the runtime underneath, packing and device CRCs still run, and
+// nothing is left allocated once the engine is gone.
+TEST(StagedWrite, TorchDeviceMemoryFallsThroughToTheRuntimeWhenTorchHasNoAllocator) {
+  testing::EmulatedDevice emulated;
+  testing::TempDir tmp;
+  const StateDict sd = model(7.0f);
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
+  {
+    std::unique_ptr<detail::DeviceRuntime> runtime = detail::with_torch_device_memory(emulated);
+    std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(*runtime, "emulated");
+    detail::SnapshotArena arena(0);
+    detail::FilePlan plan = capture_on_device(sd, *engine, arena);
+    stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+    engine->finish();
+    EXPECT_EQ(emulated.packs(), 1);
+    EXPECT_EQ(emulated.crc_kernels(), 2);
+  }
+  EXPECT_EQ(emulated.live_resources(), 0);
+  EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
+      << "not torch.save's bytes";
+}
+
 // write_async captures and writes on ckptw's own thread, whose current device
 // is 0: with every storage on device 1, nothing may create a context on
 // device 0 (an 8-rank node would otherwise hold eight on GPU 0). Before the
@@ -536,12 +566,8 @@ TEST(StagedWrite, StoragesOnDeviceOneNeverTouchDeviceZero) {
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
   std::thread ckptw_thread([&] {
     std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
-    detail::FilePlan plan = plan_with_device_storages(sd, 1);
     detail::SnapshotArena arena(0);
-    detail::StageOptions stage_options;
-    stage_options.order_after_producers = false;
-    stage_options.checksum_on_device = true;
-    detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, *engine, stage_options);
+    detail::FilePlan plan = capture_on_device(sd, *engine, arena, 1);
     stream_staged_plan(plan, tmp / "captured.pt", nullptr);
     engine->finish();
   });
