@@ -21,18 +21,13 @@ struct PlannedRecord {
   const unsigned char* data = nullptr;  ///< payload bytes, `size` of them (null when size is 0)
   std::uint64_t size = 0;
   /// Where `data` lives: -1 for host memory, else the CUDA device index. The
-  /// streamer reads host memory only; stage_records() moves device payloads.
+  /// streamer reads host memory only; stage_records() moves device payloads
+  /// (and keeps the state of copies in flight in its Staging, not here).
   int device = -1;
-  /// Set by stage_records() when `data` is still being copied in: the copy
-  /// engine ticket to wait for before reading it (0: ready).
-  std::uint64_t staged_ticket = 0;
   /// The payload's CRC-32, when computed where the bytes live (on the GPU);
   /// the streamer then does not checksum them again.
   bool crc32_known = false;
   std::uint32_t crc32 = 0;
-  /// Set by stage_records() when that CRC-32 is still being computed: the
-  /// copy engine's ticket for device_crc32_result() (0: none).
-  std::uint64_t crc32_ticket = 0;
   /// The payload is the serialization id, computed from the CRCs of the records
   /// before it; `data` is unused.
   bool is_serialization_id = false;
@@ -54,14 +49,6 @@ struct FilePlan {
   std::deque<std::string> owned_payloads;
   /// Owners of tensor memory that `records[i].data` points into.
   std::vector<std::shared_ptr<const void>> keep_alive;
-
-  /// Set by stage_records(kAllRecords): page-aligned memory of at least
-  /// file_size rounded up to 4096 bytes in which every payload already sits
-  /// at its file offset (records[i].data == image + payload_offset). The
-  /// streamer fills in headers, descriptors and the central directory around
-  /// them and writes the file straight from it, O_DIRECT included: no copy
-  /// through the ring.
-  unsigned char* image = nullptr;
 
   /// Appends a record whose payload is a copy of `bytes`.
   void add_owned_record(std::string name, std::string bytes);

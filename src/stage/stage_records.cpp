@@ -17,8 +17,8 @@ std::uint64_t align_for(std::uint64_t offset, std::uint64_t size) {
 
 }  // namespace
 
-std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
-                            const StageOptions& options) {
+Staging stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
+                      const StageOptions& options) {
   std::uint64_t host_bytes = 0;
   std::uint64_t device_bytes = 0;
   for (const PlannedRecord& r : plan.records) {
@@ -28,30 +28,34 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
   const std::uint64_t image_bytes = (plan.file_size + 4095) / 4096 * 4096;  // the O_DIRECT tail is padded to a block
   const bool image = what == StageWhat::kAllRecords ||
                      (device_bytes > 0 && host_bytes <= options.image_host_bytes && arena.fits(image_bytes));
-  std::vector<PlannedRecord*> chosen;
+  std::vector<std::size_t> chosen;  // record indexes
   std::uint64_t end = 0;
   std::vector<std::uint64_t> offsets;
-  for (PlannedRecord& r : plan.records) {
+  for (std::size_t i = 0; i < plan.records.size(); ++i) {
+    const PlannedRecord& r = plan.records[i];
     if (r.size == 0 || r.data == nullptr || r.is_serialization_id) continue;
     if (!image && r.device < 0) continue;
     const std::uint64_t offset = image ? r.payload_offset : align_for(end, r.size);
-    chosen.push_back(&r);
+    chosen.push_back(i);
     offsets.push_back(offset);
     end = offset + r.size;
   }
+  Staging staging;
   if (image) {
     end = image_bytes;
   } else if (chosen.empty()) {
-    return 0;
+    return staging;
   }
   std::set<int> devices;
-  for (const PlannedRecord* r : chosen) {
-    if (r->device >= 0) devices.insert(r->device);
+  for (std::size_t i : chosen) {
+    if (plan.records[i].device >= 0) devices.insert(plan.records[i].device);
   }
   // Pinned under a device the copies come from: under the thread's current
   // one, cudaHostRegister would make a context on a GPU the rank never uses.
   unsigned char* base = arena.reserve(end, engine, devices.empty() ? -1 : *devices.begin());
-  if (image) plan.image = base;
+  staging.bytes = end;
+  if (image) staging.image = base;
+  staging.records.resize(plan.records.size());
 
   // Each device's copies wait for what the producer already queued on the
   // device's current stream (the stream the caller's kernels ran on), never
@@ -71,29 +75,28 @@ std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena
     event.record(producer);
     engine.wait_for_producer(device, event.eventId());
   }
-  for (std::size_t i = 0; i < chosen.size(); ++i) {
-    PlannedRecord& r = *chosen[i];
+  for (std::size_t k = 0; k < chosen.size(); ++k) {
+    PlannedRecord& r = plan.records[chosen[k]];
+    StagedRecord& staged = staging.records[chosen[k]];
     if (options.checksum_on_device && r.device >= 0 && r.size >= options.device_checksum_min_bytes) {
-      r.crc32_ticket = engine.queue_device_crc32(r.data, r.size, r.device);
+      staged.crc32_ticket = engine.queue_device_crc32(r.data, r.size, r.device);
     }
-    const std::uint64_t ticket =
-        engine.copy_to_host(base + offsets[i], chosen[i]->data, chosen[i]->size, chosen[i]->device);
-    chosen[i]->data = base + offsets[i];
-    chosen[i]->device = -1;
-    chosen[i]->staged_ticket = what == StageWhat::kAllRecords ? 0 : ticket;
+    staged.copy_ticket = engine.copy_to_host(base + offsets[k], r.data, r.size, r.device);
+    r.data = base + offsets[k];
+    r.device = -1;
   }
   if (what == StageWhat::kAllRecords) {
     // Before finish(), which forgets CRCs not taken.
-    for (PlannedRecord* r : chosen) {
-      if (r->crc32_ticket == 0) continue;
-      r->crc32 = engine.device_crc32_result(r->crc32_ticket);
-      r->crc32_known = true;
-      r->crc32_ticket = 0;
+    for (std::size_t i : chosen) {
+      if (staging.records[i].crc32_ticket == 0) continue;
+      plan.records[i].crc32 = engine.device_crc32_result(staging.records[i].crc32_ticket);
+      plan.records[i].crc32_known = true;
     }
     engine.finish();
     plan.keep_alive.clear();
+    staging.records.clear();  // every copy landed, every CRC taken
   }
-  return end;
+  return staging;
 }
 
 }  // namespace ckptw::detail

@@ -3,6 +3,9 @@
 // the copy engine, and the plan's records are repointed at the copies.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "plan/file_plan.hpp"
 #include "stage/copy_engine.hpp"
 #include "stage/snapshot_arena.hpp"
@@ -15,20 +18,19 @@ enum class StageWhat { kDeviceRecords, kAllRecords };
 /// ordered after the work already queued on that device's current stream,
 /// and repoints the records at the copies.
 ///  - kAllRecords (write_async's capture): every payload at its file offset,
-///    so the arena holds the file image (plan.image) but for headers and
+///    so the arena holds the file image (Staging::image) but for headers and
 ///    descriptors; waits for every copy; the plan no longer refers to the
 ///    caller's tensors afterwards.
 ///  - kDeviceRecords (write): device payloads, and, when the host payloads
 ///    are small (options.image_host_bytes: an all-GPU state dict) and the
 ///    image fits the arena's budget, those too,
-///    all at their file offsets (plan.image, written straight from the
+///    all at their file offsets (Staging::image, written straight from the
 ///    arena); otherwise device payloads only, in record order, large ones
 ///    page-aligned, and the host ones written from their own memory.
-///    Returns at once; each record carries the ticket
-///    of its copy, which the streamer waits for before writing it, so disk
-///    writes overlap the copies still in flight. The caller must finish()
-///    the engine before the arena is reused, also after a failure.
-/// Returns the bytes staged.
+///    Returns at once; the Staging holds each record's copy ticket, which
+///    the streamer waits for before writing it, so disk writes overlap the
+///    copies still in flight. The caller must finish() the engine before the
+///    arena is reused, also after a failure.
 struct StageOptions {
   /// Order each device's copies after its producer stream (false only in
   /// tests that stand host memory in for a device).
@@ -46,7 +48,35 @@ struct StageOptions {
   std::uint64_t image_host_bytes = std::uint64_t{64} << 20;
 };
 
-std::uint64_t stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
-                            const StageOptions& options = StageOptions());
+/// A staged record's work still in flight.
+struct StagedRecord {
+  /// The copy engine's ticket to wait for before the payload is read (0: landed).
+  std::uint64_t copy_ticket = 0;
+  /// The device CRC-32 still being computed, for device_crc32_result() (0: none).
+  std::uint64_t crc32_ticket = 0;
+};
+
+/// What stage_records() leaves beside the plan for the streamer: where the
+/// file image is, and what is still being copied or checksummed. Run-time
+/// state of one write; the plan only says what the file holds.
+struct Staging {
+  std::uint64_t bytes = 0;  ///< arena bytes staged
+  /// Page-aligned memory of at least file_size rounded up to 4096 bytes in
+  /// which every payload already sits at its file offset (records[i].data ==
+  /// image + payload_offset), or nullptr. The streamer fills in headers,
+  /// descriptors and the central directory around them and writes the file
+  /// straight from it, O_DIRECT included: no copy through the ring.
+  unsigned char* image = nullptr;
+  /// By plan record index; empty when nothing is in flight.
+  std::vector<StagedRecord> records;
+
+  const StagedRecord& record(std::size_t index) const {
+    static const StagedRecord kLanded;
+    return index < records.size() ? records[index] : kLanded;
+  }
+};
+
+Staging stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
+                      const StageOptions& options = StageOptions());
 
 }  // namespace ckptw::detail

@@ -27,6 +27,16 @@
 #include "writer/writer_internals.hpp"
 
 namespace ckptw {
+namespace {
+
+// What write_file() streams: the file's plan and, beside it, the state of
+// its staging (the file image, copies and device CRCs still in flight).
+struct StagedPlan {
+  detail::FilePlan plan;
+  detail::Staging staging;
+};
+
+}  // namespace
 
 class CheckpointWriter::Impl {
  public:
@@ -88,12 +98,12 @@ class CheckpointWriter::Impl {
     result.file = file;
     result.io_backend = io_->name();
     FinishCopiesOnExit finish_copies;
-    detail::FilePlan plan = plan_and_stage_device_records(file, input, result, finish_copies);
+    StagedPlan staged = plan_and_stage_device_records(file, input, result, finish_copies);
     const std::string dir = detail::parent_directory(file);
     detail::remove_stale_temp_files(*io_, dir, {detail::temp_prefix_for(detail::base_name(file))});
     result.plan_secs = phase.lap();
     result.plan_cpu_secs = cpu.lap();
-    (void)write_file(plan, result, [](const detail::Vote&) {});
+    (void)write_file(staged, result, [](const detail::Vote&) {});
     result.write_secs = phase.lap() - result.sync_secs;
     result.write_cpu_secs = cpu.lap();
     result.total_secs = total.elapsed();
@@ -126,14 +136,14 @@ class CheckpointWriter::Impl {
     detail::Stopwatch capture;
     const detail::ThreadCpuStopwatch capture_cpu;
     try {
-      job->plan = make_plan(file_path(path), input, job->planned);
+      job->staged.plan = make_plan(file_path(path), input, job->planned);
       const double planned = capture.elapsed();
-      detail::stage_records(job->plan, detail::StageWhat::kAllRecords, *arenas_[job->arena], engine_for(job->plan),
-                            stage_options());
+      job->staged.staging = detail::stage_records(job->staged.plan, detail::StageWhat::kAllRecords,
+                                                  *arenas_[job->arena], engine_for(job->staged.plan), stage_options());
       job->planned.stage_secs = capture.elapsed() - planned;
     } catch (...) {
       job->capture_error = std::current_exception();
-      job->plan = detail::FilePlan();
+      job->staged = StagedPlan();
     }
     note_staging_memory(job->arena);
     job->planned.plan_secs = capture.elapsed();
@@ -176,7 +186,7 @@ class CheckpointWriter::Impl {
 
   // Where one write's plan comes from: planned inside the protocol (write)
   // or captured before it (write_async).
-  using PlanStep = std::function<detail::FilePlan(WriteResult&)>;
+  using PlanStep = std::function<StagedPlan(WriteResult&)>;
 
   WriteResult protocol(const std::string& path, const HookArgs& kwargs, WriterHook* hook,
                        const PlanStep& make_plan_step) {
@@ -203,7 +213,7 @@ class CheckpointWriter::Impl {
     };
 
     // 1. Plan first: invalid input fails before anything touches the disk.
-    detail::FilePlan plan;
+    StagedPlan staged;
     std::vector<std::string> created;
     // A write that does not commit removes the directories it created (if
     // they ended up empty): a failed save leaves nothing behind.
@@ -217,7 +227,7 @@ class CheckpointWriter::Impl {
       }
     } remove_created{*io_, created, committed};
     attempt("plan", [&] {
-      plan = make_plan_step(result);
+      staged = make_plan_step(result);
       created = detail::make_directories(*io_, path);
       detail::remove_stale_temp_files(*io_, path, own_temp_prefixes(rank0));
       if (rank0 && rank_info_.global_world_size > 1) detail::remove_manifest(*io_, manifest_path, path);
@@ -238,13 +248,13 @@ class CheckpointWriter::Impl {
     // replaces the file it describes: what remains between removing the old
     // manifest and publishing the new one is renames and fsyncs.
     attempt("write", [&] {
-      directory_crc = write_file(plan, result, [&](const detail::Vote& written) {
+      directory_crc = write_file(staged, result, [&](const detail::Vote& written) {
         if (rank_info_.global_world_size != 1) return;
         single_rank_manifest = detail::prepare_manifest(*io_, manifest_path, {written});
         detail::remove_manifest(*io_, manifest_path, path);
       });
     });
-    plan = detail::FilePlan();  // releases the state dict's tensors before the hooks and votes
+    staged = StagedPlan();  // releases the state dict's tensors before the hooks and votes
     result.write_secs = phase.lap() - result.sync_secs;
     result.write_cpu_secs = cpu.lap();
     attempt("pre_commit", [&] {
@@ -309,7 +319,7 @@ class CheckpointWriter::Impl {
     std::string path;
     HookArgs kwargs = make_state_dict();
     std::shared_ptr<WriterHook> hook;  // this write's, or the writer's
-    detail::FilePlan plan;
+    StagedPlan staged;
     WriteResult planned;              // counts and capture time, filled before the protocol
     std::size_t arena = 0;            // the snapshot set holding the captured payloads
     std::exception_ptr capture_error;
@@ -344,14 +354,16 @@ class CheckpointWriter::Impl {
   // The plan of `file`, its device storages being copied to the host
   // through the first staging set (pinned, reused), not one pageable copy
   // per storage; the file's writes start as soon as the first copies land.
-  detail::FilePlan plan_and_stage_device_records(const std::string& file, const detail::PlanInput& input,
-                                                 WriteResult& result, FinishCopiesOnExit& finish_copies) {
-    detail::FilePlan plan = make_plan(file, input, result);
-    detail::CopyEngine& copies = engine_for(plan);
+  StagedPlan plan_and_stage_device_records(const std::string& file, const detail::PlanInput& input,
+                                           WriteResult& result, FinishCopiesOnExit& finish_copies) {
+    StagedPlan staged;
+    staged.plan = make_plan(file, input, result);
+    detail::CopyEngine& copies = engine_for(staged.plan);
     finish_copies.engine = &copies;
     NoteStagingMemoryOnExit note{this, 0};  // also when staging fails after growing the set
-    detail::stage_records(plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), copies, stage_options());
-    return plan;
+    staged.staging =
+        detail::stage_records(staged.plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), copies, stage_options());
+    return staged;
   }
 
   detail::FilePlan make_plan(const std::string& file, const detail::PlanInput& input, WriteResult& result) const {
@@ -449,7 +461,7 @@ class CheckpointWriter::Impl {
           result.plan_secs = job->planned.plan_secs;
           result.plan_cpu_secs = job->planned.plan_cpu_secs;
           result.stage_secs = job->planned.stage_secs;
-          return std::move(job->plan);
+          return std::move(job->staged);
         }));
       } catch (...) {
         job->result.set_exception(std::current_exception());
@@ -465,8 +477,9 @@ class CheckpointWriter::Impl {
 
   // Writes result.file under a temporary name, runs `before_publish`, then
   // publishes it under its final name.
-  std::uint32_t write_file(const detail::FilePlan& plan, WriteResult& result,
+  std::uint32_t write_file(const StagedPlan& staged, WriteResult& result,
                            const std::function<void(const detail::Vote&)>& before_publish) {
+    const detail::FilePlan& plan = staged.plan;
     detail::TempFile file(*io_, result.file, config_.direct_io);
     result.direct_io = file.direct();
     // Preallocating the whole (block-rounded) file keeps the writes from
@@ -479,7 +492,7 @@ class CheckpointWriter::Impl {
       io_->set_staging_memory(staging_memory());
       std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
       detail::ImageStreamer streamer(*ring_);
-      streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct(), &engine_for(plan));
+      streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct(), &staged.staging, &engine_for(plan));
     }
     if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
       throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);

@@ -17,14 +17,14 @@ namespace {
 
 // The record's CRC-32 when it was computed where its bytes live (on the
 // GPU), waiting for it if it is still being computed.
-bool device_crc32(const PlannedRecord& record, CopyEngine* engine, std::uint32_t* crc) {
+bool device_crc32(const PlannedRecord& record, const StagedRecord& staged, CopyEngine* engine, std::uint32_t* crc) {
   if (record.crc32_known) {
     *crc = record.crc32;
     return true;
   }
-  if (record.crc32_ticket == 0) return false;
+  if (staged.crc32_ticket == 0) return false;
   if (engine == nullptr) throw std::logic_error("ckptw: record " + record.name + " has a device CRC without an engine");
-  *crc = engine->device_crc32_result(record.crc32_ticket);
+  *crc = engine->device_crc32_result(staged.crc32_ticket);
   return true;
 }
 
@@ -162,11 +162,11 @@ void ImageStreamer::put_payload(const PlannedRecord& record, bool in_place, std:
 }
 
 ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
-                                            bool pad_last_write, CopyEngine* engine) {
+                                            bool pad_last_write, const Staging* staging, CopyEngine* engine) {
   queue_ = &queue;
   path_ = &path;
   externals_in_flight_ = 0;
-  image_ = plan.image;
+  image_ = staging != nullptr ? staging->image : nullptr;
   image_end_ = 0;
   image_submitted_ = 0;
   copy_crc_secs_ = 0;
@@ -189,10 +189,11 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   std::string framing;
   for (std::size_t i = 0; i < plan.records.size(); ++i) {
     const PlannedRecord& record = plan.records[i];
+    const StagedRecord& staged = staging != nullptr ? staging->record(i) : Staging().record(i);
     if (image_ != nullptr && record.header_offset != image_end_) {
       throw std::logic_error("ckptw: records of the image are not back to back");
     }
-    if (record.device >= 0 || (record.staged_ticket != 0 && engine == nullptr)) {
+    if (record.device >= 0 || (staged.copy_ticket != 0 && engine == nullptr)) {
       throw std::logic_error("ckptw: record " + record.name + " is not staged");
     }
     // Before the header: in the image, a packed device copy lands the gaps
@@ -200,7 +201,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
     // this payload is written only after the copy landed. The descriptor
     // after it then lies in landed memory as well (a later copy starts at
     // its own payload).
-    if (record.staged_ticket != 0) engine->wait(record.staged_ticket);
+    if (staged.copy_ticket != 0) engine->wait(staged.copy_ticket);
     std::string name = plan.folder + "/" + record.name;
     framing.clear();
     append_local_file_header(framing, name, record.size, record.header_offset, plan.alignment);
@@ -212,7 +213,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
       put(id.data(), id.size(), &crc);
     } else if (record.size > 0) {
       std::uint32_t computed_on_device = 0;
-      const bool known = device_crc32(record, engine, &computed_on_device);
+      const bool known = device_crc32(record, staged, engine, &computed_on_device);
       put_payload(record, in_place, known ? nullptr : &crc);
       if (known) crc = computed_on_device;
     }

@@ -11,7 +11,7 @@
 // written straight from their memory (one copy, the kernel's), checksummed
 // while the kernel writes them; the ring carries the rest.
 //
-// A plan whose payloads were staged at their file offsets (plan.image, see
+// A plan whose payloads were staged at their file offsets (Staging::image, see
 // stage_records: write_async's captures, and write() of an all-GPU state
 // dict) needs no ring at all; records still being copied are waited for one
 // by one, in file order. The streamer writes headers,
@@ -29,6 +29,7 @@
 #include "plan/file_plan.hpp"
 #include "io/buffer_ring.hpp"
 #include "stage/copy_engine.hpp"
+#include "stage/stage_records.hpp"
 
 namespace ckptw::detail {
 
@@ -47,10 +48,11 @@ class ImageStreamer {
     std::uint32_t directory_crc32 = 0;  ///< CRC-32 of the central directory and end records
     double copy_crc_secs = 0;           ///< in payload copies into the ring and CRC-32 computations, which never wait
   };
-  /// Records with a staged_ticket are written once `engine` says their copy
-  /// landed.
+  /// With `staging` (what stage_records() returned for `plan`), from its
+  /// image when it has one; records still being copied are written once
+  /// `engine` says their copy landed, and device CRC-32s are taken from it.
   Result stream(const FilePlan& plan, WriteQueue& queue, const std::string& path, bool pad_last_write,
-                CopyEngine* engine = nullptr);
+                const Staging* staging = nullptr, CopyEngine* engine = nullptr);
 
  private:
   void put(const void* data, std::size_t size, std::uint32_t* crc);
@@ -72,7 +74,7 @@ class ImageStreamer {
   std::size_t buffered_ = 0;         // bytes in the current buffer
   std::uint64_t buffer_offset_ = 0;  // file offset of the current buffer's first byte
   std::size_t externals_in_flight_ = 0;  // in-place payload writes not yet finished
-  unsigned char* image_ = nullptr;       // plan.image, or nullptr: through the ring
+  unsigned char* image_ = nullptr;       // Staging::image, or nullptr: through the ring
   std::uint64_t image_end_ = 0;          // image mode: the image is final below it
   std::uint64_t image_submitted_ = 0;    // image mode: file bytes handed to the queue
   double copy_crc_secs_ = 0;             // Result::copy_crc_secs so far

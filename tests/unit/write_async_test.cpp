@@ -353,14 +353,15 @@ detail::FilePlan plan_with_device_storages(const StateDict& sd, int device = 0) 
 
 // Streams a staged plan into `path` (O_DIRECT where the filesystem allows) as
 // write() does, waiting on `engine` for the staged copies.
-void stream_staged_plan(const detail::FilePlan& plan, const std::string& path, detail::CopyEngine* engine) {
+void stream_staged_plan(const detail::FilePlan& plan, const detail::Staging& staging, const std::string& path,
+                        detail::CopyEngine* engine) {
   auto io = detail::make_posix_backend();
   detail::BufferRing ring(4, 1 << 20);
   detail::TempFile file(*io, path, /*direct=*/true);
   {
     auto queue = io->open_queue(file.fd(), ring, 3);
     detail::ImageStreamer streamer(ring);
-    EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct(), engine).bytes, plan.file_size);
+    EXPECT_EQ(streamer.stream(plan, *queue, path, file.direct(), &staging, engine).bytes, plan.file_size);
   }
   ASSERT_EQ(io->truncate(file.fd(), plan.file_size), 0);
   file.publish(true);
@@ -425,22 +426,23 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
     fake_device.crcs_taken = 0;
     const int crc_kernels = emulated.crc_kernels();
     const int transfers = emulated.transfers();
-    detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena, engine, stage_options);
+    const detail::Staging staging = detail::stage_records(plan, detail::StageWhat::kDeviceRecords, arena, engine,
+                                                          stage_options);
     if (on_emulated_device) {
       EXPECT_EQ(emulated.transfers(), transfers) << "staging waited for its copies";
     } else {
       EXPECT_LT(std::chrono::steady_clock::now() - started, 30ms) << "staging waited for its copies";
     }
-    EXPECT_EQ(plan.image != nullptr, image);
-    for (const auto& r : plan.records) {
-      if (r.size > 0 && r.name.rfind("data/", 0) == 0) {
-        EXPECT_NE(r.staged_ticket, 0u) << r.name;
+    EXPECT_EQ(staging.image != nullptr, image);
+    for (std::size_t i = 0; i < plan.records.size(); ++i) {
+      if (plan.records[i].size > 0 && plan.records[i].name.rfind("data/", 0) == 0) {
+        EXPECT_NE(staging.record(i).copy_ticket, 0u) << plan.records[i].name;
       }
     }
 
     const std::string path =
         tmp / (std::string(engine.name()) + "-case" + std::to_string(static_cast<int>(c)) + ".pt");
-    stream_staged_plan(plan, path, &engine);
+    stream_staged_plan(plan, staging, path, &engine);
     engine.finish();
     EXPECT_EQ(on_emulated_device ? emulated.crc_kernels() - crc_kernels : fake_device.crcs_taken, 2)
         << "the streamer checksummed device records itself";
@@ -453,15 +455,22 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
 // tensors may change at once, and the file is torch.save's.
 // write_async's capture (kAllRecords) of a state dict's storages as device
 // storages of an emulated device, their CRCs computed on the device.
-detail::FilePlan capture_on_device(const StateDict& sd, detail::CopyEngine& engine, detail::SnapshotArena& arena,
-                                   int device = 0, std::uint64_t device_checksum_min_bytes = 0) {
-  detail::FilePlan plan = plan_with_device_storages(sd, device);
+// A plan and what its staging left beside it.
+struct Captured {
+  detail::FilePlan plan;
+  detail::Staging staging;
+};
+
+Captured capture_on_device(const StateDict& sd, detail::CopyEngine& engine, detail::SnapshotArena& arena, int device = 0,
+                           std::uint64_t device_checksum_min_bytes = 0) {
+  Captured captured;
+  captured.plan = plan_with_device_storages(sd, device);
   detail::StageOptions stage_options;
   stage_options.order_after_producers = false;
   stage_options.checksum_on_device = true;
   stage_options.device_checksum_min_bytes = device_checksum_min_bytes;
-  detail::stage_records(plan, detail::StageWhat::kAllRecords, arena, engine, stage_options);
-  return plan;
+  captured.staging = detail::stage_records(captured.plan, detail::StageWhat::kAllRecords, arena, engine, stage_options);
+  return captured;
 }
 
 struct EmulatedCapture {
@@ -469,7 +478,7 @@ struct EmulatedCapture {
   std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
   detail::SnapshotArena arena{0};
 
-  detail::FilePlan capture(const StateDict& sd, std::uint64_t device_checksum_min_bytes = 0) {
+  Captured capture(const StateDict& sd, std::uint64_t device_checksum_min_bytes = 0) {
     return capture_on_device(sd, *engine, arena, 0, device_checksum_min_bytes);
   }
 };
@@ -480,17 +489,16 @@ TEST(StagedWrite, ACaptureOfDeviceStoragesIsCompleteWhenStagingReturns) {
   testing::TempDir tmp;
   StateDict sd = model(5.0f);
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
-  detail::FilePlan plan = staging.capture(sd);
+  Captured captured = staging.capture(sd);
   sd.at("w").toTensor().fill_(-1.0f);  // the trainer moves on
   sd.at("b").toTensor().fill_(-1.0);
   EXPECT_EQ(emulated.crc_kernels(), 2);
-  for (const auto& r : plan.records) {
-    if (r.size > 0 && r.name.rfind("data/", 0) == 0) {
-      EXPECT_TRUE(r.crc32_known) << r.name;
-      EXPECT_EQ(r.staged_ticket, 0u) << r.name;
-    }
+  EXPECT_TRUE(captured.staging.records.empty()) << "copies or CRCs still in flight after the capture";
+  EXPECT_NE(captured.staging.image, nullptr);
+  for (const auto& r : captured.plan.records) {
+    if (r.size > 0 && r.name.rfind("data/", 0) == 0) EXPECT_TRUE(r.crc32_known) << r.name;
   }
-  stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+  stream_staged_plan(captured.plan, captured.staging, tmp / "captured.pt", nullptr);
   EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
       << "not torch.save's bytes";
 }
@@ -502,9 +510,9 @@ TEST(StagedWrite, SmallStoragesAreChecksummedOnTheHost) {
   testing::TempDir tmp;
   StateDict sd = model(5.0f);
   (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
-  detail::FilePlan plan = staging.capture(sd, 4096);
+  Captured captured = staging.capture(sd, 4096);
   EXPECT_EQ(staging.emulated.crc_kernels(), 1);
-  stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+  stream_staged_plan(captured.plan, captured.staging, tmp / "captured.pt", nullptr);
   EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"));
 }
 
@@ -520,11 +528,11 @@ TEST(StagedWrite, DeviceMemoryShortAtFirstTouchStillWritesTheFile) {
     StateDict sd = model(5.0f);
     (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
     emulated.fail_next(failing);
-    detail::FilePlan plan = staging.capture(sd);
+    Captured captured = staging.capture(sd);
     const bool scratch_failed = std::string(failing) == "allocate_device";
     EXPECT_EQ(emulated.packs(), scratch_failed ? 0 : 1);
     EXPECT_EQ(emulated.crc_kernels(), scratch_failed ? 2 : 1);
-    stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+    stream_staged_plan(captured.plan, captured.staging, tmp / "captured.pt", nullptr);
     EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
         << "not torch.save's bytes";
   }
@@ -543,8 +551,8 @@ TEST(StagedWrite, TorchDeviceMemoryFallsThroughToTheRuntimeWhenTorchHasNoAllocat
     std::unique_ptr<detail::DeviceRuntime> runtime = detail::with_torch_device_memory(emulated);
     std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(*runtime, "emulated");
     detail::SnapshotArena arena(0);
-    detail::FilePlan plan = capture_on_device(sd, *engine, arena);
-    stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+    Captured captured = capture_on_device(sd, *engine, arena);
+    stream_staged_plan(captured.plan, captured.staging, tmp / "captured.pt", nullptr);
     engine->finish();
     EXPECT_EQ(emulated.packs(), 1);
     EXPECT_EQ(emulated.crc_kernels(), 2);
@@ -567,8 +575,8 @@ TEST(StagedWrite, StoragesOnDeviceOneNeverTouchDeviceZero) {
   std::thread ckptw_thread([&] {
     std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
     detail::SnapshotArena arena(0);
-    detail::FilePlan plan = capture_on_device(sd, *engine, arena, 1);
-    stream_staged_plan(plan, tmp / "captured.pt", nullptr);
+    Captured captured = capture_on_device(sd, *engine, arena, 1);
+    stream_staged_plan(captured.plan, captured.staging, tmp / "captured.pt", nullptr);
     engine->finish();
   });
   ckptw_thread.join();
