@@ -9,9 +9,18 @@
 #include <torch/cuda.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
+#if CKPTW_TEST_HAS_C10D_NCCL
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
 #if __has_include(<cuda_runtime_api.h>)
 #include <cuda_runtime_api.h>
 #define CKPTW_TEST_HAS_CUDART 1
+#if __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#include <c10/cuda/CUDACachingAllocator.h>
+#define CKPTW_TEST_HAS_TORCH_ALLOCATOR 1
+#endif
 #endif
 
 #include "ckptw/ckptw.hpp"
@@ -109,6 +118,25 @@ TEST(Gpu, TenThousandSmallStoragesArePackedAndLandIntact) {
   EXPECT_EQ(wrong, 0);
 }
 
+#if CKPTW_TEST_HAS_TORCH_ALLOCATOR
+// The pack scratch (64 MiB, held while the writer lives) is taken from torch's
+// caching allocator, which frees its cached blocks and retries when device
+// memory is short, and shows in torch's own memory statistics.
+TEST(Gpu, StagingScratchComesFromTorchsCachingAllocator) {
+  REQUIRE_GPU(1);
+  testing::TempDir tmp;
+  StateDict sd = make_state_dict();
+  for (int i = 0; i < 100; ++i) sd.insert("p" + std::to_string(i), at::full({256}, 1.0f, on(0)));
+  auto allocated = [] {
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;  // 0: aggregate
+  };
+  const auto before = allocated();
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1});
+  (void)writer.write(tmp / "c", sd);
+  EXPECT_GE(allocated() - before, std::int64_t{64} << 20) << "the pack scratch did not come from torch's allocator";
+}
+#endif
+
 // CRCs computed on the GPU must be ISA-L's: the files with and without
 // crc_on_gpu are byte-identical, over sizes around every slice boundary.
 TEST(Gpu, CrcOnGpuMatchesIsaL) {
@@ -186,6 +214,37 @@ TEST(Gpu, NcclBarrierWithOneRankGathersAndCommits) {
   (void)writer.write(tmp / "c", gpu_model(1.0f));
   EXPECT_TRUE(testing::exists(tmp / "c/checkpoint_manifest.json"));
 }
+
+#if CKPTW_TEST_HAS_C10D_NCCL
+// ProcessGroupBarrier over torch's own NCCL backend (a group of one rank):
+// the votes go on the group's GPU, a write commits through it, and a write
+// from ckptw's thread is refused over the trainer's group but allowed over a
+// dedicated one.
+TEST(Gpu, ProcessGroupBarrierOverNcclVotesOnTheGroupsDevice) {
+  REQUIRE_GPU(1);
+  testing::TempDir tmp;
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  auto make_group = [&](const std::string& prefix) {
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>(prefix, store), 0, 1);
+  };
+  ProcessGroupBarrier::Options options;
+  options.timeout = std::chrono::seconds(60);
+  auto barrier = std::make_shared<ProcessGroupBarrier>(RankInfo{0, 1}, make_group("train"), options);
+  EXPECT_EQ(barrier->device(), c10::Device(c10::kCUDA, 0));
+  EXPECT_EQ(barrier->all_gather("vote", std::chrono::seconds(30)), (std::vector<std::string>{"vote"}));
+  CheckpointWriter writer(CheckpointWriterConfig{}, RankInfo{0, 1}, barrier);
+  (void)writer.write(tmp / "c", gpu_model(1.0f));
+  EXPECT_TRUE(testing::exists(tmp / "c/checkpoint_manifest.json"));
+  EXPECT_THROW((void)writer.write_async(tmp / "d", gpu_model(2.0f)), UsageError);
+
+  options.dedicated_group = true;
+  auto own = std::make_shared<ProcessGroupBarrier>(RankInfo{0, 1}, make_group("ckptw"), options);
+  CheckpointWriter async_writer(CheckpointWriterConfig{}, RankInfo{0, 1}, own);
+  (void)async_writer.write_async(tmp / "e", gpu_model(3.0f)).get();
+  ReadResult r = CheckpointReader(RankInfo{0, 1}).read(tmp / "e");
+  EXPECT_TRUE(at::equal(r.state_dict.at("w").toTensor().cpu(), at::full({1024, 1024}, 3.0f)));
+}
+#endif
 
 // A rank that never joins: the communicator's set-up (non-blocking, polled)
 // gives up at the deadline and is aborted, instead of hanging the trainer.
