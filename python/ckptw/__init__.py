@@ -11,7 +11,8 @@ ranks commit or none), and fit torch's own ``SyncCheckpointer``.
 import torch as _torch
 
 from . import errors
-from .errors import CommitAborted, Error, FormatError, IoError, NotFoundError, TimeoutError, UnpicklingError, UsageError
+from .errors import (CommitAborted, Error, FormatError, IoError, NotFileLikeError, NotFoundError, TimeoutError,
+                     UnpicklingError, UsageError)
 
 try:
     from . import _C
@@ -51,5 +52,5 @@ __all__ = [
     "RankInfo", "CheckpointWriterConfig", "CheckpointWriter", "CheckpointReader", "latest_committed",
     "async_checkpointer", "PassThroughStager", "WriteAsyncProcess",
     "BarrierConfig", "create_barrier_from_config", "TCPStoreBarrier", "ProcessGroupBarrier", "NcclBarrier",
-    "errors", "Error", "IoError", "NotFoundError", "FormatError", "UnpicklingError", "UsageError", "CommitAborted", "TimeoutError",
+    "errors", "Error", "IoError", "NotFoundError", "FormatError", "UnpicklingError", "UsageError", "NotFileLikeError", "CommitAborted", "TimeoutError",
 ]

@@ -10,7 +10,7 @@ import zipfile
 
 from . import _C
 from .errors import FormatError, UnpicklingError, UsageError
-from ._types import as_rank_info, torch_serialization_config
+from ._types import as_rank_info, path_of, torch_serialization_config
 
 
 class CheckpointReader:
@@ -163,9 +163,7 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
             return load(path, map_location, mmap=False, **pickle_load_args)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-    path = os.fspath(f)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
+    path = path_of(f, "read", "load")
     import torch
 
     zip_format = _is_zip(path)

@@ -61,3 +61,17 @@ def torch_serialization_config(section):
     except ImportError:
         return None
     return getattr(config, section, None)
+
+
+def path_of(f, method, caller):
+    """The str path of `f` (str, bytes or os.PathLike); ckptw.NotFileLikeError when `f` is
+    neither that nor an object with `method` ("read" / "write")."""
+    import os
+
+    from .errors import NotFileLikeError
+
+    if not isinstance(f, (str, bytes, os.PathLike)):
+        raise NotFileLikeError(f"ckptw.{caller}: f must be a path or a file-like object with {method}(), "
+                               f"not {type(f).__name__}")
+    path = os.fspath(f)
+    return os.fsdecode(path) if isinstance(path, bytes) else path

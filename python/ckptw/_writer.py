@@ -13,7 +13,7 @@ import weakref
 
 from . import _C
 from .errors import CommitAborted, FormatError, NotFoundError
-from ._types import CheckpointWriterConfig, RankInfo, as_rank_info, torch_serialization_config
+from ._types import CheckpointWriterConfig, RankInfo, as_rank_info, path_of, torch_serialization_config
 
 
 def _raise_hook_error_first(context, aborted):
@@ -245,9 +245,7 @@ def save(obj, f, pickle_module=pickle, pickle_protocol=2, _use_new_zipfile_seria
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         return
-    path = os.fspath(f)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
+    path = path_of(f, "write", "save")
     fsync = config is None or config.fsync
     if _torch_save_reason(pickle_module, pickle_protocol, _use_new_zipfile_serialization,
                           _disable_byteorder_record) is not None:

@@ -54,6 +54,11 @@ class UsageError(Error, ValueError):
     """ckptw was called wrongly: a bad config value, a write after close(), an unsupported option."""
 
 
+class NotFileLikeError(UsageError, AttributeError):
+    """``f`` of ckptw.save / ckptw.load is neither a path nor a file-like object: also an
+    :class:`AttributeError`, as torch.save's and torch.load's refusal of it is."""
+
+
 class CommitAborted(Error):
     """A checkpoint was not committed: some rank failed before the ranks agreed on it."""
 
@@ -62,4 +67,5 @@ class TimeoutError(Error, builtins.TimeoutError):
     """A bounded wait (a barrier, close()) ran out of time."""
 
 
-__all__ = ["Error", "IoError", "NotFoundError", "FormatError", "UnpicklingError", "UsageError", "CommitAborted", "TimeoutError"]
+__all__ = ["Error", "IoError", "NotFoundError", "FormatError", "UnpicklingError", "UsageError", "NotFileLikeError", "CommitAborted",
+           "TimeoutError"]

@@ -211,6 +211,20 @@ def test_file_objects_read_through_readinto_and_unseekable_streams_refused_as_to
 def test_misuse_raises_torchs_builtin_types(tmp_path):
     path = tmp_path / "c.pt"
     torch.save(state(), path)
+    for not_a_file in (123, None):
+        with pytest.raises(AttributeError):
+            torch.save(state(), not_a_file)
+        with pytest.raises(AttributeError):
+            torch.load(not_a_file, weights_only=True)
+        with pytest.raises(ckptw.NotFileLikeError):  # an AttributeError and a ckptw.UsageError
+            ckptw.save(state(), not_a_file)
+        with pytest.raises(AttributeError):
+            ckptw.load(not_a_file)
+    for location in (123, "bogus"):  # TypeError, RuntimeError: torch.load's own, from the path to it
+        with pytest.raises(Exception) as theirs:
+            torch.load(path, map_location=location, weights_only=True)
+        with pytest.raises(type(theirs.value)):
+            ckptw.load(path, map_location=location)
     with pytest.raises(RuntimeError):
         torch.load(path, pickle_module=pickle, weights_only=True)
     with pytest.raises(RuntimeError):  # ckptw.UsageError is a RuntimeError too
