@@ -15,6 +15,7 @@ import torch
 import torch._weights_only_unpickler as weights_only
 
 import ckptw
+from crafted import Call, Storage, pickle_bytes, storage_bytes, write_pt
 from equality import assert_same
 
 
@@ -93,7 +94,8 @@ CORPUS = {
 # Allow-listed globals no object built on this CPU-only machine makes torch.save write.
 NOT_PRODUCED_HERE = {
     "torch._utils._rebuild_tensor":
-        "torch.save has written _rebuild_tensor_v2 since torch 0.4; only older files name it",
+        "torch.save has written _rebuild_tensor_v2 since torch 0.4; only older files name it (a crafted one "
+        "is loaded below)",
     "torch._utils._rebuild_device_tensor_from_cpu_tensor":
         "written for tensors of XLA, MTIA, MAIA or a private-use backend without storage",
     "torch._utils._rebuild_device_tensor_from_numpy": "written for such tensors by older torch versions",
@@ -161,3 +163,12 @@ def test_an_object_torch_would_refuse_to_load_is_refused_with_nothing_written(tm
         ckptw.save({"n": nested}, tmp_path / "x.pt")
     assert refused.value.key_path == "n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_naming_the_pre_0_4_rebuild_loads_as_torch_loads_it(tmp_path):
+    pid = Storage(torch.FloatStorage, "0", "cpu", 4)
+    call = Call(torch._utils._rebuild_tensor, pid, 0, (2, 2), (2, 1))
+    path = write_pt(tmp_path / "v1.pt", pickle_bytes({"x": call}), {"0": storage_bytes(torch.arange(4.0))})
+    ours, theirs = ckptw.load(path), torch.load(path, weights_only=True)
+    assert_same(ours, theirs)
+    assert torch.equal(ours["x"], torch.arange(4.0).reshape(2, 2))
