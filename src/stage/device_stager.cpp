@@ -19,6 +19,9 @@ struct DeviceStager::Device {
   DeviceRuntime* runtime = nullptr;
   int index = -1;
   Stream stream = nullptr;
+  // The CRC kernels' own stream, made at the first checksum: they read the
+  // producer's memory, not the copies', so they need not queue behind them.
+  Stream crc_stream = nullptr;
   unsigned char* scratch = nullptr;  // device, kScratchBytes
   PackItem* items_device = nullptr;  // device, kMaxItems
   PackItem* items_host[2] = {};      // pinned, alternating between flushes
@@ -46,11 +49,13 @@ struct DeviceStager::Device {
   ~Device() {
     ScopedDevice scope(*runtime, index);
     if (stream) (void)runtime->synchronize_stream(stream);
+    if (crc_stream) (void)runtime->synchronize_stream(crc_stream);
     for (const Mark& m : marks) runtime->destroy_event(m.event);
     for (Event e : spare_events) runtime->destroy_event(e);
     for (const auto& chunk : crc_chunks) runtime->free_pinned(chunk.first);
     free_packing();
     if (stream) runtime->destroy_stream(stream);
+    if (crc_stream) runtime->destroy_stream(crc_stream);
   }
 
   // The scratch, item lists and their events (what packing() sets up).
@@ -111,7 +116,7 @@ bool DeviceStager::packing(Device& d) {
 }
 
 // An event recorded now on d's stream (d's device current), from the spares when there are.
-std::string DeviceStager::record(Device& d, Event* event) {
+std::string DeviceStager::record(Device& d, Event* event, Stream stream) {
   std::string e;
   if (!d.spare_events.empty()) {
     *event = d.spare_events.back();
@@ -119,7 +124,7 @@ std::string DeviceStager::record(Device& d, Event* event) {
   } else {
     e = runtime_.create_event(event);
   }
-  if (e.empty()) e = runtime_.record_event(*event, d.stream);
+  if (e.empty()) e = runtime_.record_event(*event, stream != nullptr ? stream : d.stream);
   if (!e.empty() && *event != nullptr) d.spare_events.push_back(*event);
   return e;
 }
@@ -161,7 +166,9 @@ std::string DeviceStager::wait_for_event(int index, void* event) {
   if (std::string error = device(index, &d); !error.empty()) return error;
   if (std::string error = flush(*d); !error.empty()) return error;
   ScopedDevice scope(runtime_, index);
-  return runtime_.stream_wait_event(d->stream, event);
+  std::string e = runtime_.stream_wait_event(d->stream, event);
+  if (e.empty() && d->crc_stream != nullptr) e = runtime_.stream_wait_event(d->crc_stream, event);
+  return e;
 }
 
 std::uint64_t DeviceStager::host_ticket() {
@@ -264,8 +271,21 @@ std::string DeviceStager::queue_checksum(const void* src, std::size_t bytes, int
   Device* d = nullptr;
   if (std::string error = device(index, &d); !error.empty()) return error;
   ScopedDevice scope(runtime_, index);
+  if (d->crc_stream == nullptr) {
+    // Ordered after the producer as the copies are: through an event on the
+    // copy stream, which waits for it already (the copies queued so far come
+    // with it, once; later producer waits reach both streams).
+    Stream crc_stream = nullptr;
+    if (std::string e = runtime_.create_stream(&crc_stream); !e.empty()) return e;
+    d->crc_stream = crc_stream;
+    Event after_producer = nullptr;
+    if (std::string e = record(*d, &after_producer); !e.empty()) return e;
+    std::string e = runtime_.stream_wait_event(d->crc_stream, after_producer);
+    d->spare_events.push_back(after_producer);  // reusable once the wait is queued
+    if (!e.empty()) return e;
+  }
   if (!d->crc_ready) {
-    if (std::string e = runtime_.prepare_crc32(shift_sub_slice, d->stream); !e.empty()) return e;
+    if (std::string e = runtime_.prepare_crc32(shift_sub_slice, d->crc_stream); !e.empty()) return e;
     d->crc_ready = true;
   }
   const std::size_t count = crc32_math::part_count(bytes, crc32_math::kSliceBytes);
@@ -290,18 +310,19 @@ std::string DeviceStager::queue_checksum(const void* src, std::size_t bytes, int
 
   if (count > 0) {
     std::uint32_t* slices = nullptr;
-    if (!runtime_.allocate_async(reinterpret_cast<void**>(&slices), count * sizeof(std::uint32_t), d->stream).empty()) {
+    if (!runtime_.allocate_async(reinterpret_cast<void**>(&slices), count * sizeof(std::uint32_t), d->crc_stream)
+             .empty()) {
       d->crc_used -= count;
       *ticket = 0;  // no device memory for the slice CRCs: the host computes this one
       return {};
     }
-    std::string e = runtime_.crc32_slices_async(src, bytes, slices, d->stream);
-    if (e.empty()) e = runtime_.copy_to_host_async(host, slices, count * sizeof(std::uint32_t), d->stream);
-    runtime_.free_async(slices, d->stream);
+    std::string e = runtime_.crc32_slices_async(src, bytes, slices, d->crc_stream);
+    if (e.empty()) e = runtime_.copy_to_host_async(host, slices, count * sizeof(std::uint32_t), d->crc_stream);
+    runtime_.free_async(slices, d->crc_stream);
     if (!e.empty()) return e;
   }
   Event done = nullptr;
-  if (std::string e = record(*d, &done); !e.empty()) return e;
+  if (std::string e = record(*d, &done, d->crc_stream); !e.empty()) return e;
   *ticket = ++next_checksum_ticket_;
   checksums_[*ticket] = PendingChecksum{index, host, bytes, done};
   return {};
@@ -332,6 +353,9 @@ std::string DeviceStager::finish(int* failed_device) {
     if (std::string error = flush(*d); !error.empty()) return error;
     ScopedDevice scope(runtime_, d->index);
     if (std::string e = runtime_.synchronize_stream(d->stream); !e.empty()) return e;
+    if (d->crc_stream != nullptr) {
+      if (std::string e = runtime_.synchronize_stream(d->crc_stream); !e.empty()) return e;
+    }
     for (const Device::Mark& m : d->marks) d->spare_events.push_back(m.event);
     d->marks.clear();
     d->landed_through = next_ticket_;

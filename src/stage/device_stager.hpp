@@ -63,8 +63,9 @@ class DeviceStager {
   /// device in *failed_device. Checksums not yet taken are forgotten.
   std::string finish(int* failed_device);
   /// Queues the slice CRC-32s of device memory (crc32_math's slices) on
-  /// `device`'s staging stream, so ordered after the producer like the
-  /// copies; they come back to pinned host memory on the same stream.
+  /// `device`'s checksum stream, ordered after the producer like the copies
+  /// but not behind them; they come back to pinned host memory on that
+  /// stream.
   /// `shift_sub_slice` is crc32_shift(kSubSliceBytes). *ticket names them;
   /// 0 (and no error) when the memory for them could not be had: the host
   /// computes that CRC from the staged copy.
@@ -84,7 +85,8 @@ class DeviceStager {
   std::string device(int index, Device** out);
   std::string flush(Device& d);
   std::string mark(Device& d, std::uint64_t last_ticket);
-  std::string record(Device& d, DeviceRuntime::Event* event);
+  // Records an event on `stream` (default: d's copy stream).
+  std::string record(Device& d, DeviceRuntime::Event* event, DeviceRuntime::Stream stream = nullptr);
   // Whether d can pack: sets up its scratch, item list and their events at
   // the first call; false, for good, when that memory cannot be had.
   bool packing(Device& d);

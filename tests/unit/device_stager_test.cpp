@@ -255,5 +255,40 @@ TEST(DeviceStager, DeviceCrc32MatchesIsaLAndIsTakenByTicket) {
   EXPECT_EQ(device.live_resources(), 0);
 }
 
+// Checksums run on a stream of their own: taking one waits for the CRC
+// kernels and the producer, never for copies queued before it. On one
+// stream, the 4 MiB copy queued between the two checksums had to run first.
+// They still wait for the producer (ordered after its event, as the copies).
+TEST(DeviceStager, ChecksumsDoNotQueueBehindCopiesButAfterTheProducer) {
+  testing::EmulatedDevice device;
+  auto engine = detail::make_device_copy_engine(device, "emulated");
+  const std::vector<unsigned char> old_values(1 << 20, 1), new_values(1 << 20, 2);
+  std::vector<unsigned char> tensor = old_values;
+  void* producer = nullptr;
+  void* produced = nullptr;
+  ASSERT_EQ(device.create_stream(&producer), "");
+  ASSERT_EQ(device.create_event(&produced), "");
+  ASSERT_EQ(device.copy_to_device_async(tensor.data(), new_values.data(), tensor.size(), producer), "");
+  ASSERT_EQ(device.record_event(produced, producer), "");
+  engine->wait_for_producer(0, produced);
+
+  const std::uint64_t first = engine->queue_device_crc32(tensor.data(), tensor.size(), 0);
+  const std::vector<unsigned char> big = random_bytes(4 << 20, 7);  // unpacked: a transfer of its own
+  std::vector<unsigned char> host(big.size(), 0);
+  const std::uint64_t copy = engine->copy_to_host(host.data(), big.data(), big.size(), 0);
+  const std::uint64_t second = engine->queue_device_crc32(tensor.data(), tensor.size(), 0);
+  EXPECT_EQ(engine->device_crc32_result(second), detail::crc32_update(0, new_values.data(), new_values.size()))
+      << "the checksum ran before the producer's write";
+  EXPECT_EQ(host, std::vector<unsigned char>(big.size(), 0)) << "the checksum waited for the copy queued before it";
+  EXPECT_EQ(engine->device_crc32_result(first), detail::crc32_update(0, new_values.data(), new_values.size()));
+  engine->wait(copy);
+  EXPECT_EQ(host, big);
+  engine->finish();
+  engine.reset();
+  device.destroy_event(produced);
+  device.destroy_stream(producer);
+  EXPECT_EQ(device.live_resources(), 0);
+}
+
 }  // namespace
 }  // namespace ckptw
