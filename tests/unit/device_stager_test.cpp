@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -176,25 +177,37 @@ TEST(DeviceStager, CopiesFromTwoDevicesLandThroughTheirOwnStreams) {
 
 // The staging stream waits for the producer's event: the producer's pending
 // work (here: new values uploaded on its own stream) is in the copy.
+// The trainer's side: a stream of its own that writes `values` into
+// `tensor` (lazily, as the emulated device runs work) and an event after it.
+struct Producer {
+  testing::EmulatedDevice& device;
+  void* stream = nullptr;
+  void* produced = nullptr;
+  Producer(testing::EmulatedDevice& d, std::vector<unsigned char>& tensor, const std::vector<unsigned char>& values)
+      : device(d) {
+    EXPECT_EQ(device.create_stream(&stream), "");
+    EXPECT_EQ(device.create_event(&produced), "");
+    EXPECT_EQ(device.copy_to_device_async(tensor.data(), values.data(), tensor.size(), stream), "");
+    EXPECT_EQ(device.record_event(produced, stream), "");
+  }
+  ~Producer() {
+    device.destroy_event(produced);
+    device.destroy_stream(stream);
+  }
+};
+
 TEST(DeviceStager, CopiesAreOrderedAfterTheProducersEvent) {
   for (const bool ordered : {true, false}) {
     testing::EmulatedDevice device;
     auto engine = detail::make_device_copy_engine(device, "emulated");
     const std::vector<unsigned char> old_values(4096, 1), new_values(4096, 2);
     std::vector<unsigned char> tensor = old_values, host(4096, 0);
-    void* producer = nullptr;
-    void* produced = nullptr;
-    ASSERT_EQ(device.create_stream(&producer), "");
-    ASSERT_EQ(device.create_event(&produced), "");
-    ASSERT_EQ(device.copy_to_device_async(tensor.data(), new_values.data(), tensor.size(), producer), "");
-    ASSERT_EQ(device.record_event(produced, producer), "");
-    if (ordered) engine->wait_for_producer(0, produced);
+    Producer producer(device, tensor, new_values);
+    if (ordered) engine->wait_for_producer(0, producer.produced);
     engine->wait(engine->copy_to_host(host.data(), tensor.data(), tensor.size(), 0));
     // Unordered, the lazy producer has not run yet: the mutation this test catches.
     EXPECT_EQ(host, ordered ? new_values : old_values) << (ordered ? "ordered" : "unordered");
     engine->finish();
-    device.destroy_event(produced);
-    device.destroy_stream(producer);
   }
 }
 
@@ -264,13 +277,8 @@ TEST(DeviceStager, ChecksumsDoNotQueueBehindCopiesButAfterTheProducer) {
   auto engine = detail::make_device_copy_engine(device, "emulated");
   const std::vector<unsigned char> old_values(1 << 20, 1), new_values(1 << 20, 2);
   std::vector<unsigned char> tensor = old_values;
-  void* producer = nullptr;
-  void* produced = nullptr;
-  ASSERT_EQ(device.create_stream(&producer), "");
-  ASSERT_EQ(device.create_event(&produced), "");
-  ASSERT_EQ(device.copy_to_device_async(tensor.data(), new_values.data(), tensor.size(), producer), "");
-  ASSERT_EQ(device.record_event(produced, producer), "");
-  engine->wait_for_producer(0, produced);
+  auto producer = std::make_unique<Producer>(device, tensor, new_values);
+  engine->wait_for_producer(0, producer->produced);
 
   const std::uint64_t first = engine->queue_device_crc32(tensor.data(), tensor.size(), 0);
   const std::vector<unsigned char> big = random_bytes(4 << 20, 7);  // unpacked: a transfer of its own
@@ -285,8 +293,7 @@ TEST(DeviceStager, ChecksumsDoNotQueueBehindCopiesButAfterTheProducer) {
   EXPECT_EQ(host, big);
   engine->finish();
   engine.reset();
-  device.destroy_event(produced);
-  device.destroy_stream(producer);
+  producer.reset();
   EXPECT_EQ(device.live_resources(), 0);
 }
 
