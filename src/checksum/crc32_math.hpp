@@ -4,8 +4,9 @@
 // operators that move a CRC past a run of bytes, and how the kernel splits a
 // storage into slices (one block each) and sub-slices (one thread each).
 // Header-only and callable from device code, so the kernel's own arithmetic
-// and indexing are checked against ISA-L in CI, where no GPU runs them
-// (tests/unit/crc32_test.cpp).
+// and indexing (its coalesced staging of a slice in shared memory included)
+// are checked against ISA-L in CI, where no GPU runs them
+// (tests/unit/crc32_test.cpp, and the emulated device).
 #pragma once
 
 #include <cstdint>
@@ -98,19 +99,56 @@ inline constexpr std::uint64_t kSliceBytes = 16384;
 inline constexpr std::uint64_t kSubSliceBytes = 128;
 inline constexpr unsigned kThreadsPerSlice = kSliceBytes / kSubSliceBytes;
 
-/// What thread `sub` of block `slice` computes: the CRC of sub-slice `sub`
-/// of slice `slice` of [data, data + bytes), which must exist.
-CKPTW_HOST_DEVICE inline std::uint32_t sub_slice_crc(const unsigned char* data, std::uint64_t bytes,
-                                                     std::uint64_t slice, std::uint64_t sub,
-                                                     const std::uint32_t* table) {
-  const std::uint64_t begin = slice * kSliceBytes + sub * kSubSliceBytes;
-  const std::uint64_t length = bytes - begin < kSubSliceBytes ? bytes - begin : kSubSliceBytes;
-  return update_bytes(table, 0, data + begin, length);
-}
-
 CKPTW_HOST_DEVICE inline std::uint64_t slice_length(std::uint64_t bytes, std::uint64_t slice) {
   const std::uint64_t rest = bytes - slice * kSliceBytes;
   return rest < kSliceBytes ? rest : kSliceBytes;
+}
+
+/// The block's shared copy of its slice: sub-slice t at t * kStagedSubSliceBytes,
+/// 4 bytes of padding after each, so that the threads of a warp, each reading
+/// its own sub-slice, hit 32 different shared-memory banks (an unpadded
+/// 128-byte stride would put all 32 on one).
+inline constexpr std::uint64_t kStagedSubSliceBytes = kSubSliceBytes + 4;
+inline constexpr std::uint64_t kStagedSliceBytes = kThreadsPerSlice * kStagedSubSliceBytes;
+
+/// Where byte `k` of a slice sits in its staged copy.
+CKPTW_HOST_DEVICE inline std::uint64_t staged_offset(std::uint64_t k) { return k + k / kSubSliceBytes * 4; }
+
+/// What thread `thread` of the `threads` of block `slice` copies of its
+/// slice of [data, data + bytes) into the block's staged copy `staged`
+/// (kStagedSliceBytes, 4-byte aligned): consecutive threads load consecutive
+/// 16-byte words of device memory (coalesced), or consecutive bytes when
+/// `data` is not 16-byte aligned; the block synchronises before reading it.
+CKPTW_HOST_DEVICE inline void stage_slice_part(const unsigned char* data, std::uint64_t bytes, std::uint64_t slice,
+                                               unsigned char* staged, unsigned thread, unsigned threads) {
+  const unsigned char* src = data + slice * kSliceBytes;
+  const std::uint64_t length = slice_length(bytes, slice);
+  std::uint64_t words = 0;
+  if ((reinterpret_cast<unsigned long long>(src) & 15) == 0) {
+    struct alignas(16) Word {
+      std::uint32_t v[4];
+    };
+    words = length / 16;
+    for (std::uint64_t k = thread; k < words; k += threads) {
+      const Word w = reinterpret_cast<const Word*>(src)[k];
+      // A 16-byte word never straddles a sub-slice (128 = 8 words): its four
+      // 4-byte parts stay together, 4-byte aligned, after the padding.
+      std::uint32_t* dst = reinterpret_cast<std::uint32_t*>(staged + staged_offset(16 * k));
+      for (int j = 0; j < 4; ++j) dst[j] = w.v[j];
+    }
+  }
+  for (std::uint64_t k = words * 16 + thread; k < length; k += threads) staged[staged_offset(k)] = src[k];
+}
+
+/// What thread `sub` of block `slice` computes once the slice is staged: the
+/// CRC of sub-slice `sub` of slice `slice` of a storage of `bytes` bytes, from
+/// the block's staged copy.
+CKPTW_HOST_DEVICE inline std::uint32_t staged_sub_slice_crc(const unsigned char* staged, std::uint64_t bytes,
+                                                            std::uint64_t slice, std::uint64_t sub,
+                                                            const std::uint32_t* table) {
+  const std::uint64_t begin = sub * kSubSliceBytes;
+  const std::uint64_t rest = slice_length(bytes, slice) - begin;
+  return update_bytes(table, 0, staged + sub * kStagedSubSliceBytes, rest < kSubSliceBytes ? rest : kSubSliceBytes);
 }
 
 /// Sub-slices of slice `slice`: the threads of its block that have work.

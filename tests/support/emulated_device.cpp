@@ -247,10 +247,17 @@ std::string EmulatedDevice::crc32_slices_async(const void* data, std::size_t byt
     std::uint32_t table[256];
     for (std::uint32_t i = 0; i < 256; ++i) table[i] = m::table_entry(i);
     const auto* p = static_cast<const unsigned char*>(data);
+    // The kernel's steps, its threads one after the other: every thread
+    // stages its part of the slice, then each computes its sub-slice's CRC.
+    alignas(16) static thread_local unsigned char staged[m::kStagedSliceBytes];
     for (std::uint64_t block = 0; block < m::part_count(bytes, m::kSliceBytes); ++block) {
+      std::memset(staged, kFiller, sizeof staged);  // what a read of an unstaged byte would see
+      for (unsigned thread = 0; thread < m::kThreadsPerSlice; ++thread) {
+        m::stage_slice_part(p, bytes, block, staged, thread, m::kThreadsPerSlice);
+      }
       std::uint32_t sub_crc[m::kThreadsPerSlice];
       for (std::uint64_t thread = 0; thread < m::sub_slice_count(bytes, block); ++thread) {
-        sub_crc[thread] = m::sub_slice_crc(p, bytes, block, thread, table);
+        sub_crc[thread] = m::staged_sub_slice_crc(staged, bytes, block, thread, table);
       }
       slice_crcs[block] = m::join_sub_slices(sub_crc, bytes, block, shift.data());
     }

@@ -69,6 +69,41 @@ TEST(Crc32, ShiftOperatorsAgreeWithCombiningByteByByte) {
   }
 }
 
+// The GPU kernel's arithmetic and indexing, its threads run one after the
+// other: each stages its part of the slice into the padded shared copy
+// (16-byte words when the source is aligned, bytes otherwise), each then
+// checksums its sub-slice from there, and thread 0 joins them; the slices
+// join into the storage's CRC. Every source alignment, sizes around the word,
+// sub-slice and slice boundaries: ISA-L's CRC each time.
+TEST(Crc32, KernelStagingAndSlicesMatchIsaLAtEveryAlignment) {
+  namespace m = crc32_math;
+  std::uint32_t table[256];
+  for (std::uint32_t i = 0; i < 256; ++i) table[i] = m::table_entry(i);
+  std::uint32_t shift_sub[32];
+  std::uint32_t shift_slice[32];
+  m::shift_operator(m::kSubSliceBytes, shift_sub);
+  m::shift_operator(m::kSliceBytes, shift_slice);
+  const std::vector<unsigned char> data = random_bytes(3 * m::kSliceBytes + 64);
+  alignas(16) static unsigned char staged[m::kStagedSliceBytes];
+  for (std::size_t align = 0; align < 17; ++align) {
+    const unsigned char* p = data.data() + ((16 - reinterpret_cast<std::uintptr_t>(data.data()) % 16) % 16) + align;
+    for (std::uint64_t n : {1u, 15u, 16u, 17u, 127u, 128u, 129u, 16383u, 16384u, 16385u, 2u * 16384 + 200}) {
+      std::vector<std::uint32_t> slice_crcs;
+      for (std::uint64_t slice = 0; slice < m::part_count(n, m::kSliceBytes); ++slice) {
+        std::memset(staged, 0xEE, sizeof staged);
+        for (unsigned t = 0; t < m::kThreadsPerSlice; ++t) m::stage_slice_part(p, n, slice, staged, t, m::kThreadsPerSlice);
+        std::uint32_t sub_crcs[m::kThreadsPerSlice];
+        for (std::uint64_t t = 0; t < m::sub_slice_count(n, slice); ++t) {
+          sub_crcs[t] = m::staged_sub_slice_crc(staged, n, slice, t, table);
+        }
+        slice_crcs.push_back(m::join_sub_slices(sub_crcs, n, slice, shift_sub));
+      }
+      EXPECT_EQ(m::join_parts(slice_crcs.data(), n, m::kSliceBytes, shift_slice), crc32_update(0, p, n))
+          << n << " bytes at alignment " << align;
+    }
+  }
+}
+
 TEST(Crc32, CopyMatchesMemcpyThenCrcAtEveryAlignmentAroundItsThresholds) {
   // crc32_copy streams from 64 KiB on, in 64 KiB pieces of whole cache lines
   // after aligning the destination to 16 bytes: sizes at and around each
