@@ -92,14 +92,14 @@ def _():
     ckptw.save(sd, path)
     back = ckptw.load(path, map_location="cuda:0")
     assert back["w"].is_cuda and torch.equal(back["w"].cpu(), sd["w"]) and torch.equal(back["b"].cpu(), sd["b"])
-    gpu = os.path.join(WORK, "gpu.pt")
-    ckptw.save(gpu_state(6), gpu)
-    with open(gpu, "rb") as f:
-        theirs = f.read()
-    torch.save(gpu_state(6), os.path.join(WORK, "torch_gpu.pt"))
-    with open(os.path.join(WORK, "torch_gpu.pt"), "rb") as f:
-        assert f.read() == theirs, "ckptw.save of a GPU state dict differs from torch.save's bytes"
-    assert same(gpu_state(6), ckptw.load(gpu)), "a GPU file did not come back on cuda:0"
+    # Same file name in two folders: torch.save names the archive after the file.
+    ours, theirs = (os.path.join(WORK, who, "gpu.pt") for who in ("ckptw", "torch"))
+    for path, save in ((ours, ckptw.save), (theirs, torch.save)):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save(gpu_state(6), path)
+    with open(ours, "rb") as a, open(theirs, "rb") as b:
+        assert a.read() == b.read(), "ckptw.save of a GPU state dict differs from torch.save's bytes"
+    assert same(gpu_state(6), ckptw.load(ours)), "a GPU file did not come back on cuda:0"
 
 
 @check("the installed console script starts without LD_LIBRARY_PATH and verifies a GPU-written checkpoint")
