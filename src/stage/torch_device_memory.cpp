@@ -1,15 +1,35 @@
 #include "stage/torch_device_memory.hpp"
 
+#include <atomic>
 #include <mutex>
 #include <unordered_set>
 
 #if CKPTW_HAVE_CUDA && __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#include <dlfcn.h>
+
 #include <c10/cuda/CUDACachingAllocator.h>
 #define CKPTW_TORCH_CUDA_ALLOCATOR 1
 #endif
 
 namespace ckptw::detail {
 namespace {
+
+#if CKPTW_TORCH_CUDA_ALLOCATOR
+using TorchAllocator = c10::cuda::CUDACachingAllocator::CUDAAllocator;
+
+// torch's allocator, found in the process rather than linked: a link to
+// libc10_cuda would make libckptw.so need it directly, and a consumer whose
+// own RUNPATH finds torch's libraries (not libckptw's, which is empty) then
+// fails to load (its runpath does not serve libckptw's dependencies). When
+// torch uses CUDA, libc10_cuda is loaded; the calls below are virtual, so
+// nothing else of it is linked. Null when it is not loaded or not set up.
+TorchAllocator* torch_allocator() {
+  static auto* const slot = reinterpret_cast<std::atomic<TorchAllocator*>*>(
+      ::dlsym(RTLD_DEFAULT, "_ZN3c104cuda20CUDACachingAllocator9allocatorE"));  // c10::cuda::CUDACachingAllocator::allocator
+  TorchAllocator* allocator = slot != nullptr ? slot->load() : nullptr;
+  return allocator != nullptr && allocator->initialized() ? allocator : nullptr;
+}
+#endif
 
 // Every call goes to `inner` but device allocations, which torch's allocator
 // serves once torch has set it up (it has, whenever a CUDA tensor exists):
@@ -74,13 +94,12 @@ class TorchDeviceMemory final : public DeviceRuntime {
  private:
   std::string allocate(void** memory, std::size_t bytes, Stream stream, bool stream_ordered) {
 #if CKPTW_TORCH_CUDA_ALLOCATOR
-    namespace allocator = c10::cuda::CUDACachingAllocator;
-    if (allocator::get() != nullptr && allocator::get()->initialized()) {
+    if (TorchAllocator* allocator = torch_allocator()) {
       try {
         // Stream-ordered memory belongs to ckptw's stream in torch's pools;
         // the rest is freed only after that stream was synchronised.
-        void* p = stream_ordered ? allocator::raw_alloc_with_stream(bytes, static_cast<cudaStream_t>(stream))
-                                 : allocator::raw_alloc(bytes);
+        void* p = stream_ordered ? allocator->raw_alloc_with_stream(bytes, static_cast<cudaStream_t>(stream))
+                                 : allocator->raw_alloc(bytes);
         std::lock_guard<std::mutex> lock(mutex_);
         from_torch_.insert(p);
         *memory = p;
@@ -100,7 +119,8 @@ class TorchDeviceMemory final : public DeviceRuntime {
       if (from_torch_.erase(memory) == 0) return false;
     }
 #if CKPTW_TORCH_CUDA_ALLOCATOR
-    c10::cuda::CUDACachingAllocator::raw_delete(memory);
+    // Non-null: the pointer came from it, and torch's allocator lives as long as the process.
+    if (TorchAllocator* allocator = torch_allocator()) allocator->raw_delete(memory);
 #endif
     return true;
   }
