@@ -23,9 +23,20 @@ using TorchAllocator = c10::cuda::CUDACachingAllocator::CUDAAllocator;
 // fails to load (its runpath does not serve libckptw's dependencies). When
 // torch uses CUDA, libc10_cuda is loaded; the calls below are virtual, so
 // nothing else of it is linked. Null when it is not loaded or not set up.
+std::atomic<TorchAllocator*>* torch_allocator_slot() {
+  // RTLD_NOLOAD: the copy already loaded, whatever its scope (Python loads
+  // torch's libraries RTLD_LOCAL, out of RTLD_DEFAULT's reach); never a new one.
+  static auto* const slot = [] {
+    const char* symbol = "_ZN3c104cuda20CUDACachingAllocator9allocatorE";  // c10::cuda::CUDACachingAllocator::allocator
+    void* library = ::dlopen("libc10_cuda.so", RTLD_LAZY | RTLD_NOLOAD);
+    void* found = library != nullptr ? ::dlsym(library, symbol) : ::dlsym(RTLD_DEFAULT, symbol);
+    return reinterpret_cast<std::atomic<TorchAllocator*>*>(found);
+  }();
+  return slot;
+}
+
 TorchAllocator* torch_allocator() {
-  static auto* const slot = reinterpret_cast<std::atomic<TorchAllocator*>*>(
-      ::dlsym(RTLD_DEFAULT, "_ZN3c104cuda20CUDACachingAllocator9allocatorE"));  // c10::cuda::CUDACachingAllocator::allocator
+  std::atomic<TorchAllocator*>* slot = torch_allocator_slot();
   TorchAllocator* allocator = slot != nullptr ? slot->load() : nullptr;
   return allocator != nullptr && allocator->initialized() ? allocator : nullptr;
 }
@@ -131,6 +142,14 @@ class TorchDeviceMemory final : public DeviceRuntime {
 };
 
 }  // namespace
+
+bool torch_cuda_allocator_found() {
+#if CKPTW_TORCH_CUDA_ALLOCATOR
+  return torch_allocator_slot() != nullptr;
+#else
+  return false;
+#endif
+}
 
 std::unique_ptr<DeviceRuntime> with_torch_device_memory(DeviceRuntime& inner) {
   return std::make_unique<TorchDeviceMemory>(inner);

@@ -17,4 +17,8 @@ namespace ckptw::detail {
 /// torch's CUDA caching allocator when torch has initialised it.
 std::unique_ptr<DeviceRuntime> with_torch_device_memory(DeviceRuntime& inner);
 
+/// Whether torch's CUDA caching allocator is loaded in this process (set up
+/// or not): false without a CUDA LibTorch, or when libc10_cuda is not loaded.
+bool torch_cuda_allocator_found();
+
 }  // namespace ckptw::detail

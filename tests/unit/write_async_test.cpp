@@ -560,6 +560,11 @@ TEST(StagedWrite, TorchDeviceMemoryFallsThroughToTheRuntimeWhenTorchHasNoAllocat
   EXPECT_EQ(emulated.live_resources(), 0);
   EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
       << "not torch.save's bytes";
+#if CKPTW_TEST_CUDA_TORCH
+  // This test links a CUDA LibTorch: its allocator is found in the process
+  // (by name, not by link), set up or not.
+  EXPECT_TRUE(detail::torch_cuda_allocator_found());
+#endif
 }
 
 // write_async captures and writes on ckptw's own thread, whose current device
