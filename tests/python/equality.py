@@ -27,6 +27,10 @@ def assert_same(a, b, path="root", seen=None):
             assert seen[id(a)] is b, f"{path}: shared in one object, not in the other"
             return
         seen[id(a)] = b
+    if isinstance(a, torch.Tensor) and (a.is_nested or b.is_nested):  # sizes are per component
+        assert a.is_nested and b.is_nested and a.dtype == b.dtype and a.layout == b.layout, path
+        assert_same(list(a.unbind()), list(b.unbind()), f"{path}.unbind()", seen)
+        return
     if isinstance(a, torch.Tensor):
         assert a.dtype == b.dtype and a.shape == b.shape and a.layout == b.layout, path
         assert a.requires_grad == b.requires_grad, path
