@@ -170,6 +170,10 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     fast = zip_format and not mmap and not pickle_load_args and (
         map_location is None or isinstance(map_location, (str, torch.device)))
     if not fast:
+        if zip_format and _big_endian(path):
+            raise UsageError(f"ckptw.load: '{path}' is big-endian: ckptw's own reader swaps it (torch.load leaves "
+                             f"some storages unswapped), so map_location must be None, a str or a torch.device, "
+                             f"without mmap or pickle_load_args")
         _verify_for_torch(path, zip_format)
         return _torch_load(path, map_location, mmap, pickle_load_args)
     try:

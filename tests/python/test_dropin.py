@@ -132,6 +132,10 @@ def test_big_endian_untyped_storage_of_wide_dtype_is_refused(tmp_path):
     assert not torch.equal(torch.load(path, weights_only=True)["t"].to(torch.int32), tensor.to(torch.int32))
     with pytest.raises(ckptw.FormatError, match="does not byte-swap"):
         ckptw.load(path)
+    # Nor by the arguments that go to torch.load (a dict map_location, mmap): refused up front.
+    for kwargs in ({"map_location": {"cpu": "cpu"}}, {"mmap": True}):
+        with pytest.raises(ckptw.UsageError, match="big-endian"):
+            ckptw.load(path, **kwargs)
 
 
 def test_file_without_byteorder_record_follows_the_default_load_endianness(tmp_path):
