@@ -2,6 +2,7 @@
 
 import atexit
 import concurrent.futures
+import contextlib
 import errno
 import os
 import pickle
@@ -172,16 +173,39 @@ def _torch_save_reason(pickle_module, pickle_protocol, use_new_zipfile, disable_
     return next((why for differs, why in reasons if differs), None)
 
 
+def _temp_prefix(path):
+    """The names of `path`'s temporary files and directories: the C++ writer's
+    (`.{name}.ckptw-tmp.`, commit/atomic_file.cpp), so each cleans up after the other."""
+    return f".{os.path.basename(path)}.ckptw-tmp."
+
+
+def _remove_stale_temporaries(path):
+    """What an earlier save of `path` left when it was killed: its temporary file (ckptw's
+    encoder) or directory (torch.save's), as the C++ writer removes its own before writing."""
+    directory, prefix = os.path.dirname(os.path.abspath(path)), _temp_prefix(path)
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+    except OSError:
+        return  # the save itself reports a missing directory
+    for name in names:
+        stale = os.path.join(directory, name)
+        if os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+
+
 def _save_with_torch(obj, path, torch_args, fsync, refused):
     """torch.save's own bytes under ckptw's commit: a temporary file of the same name (torch.save
-    names the archive after it) in a directory beside ``path``, checked to load with
+    names the archive after it) in a temporary directory beside ``path``, checked to load with
     torch.load(weights_only=True), fsynced, renamed over ``path``, directory fsynced."""
     import torch
 
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise NotFoundError(errno.ENOENT, f"ckptw.save: the directory of '{path}' does not exist", directory)
-    staging = tempfile.mkdtemp(prefix=".ckptw-save-", dir=directory)
+    staging = tempfile.mkdtemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", dir=directory)
     try:
         temp = os.path.join(staging, os.path.basename(path))
         try:
@@ -246,6 +270,7 @@ def save(obj, f, pickle_module=pickle, pickle_protocol=2, _use_new_zipfile_seria
             shutil.rmtree(directory, ignore_errors=True)
         return
     path = path_of(f, "write", "save")
+    _remove_stale_temporaries(path)
     fsync = config is None or config.fsync
     if _torch_save_reason(pickle_module, pickle_protocol, _use_new_zipfile_serialization,
                           _disable_byteorder_record) is not None:

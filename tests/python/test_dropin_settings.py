@@ -237,3 +237,15 @@ def test_misuse_raises_torchs_builtin_types(tmp_path):
         ckptw.load(tmp_path / "missing.pt")
     with pytest.raises(FileNotFoundError):
         ckptw.save(state(), tmp_path / "no" / "dir.pt")
+
+
+def test_a_killed_saves_temporaries_are_removed_by_the_next_save(tmp_path):
+    # What a SIGKILL mid-save leaves: torch.save's staging directory, ckptw's temporary file.
+    (tmp_path / ".c.pt.ckptw-tmp.4242.x1y2").mkdir()
+    (tmp_path / ".c.pt.ckptw-tmp.4242.x1y2" / "c.pt").write_bytes(b"torn")
+    (tmp_path / ".c.pt.ckptw-tmp.4243.0").write_bytes(b"torn")
+    (tmp_path / ".other.pt.ckptw-tmp.1.0").write_bytes(b"another file's")
+    with pytest.warns(UserWarning):
+        storage = torch.ones(2).storage()  # through torch.save
+    ckptw.save({"s": storage}, tmp_path / "c.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.pt.ckptw-tmp.1.0", "c.pt"]
