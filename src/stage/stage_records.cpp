@@ -53,7 +53,6 @@ Staging stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, Copy
   // Pinned under a device the copies come from: under the thread's current
   // one, cudaHostRegister would make a context on a GPU the rank never uses.
   unsigned char* base = arena.reserve(end, engine, devices.empty() ? -1 : *devices.begin());
-  staging.bytes = end;
   if (image) staging.image = base;
   staging.records.resize(plan.records.size());
 

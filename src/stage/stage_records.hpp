@@ -60,7 +60,6 @@ struct StagedRecord {
 /// file image is, and what is still being copied or checksummed. Run-time
 /// state of one write; the plan only says what the file holds.
 struct Staging {
-  std::uint64_t bytes = 0;  ///< arena bytes staged
   /// Page-aligned memory of at least file_size rounded up to 4096 bytes in
   /// which every payload already sits at its file offset (records[i].data ==
   /// image + payload_offset), or nullptr. The streamer fills in headers,

@@ -187,9 +187,11 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   // One buffer for every record's header and descriptor: a file of 100,000
   // small tensors would otherwise allocate and free two strings per record.
   std::string framing;
+  const Staging no_staging;  // nothing in flight: every record landed
+  const Staging& staged_plan = staging != nullptr ? *staging : no_staging;
   for (std::size_t i = 0; i < plan.records.size(); ++i) {
     const PlannedRecord& record = plan.records[i];
-    const StagedRecord& staged = staging != nullptr ? staging->record(i) : Staging().record(i);
+    const StagedRecord& staged = staged_plan.record(i);
     if (image_ != nullptr && record.header_offset != image_end_) {
       throw std::logic_error("ckptw: records of the image are not back to back");
     }
