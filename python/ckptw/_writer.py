@@ -154,23 +154,14 @@ _save_writer = None
 _save_lock = threading.Lock()
 
 
-def _torch_save_reason(pickle_module, pickle_protocol, use_new_zipfile, disable_byteorder_record):
-    """Why torch.save itself must write this file (a setting ckptw's encoder does not reproduce), or None."""
+def _only_torch_save_reproduces(pickle_module, pickle_protocol, use_new_zipfile, disable_byteorder_record):
+    """Whether an argument or torch setting asks for bytes ckptw's encoder does not write."""
     import torch.serialization as serialization
 
     save_config = torch_serialization_config("save")
-    tls = getattr(serialization, "_serialization_tls", None)
-    reasons = [
-        (pickle_module is not pickle, "pickle_module"),
-        (pickle_protocol != 2, f"pickle_protocol={pickle_protocol}"),
-        (not use_new_zipfile, "_use_new_zipfile_serialization=False"),
-        (disable_byteorder_record, "_disable_byteorder_record=True"),
-        (save_config is not None and not save_config.compute_crc32, "set_crc32_options(False)"),
-        (save_config is not None and save_config.storage_alignment != 64,
-         f"storage_alignment={getattr(save_config, 'storage_alignment', 64)}"),
-        (bool(getattr(tls, "skip_data", False)), "skip_data()"),
-    ]
-    return next((why for differs, why in reasons if differs), None)
+    return (pickle_module is not pickle or pickle_protocol != 2 or not use_new_zipfile or disable_byteorder_record
+            or (save_config is not None and (not save_config.compute_crc32 or save_config.storage_alignment != 64))
+            or bool(getattr(getattr(serialization, "_serialization_tls", None), "skip_data", False)))
 
 
 def _temp_prefix(path):
@@ -272,8 +263,8 @@ def save(obj, f, pickle_module=pickle, pickle_protocol=2, _use_new_zipfile_seria
     path = path_of(f, "write", "save")
     _remove_stale_temporaries(path)
     fsync = config is None or config.fsync
-    if _torch_save_reason(pickle_module, pickle_protocol, _use_new_zipfile_serialization,
-                          _disable_byteorder_record) is not None:
+    if _only_torch_save_reproduces(pickle_module, pickle_protocol, _use_new_zipfile_serialization,
+                                   _disable_byteorder_record):
         _save_with_torch(obj, path, torch_args, fsync, None)
         return
     try:
