@@ -48,11 +48,23 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # scikit-build-core builds the ckptw package (step 4); safetensors is a row of
 # `ckptw bench`.
+# scripts/python-overrides.txt leaves out triton (1 GB; only torch.compile
+# uses it, and nothing here compiles), since a machine's free disk varies and
+# a set-up that runs out of it fails before any test.
 PYTHON_PACKAGES=(pip torch numpy pytest scikit-build-core safetensors)
 if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, safetensors" 2>/dev/null; then
   log "installing ${PYTHON_PACKAGES[*]} into .venv (large download on a fresh machine)"
+  uv_cache=${UV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/uv}
+  mkdir -p "$uv_cache"
+  for dir in .venv "$uv_cache"; do
+    free_mib=$(df --output=avail -BM "$dir" | tail -1 | tr -dc 0-9)
+    if [ "${free_mib:-0}" -lt 6000 ]; then
+      log "warning: only ${free_mib} MiB free on the filesystem of $dir; torch and its CUDA libraries take about 4.5 GiB unpacked (less where uv's cache already holds them)"
+    fi
+  done
   if [ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q uv; then
-    .venv/bin/uv pip install -q --python .venv/bin/python --upgrade "${PYTHON_PACKAGES[@]}"
+    .venv/bin/uv pip install -q --python .venv/bin/python --override scripts/python-overrides.txt \
+      --upgrade "${PYTHON_PACKAGES[@]}"
   else
     log "uv could not be installed; installing with pip"
     .venv/bin/python -m pip install -q --upgrade "${PYTHON_PACKAGES[@]}"
