@@ -1,38 +1,18 @@
 """Several real processes, one per rank, on loopback: all commit or none does."""
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import ckptw
+from rank_processes import run_ranks as run_rank_processes
 
 WORKER = os.path.join(os.path.dirname(__file__), "rank_worker.py")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(world, path, barrier, fail_rank=-1):
-    port = free_port()
-    procs = []
-    for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, WORKER, str(path), barrier, str(fail_rank)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    reports = []
-    for p in procs:
-        out, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
-        reports.append(json.loads(out.strip().splitlines()[-1]))
-    return sorted(reports, key=lambda r: r["rank"])
+    return run_rank_processes(world, WORKER, path, barrier, fail_rank, timeout=240)
 
 
 @pytest.mark.parametrize("world, barrier", [(2, "tcp_store"), (4, "tcp_store"), (2, "torch_store"), (2, "gloo")])
