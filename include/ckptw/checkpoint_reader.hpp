@@ -53,11 +53,15 @@ struct CKPTW_EXPORT ReadOptions {
 /// Why checkpoint directory `dir` is not committed, or "" when it is: its
 /// commit manifest exists and every rank file it lists has the size and
 /// zip-directory checksum the manifest recorded (the data's CRC-32s are
-/// checked when it is read). Never throws: an unreadable directory is a reason.
+/// checked when it is read). A DCP checkpoint directory (ckptw/dcp.hpp) is
+/// committed when its `.metadata` exists and, where ckptw wrote it, every data
+/// file has the size ckptw committed. Never throws: an unreadable directory is
+/// a reason.
 CKPTW_EXPORT std::string uncommitted_reason(const std::string& dir);
 
-/// The newest committed checkpoint directory directly under `root` (by its
-/// manifest's modification time, the commit point; ties by name), or "" when
+/// The newest committed checkpoint directory directly under `root` (by the
+/// modification time of its manifest, or a DCP directory's `.metadata`: the
+/// commit point; ties by name), or "" when
 /// there is none or `root` does not exist: what a trainer resumes from
 /// (`/ckpt` -> `/ckpt/step_3000`). A torn or half-written step is skipped.
 CKPTW_EXPORT std::string latest_committed(const std::string& root);

@@ -15,6 +15,7 @@
 #include "ckptw/build_info.hpp"
 #include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
+#include "ckptw/dcp.hpp"
 #include "ckptw/error.hpp"
 #include "py_value.hpp"
 
@@ -403,6 +404,11 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("rank_file_name", &rank_file_name);
   m.attr("MANIFEST_FILE_NAME") = kManifestFileName;
+  m.attr("DCP_CHECKSUMS_FILE_NAME") = kDcpChecksumsFileName;
+  m.def("verify_dcp_checkpoint", [](const std::string& dir) {
+    py::gil_scoped_release nogil;
+    return verify_dcp_checkpoint(dir);
+  });
   m.def(
       "read_file",
       [](const std::string& file, const py::object& map_location, bool verify_crc, const std::string& io_backend) {

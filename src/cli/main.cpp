@@ -159,9 +159,12 @@ int main(int argc, char** argv) {
 
   auto* verify = app.add_subcommand(
       "verify", "Check a .pt file, or a checkpoint directory (its manifest and every rank file): structure, every\n"
-                "CRC-32, and the manifest's sizes and checksums. Exit 0 only when everything checks out");
+                "CRC-32, and the manifest's sizes and checksums. A torch.distributed.checkpoint directory written\n"
+                "by ckptw.dcp: every data file's size and every item's CRC-32 against its checksum sidecar.\n"
+                "Exit 0 only when everything checks out");
   std::string verify_path;
-  verify->add_option("PATH", verify_path, "A .pt file or a checkpoint directory")->required();
+  verify->add_option("PATH", verify_path, "A .pt file, a checkpoint directory or a DCP checkpoint directory")
+      ->required();
 
   auto* bench = app.add_subcommand(
       "bench",

@@ -7,7 +7,9 @@
 
 #include "checksum/crc32.hpp"
 #include "ckptw/checkpoint_reader.hpp"
+#include "ckptw/dcp.hpp"
 #include "ckptw/error.hpp"
+#include "read/dcp_checkpoint.hpp"
 #include "read/pt_inspect.hpp"
 
 namespace ckptw::detail {
@@ -39,6 +41,34 @@ FileVerdict verify_file(const std::string& path, const ManifestEntry* entry) {
     verdict.detail = e.what();
   }
   return verdict;
+}
+
+std::vector<FileVerdict> verify_dcp_directory(const std::string& dir) {
+  std::optional<std::vector<DcpDataFile>> files;
+  try {
+    files = read_dcp_checksums(dir);
+  } catch (const std::exception& e) {
+    return {FileVerdict{dir + "/" + kDcpChecksumsFileName, false, e.what()}};
+  }
+  if (!files) {
+    return {FileVerdict{dir, false,
+                        std::string("DCP checkpoint without ckptw's checksums (") + kDcpChecksumsFileName +
+                            "): written by another writer, nothing to verify against"}};
+  }
+  std::vector<FileVerdict> verdicts;
+  for (const DcpDataFile& file : *files) {
+    FileVerdict verdict{dir + "/" + file.name, false, ""};
+    try {
+      verify_dcp_file(dir, file);
+      verdict.ok = true;
+      verdict.detail = std::to_string(file.items.size()) + " DCP items, " + std::to_string(file.size) +
+                       " bytes, CRCs verified, matches " + kDcpChecksumsFileName;
+    } catch (const std::exception& e) {
+      verdict.detail = e.what();
+    }
+    verdicts.push_back(std::move(verdict));
+  }
+  return verdicts;
 }
 
 }  // namespace
@@ -85,6 +115,7 @@ std::vector<FileVerdict> verify_path(const std::string& path) {
     for (const auto& entry : manifest->files) verdicts.push_back(verify_file(path + "/" + entry.file, &entry));
     return verdicts;
   }
+  if (is_dcp_checkpoint(path)) return verify_dcp_directory(path);
   verdicts.push_back(FileVerdict{path, false, std::string("not committed: no ") + kManifestFileName});
   std::vector<std::string> names;
   if (DIR* d = ::opendir(path.c_str())) {

@@ -26,7 +26,8 @@ struct FileVerdict {
 };
 
 /// Verifies a .pt file, or a checkpoint directory (manifest plus every rank
-/// file it lists; a directory without a manifest is reported uncommitted).
+/// file it lists; a directory without a manifest is reported uncommitted), or
+/// a DCP checkpoint directory (every data file its checksum sidecar lists).
 /// Never throws for bad content: every problem is a verdict.
 std::vector<FileVerdict> verify_path(const std::string& path);
 
