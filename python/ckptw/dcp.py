@@ -1,0 +1,374 @@
+"""ckptw as the storage of ``torch.distributed.checkpoint`` (DCP): the stock layout, ckptw's commit.
+
+Switching is one argument::
+
+    dcp.save(state_dict, storage_writer=ckptw.dcp.FileSystemWriter(path))
+    dcp.load(state_dict, storage_reader=ckptw.dcp.FileSystemReader(path))
+
+The directory is DCP's stock one: ``__{rank}_{n}.distcp`` data files whose bytes are those the
+stock ``FileSystemWriter`` writes for the same plan and data (bytes items, then each tensor item as
+a ``torch.save`` archive), and the stock ``.metadata``; the stock reader, ``dcp.load`` and
+``format_utils.dcp_to_torch_save`` read it. What ckptw adds:
+
+- **Commit.** Every rank writes its data files under temporary names and fsyncs them. The
+  coordinator, once DCP has gathered every rank's results (so every rank's data is durable),
+  renames them to their final names, writes the checksum sidecar, and only then ``.metadata``
+  (temporary name, fsync, rename, directory fsync): a directory holds a ``.metadata`` only when
+  every byte it points to is in place. Overwriting a checkpoint first removes its ``.metadata``,
+  so a save that fails half-way leaves the directory uncommitted, never a torn checkpoint that
+  loads. ``ckptw.latest_committed(root)`` and ``ckptw verify DIR`` understand DCP directories.
+- **Checksums.** The CRC-32 of every item, in ``.metadata.ckptw-crc32.json``
+  (:data:`CHECKSUMS_FILE_NAME`), which the stock reader ignores. ckptw's reader checks every
+  item it reads against it; a mismatch is a ckptw.FormatError naming the file, the item and its
+  offset.
+
+The process-group rule: DCP's planning and result gathers run on the group the caller hands
+DCP; ckptw issues no collective of its own, from any thread.
+"""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import queue
+import threading
+import zlib
+
+import torch
+from torch.distributed.checkpoint import filesystem as _stock
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import LoadItemType, WriteItemType
+from torch.distributed.checkpoint.storage import WriteResult
+
+from . import _C
+from .errors import FormatError, UsageError
+
+__all__ = ["FileSystemWriter", "FileSystemReader", "verify", "CHECKSUMS_FILE_NAME"]
+
+#: The checksum sidecar in a DCP checkpoint directory (the C++ side's spelling, shared).
+CHECKSUMS_FILE_NAME = _C.DCP_CHECKSUMS_FILE_NAME
+_METADATA = ".metadata"
+_TEMP_MARK = ".ckptw-tmp."
+
+
+def _item_name(index):
+    """``model.weight[0, 64]``: the FQN and, for a shard, its chunk's offsets."""
+    return index.fqn if index.offset is None else f"{index.fqn}{list(index.offset)}"
+
+
+@dataclasses.dataclass
+class _ItemWritten:
+    """One item as a rank wrote it: DCP's stock storage info (what ``.metadata`` records), and
+    what only the coordinator's commit needs (the file's temporary name, the item's CRC-32)."""
+
+    info: _stock._StorageInfo
+    temp_name: str
+    crc32: int
+
+
+class _ChecksummingStream(io.RawIOBase):
+    """A write-only stream over a file that keeps the CRC-32 of what went through it since
+    the last :meth:`take_crc32`, so each item is checksummed as it is written, once."""
+
+    def __init__(self, file):
+        self._file = file
+        self._crc = 0
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        written = self._file.write(b)
+        self._crc = zlib.crc32(memoryview(b)[:written], self._crc)
+        return written
+
+    def tell(self):
+        return self._file.tell()
+
+    def take_crc32(self):
+        crc, self._crc = self._crc, 0
+        return crc
+
+
+def _fsync_directory(path):
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class FileSystemWriter(_stock.FileSystemWriter):
+    """DCP's ``FileSystemWriter`` with ckptw's commit and checksums; the same arguments.
+
+    ``single_file_per_rank``, ``sync_files``, ``thread_count``, ``per_thread_copy_ahead``,
+    ``cache_staged_state_dict`` and ``overwrite`` mean what they mean for the stock class, and the
+    data files have the stock writer's bytes for each of them. With ``sync_files=False`` nothing
+    is fsynced and a crash may lose a checkpoint that looked committed, as for the stock writer.
+    DCP's experimental ``_extensions`` and the safetensors ``serialization_format`` are refused.
+    """
+
+    def __init__(self, path, single_file_per_rank=True, sync_files=True, thread_count=1,
+                 per_thread_copy_ahead=10_000_000, cache_staged_state_dict=False, overwrite=True,
+                 _extensions=None, serialization_format=_stock.SerializationFormat.TORCH_SAVE):
+        if _extensions:
+            raise UsageError("ckptw.dcp.FileSystemWriter: stream extensions (_extensions) are not supported")
+        if serialization_format != _stock.SerializationFormat.TORCH_SAVE:
+            raise UsageError(f"ckptw.dcp.FileSystemWriter: serialization_format={serialization_format} is not "
+                             f"supported; ckptw writes DCP's default, torch.save archives")
+        if int(thread_count) < 1:
+            raise UsageError(f"ckptw.dcp.FileSystemWriter: thread_count must be at least 1, not {thread_count}")
+        super().__init__(path, single_file_per_rank=single_file_per_rank, sync_files=sync_files,
+                         thread_count=thread_count, per_thread_copy_ahead=per_thread_copy_ahead,
+                         cache_staged_state_dict=cache_staged_state_dict, overwrite=overwrite)
+
+    def write_data(self, plan, planner):
+        prefix = plan.storage_data.prefix
+        _remove_stale_temporaries(self.path, prefix)
+        items = plan.items
+        if self.single_file_per_rank:
+            buckets = _stock._split_by_size_and_type(self.thread_count, items)
+        else:
+            buckets = [[item] for item in items]
+        files = queue.SimpleQueue()
+        for n, bucket in enumerate(buckets):
+            files.put((f"{prefix}{n}{_stock.DEFAULT_SUFFIX}", bucket))
+        # The stock writer's single thread copies device tensors ahead, smallest first, and
+        # that order is in its files' bytes; the same order keeps them identical.
+        smallest_first = (self.thread_count == 1 and self.per_thread_copy_ahead > 0
+                          and torch.cuda.is_available())
+        results, errors = [], []
+
+        def drain():
+            while True:
+                try:
+                    name, bucket = files.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    results.extend(self._write_file(name, bucket, planner, smallest_first))
+                except BaseException as e:  # noqa: B036 - re-raised on the calling thread
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=drain, name=f"ckptw-dcp-write-{i}") for i in range(1, self.thread_count)]
+        for t in threads:
+            t.start()
+        drain()
+        for t in threads:
+            t.join()
+        if errors:
+            _remove_stale_temporaries(self.path, prefix, only_pid=os.getpid())
+            raise errors[0]
+        future = torch.futures.Future()
+        future.set_result(results)
+        return future
+
+    def _write_file(self, name, bucket, planner, smallest_first):
+        """One data file, under a temporary name: the bytes items, then every tensor item as a
+        torch.save archive, in the stock writer's order; fsynced when sync_files."""
+        temp_name = f".{name}{_TEMP_MARK}{os.getpid()}"
+        temp_path = os.path.join(self.path, temp_name)
+        byte_items = [item for item in bucket if item.type == WriteItemType.BYTE_IO]
+        tensor_items = [item for item in bucket if item.type != WriteItemType.BYTE_IO]
+        if smallest_first:
+            tensor_items.sort(key=_stock._item_size)
+        written = []
+        try:
+            with open(temp_path, "wb") as raw:
+                stream = _ChecksummingStream(raw)
+                for item in byte_items:
+                    offset = stream.tell()
+                    stream.write(planner.resolve_data(item).getbuffer())
+                    written.append(self._result(item, name, temp_name, offset, stream))
+                for item in tensor_items:
+                    tensor = planner.resolve_data(item).detach().cpu()
+                    if tensor.untyped_storage().size() != tensor.nbytes:
+                        tensor = tensor.clone()  # the stock writer saves a view's own bytes only
+                    offset = stream.tell()
+                    torch.save(tensor, stream)
+                    written.append(self._result(item, name, temp_name, offset, stream))
+                if self.sync_files:
+                    raw.flush()
+                    os.fsync(raw.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_path)
+            raise
+        return written
+
+    @staticmethod
+    def _result(item, name, temp_name, offset, stream):
+        length = stream.tell() - offset
+        info = _stock._StorageInfo(name, offset, length)
+        return WriteResult(index=item.index, size_in_bytes=length,
+                           storage_data=_ItemWritten(info, temp_name, stream.take_crc32()))
+
+    def finish(self, metadata, results):
+        """The commit, on the coordinator, after every rank's data is durable: data files to their
+        final names, the checksum sidecar, then ``.metadata`` (atomically, the commit point)."""
+        stock_results, files = [], {}
+        for rank_results in results:
+            stock_rank = []
+            for result in rank_results:
+                written = result.storage_data
+                if not isinstance(written, _ItemWritten):
+                    raise UsageError("ckptw.dcp.FileSystemWriter.finish: a rank's results were not written by "
+                                     "ckptw.dcp.FileSystemWriter; every rank must use the same storage writer")
+                entry = files.setdefault(written.info.relative_path, {"temp": written.temp_name, "items": []})
+                entry["items"].append({"item": _item_name(result.index), "offset": written.info.offset,
+                                       "length": written.info.length, "crc32": written.crc32})
+                stock_rank.append(dataclasses.replace(result, storage_data=written.info))
+            stock_results.append(stock_rank)
+
+        directory = os.fspath(self.path)
+        metadata_path = os.path.join(directory, self._metadata_name())
+        checksums_path = os.path.join(directory, CHECKSUMS_FILE_NAME)
+        # From here until the new .metadata lands the directory is uncommitted, never the old
+        # checkpoint's metadata over the new one's data.
+        for stale in (metadata_path, checksums_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        if self.sync_files:
+            _fsync_directory(directory)
+        for name, entry in files.items():
+            temp = os.path.join(directory, entry.pop("temp"))
+            entry["size"] = os.stat(temp).st_size
+            os.replace(temp, os.path.join(directory, name))
+        sidecar = {"format": "ckptw-dcp-checksums", "version": 1, "files": files}
+        _write_atomically(checksums_path, json.dumps(sidecar, indent=1, sort_keys=True).encode(), self.sync_files)
+        # The stock finish pickles the metadata exactly as the stock writer does, under a
+        # temporary name, fsynced, renamed over .metadata; the directory's fsync makes it durable.
+        super().finish(metadata, stock_results)
+        if self.sync_files:
+            _fsync_directory(directory)
+
+    def _metadata_name(self):
+        if not self.use_collectives and self.rank is not None:
+            return f"__{self.rank}{_METADATA}"
+        return _METADATA
+
+
+def _write_atomically(path, data, sync):
+    temp = f"{path}{_TEMP_MARK}{os.getpid()}"
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _remove_stale_temporaries(directory, prefix, only_pid=None):
+    """Data files a killed or failed save of this rank left under temporary names."""
+    directory = os.fspath(directory)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith("." + prefix) and _TEMP_MARK in name):
+            continue
+        if only_pid is not None and not name.endswith(f"{_TEMP_MARK}{only_pid}"):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+
+
+class FileSystemReader(_stock.FileSystemReader):
+    """DCP's ``FileSystemReader`` that checks every item it reads against ckptw's checksums.
+
+    Reads any DCP directory the stock reader reads. Where ckptw wrote it, the CRC-32 of every
+    item is checked before the item is used: a mismatch (or a data file of the wrong size) is a
+    ckptw.FormatError naming the file, the item and its offset. A stock directory has no checksums
+    to check: it loads as the stock reader loads it.
+    """
+
+    def __init__(self, path, _extension_registry=None):
+        super().__init__(path, _extension_registry=_extension_registry)
+        self._checksums = None
+
+    def read_metadata(self, *args, **kwargs):
+        metadata = super().read_metadata(*args, **kwargs)
+        self._checksums = _read_checksums(os.fspath(self.path))
+        return metadata
+
+    def read_data(self, plan, planner):
+        per_file = {}
+        for read_item in plan.items:
+            per_file.setdefault(self.storage_data[read_item.storage_index].relative_path, []).append(read_item)
+        for relative_path, reqs in per_file.items():
+            path = os.path.join(os.fspath(self.path), relative_path)
+            with open(path, "rb") as file:
+                for req in reqs:
+                    info = self.storage_data[req.storage_index]
+                    file.seek(info.offset)
+                    data = file.read(info.length)
+                    self._check(path, relative_path, info, data)
+                    stream = self.transforms.transform_load_stream(req, info.transform_descriptors or (),
+                                                                   io.BytesIO(data))
+                    if req.type == LoadItemType.BYTE_IO:
+                        planner.load_bytes(req, io.BytesIO(stream.read(-1)))
+                        continue
+                    tensor = torch.load(stream if stream.seekable() else io.BytesIO(stream.read(-1)),
+                                        map_location="cpu", weights_only=True)
+                    tensor = _stock.narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
+                    target = planner.resolve_tensor(req).detach()
+                    if target.size() != tensor.size():
+                        raise FormatError(f"ckptw.dcp: '{path}': item {_item_name(req.storage_index)} at offset "
+                                          f"{info.offset} holds a tensor of size {list(tensor.size())}, the plan "
+                                          f"asks for {list(target.size())}")
+                    target.copy_(tensor)
+                    planner.commit_tensor(req, target)
+        future = torch.futures.Future()
+        future.set_result(None)
+        return future
+
+    def _check(self, path, relative_path, info, data):
+        if self._checksums is None:
+            return
+        entry = self._checksums.get(relative_path)
+        expected = None if entry is None else entry["by_offset"].get(info.offset)
+        if expected is None:
+            raise FormatError(f"ckptw.dcp: '{path}': no checksum recorded for the item at offset {info.offset}; "
+                              f"{CHECKSUMS_FILE_NAME} does not belong to this .metadata")
+        if len(data) != info.length:
+            raise FormatError(f"ckptw.dcp: '{path}': item {expected['item']} at offset {info.offset} is cut short "
+                              f"({len(data)} of {info.length} bytes)")
+        actual = zlib.crc32(data)
+        if actual != expected["crc32"]:
+            raise FormatError(f"ckptw.dcp: '{path}': item {expected['item']} at offset {info.offset} "
+                              f"({info.length} bytes) fails its CRC-32 (0x{actual:08x}, recorded "
+                              f"0x{expected['crc32']:08x})")
+
+
+def _read_checksums(directory):
+    """The sidecar, indexed by file and offset, or None for a directory ckptw did not write."""
+    path = os.path.join(directory, CHECKSUMS_FILE_NAME)
+    try:
+        with open(path, "rb") as f:
+            sidecar = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise FormatError(f"ckptw.dcp: cannot read the checksums '{path}': {e}") from e
+    if sidecar.get("format") != "ckptw-dcp-checksums" or sidecar.get("version") != 1:
+        raise FormatError(f"ckptw.dcp: '{path}' is not a version-1 ckptw checksum file")
+    for entry in sidecar["files"].values():
+        entry["by_offset"] = {item["offset"]: item for item in entry["items"]}
+    return sidecar["files"]
+
+
+def verify(directory):
+    """Checks a DCP checkpoint directory without loading it: ``.metadata`` is there, every data file
+    has the size ckptw committed and every item its CRC-32. Returns the number of items checked;
+    raises ckptw.FormatError naming the first bad file, item and offset, and for a directory
+    without ckptw's checksums (a stock one: nothing to verify against). ``ckptw verify DIR``
+    runs the same check (C++'s ``ckptw::verify_dcp_checkpoint``)."""
+    return _C.verify_dcp_checkpoint(os.fsdecode(os.fspath(directory)))

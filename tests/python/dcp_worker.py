@@ -1,0 +1,142 @@
+"""One rank of a torch.distributed.checkpoint job over Gloo (tests/python/test_dcp.py).
+
+    dcp_worker.py save  DIR WRITER [FAIL_RANK [OPTIONS]]   WRITER: ckptw | stock; OPTIONS: JSON kwargs
+    dcp_worker.py load  DIR READER               READER: ckptw | stock
+    dcp_worker.py async DIR
+
+Every rank builds the same training state, sharded for the job's world size: DTensors on a CPU
+mesh (Shard(0), Shard(1), Replicate), an FSDP2 (fully_shard) model and its Adam
+state through torch.distributed.checkpoint.state_dict, a step, the RNG
+state and nested dicts. The full values follow from the names alone, so a job of any world
+size knows what a checkpoint saved by any other must hold. Prints one JSON line.
+"""
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor, init_device_mesh
+
+import ckptw.dcp
+
+
+def full_value(name, shape, dtype=torch.float32):
+    seed = sum(map(ord, name))
+    values = torch.arange(torch.Size(shape).numel(), dtype=torch.float64).reshape(shape)
+    return (values * 0.5 + seed).to(dtype)
+
+
+def fill(dtensor, name, filled):
+    full = full_value(name, dtensor.shape) if filled else torch.zeros(dtensor.shape)
+    dtensor.to_local().copy_(distribute_tensor(full, dtensor.device_mesh, dtensor.placements).to_local())
+
+
+def model(mesh, filled):
+    """An FSDP2 model and its Adam state, their values set from their names."""
+    net = torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.ReLU(), torch.nn.Linear(12, 4))
+    fully_shard(net, mesh=mesh)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    net(torch.ones(3, 8)).sum().backward()
+    optimizer.step()  # creates Adam's state
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            fill(p, name, filled)
+            for key, value in optimizer.state[p].items():
+                if isinstance(value, DTensor):
+                    fill(value, f"{name}.{key}", filled)
+    return net, optimizer
+
+
+def state(mesh, filled):
+    """The training state; `filled` False gives the same structure holding zeros (a load target)."""
+    def make(name, shape, placements, dtype=torch.float32):
+        value = full_value(name, shape, dtype) if filled else torch.zeros(shape, dtype=dtype)
+        return distribute_tensor(value, mesh, placements)
+
+    net, optimizer = model(mesh, filled)
+    model_sd, optim_sd = get_state_dict(net, optimizer)
+    return {
+        "rows": make("rows", (16, 6), [Shard(0)]),
+        "cols": make("cols", (5, 12), [Shard(1)]),
+        "replicated": make("replicated", (3, 4), [Replicate()]),
+        "half": make("half", (7, 3), [Shard(0)], torch.bfloat16),
+        "plain": full_value("plain", (4, 4)) if filled else torch.zeros(4, 4),
+        "model": model_sd,
+        "optim": optim_sd,
+        "step": 1234 if filled else 0,
+        "rng": torch.Generator().manual_seed(7).get_state() if filled else torch.zeros(5056, dtype=torch.uint8),
+        "extra": {"nested": {"lr": 0.1 if filled else 0.0, "names": ["a", "b"] if filled else []}},
+    }, (net, optimizer)
+
+
+def local(value):
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def compare(got, want, path=""):
+    """The key paths whose values differ."""
+    if isinstance(want, dict):
+        return [p for k in want for p in compare(got.get(k), want[k], f"{path}.{k}")]
+    if isinstance(want, torch.Tensor):
+        g, w = local(got), local(want)
+        ok = isinstance(g, torch.Tensor) and g.dtype == w.dtype and g.shape == w.shape and torch.equal(g, w)
+        return [] if ok else [path]
+    return [] if got == want else [path]
+
+
+def main():
+    mode, directory = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mesh = init_device_mesh("cpu", (world,))
+    report = {"rank": rank, "world": world}
+    if mode == "save":
+        which, fail_rank = sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else -1
+        options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
+        writer_class = ckptw.dcp.FileSystemWriter if which == "ckptw" else dcp.FileSystemWriter
+        writer = writer_class(directory, **options)
+        if rank == fail_rank:
+            def refuse(*args, **kwargs):
+                raise OSError(28, "No space left on device (injected)")
+            writer._write_file = refuse
+        sd, _ = state(mesh, filled=True)
+        try:
+            dcp.save(sd, storage_writer=writer)
+            report["outcome"] = "saved"
+        except BaseException as e:  # noqa: B036 - CheckpointException is one; the report says what each rank saw
+            report["outcome"] = f"{type(e).__name__}: {e}"
+    elif mode == "load":
+        which = sys.argv[3]
+        reader = ckptw.dcp.FileSystemReader(directory) if which == "ckptw" else dcp.FileSystemReader(directory)
+        target, (net, optimizer) = state(mesh, filled=False)
+        try:
+            dcp.load(target, storage_reader=reader)
+            set_state_dict(net, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"])
+            want, _ = state(mesh, filled=True)
+            report["differ"] = compare(target, want)
+            report["outcome"] = "loaded"
+        except BaseException as e:  # noqa: B036
+            report["outcome"] = f"{type(e).__name__}: {e}"
+    elif mode == "async":
+        sd, _ = state(mesh, filled=True)
+        writer = ckptw.dcp.FileSystemWriter(directory)
+        future = dcp.async_save(sd, storage_writer=writer)
+        for value in (sd["rows"], sd["plain"]):  # the trainer goes on at once
+            local_tensor = value.to_local() if isinstance(value, DTensor) else value
+            local_tensor.add_(1000)
+        future.result(timeout=120)
+        target, _ = state(mesh, filled=False)
+        dcp.load(target, storage_reader=ckptw.dcp.FileSystemReader(directory))
+        want, _ = state(mesh, filled=True)
+        report["differ"] = compare(target, want)
+        report["outcome"] = "saved"
+    dist.barrier()
+    dist.destroy_process_group()
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()

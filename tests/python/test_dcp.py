@@ -1,0 +1,190 @@
+"""ckptw.dcp under torch.distributed.checkpoint: real ranks over Gloo on loopback, the stock
+writer and reader beside ckptw's, resharding, the commit under a failing rank, checksums."""
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+import ckptw
+import ckptw.dcp
+from rank_processes import run_ranks as run_rank_processes
+
+WORKER = os.path.join(os.path.dirname(__file__), "dcp_worker.py")
+
+
+def run_ranks(world, *args):
+    return run_rank_processes(world, WORKER, *args)
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def metadata_without_ids(directory):
+    """.metadata unpickled, apart from storage_meta (its checkpoint_id and random save_id)."""
+    with open(os.path.join(directory, ".metadata"), "rb") as f:
+        return dataclasses.replace(pickle.load(f), storage_meta=None)
+
+
+def assert_loads(directory, world, reader):
+    for report in run_ranks(world, "load", directory, reader):
+        assert report["outcome"] == "loaded", report
+        assert report["differ"] == [], report
+
+
+@pytest.fixture(scope="module")
+def saved_on_two(tmp_path_factory):
+    """The same training state saved on 2 ranks by ckptw's writer and by the stock one."""
+    root = tmp_path_factory.mktemp("dcp")
+    for which in ("ckptw", "stock"):
+        assert [r["outcome"] for r in run_ranks(2, "save", root / which, which)] == ["saved"] * 2
+    return root / "ckptw", root / "stock"
+
+
+def test_data_files_are_the_stock_writers_bytes(saved_on_two):
+    ours, stock = saved_on_two
+    data_files = sorted(n for n in os.listdir(stock) if n.endswith(".distcp"))
+    assert data_files == ["__0_0.distcp", "__1_0.distcp"]
+    assert sorted(os.listdir(ours)) == sorted(os.listdir(stock) + [ckptw.dcp.CHECKSUMS_FILE_NAME])
+    for name in data_files:
+        assert sha256(ours / name) == sha256(stock / name), name
+    assert metadata_without_ids(ours) == metadata_without_ids(stock)
+
+
+@pytest.mark.parametrize("options", [{"thread_count": 3}, {"single_file_per_rank": False}])
+def test_the_stock_writers_options_give_the_stock_writers_files(options, tmp_path):
+    for which in ("ckptw", "stock"):
+        outcomes = [r["outcome"] for r in run_ranks(2, "save", tmp_path / which, which, -1, json.dumps(options))]
+        assert outcomes == ["saved"] * 2
+    data_files = sorted(n for n in os.listdir(tmp_path / "stock") if n.endswith(".distcp"))
+    assert len(data_files) > 2
+    for name in data_files:
+        assert sha256(tmp_path / "ckptw" / name) == sha256(tmp_path / "stock" / name), name
+    assert metadata_without_ids(tmp_path / "ckptw") == metadata_without_ids(tmp_path / "stock")
+    assert_loads(tmp_path / "ckptw", 2, "stock")
+
+
+def test_a_data_file_of_another_size_uncommits_the_directory(saved_on_two, tmp_path):
+    ours, _ = saved_on_two
+    for step in ("step_1", "step_2"):
+        (tmp_path / step).mkdir()
+        for name in os.listdir(ours):
+            (tmp_path / step / name).write_bytes((ours / name).read_bytes())
+    assert ckptw.latest_committed(tmp_path) in (str(tmp_path / "step_1"), str(tmp_path / "step_2"))
+    os.utime(tmp_path / "step_2" / ".metadata", (2e9, 2e9))  # step_2 is the newer commit
+    assert ckptw.latest_committed(tmp_path) == str(tmp_path / "step_2")
+    with open(tmp_path / "step_2" / "__0_0.distcp", "ab") as f:
+        f.write(b"appended")
+    assert "were committed" in ckptw._C.uncommitted_reason(str(tmp_path / "step_2"))
+    assert ckptw.latest_committed(tmp_path) == str(tmp_path / "step_1")
+
+
+def test_each_writers_checkpoint_loads_with_the_others_reader(saved_on_two):
+    ours, stock = saved_on_two
+    assert_loads(ours, 2, "stock")
+    assert_loads(stock, 2, "ckptw")
+    assert_loads(ours, 2, "ckptw")
+
+
+def test_dcp_to_torch_save_gives_the_same_file_for_both(saved_on_two, tmp_path):
+    ours, stock = saved_on_two
+    for directory in (ours, stock):  # the same file name: torch.save names its archive after it
+        (tmp_path / directory.name).mkdir()
+        dcp_to_torch_save(directory, tmp_path / directory.name / "model.pt")
+    assert sha256(tmp_path / "ckptw" / "model.pt") == sha256(tmp_path / "stock" / "model.pt")
+
+
+def test_saved_on_four_loads_on_two_and_on_one(tmp_path):
+    assert [r["outcome"] for r in run_ranks(4, "save", tmp_path / "four", "ckptw")] == ["saved"] * 4
+    assert len([n for n in os.listdir(tmp_path / "four") if n.endswith(".distcp")]) == 4
+    assert ckptw.dcp.verify(tmp_path / "four") > 0
+    assert_loads(tmp_path / "four", 2, "ckptw")
+    assert_loads(tmp_path / "four", 1, "ckptw")
+
+
+def test_saved_on_one_loads_on_two(tmp_path):
+    assert [r["outcome"] for r in run_ranks(1, "save", tmp_path / "one", "ckptw")] == ["saved"]
+    assert_loads(tmp_path / "one", 2, "ckptw")
+
+
+def test_a_failing_rank_commits_nothing_and_leaves_the_previous_checkpoint(tmp_path):
+    step_1, step_2 = tmp_path / "step_1", tmp_path / "step_2"
+    assert [r["outcome"] for r in run_ranks(2, "save", step_1, "ckptw")] == ["saved"] * 2
+    before = {n: sha256(step_1 / n) for n in os.listdir(step_1)}
+
+    for target in (step_2, step_1):  # a new directory, and over the committed one
+        reports = run_ranks(2, "save", target, "ckptw", 1)
+        for report in reports:  # DCP's gather carries rank 1's error to every rank
+            assert report["outcome"].startswith("CheckpointException"), report
+            assert "No space left on device (injected)" in report["outcome"], report
+    assert not (step_2 / ".metadata").exists()
+    assert not [n for n in os.listdir(step_2) if n.endswith(".distcp")]
+    # The failed save over step_1 never reached its commit: step_1 is what it was (rank 0's
+    # temporaries aside, which its next save removes) and still loads.
+    assert {n: sha256(step_1 / n) for n in os.listdir(step_1) if ".ckptw-tmp." not in n} == before
+    assert ckptw.latest_committed(tmp_path) == str(step_1)
+    assert ckptw.dcp.verify(step_1) > 0
+    assert_loads(step_1, 2, "ckptw")
+
+    assert [r["outcome"] for r in run_ranks(2, "save", step_1, "ckptw")] == ["saved"] * 2
+    assert not [n for n in os.listdir(step_1) if ".ckptw-tmp." in n]
+
+
+def test_a_flipped_byte_is_named_by_item_and_offset(saved_on_two, tmp_path):
+    ours, _ = saved_on_two
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in os.listdir(ours):
+        (damaged / name).write_bytes((ours / name).read_bytes())
+    with open(ours / ckptw.dcp.CHECKSUMS_FILE_NAME) as f:
+        items = json.load(f)["files"]["__1_0.distcp"]["items"]
+    victim = max(items, key=lambda item: item["length"])
+    with open(damaged / "__1_0.distcp", "r+b") as f:
+        f.seek(victim["offset"] + victim["length"] - 100)  # inside the tensor's bytes
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x10]))
+    where = f"item {victim['item']} at offset {victim['offset']}"
+
+    assert ckptw.dcp.verify(ours) == sum(len(e["items"]) for e in json.load(
+        open(ours / ckptw.dcp.CHECKSUMS_FILE_NAME))["files"].values())
+    with pytest.raises(ckptw.FormatError, match=re.escape(where) + r".*CRC-32.*__1_0\.distcp"):
+        ckptw.dcp.verify(damaged)
+    cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ckptw"), "verify", str(damaged)],
+                         capture_output=True, text=True)
+    assert cli.returncode != 0 and where in cli.stdout + cli.stderr, cli
+    assert subprocess.run([os.path.join(os.path.dirname(sys.executable), "ckptw"), "verify", str(ours)],
+                          capture_output=True).returncode == 0
+    for report in run_ranks(1, "load", damaged, "ckptw"):
+        assert report["outcome"].startswith("CheckpointException") and where in report["outcome"], report
+
+
+def test_async_save_captures_the_values_at_return(tmp_path):
+    for report in run_ranks(2, "async", tmp_path / "async"):
+        assert report["outcome"] == "saved" and report["differ"] == [], report
+    assert ckptw.dcp.verify(tmp_path / "async") > 0
+
+
+def test_a_stock_directory_has_nothing_to_verify_against(saved_on_two):
+    _, stock = saved_on_two
+    with pytest.raises(ckptw.FormatError, match="without ckptw's checksums"):
+        ckptw.dcp.verify(stock)
+
+
+def test_options_the_writer_cannot_honour_are_refused(tmp_path):
+    from torch.distributed.checkpoint.filesystem import SerializationFormat
+
+    with pytest.raises(ckptw.UsageError, match="serialization_format"):
+        ckptw.dcp.FileSystemWriter(tmp_path, serialization_format=SerializationFormat.SAFETENSORS)
+    with pytest.raises(ckptw.UsageError, match="thread_count"):
+        ckptw.dcp.FileSystemWriter(tmp_path, thread_count=0)
+    assert torch.distributed.checkpoint.FileSystemWriter in type(ckptw.dcp.FileSystemWriter(tmp_path)).__mro__
