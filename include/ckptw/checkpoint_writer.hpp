@@ -9,6 +9,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "ckptw/barrier.hpp"
 #include "ckptw/config.hpp"
@@ -71,6 +72,27 @@ struct CKPTW_EXPORT WriteRequest {
   /// Python objects they are, and keeps the first exception a hook raised so
   /// that the caller gets it back unchanged.
   std::shared_ptr<WriterHook> hook;
+};
+
+/// One piece of a file that CheckpointWriter::save_segments() writes.
+struct CKPTW_EXPORT FileSegment {
+  /// When set: written as torch.save(archive, stream) writes it into a stream
+  /// (archive folder "archive", offsets from the archive's first byte).
+  Value::Ptr archive;
+  /// Otherwise: these bytes, as they are.
+  std::string bytes;
+};
+
+/// Where save_segments() put one segment.
+struct CKPTW_EXPORT SegmentWritten {
+  std::uint64_t offset = 0;  ///< in the file
+  std::uint64_t length = 0;
+  std::uint32_t crc32 = 0;   ///< of every byte of the segment
+};
+
+struct CKPTW_EXPORT SegmentsWriteResult {
+  WriteResult write;
+  std::vector<SegmentWritten> segments;  ///< one per FileSegment, in order
 };
 
 class CKPTW_EXPORT CheckpointWriter {
@@ -161,6 +183,14 @@ class CKPTW_EXPORT CheckpointWriter {
   /// failure the temporary file is removed. No hooks, barrier or manifest.
   /// Waits for background writes first. Throws as write() does.
   WriteResult save(const std::string& file, const Value::Ptr& value);
+  /// save() of a file made of several segments back to back: raw bytes, and
+  /// whole archives, each with the bytes torch.save writes into a stream at
+  /// that point (a torch.distributed.checkpoint data file is one: its bytes
+  /// items, then one torch.save archive per tensor item). Committed as save()
+  /// commits; returns where each segment landed and its CRC-32. The archives'
+  /// tensors must be in host memory (ckptw::UsageError naming the key path
+  /// otherwise). Throws as write() does.
+  SegmentsWriteResult save_segments(const std::string& file, const std::vector<FileSegment>& segments);
   /// Allocates (and, where a GPU is visible, pins) `bytes` of staging memory
   /// in every snapshot set now, so that no write_async() of up to `bytes`
   /// pays for it. Throws ckptw::UsageError beyond a set's share of

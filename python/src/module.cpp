@@ -385,6 +385,31 @@ PYBIND11_MODULE(_C, m) {
              py::gil_scoped_release nogil;
              return w.get().save(file, value);
            })
+      .def("save_segments",
+           [](PyWriter& w, const std::string& file, const py::list& segments) {
+             // bytes-like objects are raw segments; anything else is saved as an archive.
+             std::vector<FileSegment> pieces(segments.size());
+             for (std::size_t i = 0; i < pieces.size(); ++i) {
+               py::handle segment = segments[i];
+               if (PyBytes_Check(segment.ptr()) || PyByteArray_Check(segment.ptr()) ||
+                   PyMemoryView_Check(segment.ptr())) {
+                 const py::buffer_info bytes = py::reinterpret_borrow<py::buffer>(segment).request();
+                 pieces[i].bytes.assign(static_cast<const char*>(bytes.ptr), bytes.size * bytes.itemsize);
+               } else {
+                 pieces[i].archive = to_value(segment);
+               }
+             }
+             SegmentsWriteResult written;
+             {
+               py::gil_scoped_release nogil;
+               written = w.get().save_segments(file, pieces);
+             }
+             py::list landed;
+             for (const SegmentWritten& segment : written.segments) {
+               landed.append(py::make_tuple(segment.offset, segment.length, segment.crc32));
+             }
+             return py::make_tuple(written.write, landed);
+           })
       .def("reserve", [](PyWriter& w, std::size_t bytes) {
         py::gil_scoped_release nogil;
         w.get().reserve(bytes);

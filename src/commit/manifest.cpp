@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ckptw/error.hpp"
+#include "commit/barrier_guard.hpp"
 
 namespace ckptw::detail {
 
@@ -62,6 +63,31 @@ Vote decode_vote(const std::string& message) {
     in >> vote.failed_phase;
   }
   return vote;
+}
+
+std::vector<Vote> tally_votes(const std::vector<std::string>& messages, const std::exception_ptr& failure,
+                              const std::string& failed_phase, const std::string& path) {
+  std::vector<Vote> votes;
+  std::vector<int> failed;
+  std::string phases;
+  for (std::size_t r = 0; r < messages.size(); ++r) {
+    votes.push_back(decode_vote(messages[r]));
+    if (!votes.back().ok) {
+      failed.push_back(static_cast<int>(r));
+      phases += (phases.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + ": " +
+                votes.back().failed_phase;
+    }
+  }
+  if (failed.empty()) return votes;
+  std::string why = "checkpoint not committed: " + describe_ranks(failed) + " failed (" + phases + ")";
+  if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      why += "; this rank's " + failed_phase + " error: " + e.what();
+    }
+  }
+  throw CommitAborted(why, path);
 }
 
 }  // namespace ckptw::detail

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -39,5 +40,12 @@ struct Vote {
   std::string failed_phase;
 };
 Vote decode_vote(const std::string& message);
+
+/// The votes of every rank (Barrier::all_gather's messages, in rank order).
+/// Throws ckptw::CommitAborted naming `path` and the ranks that voted no,
+/// with their phases, when any did; `failure`, this rank's own error in
+/// `failed_phase` (or null), is named in the message too.
+std::vector<Vote> tally_votes(const std::vector<std::string>& messages, const std::exception_ptr& failure,
+                              const std::string& failed_phase, const std::string& path);
 
 }  // namespace ckptw::detail

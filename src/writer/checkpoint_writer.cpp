@@ -1,8 +1,6 @@
 #include "ckptw/checkpoint_writer.hpp"
 
-#include <cerrno>
 #include <chrono>
-#include <cstdio>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -23,6 +21,8 @@
 #include "stage/snapshot_arena.hpp"
 #include "stage/stage_records.hpp"
 #include "writer/image_streamer.hpp"
+#include "writer/published_file.hpp"
+#include "writer/segment_plan.hpp"
 #include "writer/writer_config.hpp"
 #include "writer/writer_internals.hpp"
 
@@ -85,11 +85,13 @@ class CheckpointWriter::Impl {
     });
   }
 
-  // torch.save(value, file): the one file at exactly `file` (its directory
-  // must exist, as for torch.save), under a temporary name until it is
-  // complete; no hooks, barrier or manifest.
-  WriteResult save(const std::string& file, const detail::PlanInput& input) {
-    check_writable(file, "save()");
+  // One file at exactly `file` (its directory must exist, as for
+  // torch.save), under a temporary name until it is complete; no hooks,
+  // barrier or manifest. `plan` fills in the counts and returns the file's
+  // size; `stream` writes it.
+  WriteResult save_file(const std::string& file, const char* what,
+                        const std::function<std::uint64_t(WriteResult&)>& plan, const detail::StreamFile& stream) {
+    check_writable(file, what);
     wait_for_background_write();
     detail::Stopwatch total;
     detail::Stopwatch phase;
@@ -97,17 +99,51 @@ class CheckpointWriter::Impl {
     WriteResult result;
     result.file = file;
     result.io_backend = io_->name();
-    FinishCopiesOnExit finish_copies;
-    StagedPlan staged = plan_and_stage_device_records(file, input, result, finish_copies);
-    const std::string dir = detail::parent_directory(file);
-    detail::remove_stale_temp_files(*io_, dir, {detail::temp_prefix_for(detail::base_name(file))});
+    const std::uint64_t file_size = plan(result);
+    detail::remove_stale_temp_files(*io_, detail::parent_directory(file),
+                                    {detail::temp_prefix_for(detail::base_name(file))});
     result.plan_secs = phase.lap();
     result.plan_cpu_secs = cpu.lap();
-    (void)write_file(staged, result, [](const detail::Vote&) {});
+    (void)write_file(file_size, result, stream, [](const detail::Vote&) {});
     result.write_secs = phase.lap() - result.sync_secs;
     result.write_cpu_secs = cpu.lap();
     result.total_secs = total.elapsed();
     return result;
+  }
+
+  // torch.save(value, file).
+  WriteResult save(const std::string& file, const detail::PlanInput& input) {
+    FinishCopiesOnExit finish_copies;
+    StagedPlan staged;
+    return save_file(
+        file, "save()",
+        [&](WriteResult& result) {
+          staged = plan_and_stage_device_records(file, input, result, finish_copies);
+          return staged.plan.file_size;
+        },
+        stream_staged(staged));
+  }
+
+  SegmentsWriteResult save_segments(const std::string& file, const std::vector<FileSegment>& segments) {
+    detail::SegmentPlan planned;
+    SegmentsWriteResult out;
+    out.write = save_file(
+        file, "save_segments()",
+        [&](WriteResult& result) {
+          planned = detail::plan_segments(segments, plan_options("archive"), file);
+          result.tensor_count = planned.tensor_count;
+          result.storage_count = planned.storage_count;
+          return planned.file_size;
+        },
+        [&](detail::ImageStreamer& streamer, detail::WriteQueue& queue, const detail::TempFile& temp) {
+          detail::ImageStreamer::Result streamed{planned.file_size, 0, 0};
+          for (const auto& landed : streamer.stream_segments(planned.pieces, queue, temp.temp_path(), temp.direct(),
+                                                             &streamed.copy_crc_secs)) {
+            out.segments.push_back(SegmentWritten{landed.offset, landed.length, landed.crc32});
+          }
+          return streamed;
+        });
+    return out;
   }
 
   // Captures every payload into a free snapshot set on the caller's thread,
@@ -136,7 +172,7 @@ class CheckpointWriter::Impl {
     detail::Stopwatch capture;
     const detail::ThreadCpuStopwatch capture_cpu;
     try {
-      job->staged.plan = make_plan(file_path(path), input, job->planned);
+      job->staged.plan = make_plan(detail::archive_folder_for(file_path(path)), input, job->planned);
       const double planned = capture.elapsed();
       job->staged.staging = detail::stage_records(job->staged.plan, detail::StageWhat::kAllRecords,
                                                   *arenas_[job->arena], engine_for(job->staged.plan), stage_options());
@@ -248,7 +284,7 @@ class CheckpointWriter::Impl {
     // replaces the file it describes: what remains between removing the old
     // manifest and publishing the new one is renames and fsyncs.
     attempt("write", [&] {
-      directory_crc = write_file(staged, result, [&](const detail::Vote& written) {
+      directory_crc = write_file(staged.plan.file_size, result, stream_staged(staged), [&](const detail::Vote& written) {
         if (rank_info_.global_world_size != 1) return;
         single_rank_manifest = detail::prepare_manifest(*io_, manifest_path, {written});
         detail::remove_manifest(*io_, manifest_path, path);
@@ -357,7 +393,7 @@ class CheckpointWriter::Impl {
   StagedPlan plan_and_stage_device_records(const std::string& file, const detail::PlanInput& input,
                                            WriteResult& result, FinishCopiesOnExit& finish_copies) {
     StagedPlan staged;
-    staged.plan = make_plan(file, input, result);
+    staged.plan = make_plan(detail::archive_folder_for(file), input, result);
     detail::CopyEngine& copies = engine_for(staged.plan);
     finish_copies.engine = &copies;
     NoteStagingMemoryOnExit note{this, 0};  // also when staging fails after growing the set
@@ -366,15 +402,20 @@ class CheckpointWriter::Impl {
     return staged;
   }
 
-  detail::FilePlan make_plan(const std::string& file, const detail::PlanInput& input, WriteResult& result) const {
-    detail::PlanOptions options;
-    options.folder = detail::archive_folder_for(file);
-    options.alignment = config_.storage_alignment;
-    options.record_device_as_cpu = config_.record_device_as_cpu;
-    detail::FilePlan plan = detail::plan_value(input.root(), options);
+  // `folder`: the archive's (detail::archive_folder_for its file).
+  detail::FilePlan make_plan(const std::string& folder, const detail::PlanInput& input, WriteResult& result) const {
+    detail::FilePlan plan = detail::plan_value(input.root(), plan_options(folder));
     result.tensor_count = plan.tensor_count;
     result.storage_count = plan.storage_count;
     return plan;
+  }
+
+  detail::PlanOptions plan_options(const std::string& folder) const {
+    detail::PlanOptions options;
+    options.folder = folder;
+    options.alignment = config_.storage_alignment;
+    options.record_device_as_cpu = config_.record_device_as_cpu;
+    return options;
   }
 
   detail::StageOptions stage_options() const {
@@ -475,35 +516,17 @@ class CheckpointWriter::Impl {
     }
   }
 
-  // Writes result.file under a temporary name, runs `before_publish`, then
-  // publishes it under its final name.
-  std::uint32_t write_file(const StagedPlan& staged, WriteResult& result,
+  std::uint32_t write_file(std::uint64_t file_size, WriteResult& result, const detail::StreamFile& stream,
                            const std::function<void(const detail::Vote&)>& before_publish) {
-    const detail::FilePlan& plan = staged.plan;
-    detail::TempFile file(*io_, result.file, config_.direct_io);
-    result.direct_io = file.direct();
-    // Preallocating the whole (block-rounded) file keeps the writes from
-    // extending it one by one, which makes ext4/xfs punt them to worker
-    // threads; it also sets the size, so the file is truncated after.
-    const std::uint64_t block = detail::BufferRing::kAlignment;
-    (void)io_->preallocate(file.fd(), (plan.file_size + block - 1) / block * block);  // best effort
-    detail::ImageStreamer::Result streamed;
-    {
-      io_->set_staging_memory(staging_memory());
-      std::unique_ptr<detail::WriteQueue> queue = io_->open_queue(file.fd(), *ring_, config_.queue_depth);
-      detail::ImageStreamer streamer(*ring_);
-      streamed = streamer.stream(plan, *queue, file.temp_path(), file.direct(), &staged.staging, &engine_for(plan));
-    }
-    if (int rc = io_->truncate(file.fd(), plan.file_size); rc < 0) {
-      throw IoError("cannot truncate to the final size", file.temp_path(), "", -rc);
-    }
-    before_publish(detail::Vote{true, streamed.bytes, streamed.directory_crc32, ""});
-    detail::Stopwatch publishing;
-    file.publish(config_.fsync);
-    result.sync_secs = publishing.elapsed();
-    result.copy_crc_secs = streamed.copy_crc_secs;
-    result.bytes_written = streamed.bytes;
-    return streamed.directory_crc32;
+    return detail::write_published_file(*io_, *ring_, config_, staging_memory(), file_size, result, stream,
+                                        before_publish);
+  }
+
+  detail::StreamFile stream_staged(const StagedPlan& staged) {
+    return [this, &staged](detail::ImageStreamer& streamer, detail::WriteQueue& queue, const detail::TempFile& file) {
+      return streamer.stream(staged.plan, queue, file.temp_path(), file.direct(), &staged.staging,
+                             &engine_for(staged.plan));
+    };
   }
 
   // Temp-name prefixes this rank owns in the checkpoint directory: leftovers
@@ -524,27 +547,7 @@ class CheckpointWriter::Impl {
     std::vector<std::string> messages =
         barrier_->all_gather(message, std::chrono::seconds(config_.write_barrier_timeout_secs));
     result.barrier_secs += waited.elapsed();
-    std::vector<detail::Vote> votes;
-    std::vector<int> failed;
-    std::string phases;
-    for (std::size_t r = 0; r < messages.size(); ++r) {
-      votes.push_back(detail::decode_vote(messages[r]));
-      if (!votes.back().ok) {
-        failed.push_back(static_cast<int>(r));
-        phases += (phases.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + ": " +
-                  votes.back().failed_phase;
-      }
-    }
-    if (failed.empty()) return votes;
-    std::string why = "checkpoint not committed: " + detail::describe_ranks(failed) + " failed (" + phases + ")";
-    if (failure) {
-      try {
-        std::rethrow_exception(failure);
-      } catch (const std::exception& e) {
-        why += "; this rank's " + failed_phase + " error: " + e.what();
-      }
-    }
-    throw CommitAborted(why, path);
+    return detail::tally_votes(messages, failure, failed_phase, path);
   }
 
   std::shared_ptr<Barrier> barrier_;
@@ -570,7 +573,6 @@ class CheckpointWriter::Impl {
   bool stopping_ = false;
   std::thread worker_;        // started by the first write_async
 };
-
 
 CheckpointWriter::CheckpointWriter(CheckpointWriterConfig config, RankInfo rank_info,
                                    std::shared_ptr<Barrier> barrier,
@@ -675,6 +677,11 @@ WriteResult CheckpointWriter::save(const std::string& file, const Value::Ptr& va
   if (!impl_) throw UsageError("save() on a moved-from CheckpointWriter", file);
   if (!value) throw UsageError("save() of a null Value", file);
   return impl_->save(file, detail::PlanInput{nullptr, value, nullptr});
+}
+
+SegmentsWriteResult CheckpointWriter::save_segments(const std::string& file, const std::vector<FileSegment>& segments) {
+  if (!impl_) throw UsageError("save_segments() on a moved-from CheckpointWriter", file);
+  return impl_->save_segments(file, segments);
 }
 
 void CheckpointWriter::reserve(std::size_t bytes) {

@@ -161,12 +161,11 @@ void ImageStreamer::put_payload(const PlannedRecord& record, bool in_place, std:
   }
 }
 
-ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
-                                            bool pad_last_write, const Staging* staging, CopyEngine* engine) {
+void ImageStreamer::start(WriteQueue& queue, const std::string& path, unsigned char* image) {
   queue_ = &queue;
   path_ = &path;
   externals_in_flight_ = 0;
-  image_ = staging != nullptr ? staging->image : nullptr;
+  image_ = image;
   image_end_ = 0;
   image_submitted_ = 0;
   copy_crc_secs_ = 0;
@@ -176,22 +175,30 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
     for (std::size_t i = ring_.count(); i-- > 0;) free_.push_back(i);
     acquire();
   }
-  // Into a buffered file, large payloads go from their own memory: the kernel
-  // copies them into the page cache anyway, so a copy into the ring would be
-  // a second one. O_DIRECT needs the ring's aligned buffers.
-  const bool in_place = !pad_last_write;
+}
 
+std::uint64_t ImageStreamer::offset() const { return image_ != nullptr ? image_end_ : buffer_offset_ + buffered_; }
+
+ImageStreamer::ArchiveCrcs ImageStreamer::stream_archive(const FilePlan& plan, bool in_place, const Staging& staging,
+                                                         CopyEngine* engine, bool whole_crc) {
+  ArchiveCrcs crcs;
+  // The CRC-32 of every byte of the archive, when asked: the framing's own,
+  // combined with the payloads' (computed anyway for the zip directory).
+  const auto add_bytes = [&](const std::string& bytes) {
+    if (whole_crc) crcs.whole = crc32_update(crcs.whole, bytes.data(), bytes.size());
+  };
+  const auto add_crc = [&](std::uint32_t crc, std::uint64_t size) {
+    if (whole_crc && size > 0) crcs.whole = crc32_combine(crcs.whole, crc, size);
+  };
   std::vector<ZipEntry> entries;
   SerializationId serialization_id;
   entries.reserve(plan.records.size());
   // One buffer for every record's header and descriptor: a file of 100,000
   // small tensors would otherwise allocate and free two strings per record.
   std::string framing;
-  const Staging no_staging;  // nothing in flight: every record landed
-  const Staging& staged_plan = staging != nullptr ? *staging : no_staging;
   for (std::size_t i = 0; i < plan.records.size(); ++i) {
     const PlannedRecord& record = plan.records[i];
-    const StagedRecord& staged = staged_plan.record(i);
+    const StagedRecord& staged = staging.record(i);
     if (image_ != nullptr && record.header_offset != image_end_) {
       throw std::logic_error("ckptw: records of the image are not back to back");
     }
@@ -208,6 +215,7 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
     framing.clear();
     append_local_file_header(framing, name, record.size, record.header_offset, plan.alignment);
     put(framing.data(), framing.size(), nullptr);
+    add_bytes(framing);
 
     std::uint32_t crc = 0;
     if (record.is_serialization_id) {
@@ -219,9 +227,11 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
       put_payload(record, in_place, known ? nullptr : &crc);
       if (known) crc = computed_on_device;
     }
+    add_crc(crc, record.size);
     framing.clear();
     append_data_descriptor(framing, crc, record.size, record.header_offset);
     put(framing.data(), framing.size(), nullptr);
+    add_bytes(framing);
     if (image_ != nullptr) submit_image_through(image_end_, 0);
     if (!record.is_serialization_id) {
       serialization_id.add(record.name, record.data, record.size, crc);
@@ -229,11 +239,14 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
     entries.push_back(ZipEntry{std::move(name), record.size, record.header_offset, crc});
   }
   const std::string tail = central_directory_and_end(entries, plan.central_directory_offset);
-  std::uint32_t directory_crc = 0;
-  put(tail.data(), tail.size(), &directory_crc);
+  put(tail.data(), tail.size(), &crcs.directory);
+  add_crc(crcs.directory, tail.size());
+  return crcs;
+}
 
+std::uint64_t ImageStreamer::finish(bool pad_last_write) {
   // The last write, padded to a block when asked.
-  const std::uint64_t written = image_ != nullptr ? image_end_ : buffer_offset_ + buffered_;
+  const std::uint64_t written = offset();
   const std::uint64_t block = BufferRing::kAlignment;
   if (image_ != nullptr) {
     const std::uint64_t padded_end = pad_last_write ? (written + block - 1) / block * block : written;
@@ -248,11 +261,53 @@ ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& qu
   }
   while (queue_->in_flight() > 0) note_done(queue_->wait_any());
   check_queue();
+  return written;
+}
+
+ImageStreamer::Result ImageStreamer::stream(const FilePlan& plan, WriteQueue& queue, const std::string& path,
+                                            bool pad_last_write, const Staging* staging, CopyEngine* engine) {
+  start(queue, path, staging != nullptr ? staging->image : nullptr);
+  const Staging no_staging;  // nothing in flight: every record landed
+  // Into a buffered file, large payloads go from their own memory: the kernel
+  // copies them into the page cache anyway, so a copy into the ring would be
+  // a second one. O_DIRECT needs the ring's aligned buffers.
+  const ArchiveCrcs crcs =
+      stream_archive(plan, !pad_last_write, staging != nullptr ? *staging : no_staging, engine, false);
+  const std::uint64_t written = finish(pad_last_write);
   if (written != plan.file_size) {
     throw Error("internal: streamed " + std::to_string(written) + " bytes, planned " + std::to_string(plan.file_size),
                 path);
   }
-  return Result{written, directory_crc, copy_crc_secs_};
+  return Result{written, crcs.directory, copy_crc_secs_};
+}
+
+std::vector<ImageStreamer::SegmentResult> ImageStreamer::stream_segments(const std::vector<Segment>& segments,
+                                                                         WriteQueue& queue, const std::string& path,
+                                                                         bool pad_last_write, double* copy_crc_secs) {
+  start(queue, path, nullptr);
+  const Staging no_staging;
+  std::vector<SegmentResult> results;
+  results.reserve(segments.size());
+  for (const Segment& segment : segments) {
+    SegmentResult result;
+    result.offset = offset();
+    if (segment.archive != nullptr) {
+      result.crc32 = stream_archive(*segment.archive, !pad_last_write, no_staging, nullptr, true).whole;
+    } else if (segment.size > 0) {
+      append(segment.bytes, segment.size, &result.crc32);
+    }
+    result.length = offset() - result.offset;
+    const std::uint64_t planned = segment.archive != nullptr ? segment.archive->file_size : segment.size;
+    if (result.length != planned) {
+      throw Error("internal: streamed " + std::to_string(result.length) + " bytes of a segment, planned " +
+                      std::to_string(planned),
+                  path);
+    }
+    results.push_back(result);
+  }
+  finish(pad_last_write);
+  if (copy_crc_secs != nullptr) *copy_crc_secs = copy_crc_secs_;
+  return results;
 }
 
 }  // namespace ckptw::detail

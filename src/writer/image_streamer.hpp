@@ -54,7 +54,37 @@ class ImageStreamer {
   Result stream(const FilePlan& plan, WriteQueue& queue, const std::string& path, bool pad_last_write,
                 const Staging* staging = nullptr, CopyEngine* engine = nullptr);
 
+  /// One piece of a file of several: `size` raw bytes at `bytes`, or, when
+  /// `archive` is set, that laid-out plan's whole archive (its offsets are
+  /// the archive's own, as torch.save's are when it writes into a stream).
+  struct Segment {
+    const void* bytes = nullptr;
+    std::size_t size = 0;
+    const FilePlan* archive = nullptr;
+  };
+  struct SegmentResult {
+    std::uint64_t offset = 0;  ///< in the file
+    std::uint64_t length = 0;
+    std::uint32_t crc32 = 0;   ///< of all the segment's bytes
+  };
+  /// Writes `segments` back to back from offset 0 through the ring (the
+  /// archives' payloads in host memory, no Staging), as stream() writes one
+  /// archive; returns where each landed and its CRC-32. Sets
+  /// `*copy_crc_secs` as Result::copy_crc_secs. Throws as stream() does.
+  std::vector<SegmentResult> stream_segments(const std::vector<Segment>& segments, WriteQueue& queue,
+                                             const std::string& path, bool pad_last_write,
+                                             double* copy_crc_secs = nullptr);
+
  private:
+  struct ArchiveCrcs {
+    std::uint32_t directory = 0;  ///< of the central directory and end records
+    std::uint32_t whole = 0;      ///< of every byte of the archive, when asked for
+  };
+  void start(WriteQueue& queue, const std::string& path, unsigned char* image);
+  ArchiveCrcs stream_archive(const FilePlan& plan, bool in_place, const Staging& staging, CopyEngine* engine,
+                             bool whole_crc);
+  std::uint64_t finish(bool pad_last_write);
+  std::uint64_t offset() const;  // file bytes streamed so far
   void put(const void* data, std::size_t size, std::uint32_t* crc);
   void put_payload(const PlannedRecord& record, bool in_place, std::uint32_t* crc);
   void submit_image_through(std::uint64_t ready, std::uint64_t padded_end);

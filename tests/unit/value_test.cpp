@@ -1,12 +1,14 @@
 // Value, the planner's input model: identity, OrderedDict attributes and
 // int keys survive a write and a read_value; what IValue cannot say is an
 // error naming the key path, not a silent change.
+#include <algorithm>
 #include <filesystem>
 
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 
+#include "checksum/crc32.hpp"
 #include "ckptw/ckptw.hpp"
 #include "support/test_support.hpp"
 
@@ -119,6 +121,61 @@ TEST(Value, SaveWritesOneFileAtItsPathAsTorchSaveDoes) {
     EXPECT_NE(e.path().find("missing"), std::string::npos);
   }
   EXPECT_FALSE(std::filesystem::exists(tmp / "missing"));
+}
+
+// A torch.distributed.checkpoint data file: raw segments and whole archives
+// back to back, each archive the bytes save() writes for a file whose
+// archive folder is "archive" (torch.save's into a stream), each segment's
+// offset, length and CRC-32 those of its bytes in the file; through the ring
+// both into a buffered file and with O_DIRECT, payloads large enough to be
+// written in place included.
+TEST(Value, SaveSegmentsWritesArchivesAsSaveDoesBackToBack) {
+  for (const bool direct_io : {false, true}) {
+    testing::TempDir tmp;
+    CheckpointWriterConfig config;
+    config.direct_io = direct_io;
+    config.write_buffer_bytes = 1 << 20;
+    CheckpointWriter writer(config, RankInfo{0, 1});
+    const std::vector<Value::Ptr> archives = {
+        Value::tensor(at::arange(1000, at::kFloat)),
+        Value::dict({{str("w"), Value::tensor(at::ones({3}))}, {str("n"), Value::integer(7)}}),
+        Value::tensor(at::arange(3 << 18, at::kFloat)),  // 3 MiB: three ring buffers, or one in-place write
+    };
+    std::vector<FileSegment> segments(6);
+    segments[0].bytes = "a bytes item";
+    segments[1].archive = archives[0];
+    segments[2].bytes = "";
+    segments[3].archive = archives[1];
+    segments[4].archive = archives[2];
+    segments[5].bytes = std::string(5000, 'x');
+    const SegmentsWriteResult result = writer.save_segments(tmp / "__0_0.distcp", segments);
+
+    const std::string file = testing::read_file(tmp / "__0_0.distcp");
+    EXPECT_EQ(result.write.bytes_written, file.size());
+    EXPECT_EQ(result.write.tensor_count, 3u);
+    ASSERT_EQ(result.segments.size(), segments.size());
+    std::uint64_t offset = 0;
+    std::size_t archive = 0;
+    std::filesystem::create_directory(tmp / "alone");
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+      const SegmentWritten& landed = result.segments[i];
+      EXPECT_EQ(landed.offset, offset) << i;
+      const std::string bytes = file.substr(landed.offset, landed.length);
+      std::string expected = segments[i].bytes;
+      if (segments[i].archive) {
+        (void)writer.save(tmp / "alone/archive.pt", archives[archive++]);
+        expected = testing::read_file(tmp / "alone/archive.pt");
+      }
+      EXPECT_EQ(bytes, expected) << "segment " << i << (direct_io ? " (O_DIRECT)" : "");
+      EXPECT_EQ(landed.crc32, detail::crc32_update(0, bytes.data(), bytes.size())) << i;
+      offset += landed.length;
+    }
+    EXPECT_EQ(offset, file.size());
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(tmp.path())) names.push_back(entry.path().filename());
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"__0_0.distcp", "alone"}));
+  }
 }
 
 TEST(Value, AStateDictsDevicesBecomeTorchDevices) {
