@@ -42,6 +42,7 @@ from torch.distributed.checkpoint.planner import LoadItemType, WriteItemType
 from torch.distributed.checkpoint.storage import WriteResult
 
 from . import _C
+from ._types import CheckpointWriterConfig, RankInfo
 from .errors import FormatError, UsageError
 
 __all__ = ["FileSystemWriter", "FileSystemReader", "verify", "CHECKSUMS_FILE_NAME"]
@@ -169,11 +170,42 @@ class FileSystemWriter(_stock.FileSystemWriter):
         """One data file, under a temporary name: the bytes items, then every tensor item as a
         torch.save archive, in the stock writer's order; fsynced when sync_files."""
         temp_name = f".{name}{_TEMP_MARK}{os.getpid()}"
-        temp_path = os.path.join(self.path, temp_name)
         byte_items = [item for item in bucket if item.type == WriteItemType.BYTE_IO]
         tensor_items = [item for item in bucket if item.type != WriteItemType.BYTE_IO]
         if smallest_first:
             tensor_items.sort(key=_stock._item_size)
+        tensors = [planner.resolve_data(item).detach() for item in tensor_items]
+        if all(t.device.type == "cpu" for t in tensors):
+            return self._write_file_with_engine(name, temp_name, byte_items, tensor_items, tensors, planner)
+        del tensors  # device tensors: copied to the host one by one as they are written
+        return self._write_file_streaming(name, temp_name, byte_items, tensor_items, planner)
+
+    def _write_file_with_engine(self, name, temp_name, byte_items, tensor_items, tensors, planner):
+        """ckptw's C++ writer: every segment through its write ring (io_uring, O_DIRECT where the
+        filesystem takes it), each archive encoded by its encoder, every CRC-32 taken as the bytes
+        are copied; temporary name, fsync, rename as ckptw.save."""
+        segments = [planner.resolve_data(item).getbuffer() for item in byte_items]
+        for tensor in tensors:
+            if tensor.untyped_storage().size() != tensor.nbytes:
+                tensor = tensor.clone()  # the stock writer saves a view's own bytes only
+            segments.append(tensor)
+        _, landed = self._engine().save_segments(os.path.join(os.fspath(self.path), temp_name), segments)
+        return [WriteResult(index=item.index, size_in_bytes=length,
+                            storage_data=_ItemWritten(_stock._StorageInfo(name, offset, length), temp_name, crc))
+                for item, (offset, length, crc) in zip(byte_items + tensor_items, landed)]
+
+    def _engine(self):
+        """A C++ writer for the calling thread, kept for the next save (one thread uses one writer)."""
+        engines = self.__dict__.setdefault("_ckptw_engines", {})
+        thread = threading.get_ident()
+        if thread not in engines:
+            engines[thread] = _C.Writer(CheckpointWriterConfig(fsync=self.sync_files), RankInfo(0, 1), None, None)
+        return engines[thread]
+
+    def _write_file_streaming(self, name, temp_name, byte_items, tensor_items, planner):
+        """Device tensors: each copied to the host and torch.save'd into the file in turn, as the
+        stock writer does, the CRC-32s taken as the bytes pass."""
+        temp_path = os.path.join(self.path, temp_name)
         written = []
         try:
             with open(temp_path, "wb") as raw:
@@ -273,7 +305,8 @@ def _remove_stale_temporaries(directory, prefix, only_pid=None):
     except OSError:
         return
     for name in names:
-        if not (name.startswith("." + prefix) and _TEMP_MARK in name):
+        # ".__0_0.distcp.ckptw-tmp.PID", and the C++ writer's own temporary of that name.
+        if not (name.lstrip(".").startswith(prefix) and _TEMP_MARK in name):
             continue
         if only_pid is not None and not name.endswith(f"{_TEMP_MARK}{only_pid}"):
             continue

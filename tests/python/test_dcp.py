@@ -46,7 +46,8 @@ def saved_on_two(tmp_path_factory):
     """The same training state saved on 2 ranks by ckptw's writer and by the stock one."""
     root = tmp_path_factory.mktemp("dcp")
     for which in ("ckptw", "stock"):
-        assert [r["outcome"] for r in run_ranks(2, "save", root / which, which)] == ["saved"] * 2
+        reports = run_ranks(2, "save", root / which, which)
+        assert [(r["outcome"], r["engine"]) for r in reports] == [("saved", which == "ckptw")] * 2
     return root / "ckptw", root / "stock"
 
 
