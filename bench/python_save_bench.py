@@ -6,6 +6,7 @@ writing it into DIR, durably, and answers with one JSON line:
   ckptw.save   ckptw.save from Python (fsync inside), so the binding's cost shows
   dcp          torch.distributed.checkpoint.save, one process, FileSystemWriter with its
                defaults (its own fsync of every file), into a fresh directory each time
+  ckptw.dcp    the same with ckptw.dcp.FileSystemWriter (the same files, committed by ckptw)
   safetensors  safetensors.torch.save_file (tied weights once), then fsync of the file and its directory
 
 CPU seconds are this process's (every thread) over the timed saves only. A "touch" line
@@ -54,18 +55,24 @@ def saver(name, directory):
             fsync(path)
             fsync(directory)
         return save, lambda: os.path.getsize(path), f"safetensors {safetensors.__version__}"
-    if name == "dcp":
+    if name in ("dcp", "ckptw.dcp"):
         import torch.distributed.checkpoint as dcp
 
         target = os.path.join(directory, "dcp")
+        if name == "dcp":
+            writer_class, version = dcp.FileSystemWriter, f"torch {torch.__version__}, FileSystemWriter defaults"
+        else:
+            import ckptw.dcp
+
+            writer_class, version = ckptw.dcp.FileSystemWriter, f"ckptw {ckptw.__version__}, FileSystemWriter defaults"
 
         def save(sd):
             shutil.rmtree(target, ignore_errors=True)
-            dcp.save(sd, storage_writer=dcp.FileSystemWriter(target), no_dist=True)
+            dcp.save(sd, storage_writer=writer_class(target), no_dist=True)
 
         def written():
             return sum(e.stat().st_size for e in os.scandir(target))
-        return save, written, f"torch {torch.__version__}, FileSystemWriter defaults"
+        return save, written, version
     raise SystemExit(f"unknown saver {name!r}")
 
 

@@ -21,10 +21,11 @@
 //   limit: a raw sequential write of the same byte count from pre-filled,
 //     aligned ring buffers with O_DIRECT through the auto backend, no copy,
 //     no CRC, no format: what the filesystem takes;
-//   torch.save, ckptw.save, dcp, safetensors: Python savers writing the same
-//     state dict (loaded from the ckptw file) durably, in the project's Python
-//     (bench/python_save_bench.py): torch's reference, ckptw through its
-//     binding, torch.distributed.checkpoint and safetensors, the peers users
+//   torch.save, ckptw.save, dcp, ckptw.dcp, safetensors: Python savers writing
+//     the same state dict (loaded from the ckptw file) durably, in the
+//     project's Python (bench/python_save_bench.py): torch's reference, ckptw
+//     through its binding, torch.distributed.checkpoint with the stock writer
+//     and with ckptw.dcp's (one process), and safetensors, the peers users
 //     pick; their CPU seconds are the script's own over the timed saves.
 // GB/s = file bytes / seconds, GB = 1e9 bytes. CPU s/GB = process CPU time
 // (user + system) per GB written, the median over the repeats in the write
@@ -100,7 +101,7 @@ int run_bench(const BenchOptions& options) {
     runners.push_back(set_up([&] { return limit_runner(file_bytes, out); }));
     std::vector<std::function<void(Row&)>> finishers(runners.size());
     if (options.torch_save) {
-      for (const char* saver : {"torch.save", "ckptw.save", "dcp", "safetensors"}) {
+      for (const char* saver : {"torch.save", "ckptw.save", "dcp", "ckptw.dcp", "safetensors"}) {
         progress.line(std::string(saver) + ": starting " + bench_script("python_save_bench.py"));
         std::vector<std::function<void(Row&)>> finisher;
         runners.push_back(python_runner(saver, source, out, &finisher));

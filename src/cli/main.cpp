@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
   bench->add_option("--json", bench_json, "Print JSON instead of the table, or write it to FILE (and print the table)")
       ->expected(0, 1);
   bench->add_flag("--no-torch", [&](std::int64_t) { bench_options.torch_save = false; },
-                  "Skip the Python rows (torch.save, ckptw.save, dcp, safetensors; torch.load with --read)");
+                  "Skip the Python rows (torch.save, ckptw.save, dcp, ckptw.dcp, safetensors; torch.load with --read)");
   bench->add_flag("--keep", bench_options.keep, "Keep the temp directory and its files");
   bench->add_flag("--buffered", [&](std::int64_t) { bench_options.direct_io = false; },
                   "ckptw rows write through the page cache (direct_io = false) instead of O_DIRECT");

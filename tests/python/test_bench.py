@@ -2,6 +2,7 @@
 rounds are interleaved in an order that changes every round, the noise floor is reported,
 nothing is left."""
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -20,7 +21,7 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     report = json.loads((tmp_path / "bench.json").read_text())
     rows = {row["name"]: row for row in report["rows"]}
     names = ["ckptw", "ckptw-posix", "ckptw-uring", "ckptw-async", "limit",
-             "torch.save", "ckptw.save", "dcp", "safetensors"]
+             "torch.save", "ckptw.save", "dcp", "ckptw.dcp", "safetensors"]
     assert list(rows) == names
     for name in names:
         assert len(rows[name]["seconds"]) == 3, (name, rows[name]["note"])
@@ -49,13 +50,15 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
         else:
             assert "write_request_kib" not in rows[name], name
     # One warm-up round in table order, then three timed rounds: timed round t runs row
-    # (s * k + t) mod n, with the strides s = 1, n - 1, 2 (coprime with n = 9), so that each
-    # row follows other rows from round to round.
+    # (s * k + t) mod n, with the strides s taken from the numbers coprime with n in the order
+    # 1, n - 1, 2, n - 2, ... (1, 9, 3 for n = 10), so that each row follows other rows from
+    # round to round.
     order = report["order"]
     n = len(names)
+    strides = [s for low in range(1, n // 2 + 1) for s in dict.fromkeys((low, n - low)) if math.gcd(s, n) == 1]
     assert order[0] == names and order[1] == names
-    assert order[2] == [names[((n - 1) * k + 1) % n] for k in range(n)]
-    assert order[3] == [names[(2 * k + 2) % n] for k in range(n)]
+    assert order[2] == [names[(strides[1] * k + 1) % n] for k in range(n)]
+    assert order[3] == [names[(strides[2] * k + 2) % n] for k in range(n)]
     for name in names:  # no row has the same predecessor in all three timed rounds
         before = [round_[round_.index(name) - 1] if round_.index(name) else order[i][-1]
                   for i, round_ in enumerate(order[1:])]
