@@ -5,6 +5,7 @@
 // called) with it held; every write, wait, barrier and read runs with it
 // released, so a Python thread keeps running during a save and ckptw's
 // background thread can take it to call a hook.
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -199,7 +200,11 @@ void translate_errors(std::exception_ptr error) {
     py::object type = errors.attr(cls);
     py::object exc;
     if (std::string(cls) == "IoError" || std::string(cls) == "NotFoundError") {
-      exc = type(e.errno_value(), e.message(), e.path().empty() ? py::object(py::none()) : py::str(e.path()));
+      // OSError's strerror: what ckptw was doing, then the system's words for errno
+      // ("write failed: No space left on device").
+      const std::string what =
+          e.errno_value() != 0 ? e.message() + ": " + std::strerror(e.errno_value()) : e.message();
+      exc = type(e.errno_value(), what, e.path().empty() ? py::object(py::none()) : py::str(e.path()));
     } else {
       exc = type(e.what());
     }

@@ -43,30 +43,40 @@ FileVerdict verify_file(const std::string& path, const ManifestEntry* entry) {
   return verdict;
 }
 
+// The verdicts of a DCP directory: one per data file its checksum sidecar
+// lists, or one saying why there is nothing to check.
 std::vector<FileVerdict> verify_dcp_directory(const std::string& dir) {
+  std::vector<FileVerdict> verdicts(1);
   std::optional<std::vector<DcpDataFile>> files;
   try {
     files = read_dcp_checksums(dir);
   } catch (const std::exception& e) {
-    return {FileVerdict{dir + "/" + kDcpChecksumsFileName, false, e.what()}};
+    verdicts[0].path = dir + "/";
+    verdicts[0].path += kDcpChecksumsFileName;
+    verdicts[0].detail = e.what();
+    return verdicts;
   }
   if (!files) {
-    return {FileVerdict{dir, false,
-                        std::string("DCP checkpoint without ckptw's checksums (") + kDcpChecksumsFileName +
-                            "): written by another writer, nothing to verify against"}};
+    verdicts[0].path = dir;
+    // Appended piece by piece: GCC 12 warns (-Warray-bounds, falsely) on a chain of operator+ here.
+    verdicts[0].detail = "DCP checkpoint without ckptw's checksums (";
+    verdicts[0].detail += kDcpChecksumsFileName;
+    verdicts[0].detail += "): written by another writer, nothing to verify against";
+    return verdicts;
   }
-  std::vector<FileVerdict> verdicts;
-  for (const DcpDataFile& file : *files) {
-    FileVerdict verdict{dir + "/" + file.name, false, ""};
+  verdicts.resize(files->size());
+  for (std::size_t i = 0; i < files->size(); ++i) {
+    const DcpDataFile& file = (*files)[i];
+    verdicts[i].path = dir + "/" + file.name;
     try {
       verify_dcp_file(dir, file);
-      verdict.ok = true;
-      verdict.detail = std::to_string(file.items.size()) + " DCP items, " + std::to_string(file.size) +
-                       " bytes, CRCs verified, matches " + kDcpChecksumsFileName;
+      verdicts[i].ok = true;
+      verdicts[i].detail = std::to_string(file.items.size()) + " DCP items, " + std::to_string(file.size);
+      verdicts[i].detail += " bytes, CRCs verified, matches ";
+      verdicts[i].detail += kDcpChecksumsFileName;
     } catch (const std::exception& e) {
-      verdict.detail = e.what();
+      verdicts[i].detail = e.what();
     }
-    verdicts.push_back(std::move(verdict));
   }
   return verdicts;
 }
@@ -116,7 +126,10 @@ std::vector<FileVerdict> verify_path(const std::string& path) {
     return verdicts;
   }
   if (is_dcp_checkpoint(path)) return verify_dcp_directory(path);
-  verdicts.push_back(FileVerdict{path, false, std::string("not committed: no ") + kManifestFileName});
+  verdicts.emplace_back();
+  verdicts.back().path = path;
+  verdicts.back().detail = "not committed: no ";
+  verdicts.back().detail += kManifestFileName;
   std::vector<std::string> names;
   if (DIR* d = ::opendir(path.c_str())) {
     while (dirent* e = ::readdir(d)) {

@@ -96,6 +96,7 @@ def main():
     if mode == "save":
         which, fail_rank = sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else -1
         options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
+        extra_mib = options.pop("extra_mib", 0)  # a Shard(0) tensor of that many MiB more
         writer_class = ckptw.dcp.FileSystemWriter if which == "ckptw" else dcp.FileSystemWriter
         writer = writer_class(directory, **options)
         if rank == fail_rank:
@@ -103,6 +104,8 @@ def main():
                 raise OSError(28, "No space left on device (injected)")
             writer._write_file = refuse
         sd, _ = state(mesh, filled=True)
+        if extra_mib:
+            sd["big"] = distribute_tensor(torch.ones(extra_mib * 256, 1024), mesh, [Shard(0)])
         try:
             dcp.save(sd, storage_writer=writer)
             report["outcome"] = "saved"

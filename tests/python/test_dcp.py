@@ -140,6 +140,30 @@ def test_a_failing_rank_commits_nothing_and_leaves_the_previous_checkpoint(tmp_p
     assert not [n for n in os.listdir(step_1) if ".ckptw-tmp." in n]
 
 
+@pytest.mark.parametrize("fault", ["ENOSPC", "EROFS"])
+def test_a_filesystem_that_refuses_the_data_fails_every_rank_and_commits_nothing(fault, tmp_path):
+    """A tmpfs of 2 MiB for 8 MiB of shards (ENOSPC), or one remounted read-only after the
+    checkpoint directory was made (EROFS: root ignores permission bits, not a read-only mount)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("mounting a tmpfs of its own needs CAP_SYS_ADMIN (CI runs as root with it)")
+    try:
+        (mount / "step").mkdir()
+        if fault == "EROFS":
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        reports = run_ranks(2, "save", mount / "step", "ckptw", -1, json.dumps({"extra_mib": 8}))
+        words = "No space left on device" if fault == "ENOSPC" else "Read-only file system"
+        for report in reports:
+            assert report["outcome"].startswith("CheckpointException") and words in report["outcome"], report
+        names = os.listdir(mount / "step")
+        assert ".metadata" not in names and ckptw.dcp.CHECKSUMS_FILE_NAME not in names, names
+        assert not [n for n in names if not n.startswith(".")], names  # temporaries at most
+        assert ckptw.latest_committed(mount) is None
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 def test_a_flipped_byte_is_named_by_item_and_offset(saved_on_two, tmp_path):
     ours, _ = saved_on_two
     damaged = tmp_path / "damaged"
