@@ -10,7 +10,10 @@ state through torch.distributed.checkpoint.state_dict, a step, the RNG
 state and nested dicts. The full values follow from the names alone, so a job of any world
 size knows what a checkpoint saved by any other must hold. Prints one JSON line.
 """
+import datetime
 import json
+import os
+import signal
 import sys
 
 import torch
@@ -89,18 +92,23 @@ def compare(got, want, path=""):
 
 def main():
     mode, directory = sys.argv[1], sys.argv[2]
-    dist.init_process_group("gloo")
+    # A short timeout: a rank that dies must not keep the others waiting DCP's 30 minutes.
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     rank, world = dist.get_rank(), dist.get_world_size()
     mesh = init_device_mesh("cpu", (world,))
     report = {"rank": rank, "world": world}
+    die = False
     if mode == "save":
         which, fail_rank = sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else -1
         options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
         extra_mib = options.pop("extra_mib", 0)  # a Shard(0) tensor of that many MiB more
+        die = options.pop("die", False)  # FAIL_RANK is killed while it writes, rather than raising
         writer_class = ckptw.dcp.FileSystemWriter if which == "ckptw" else dcp.FileSystemWriter
         writer = writer_class(directory, **options)
         if rank == fail_rank:
             def refuse(*args, **kwargs):
+                if die:
+                    os.kill(os.getpid(), signal.SIGKILL)
                 raise OSError(28, "No space left on device (injected)")
             writer._write_file = refuse
         sd, _ = state(mesh, filled=True)
@@ -137,7 +145,8 @@ def main():
         want, _ = state(mesh, filled=True)
         report["differ"] = compare(target, want)
         report["outcome"] = "saved"
-    dist.barrier()
+    if mode != "save" or not die:  # a killed peer cannot meet a barrier
+        dist.barrier()
     dist.destroy_process_group()
     print(json.dumps(report), flush=True)
 

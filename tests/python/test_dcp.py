@@ -8,6 +8,7 @@ import pickle
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -138,6 +139,20 @@ def test_a_failing_rank_commits_nothing_and_leaves_the_previous_checkpoint(tmp_p
 
     assert [r["outcome"] for r in run_ranks(2, "save", step_1, "ckptw")] == ["saved"] * 2
     assert not [n for n in os.listdir(step_1) if ".ckptw-tmp." in n]
+
+
+def test_a_rank_killed_mid_save_commits_nothing_and_the_survivors_raise(tmp_path):
+    step_1, step_2 = tmp_path / "step_1", tmp_path / "step_2"
+    assert [r["outcome"] for r in run_ranks(2, "save", step_1, "ckptw")] == ["saved"] * 2
+    started = time.monotonic()
+    reports = run_rank_processes(2, WORKER, "save", step_2, "ckptw", 1, json.dumps({"die": True}), may_die={1})
+    assert [r["rank"] for r in reports] == [0]
+    assert reports[0]["outcome"] != "saved", reports  # Gloo tells rank 0 its peer is gone
+    assert time.monotonic() - started < 120
+    assert not (step_2 / ".metadata").exists()
+    assert not [n for n in os.listdir(step_2) if not n.startswith(".")]
+    assert ckptw.latest_committed(tmp_path) == str(step_1)
+    assert_loads(step_1, 2, "ckptw")
 
 
 @pytest.mark.parametrize("fault", ["ENOSPC", "EROFS"])
