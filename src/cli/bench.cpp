@@ -60,6 +60,7 @@ using namespace bench;
 namespace fs = std::filesystem;
 
 int run_bench(const BenchOptions& options) {
+  if (options.dcp) return run_dcp_bench(options);
   if (options.rank_child) return run_bench_rank(options);
   if (options.ranks > 0) return run_bench_ranks(options);
   std::optional<PreviousRun> previous;

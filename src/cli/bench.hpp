@@ -35,6 +35,10 @@ struct BenchOptions {
   /// --compare FILE: an earlier run's --json (same mode and --size); the
   /// report adds each row's move against it, read against both runs' spread.
   std::string compare_file;
+  /// --dcp: torch.distributed.checkpoint saves by --ranks processes (1, 2
+  /// and 4 when unset) of a DTensor-sharded model, the stock writer against
+  /// ckptw.dcp's (bench/dcp_ranks_bench.py, in the project's Python).
+  bool dcp = false;
 };
 
 /// Runs the benchmark and prints its report; returns the exit code.

@@ -215,6 +215,13 @@ int main(int argc, char** argv) {
                     "An earlier run's --json FILE (same --size, same mode): print each row's move against it, with\n"
                     "both runs' rerun p90 and how far the limit row (the filesystem alone) moved")
       ->excludes("--ranks");
+  bench->add_flag("--dcp", bench_options.dcp,
+                  "torch.distributed.checkpoint instead: --ranks processes (1, 2 and 4 when not given) save a\n"
+                  "DTensor-sharded model (Gloo on loopback), the stock FileSystemWriter against ckptw.dcp's and\n"
+                  "dcp.async_save with ckptw.dcp (the time it blocks); node GB/s, CPU s/GB summed over the ranks.\n"
+                  "A development tool: bench/dcp_ranks_bench.py in the project's Python; --json FILE only")
+      ->excludes("--read")
+      ->excludes("--compare");
   bench->add_flag("--rank-child", bench_options.rank_child)->group("");  // set by --ranks in the processes it spawns
 
   CLI11_PARSE(app, argc, argv);

@@ -193,3 +193,23 @@ def test_installed_cli_and_binding_load_the_cuda_runtime_of_torchs_wheel():
     script = pathlib.Path(sys.executable).parent / "ckptw"
     out = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
+
+
+def test_bench_dcp_rows_save_the_same_bytes_and_report_the_blocking_time(tmp_path):
+    """`ckptw bench --dcp`: 2 ranks, the stock writer, ckptw.dcp's and its async_save; both writers'
+    checkpoints hold the same bytes, every row measured something, nothing is left."""
+    ckptw_cli = os.path.join(os.path.dirname(sys.executable), "ckptw")
+    out = subprocess.run([ckptw_cli, "bench", "--dcp", "--ranks", "2", "--size", "16MiB", "--repeat", "2",
+                          "--warmup", "0", "--dir", str(tmp_path), "--json", str(tmp_path / "dcp.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {row["name"]: row for row in json.loads((tmp_path / "dcp.json").read_text())["rows"]}
+    assert list(rows) == ["dcp", "ckptw.dcp", "ckptw.async"]
+    assert rows["dcp"]["bytes"] == rows["ckptw.dcp"]["bytes"] == rows["ckptw.async"]["bytes"] > 16 << 20
+    for name, row in rows.items():
+        assert row["ranks"] == 2 and len(row["seconds"]) == 2, (name, row)
+        assert row["gbps_median"] > 0 and row["cpu_s_per_gb"] > 0, (name, row)
+    assert 0 < rows["ckptw.async"]["blocked_median"] < max(rows["ckptw.async"]["seconds"])
+    assert rows["dcp"]["blocked_median"] is None
+    assert "ckptw.dcp" in out.stdout
+    assert sorted(os.listdir(tmp_path)) == ["dcp.json"]

@@ -66,6 +66,30 @@ std::string peer_missing(const std::string& python, const std::string& script) {
 
 }  // namespace
 
+int run_dcp_bench(const BenchOptions& options) {
+  const std::string python = default_python();
+  const std::string script = bench_script("dcp_ranks_bench.py");
+  if (std::string why = peer_missing(python, script); !why.empty()) {
+    std::fprintf(stderr, "ckptw bench --dcp: %s\n", why.c_str());
+    return 1;
+  }
+  std::vector<std::string> args{python, script, "--ranks", options.ranks > 0 ? std::to_string(options.ranks) : "1,2,4",
+                                "--size", std::to_string(options.size_bytes) + "B", "--repeat",
+                                std::to_string(options.repeats), "--warmup", std::to_string(options.warmup), "--dir",
+                                options.dir};
+  if (!options.json_file.empty()) {
+    args.push_back("--json");
+    args.push_back(options.json_file);
+  }
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  ::execv(python.c_str(), argv.data());
+  std::fprintf(stderr, "ckptw bench --dcp: cannot run %s: %s\n", python.c_str(), std::strerror(errno));
+  return 1;
+}
+
 std::string bench_script(const std::string& name) {
   if (const char* dir = std::getenv("CKPTW_BENCH_SCRIPTS"); dir && *dir) return std::string(dir) + "/" + name;
   return std::string(CKPTW_BENCH_SCRIPTS_DIR) + "/" + name;

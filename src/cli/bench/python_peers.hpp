@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include "cli/bench.hpp"
 #include "cli/bench/types.hpp"
 
 namespace ckptw::cli::bench {
@@ -21,6 +22,12 @@ std::string default_python();
 /// $CKPTW_BENCH_SCRIPTS when set, else in the bench/ folder of the checkout
 /// this ckptw was built from.
 std::string bench_script(const std::string& name);
+
+/// `ckptw bench --dcp`: runs bench/dcp_ranks_bench.py in the project's
+/// Python with the options that apply (--ranks, --size, --repeat, --warmup,
+/// --dir, --json FILE) in place of this process; returns only when it cannot
+/// (a message on stderr, exit code 1).
+int run_dcp_bench(const BenchOptions& options);
 
 /// A started child: its pid, and this process's ends of the pipes on its
 /// stdin and stdout (-1 where none was asked for).

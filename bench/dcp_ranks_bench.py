@@ -1,0 +1,170 @@
+"""`ckptw bench --dcp`: torch.distributed.checkpoint saves of a DTensor-sharded model by N ranks
+at once, with the stock FileSystemWriter and with ckptw.dcp.FileSystemWriter, interleaved.
+
+Each rank is a real process on loopback (Gloo, a CPU DeviceMesh of N); the model is a GPT-like set
+of float32 tensors of SIZE bytes in all, each sharded Shard(0) over the ranks. Every repeat saves
+into a fresh directory with the writer's defaults (its fsync of every file included) and is timed
+from a barrier before it to a barrier after it, so a repeat's seconds are the slowest rank's.
+Rows (one per writer, and ckptw's dcp.async_save):
+
+  dcp           the stock FileSystemWriter
+  ckptw.dcp     ckptw.dcp.FileSystemWriter (the same files; ckptw's engine and commit)
+  ckptw.async   dcp.async_save with ckptw.dcp.FileSystemWriter: "blocked" is how long the
+                call held the trainer (DCP's staging copy), the row's seconds run to the
+                future's completion
+
+Node GB/s = checkpoint bytes / seconds; CPU s/GB = every rank's process CPU over the repeat, summed,
+per GB. Medians over the repeats; rounds alternate the writers' order.
+
+Usage: python dcp_ranks_bench.py [--ranks 1,2,4] [--size 1GiB] [--repeat 3] [--warmup 1]
+                                 [--dir DIR] [--json FILE]
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+ROWS = ["dcp", "ckptw.dcp", "ckptw.async"]
+
+
+def parse_size(text):
+    number = text.rstrip("BKMGi")
+    unit = text[len(number):]
+    if unit not in UNITS or not number:
+        raise SystemExit(f"dcp_ranks_bench: size {text!r}: give a number with B, KiB, MiB or GiB")
+    return int(float(number) * UNITS[unit])
+
+
+def model_shapes(size):
+    """A GPT-like set of float32 matrices and vectors summing to about `size` bytes."""
+    width = 1024
+    layer = 12 * width * width + 4 * width  # attention (4 d^2), MLP (8 d^2), norms
+    layers = max(1, round(size / 4 / layer))
+    shapes = []
+    for i in range(layers):
+        shapes += [(f"layers.{i}.attn.qkv", (3 * width, width)), (f"layers.{i}.attn.out", (width, width)),
+                   (f"layers.{i}.mlp.up", (4 * width, width)), (f"layers.{i}.mlp.down", (4 * width, width)),
+                   (f"layers.{i}.norm1", (2 * width,)), (f"layers.{i}.norm2", (2 * width,))]
+    return shapes
+
+
+def child(args):
+    import torch
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
+
+    import ckptw.dcp
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mesh = init_device_mesh("cpu", (world,))
+    generator = torch.Generator().manual_seed(0)
+    state = {name: distribute_tensor(torch.randn(shape, generator=generator), mesh, [Shard(0)])
+             for name, shape in model_shapes(args.size)}
+    state["step"] = 1000
+    writers = {"dcp": dcp.FileSystemWriter, "ckptw.dcp": ckptw.dcp.FileSystemWriter,
+               "ckptw.async": ckptw.dcp.FileSystemWriter}
+    for round_ in range(args.warmup + args.repeat):
+        order = ROWS if round_ % 2 == 0 else ROWS[::-1]
+        for row in order:
+            target = os.path.join(args.dir, f"{row}_{round_}")
+            dist.barrier()
+            start, cpu = time.perf_counter(), time.process_time()
+            blocked = None
+            if row == "ckptw.async":
+                future = dcp.async_save(state, storage_writer=writers[row](target))
+                blocked = time.perf_counter() - start
+                future.result()
+            else:
+                dcp.save(state, storage_writer=writers[row](target))
+            dist.barrier()
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+            written = sum(e.stat().st_size for e in os.scandir(target) if e.name.endswith(".distcp"))
+            print(json.dumps({"round": round_, "row": row, "rank": rank, "seconds": seconds,
+                              "cpu_seconds": cpu_seconds, "blocked": blocked, "bytes": written}), flush=True)
+            dist.barrier()
+            if rank == 0:
+                shutil.rmtree(target)
+    dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(ranks, args):
+    port, procs = free_port(), []
+    for rank in range(ranks):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, __file__, "--child", "--size", str(args.size),
+                                       "--repeat", str(args.repeat), "--warmup", str(args.warmup),
+                                       "--dir", args.dir], env=env, stdout=subprocess.PIPE, text=True))
+    lines = []
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"dcp_ranks_bench: a rank of {ranks} failed (exit {p.returncode})")
+        lines += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    rows = {}
+    for row in ROWS:
+        timed = [r for r in lines if r["row"] == row and r["round"] >= args.warmup]
+        rounds = sorted({r["round"] for r in timed})
+        seconds = [max(r["seconds"] for r in timed if r["round"] == n) for n in rounds]
+        cpu = [sum(r["cpu_seconds"] for r in timed if r["round"] == n) for n in rounds]
+        total = sum(r["bytes"] for r in timed if r["round"] == rounds[0])
+        blocked = [r["blocked"] for r in timed if r["blocked"] is not None]
+        rows[row] = {"ranks": ranks, "bytes": total, "seconds": seconds,
+                     "gbps_median": total / 1e9 / statistics.median(seconds),
+                     "cpu_s_per_gb": statistics.median(cpu) / (total / 1e9),
+                     "blocked_median": statistics.median(blocked) if blocked else None}
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ranks", default="1,2,4")
+    parser.add_argument("--size", default="1GiB")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--dir")
+    parser.add_argument("--json")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.size = int(args.size)
+        return child(args)
+    args.size = parse_size(args.size)
+    temp = tempfile.mkdtemp(prefix="ckptw-dcp-bench-", dir=args.dir)
+    args.dir = temp
+    try:
+        report = []
+        print(f"ckptw bench --dcp: {len(model_shapes(args.size)) + 1} entries, {args.size / 1e9:.3f} GB of "
+              f"float32 shards, {args.repeat} repeats after {args.warmup} warm-up, fsync on, in {temp}")
+        print(f"{'ranks':>5}  {'row':<12} {'node GB/s':>9} {'CPU s/GB':>9} {'slowest s':>9}  blocked")
+        for ranks in [int(n) for n in args.ranks.split(",")]:
+            rows = run(ranks, args)
+            for name, row in rows.items():
+                blocked = f"{row['blocked_median']:.3f} s" if row["blocked_median"] is not None else ""
+                print(f"{ranks:>5}  {name:<12} {row['gbps_median']:>9.3f} {row['cpu_s_per_gb']:>9.3f} "
+                      f"{statistics.median(row['seconds']):>9.3f}  {blocked}", flush=True)
+                report.append(dict(row, name=name))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rows": report}, f, indent=1)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
