@@ -197,9 +197,11 @@ def latest_committed(root):
 
     Committed: its ``checkpoint_manifest.json`` exists and every rank file it lists has the
     size and zip-directory checksum the manifest recorded (a torn or half-written step is
-    skipped). Newest: the latest manifest modification time (the commit point), ties broken
-    by name. For resuming: ``latest_committed("/ckpt")`` -> ``"/ckpt/step_3000"``. The same
-    function as C++'s ``ckptw::latest_committed``.
+    skipped). A ``torch.distributed.checkpoint`` directory counts when its ``.metadata`` exists
+    and, where ckptw.dcp wrote it, every data file has the committed size (docs/dcp.md).
+    Newest: the latest modification time of the manifest or ``.metadata`` (the commit point),
+    ties broken by name. For resuming: ``latest_committed("/ckpt")`` -> ``"/ckpt/step_3000"``.
+    The same function as C++'s ``ckptw::latest_committed``.
     """
     path = _C.latest_committed(os.fsdecode(os.fspath(root)))
     return path or None

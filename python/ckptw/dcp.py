@@ -189,18 +189,23 @@ class FileSystemWriter(_stock.FileSystemWriter):
             if tensor.untyped_storage().size() != tensor.nbytes:
                 tensor = tensor.clone()  # the stock writer saves a view's own bytes only
             segments.append(tensor)
-        _, landed = self._engine().save_segments(os.path.join(os.fspath(self.path), temp_name), segments)
+        engine = self._take_engine()
+        try:
+            _, landed = engine.save_segments(os.path.join(os.fspath(self.path), temp_name), segments)
+        finally:
+            self._engines.put(engine)
         return [WriteResult(index=item.index, size_in_bytes=length,
                             storage_data=_ItemWritten(_stock._StorageInfo(name, offset, length), temp_name, crc))
                 for item, (offset, length, crc) in zip(byte_items + tensor_items, landed)]
 
-    def _engine(self):
-        """A C++ writer for the calling thread, kept for the next save (one thread uses one writer)."""
-        engines = self.__dict__.setdefault("_ckptw_engines", {})
-        thread = threading.get_ident()
-        if thread not in engines:
-            engines[thread] = _C.Writer(CheckpointWriterConfig(fsync=self.sync_files), RankInfo(0, 1), None, None)
-        return engines[thread]
+    def _take_engine(self):
+        """A C++ writer no other thread is using (one per writing thread, at most thread_count, each
+        with its 32 MiB ring), kept for the next save."""
+        engines = self.__dict__.setdefault("_engines", queue.SimpleQueue())
+        try:
+            return engines.get_nowait()
+        except queue.Empty:
+            return _C.Writer(CheckpointWriterConfig(fsync=self.sync_files), RankInfo(0, 1), None, None)
 
     def _write_file_streaming(self, name, temp_name, byte_items, tensor_items, planner):
         """Device tensors: each copied to the host and torch.save'd into the file in turn, as the

@@ -117,7 +117,8 @@ def main():
         try:
             dcp.save(sd, storage_writer=writer)
             report["outcome"] = "saved"
-            report["engine"] = bool(writer.__dict__.get("_ckptw_engines"))  # ckptw's C++ writer wrote the files
+            engines = writer.__dict__.get("_engines")  # the C++ writers that wrote the files, back in their pool
+            report["engine"] = engines is not None and not engines.empty()
         except BaseException as e:  # noqa: B036 - CheckpointException is one; the report says what each rank saw
             report["outcome"] = f"{type(e).__name__}: {e}"
     elif mode == "load":
