@@ -14,9 +14,11 @@ a ``torch.save`` archive), and the stock ``.metadata``; the stock reader, ``dcp.
   coordinator, once DCP has gathered every rank's results (so every rank's data is durable),
   renames them to their final names, writes the checksum sidecar, and only then ``.metadata``
   (temporary name, fsync, rename, directory fsync): a directory holds a ``.metadata`` only when
-  every byte it points to is in place. Overwriting a checkpoint first removes its ``.metadata``,
-  so a save that fails half-way leaves the directory uncommitted, never a torn checkpoint that
-  loads. ``ckptw.latest_committed(root)`` and ``ckptw verify DIR`` understand DCP directories.
+  every byte it points to is in place. A rank that fails never lets the commit start, so a save
+  over a committed directory that fails leaves that checkpoint as it was; the commit itself
+  first removes the old ``.metadata``, so a crash inside it leaves the directory uncommitted,
+  never a torn checkpoint that loads. ``ckptw.latest_committed(root)`` and ``ckptw verify DIR``
+  understand DCP directories.
 - **Checksums.** The CRC-32 of every item, in ``.metadata.ckptw-crc32.json``
   (:data:`CHECKSUMS_FILE_NAME`), which the stock reader ignores. ckptw's reader checks every
   item it reads against it; a mismatch is a ckptw.FormatError naming the file, the item and its
@@ -36,8 +38,9 @@ import threading
 import zlib
 
 import torch
+# The stock writer's bucketing and item sizes are private to torch, and the byte identity of
+# the data files rests on using exactly them (tests/python/test_dcp.py checks it per torch).
 from torch.distributed.checkpoint import filesystem as _stock
-from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, WriteItemType
 from torch.distributed.checkpoint.storage import WriteResult
 
@@ -81,7 +84,7 @@ class _ChecksummingStream(io.RawIOBase):
 
     def write(self, b):
         written = self._file.write(b)
-        self._crc = zlib.crc32(memoryview(b)[:written], self._crc)
+        self._crc = zlib.crc32(memoryview(b).cast("B")[:written], self._crc)
         return written
 
     def tell(self):
@@ -177,8 +180,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
         tensors = [planner.resolve_data(item).detach() for item in tensor_items]
         if all(t.device.type == "cpu" for t in tensors):
             return self._write_file_with_engine(name, temp_name, byte_items, tensor_items, tensors, planner)
-        del tensors  # device tensors: copied to the host one by one as they are written
-        return self._write_file_streaming(name, temp_name, byte_items, tensor_items, planner)
+        return self._write_file_streaming(name, temp_name, byte_items, tensor_items, tensors, planner)
 
     def _write_file_with_engine(self, name, temp_name, byte_items, tensor_items, tensors, planner):
         """ckptw's C++ writer: every segment through its write ring (io_uring, O_DIRECT where the
@@ -207,7 +209,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
         except queue.Empty:
             return _C.Writer(CheckpointWriterConfig(fsync=self.sync_files), RankInfo(0, 1), None, None)
 
-    def _write_file_streaming(self, name, temp_name, byte_items, tensor_items, planner):
+    def _write_file_streaming(self, name, temp_name, byte_items, tensor_items, tensors, planner):
         """Device tensors: each copied to the host and torch.save'd into the file in turn, as the
         stock writer does, the CRC-32s taken as the bytes pass."""
         temp_path = os.path.join(self.path, temp_name)
@@ -219,8 +221,8 @@ class FileSystemWriter(_stock.FileSystemWriter):
                     offset = stream.tell()
                     stream.write(planner.resolve_data(item).getbuffer())
                     written.append(self._result(item, name, temp_name, offset, stream))
-                for item in tensor_items:
-                    tensor = planner.resolve_data(item).detach().cpu()
+                for item, tensor in zip(tensor_items, tensors):
+                    tensor = tensor.cpu()  # one device tensor's host copy at a time
                     if tensor.untyped_storage().size() != tensor.nbytes:
                         tensor = tensor.clone()  # the stock writer saves a view's own bytes only
                     offset = stream.tell()
