@@ -95,6 +95,7 @@ def test_each_writers_checkpoint_loads_with_the_others_reader(saved_on_two):
     assert_loads(ours, 2, "stock")
     assert_loads(stock, 2, "ckptw")
     assert_loads(ours, 2, "ckptw")
+    assert_loads(ours, 4, "ckptw")  # resharded from 2 ranks to 4
 
 
 def test_dcp_to_torch_save_gives_the_same_file_for_both(saved_on_two, tmp_path):
