@@ -35,6 +35,7 @@ import json
 import os
 import queue
 import threading
+import weakref
 import zlib
 
 import torch
@@ -95,6 +96,29 @@ class _ChecksummingStream(io.RawIOBase):
         return crc
 
 
+class _StagedStateDict(dict):
+    """stage()'s result: a dict that can be weakly referenced, so that its copy returns to the
+    writer once DCP lets go of it."""
+
+
+def _tensor_layout(state_dict):
+    """What a staged copy of `state_dict` must match: every tensor's key path, size and dtype."""
+    layout = []
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(value, torch.Tensor):
+            layout.append((path, tuple(value.shape), value.dtype))
+
+    walk(state_dict, "")
+    return layout
+
+
 def _fsync_directory(path):
     descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -106,9 +130,10 @@ def _fsync_directory(path):
 class FileSystemWriter(_stock.FileSystemWriter):
     """DCP's ``FileSystemWriter`` with ckptw's commit and checksums; the same arguments.
 
-    ``single_file_per_rank``, ``sync_files``, ``thread_count``, ``per_thread_copy_ahead``,
-    ``cache_staged_state_dict`` and ``overwrite`` mean what they mean for the stock class, and the
-    data files have the stock writer's bytes for each of them. With ``sync_files=False`` nothing
+    ``single_file_per_rank``, ``sync_files``, ``thread_count``, ``per_thread_copy_ahead`` and
+    ``overwrite`` mean what they mean for the stock class, and the data files have the stock
+    writer's bytes for each of them. ``cache_staged_state_dict`` is accepted and changes nothing:
+    :meth:`stage` always reuses its staging memory, safely. With ``sync_files=False`` nothing
     is fsynced and a crash may lose a checkpoint that looked committed, as for the stock writer.
     DCP's experimental ``_extensions`` and the safetensors ``serialization_format`` are refused.
     """
@@ -126,6 +151,35 @@ class FileSystemWriter(_stock.FileSystemWriter):
         super().__init__(path, single_file_per_rank=single_file_per_rank, sync_files=sync_files,
                          thread_count=thread_count, per_thread_copy_ahead=per_thread_copy_ahead,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=overwrite)
+        self._staging_lock = threading.Lock()
+        self._free_copy = None  # (tensor layout, a staged copy no save holds), for stage()
+
+    def stage(self, state_dict):
+        """DCP's AsyncStager, for ``dcp.async_save``: copies ``state_dict`` into host memory (pinned
+        where CUDA is available) and returns the copy, so the caller is blocked for the copy alone.
+        The memory is reused: once DCP lets go of a save's copy (its save done or failed), the next
+        stage() of a state dict with the same tensors copies into it instead of allocating, so a
+        training loop's saves hold one copy of the state dict, plus one per save still in flight
+        (never a copy a save in flight is still writing)."""
+        from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
+
+        self.per_thread_copy_ahead = 0  # as the stock stager: the copies are on the host already
+        layout = _tensor_layout(state_dict)
+        with self._staging_lock:
+            free = self._free_copy if self._free_copy is not None and self._free_copy[0] == layout else None
+            self._free_copy = None
+        copy = free[1] if free is not None else _create_cpu_state_dict(state_dict,
+                                                                        pin_memory=torch.cuda.is_available())
+        staged = _StagedStateDict(_copy_state_dict(state_dict, copy))
+        weakref.finalize(staged, self._release_copy, layout, copy)
+        return staged
+
+    def _release_copy(self, layout, copy):
+        with self._staging_lock:
+            self._free_copy = (layout, copy)
+
+    def synchronize_staging(self):
+        """The copies of stage() are done when it returns."""
 
     def write_data(self, plan, planner):
         prefix = plan.storage_data.prefix

@@ -209,10 +209,12 @@ def test_a_flipped_byte_is_named_by_item_and_offset(saved_on_two, tmp_path):
         assert report["outcome"].startswith("CheckpointException") and where in report["outcome"], report
 
 
-def test_async_save_captures_the_values_at_return(tmp_path):
+def test_async_save_captures_the_values_at_return_and_reuses_its_staging(tmp_path):
     for report in run_ranks(2, "async", tmp_path / "async"):
         assert report["outcome"] == "saved" and report["differ"] == [], report
-    assert ckptw.dcp.verify(tmp_path / "async") > 0
+        assert report["first_released"] and report["second_released"], report
+    assert ckptw.dcp.verify(tmp_path / "async" / "first") > 0
+    assert ckptw.dcp.verify(tmp_path / "async" / "second") > 0
 
 
 def test_a_stock_directory_has_nothing_to_verify_against(saved_on_two):
