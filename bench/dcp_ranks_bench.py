@@ -44,8 +44,9 @@ def parse_size(text):
 
 
 def model_shapes(size):
-    """A GPT-like set of float32 matrices and vectors summing to about `size` bytes."""
-    width = 1024
+    """A GPT-like set of float32 matrices and vectors summing to about `size` bytes: layers of
+    width 1024, or one narrower layer for a model smaller than one of those."""
+    width = min(1024, max(64, int((size / 4 / 12) ** 0.5) // 64 * 64))
     layer = 12 * width * width + 4 * width  # attention (4 d^2), MLP (8 d^2), norms
     layers = max(1, round(size / 4 / layer))
     shapes = []

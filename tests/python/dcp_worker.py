@@ -156,8 +156,13 @@ def main():
             dcp.load(target, storage_reader=ckptw.dcp.FileSystemReader(os.path.join(directory, name)))
             report["differ"] += [f"{name}.{k}" for k, v in values.items() if not torch.equal(local(target[k]), v)]
         report["outcome"] = "saved"
-    if mode != "save" or not die:  # a killed peer cannot meet a barrier
-        dist.barrier()
+    if mode == "save" and die:
+        # A killed peer meets no barrier, and tearing down a Gloo group whose peer died may
+        # abort in torch ("terminate called without an active exception", 1 run in 3 under
+        # load): what ckptw did is already in the report.
+        print(json.dumps(report), flush=True)
+        os._exit(0)
+    dist.barrier()
     dist.destroy_process_group()
     print(json.dumps(report), flush=True)
 
