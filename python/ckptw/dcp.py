@@ -402,11 +402,11 @@ class FileSystemReader(_stock.FileSystemReader):
             with open(path, "rb") as file:
                 for req in reqs:
                     info = self.storage_data[req.storage_index]
-                    file.seek(info.offset)
-                    data = file.read(info.length)
-                    self._check(path, relative_path, info, data)
+                    self._check(path, relative_path, info, file)
+                    # Read again through a view of the file, as the stock reader reads: the item is
+                    # never held twice in memory (its bytes, then its tensor).
                     stream = self.transforms.transform_load_stream(req, info.transform_descriptors or (),
-                                                                   io.BytesIO(data))
+                                                                   self._slice_file(file, info))
                     if req.type == LoadItemType.BYTE_IO:
                         planner.load_bytes(req, io.BytesIO(stream.read(-1)))
                         continue
@@ -424,7 +424,8 @@ class FileSystemReader(_stock.FileSystemReader):
         future.set_result(None)
         return future
 
-    def _check(self, path, relative_path, info, data):
+    def _check(self, path, relative_path, info, file):
+        """The item's CRC-32 against the sidecar's, read from `file` in pieces of 8 MiB."""
         if self._checksums is None:
             return
         entry = self._checksums.get(relative_path)
@@ -432,10 +433,15 @@ class FileSystemReader(_stock.FileSystemReader):
         if expected is None:
             raise FormatError(f"ckptw.dcp: '{path}': no checksum recorded for the item at offset {info.offset}; "
                               f"{CHECKSUMS_FILE_NAME} does not belong to this .metadata")
-        if len(data) != info.length:
-            raise FormatError(f"ckptw.dcp: '{path}': item {expected['item']} at offset {info.offset} is cut short "
-                              f"({len(data)} of {info.length} bytes)")
-        actual = zlib.crc32(data)
+        file.seek(info.offset)
+        actual, done = 0, 0
+        while done < info.length:
+            piece = file.read(min(info.length - done, 8 << 20))
+            if not piece:
+                raise FormatError(f"ckptw.dcp: '{path}': item {expected['item']} at offset {info.offset} is cut "
+                                  f"short ({done} of {info.length} bytes)")
+            actual = zlib.crc32(piece, actual)
+            done += len(piece)
         if actual != expected["crc32"]:
             raise FormatError(f"ckptw.dcp: '{path}': item {expected['item']} at offset {info.offset} "
                               f"({info.length} bytes) fails its CRC-32 (0x{actual:08x}, recorded "

@@ -251,3 +251,18 @@ def test_both_write_paths_give_the_stock_bytes_for_views_and_transposes(tmp_path
         assert sha256(tmp_path / "engine" / name) == sha256(tmp_path / "stock" / name)
         assert sha256(tmp_path / "streaming" / name) == sha256(tmp_path / "stock" / name)
     assert ckptw.dcp.verify(tmp_path / "engine") == ckptw.dcp.verify(tmp_path / "streaming") == 4
+
+
+def test_a_truncated_data_file_is_named_by_the_reader_and_by_verify(tmp_path):
+    state = {"w": torch.arange(1000.), "b": torch.ones(3)}
+    with pytest.warns(UserWarning, match="single process"):
+        torch.distributed.checkpoint.save(state, storage_writer=ckptw.dcp.FileSystemWriter(tmp_path), no_dist=True)
+    data = tmp_path / "__0_0.distcp"
+    os.truncate(data, os.path.getsize(data) - 200)
+    with pytest.raises(ckptw.FormatError, match=r"\d+ bytes, \d+ were committed"):
+        ckptw.dcp.verify(tmp_path)
+    target = {"w": torch.zeros(1000), "b": torch.zeros(3)}
+    with pytest.warns(UserWarning, match="single process"):
+        with pytest.raises(BaseException, match=r"item b\[0\] at offset \d+ is cut short"):
+            torch.distributed.checkpoint.load(target, storage_reader=ckptw.dcp.FileSystemReader(tmp_path),
+                                              no_dist=True)
