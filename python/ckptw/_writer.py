@@ -164,10 +164,23 @@ def _only_torch_save_reproduces(pickle_module, pickle_protocol, use_new_zipfile,
             or bool(getattr(getattr(serialization, "_serialization_tls", None), "skip_data", False)))
 
 
+#: What marks a temporary name, the C++ writer's spelling (commit/atomic_file.cpp), so that each
+#: side cleans up after the other.
+TEMP_MARK = ".ckptw-tmp."
+
+
 def _temp_prefix(path):
-    """The names of `path`'s temporary files and directories: the C++ writer's
-    (`.{name}.ckptw-tmp.`, commit/atomic_file.cpp), so each cleans up after the other."""
-    return f".{os.path.basename(path)}.ckptw-tmp."
+    """The names of `path`'s temporary files and directories: `.{name}.ckptw-tmp.`."""
+    return f".{os.path.basename(path)}{TEMP_MARK}"
+
+
+def fsync_directory(path):
+    """Makes a rename or removal in directory `path` durable."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _remove_stale_temporaries(path):
@@ -217,11 +230,7 @@ def _save_with_torch(obj, path, torch_args, fsync, refused):
                 os.fsync(written.fileno())
         os.replace(temp, path)
         if fsync:
-            descriptor = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            fsync_directory(directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -47,6 +47,7 @@ from torch.distributed.checkpoint.storage import WriteResult
 
 from . import _C
 from ._types import CheckpointWriterConfig, RankInfo
+from ._writer import TEMP_MARK, fsync_directory
 from .errors import FormatError, UsageError
 
 __all__ = ["FileSystemWriter", "FileSystemReader", "verify", "CHECKSUMS_FILE_NAME"]
@@ -54,7 +55,6 @@ __all__ = ["FileSystemWriter", "FileSystemReader", "verify", "CHECKSUMS_FILE_NAM
 #: The checksum sidecar in a DCP checkpoint directory (the C++ side's spelling, shared).
 CHECKSUMS_FILE_NAME = _C.DCP_CHECKSUMS_FILE_NAME
 _METADATA = ".metadata"
-_TEMP_MARK = ".ckptw-tmp."
 
 
 def _item_name(index):
@@ -119,14 +119,6 @@ def _tensor_layout(state_dict):
     return layout
 
 
-def _fsync_directory(path):
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class FileSystemWriter(_stock.FileSystemWriter):
     """DCP's ``FileSystemWriter`` with ckptw's commit and checksums; the same arguments.
 
@@ -151,6 +143,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
         super().__init__(path, single_file_per_rank=single_file_per_rank, sync_files=sync_files,
                          thread_count=thread_count, per_thread_copy_ahead=per_thread_copy_ahead,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=overwrite)
+        self._engines = queue.SimpleQueue()  # C++ writers no thread is using, for _write_file_with_engine
         self._staging_lock = threading.Lock()
         self._free_copy = None  # (tensor layout, a staged copy no save holds), for stage()
 
@@ -226,7 +219,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
     def _write_file(self, name, bucket, planner, smallest_first):
         """One data file, under a temporary name: the bytes items, then every tensor item as a
         torch.save archive, in the stock writer's order; fsynced when sync_files."""
-        temp_name = f".{name}{_TEMP_MARK}{os.getpid()}"
+        temp_name = f".{name}{TEMP_MARK}{os.getpid()}"
         byte_items = [item for item in bucket if item.type == WriteItemType.BYTE_IO]
         tensor_items = [item for item in bucket if item.type != WriteItemType.BYTE_IO]
         if smallest_first:
@@ -257,9 +250,8 @@ class FileSystemWriter(_stock.FileSystemWriter):
     def _take_engine(self):
         """A C++ writer no other thread is using (one per writing thread, at most thread_count, each
         with its 32 MiB ring), kept for the next save."""
-        engines = self.__dict__.setdefault("_engines", queue.SimpleQueue())
         try:
-            return engines.get_nowait()
+            return self._engines.get_nowait()
         except queue.Empty:
             return _C.Writer(CheckpointWriterConfig(fsync=self.sync_files), RankInfo(0, 1), None, None)
 
@@ -324,7 +316,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
         if self.sync_files:
-            _fsync_directory(directory)
+            fsync_directory(directory)
         for name, entry in files.items():
             temp = os.path.join(directory, entry.pop("temp"))
             entry["size"] = os.stat(temp).st_size
@@ -335,7 +327,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
         # temporary name, fsynced, renamed over .metadata; the directory's fsync makes it durable.
         super().finish(metadata, stock_results)
         if self.sync_files:
-            _fsync_directory(directory)
+            fsync_directory(directory)
 
     def _metadata_name(self):
         if not self.use_collectives and self.rank is not None:
@@ -344,7 +336,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
 
 
 def _write_atomically(path, data, sync):
-    temp = f"{path}{_TEMP_MARK}{os.getpid()}"
+    temp = f"{path}{TEMP_MARK}{os.getpid()}"
     try:
         with open(temp, "wb") as f:
             f.write(data)
@@ -367,9 +359,9 @@ def _remove_stale_temporaries(directory, prefix, only_pid=None):
         return
     for name in names:
         # ".__0_0.distcp.ckptw-tmp.PID", and the C++ writer's own temporary of that name.
-        if not (name.lstrip(".").startswith(prefix) and _TEMP_MARK in name):
+        if not (name.lstrip(".").startswith(prefix) and TEMP_MARK in name):
             continue
-        if only_pid is not None and not name.endswith(f"{_TEMP_MARK}{only_pid}"):
+        if only_pid is not None and not name.endswith(f"{TEMP_MARK}{only_pid}"):
             continue
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(directory, name))

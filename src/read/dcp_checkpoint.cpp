@@ -21,6 +21,14 @@ std::string hex32(std::uint32_t value) {
   return text;
 }
 
+void check_size(const ByteSource& file, const DcpDataFile& data) {
+  if (file.size() != data.size) {
+    throw FormatError("data file holds " + std::to_string(file.size()) + " bytes, " + std::to_string(data.size) +
+                          " were committed",
+                      file.path());
+  }
+}
+
 }  // namespace
 
 bool is_dcp_checkpoint(const std::string& dir) {
@@ -58,17 +66,12 @@ std::optional<std::vector<DcpDataFile>> read_dcp_checksums(const std::string& di
 }
 
 void check_dcp_file_size(const std::string& dir, const DcpDataFile& data) {
-  RandomAccessFile file(dir + "/" + data.name);
-  if (file.size() != data.size) {
-    throw FormatError("data file holds " + std::to_string(file.size()) + " bytes, " + std::to_string(data.size) +
-                          " were committed",
-                      file.path());
-  }
+  check_size(RandomAccessFile(dir + "/" + data.name), data);
 }
 
 void verify_dcp_file(const std::string& dir, const DcpDataFile& data) {
-  check_dcp_file_size(dir, data);
   RandomAccessFile file(dir + "/" + data.name);
+  check_size(file, data);
   std::string buffer;
   for (const DcpItem& item : data.items) {
     if (item.offset > file.size() || item.length > file.size() - item.offset) {
