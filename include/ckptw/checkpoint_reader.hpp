@@ -83,6 +83,29 @@ struct CKPTW_EXPORT RecordCheck {
 /// FormatError too, unless `allow_records_without_crc`: then it is listed.
 CKPTW_EXPORT RecordCheck verify_records(const std::string& file, bool allow_records_without_crc = false);
 
+/// Where one tensor's bytes lie in a file (locate_tensors()).
+struct CKPTW_EXPORT StoredTensor {
+  std::string key_path;              ///< `model.layers[3].weight`; "" for a tensor saved alone
+  std::string dtype;                 ///< torch name: "float32"
+  std::vector<std::int64_t> sizes;
+  std::vector<std::int64_t> strides;
+  std::int64_t storage_offset = 0;   ///< in elements
+  std::uint64_t payload_offset = 0;  ///< of its storage's first byte, in the file
+  std::uint64_t storage_bytes = 0;
+};
+
+/// The tensors of the .pt archive at [offset, offset + length) of `file`
+/// (length 0: to the end; a torch.distributed.checkpoint data file holds one
+/// archive per tensor item), in pickle order, read from the archive's pickle
+/// and zip directory without loading data, so that a reader can fetch any
+/// part of a tensor with one pread. Each storage is checked to be stored
+/// uncompressed with the size its dtype and numel imply. Throws
+/// ckptw::FormatError naming the file for anything else: a malformed archive,
+/// a big-endian one, a tensor with a lazy conjugate or negative bit (its
+/// bytes are not its values); ckptw::IoError when it cannot be read.
+CKPTW_EXPORT std::vector<StoredTensor> locate_tensors(const std::string& file, std::uint64_t offset = 0,
+                                                      std::uint64_t length = 0);
+
 struct CKPTW_EXPORT ReadResult {
   StateDict state_dict = make_state_dict();
   /// Template keys the file lacks, as `a.b` / `a[i]`.

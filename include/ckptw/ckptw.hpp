@@ -12,5 +12,6 @@
 #include "ckptw/error.hpp"
 #include "ckptw/hooks.hpp"
 #include "ckptw/module.hpp"
+#include "ckptw/payload_source.hpp"
 #include "ckptw/types.hpp"
 #include "ckptw/value.hpp"

@@ -26,6 +26,7 @@
 #include <ATen/core/ivalue.h>
 
 #include "ckptw/export.hpp"
+#include "ckptw/payload_source.hpp"
 #include "ckptw/types.hpp"
 
 namespace ckptw {
@@ -71,6 +72,14 @@ class CKPTW_EXPORT Value {
   /// parameter requires grad; as_tensor() gives `data` with that flag set.
   /// `attributes` as for tensor() (then _rebuild_parameter_with_state).
   static Ptr parameter(at::Tensor data, bool requires_grad, Ptr attributes = nullptr);
+  /// A CPU tensor whose storage bytes `source` produces while the file is
+  /// written. `layout` (a meta tensor: torch.empty(size, dtype=...,
+  /// device="meta"), or a view of one) gives the dtype, size, stride, storage
+  /// offset and storage size; it is pickled as a "cpu" tensor, as torch.save
+  /// pickles the same tensor holding the bytes. Saved by
+  /// CheckpointWriter::save, write and save_segments through the ring;
+  /// write_async, which must capture its bytes at the call, refuses it.
+  static Ptr streamed_tensor(at::Tensor layout, std::shared_ptr<PayloadSource> source);
   static Ptr list(Items items);
   static Ptr tuple(Items items);
   /// A set, its items in iteration order (frozenset is outside weights_only).
@@ -113,6 +122,9 @@ class CKPTW_EXPORT Value {
   const std::string& as_string() const;
   /// kTensor, kParameter.
   const at::Tensor& as_tensor() const;
+  /// kTensor: the source of a streamed_tensor() (as_tensor() is then its
+  /// layout), else null.
+  const std::shared_ptr<PayloadSource>& payload_source() const;
   /// kList, kTuple, kSet.
   const Items& items() const;
   /// kDict, kOrderedDict, kCounter.
@@ -134,6 +146,7 @@ class CKPTW_EXPORT Value {
   std::vector<std::int64_t> dims_;
   std::string text_;
   at::Tensor tensor_;
+  std::shared_ptr<PayloadSource> source_;
   Items items_;
   Entries entries_;
   Ptr attributes_;
@@ -152,7 +165,7 @@ CKPTW_EXPORT Value::Ptr to_value(const c10::IValue& value);
 
 /// The IValue of a Value, as faithfully as IValue allows: an OrderedDict
 /// becomes a plain dict and a tensor stays a tensor (the attributes of either
-/// are dropped), a Parameter a tensor with its requires_grad, identity becomes
+/// are dropped), a Parameter a tensor with its requires_grad, a streamed tensor its meta layout, identity becomes
 /// sharing where IValue shares (tensors, lists, dicts); a set becomes a list,
 /// a Counter a dict, a torch.Size an int list, bytes a string of those bytes,
 /// a dtype its ScalarType, a device a Device, a complex a complex. Dict keys must all be

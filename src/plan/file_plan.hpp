@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+namespace ckptw {
+class PayloadSource;
+}
+
 namespace ckptw::detail {
 
 struct PlannedRecord {
@@ -24,6 +28,9 @@ struct PlannedRecord {
   /// streamer reads host memory only; stage_records() moves device payloads
   /// (and keeps the state of copies in flight in its Staging, not here).
   int device = -1;
+  /// Produces the payload while it is streamed (a Value::streamed_tensor);
+  /// `data` is then null. Streamed through the ring only, never staged.
+  PayloadSource* source = nullptr;
   /// The payload's CRC-32, when computed where the bytes live (on the GPU);
   /// the streamer then does not checksum them again.
   bool crc32_known = false;

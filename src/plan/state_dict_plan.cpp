@@ -215,7 +215,9 @@ class Planner {
     if (t.is_sparse() || t.layout() != c10::kStrided) fail("sparse or non-strided tensors are not supported", trail);
     if (t.is_quantized()) fail("quantized tensors are not supported", trail);
     if (t.is_nested()) fail("nested tensors are not supported", trail);
-    if (t.is_meta()) {
+    static const std::shared_ptr<PayloadSource> kHeld;  // a tensor's bytes are in its storage
+    const std::shared_ptr<PayloadSource>& source = v.is(Value::Kind::kTensor) ? v.payload_source() : kHeld;
+    if (t.is_meta() && source == nullptr) {
       fail("meta tensors are not saved by ckptw yet (torch.save writes them through "
            "_rebuild_meta_tensor_no_storage, without data)",
            trail);
@@ -243,8 +245,9 @@ class Planner {
            trail);
     }
     p.storage_numel = static_cast<std::int64_t>(p.v3_dtype.empty() ? nbytes / element_size : nbytes);
-    p.storage_index = storage_for(t, storage, nbytes, trail);
-    p.location = options_.record_device_as_cpu ? "cpu" : location_of(t.device());
+    p.storage_index = storage_for(t, storage, nbytes, source, trail);
+    // A streamed tensor is a CPU tensor whose bytes arrive while writing.
+    p.location = options_.record_device_as_cpu || source != nullptr ? "cpu" : location_of(t.device());
     p.storage_offset = t.storage_offset();
     p.sizes.assign(t.sizes().begin(), t.sizes().end());
     p.strides.assign(t.strides().begin(), t.strides().end());
@@ -265,7 +268,7 @@ class Planner {
   }
 
   std::size_t storage_for(const at::Tensor& t, const c10::Storage& storage, std::uint64_t nbytes,
-                          const KeyPathTrail& trail) {
+                          const std::shared_ptr<PayloadSource>& source, const KeyPathTrail& trail) {
     const void* identity = storage.unsafeGetStorageImpl();
     if (auto it = storages_.find(identity); it != storages_.end()) {
       // torch.save refuses the same non-empty storage under two dtypes.
@@ -283,7 +286,10 @@ class Planner {
     PlannedRecord record;
     record.name = "data/" + std::to_string(index);
     record.size = nbytes;
-    if (nbytes > 0) {
+    if (nbytes > 0 && source != nullptr) {
+      record.source = source.get();
+      plan_.keep_alive.push_back(source);
+    } else if (nbytes > 0) {
       if (storage.data() == nullptr) fail("tensor storage has no data pointer", trail);
       if (!t.is_cpu() && !t.is_cuda()) {
         fail("tensors on " + t.device().str() + " are not supported (CPU and CUDA are)", trail);

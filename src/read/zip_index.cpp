@@ -60,6 +60,19 @@ std::string ByteSource::read(std::uint64_t offset, std::size_t size) const {
   return bytes;
 }
 
+RangeSource::RangeSource(const ByteSource& base, std::uint64_t offset, std::uint64_t size)
+    : base_(base), offset_(offset), size_(size) {
+  if (offset > base.size() || size > base.size() - offset) {
+    throw FormatError("the range of " + std::to_string(size) + " bytes at offset " + std::to_string(offset) +
+                          " lies outside the file of " + std::to_string(base.size()) + " bytes",
+                      base.path());
+  }
+}
+
+void RangeSource::read_in_bounds(std::uint64_t offset, void* out, std::size_t size) const {
+  base_.read(offset_ + offset, out, size);
+}
+
 void MemorySource::read_in_bounds(std::uint64_t offset, void* out, std::size_t size) const {
   if (size > 0) std::memcpy(out, data_ + offset, size);
 }

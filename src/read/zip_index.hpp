@@ -52,6 +52,24 @@ class RandomAccessFile final : public ByteSource {
   std::uint64_t size_ = 0;
 };
 
+/// The bytes [offset, offset + size) of another source, as a source of its
+/// own (a .pt archive inside a torch.distributed.checkpoint data file).
+class RangeSource final : public ByteSource {
+ public:
+  /// Throws ckptw::FormatError naming `base` when the range lies outside it.
+  RangeSource(const ByteSource& base, std::uint64_t offset, std::uint64_t size);
+  std::uint64_t size() const noexcept override { return size_; }
+  const std::string& path() const noexcept override { return base_.path(); }
+
+ protected:
+  void read_in_bounds(std::uint64_t offset, void* out, std::size_t size) const override;
+
+ private:
+  const ByteSource& base_;
+  std::uint64_t offset_;
+  std::uint64_t size_;
+};
+
 /// A checkpoint held in memory (borrowed bytes).
 class MemorySource final : public ByteSource {
  public:

@@ -5,6 +5,8 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
+#include "ckptw/error.hpp"
+
 namespace ckptw::detail {
 namespace {
 
@@ -21,13 +23,21 @@ Staging stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, Copy
                       const StageOptions& options) {
   std::uint64_t host_bytes = 0;
   std::uint64_t device_bytes = 0;
+  bool streamed = false;  // a payload produced only while the file is written cannot sit in an image
   for (const PlannedRecord& r : plan.records) {
+    if (r.source != nullptr) {
+      if (what == StageWhat::kAllRecords) {
+        throw UsageError("write_async cannot capture a streamed tensor (" + r.name +
+                         "): its bytes exist only while the file is written; save it with write() or save()");
+      }
+      streamed = true;
+    }
     if (r.data == nullptr || r.is_serialization_id) continue;
     (r.device >= 0 ? device_bytes : host_bytes) += r.size;
   }
   const std::uint64_t image_bytes = (plan.file_size + 4095) / 4096 * 4096;  // the O_DIRECT tail is padded to a block
-  const bool image = what == StageWhat::kAllRecords ||
-                     (device_bytes > 0 && host_bytes <= options.image_host_bytes && arena.fits(image_bytes));
+  const bool image = what == StageWhat::kAllRecords || (device_bytes > 0 && !streamed &&
+                                                        host_bytes <= options.image_host_bytes && arena.fits(image_bytes));
   std::vector<std::size_t> chosen;  // record indexes
   std::uint64_t end = 0;
   std::vector<std::uint64_t> offsets;

@@ -334,6 +334,17 @@ Value::Ptr Value::tensor(at::Tensor value, Ptr attributes) {
   return v;
 }
 
+Value::Ptr Value::streamed_tensor(at::Tensor layout, std::shared_ptr<PayloadSource> source) {
+  if (!layout.defined() || !layout.is_meta()) {
+    throw UsageError("a streamed tensor's layout must be a meta tensor (torch.empty(..., device=\"meta\"))");
+  }
+  if (!source) throw UsageError("a streamed tensor needs a PayloadSource");
+  auto v = std::shared_ptr<Value>(new Value(Kind::kTensor));
+  v->tensor_ = std::move(layout);
+  v->source_ = std::move(source);
+  return v;
+}
+
 Value::Ptr Value::parameter(at::Tensor data, bool requires_grad, Ptr attributes) {
   check_attributes(attributes, "a Parameter");
   auto v = std::shared_ptr<Value>(new Value(Kind::kParameter));
@@ -434,6 +445,11 @@ const std::string& Value::as_string() const {
 const at::Tensor& Value::as_tensor() const {
   if (kind_ != Kind::kParameter) expect(Kind::kTensor);
   return tensor_;
+}
+
+const std::shared_ptr<PayloadSource>& Value::payload_source() const {
+  expect(Kind::kTensor);
+  return source_;
 }
 
 const Value::Items& Value::items() const {

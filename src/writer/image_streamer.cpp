@@ -8,6 +8,7 @@
 
 #include "checksum/crc32.hpp"
 #include "ckptw/error.hpp"
+#include "ckptw/payload_source.hpp"
 #include "format/serialization_id.hpp"
 #include "format/zip_layout.hpp"
 #include "util/stopwatch.hpp"
@@ -138,6 +139,10 @@ void ImageStreamer::put(const void* data, std::size_t size, std::uint32_t* crc) 
 // by piece, so that the CRC of one runs while the kernel writes the ones
 // before it), or from its own memory (in place or through the ring).
 void ImageStreamer::put_payload(const PlannedRecord& record, bool in_place, std::uint32_t* crc) {
+  if (record.source != nullptr) {
+    put_from_source(record, crc);
+    return;
+  }
   if (image_ == nullptr) {
     if (in_place && record.size >= kInPlaceMinBytes) {
       write_in_place(record.data, record.size, crc);
@@ -158,6 +163,38 @@ void ImageStreamer::put_payload(const PlannedRecord& record, bool in_place, std:
     copy_crc_secs_ += checksumming.elapsed();
     image_end_ = next;
     submit_image_through(image_end_, 0);
+  }
+}
+
+// A streamed payload: its source writes straight into the ring's buffers,
+// where it is checksummed; the first bytes are kept for the serialization id.
+void ImageStreamer::put_from_source(const PlannedRecord& record, std::uint32_t* crc) {
+  if (image_ != nullptr) throw std::logic_error("ckptw: streamed record " + record.name + " in a staged image");
+  const std::size_t capacity = ring_.buffer_bytes();
+  source_head_.clear();
+  for (std::uint64_t done = 0; done < record.size;) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(record.size - done, capacity - buffered_));
+    unsigned char* dst = ring_.data(current_) + buffered_;
+    try {
+      record.source->read(done, dst, n);
+    } catch (...) {
+      // The writes in flight read other ring buffers: they end before the
+      // caller may free the ring or close the file.
+      while (queue_->in_flight() > 0) note_done(queue_->wait_any());
+      throw;
+    }
+    if (source_head_.size() < kSourceHeadBytes) {
+      source_head_.append(reinterpret_cast<const char*>(dst), std::min(n, kSourceHeadBytes - source_head_.size()));
+    }
+    const Stopwatch checksumming;
+    if (crc) *crc = crc32_update(*crc, dst, n);
+    copy_crc_secs_ += checksumming.elapsed();
+    buffered_ += n;
+    done += n;
+    if (buffered_ == capacity) {
+      submit_current(capacity);
+      acquire();
+    }
   }
 }
 
@@ -234,7 +271,9 @@ ImageStreamer::ArchiveCrcs ImageStreamer::stream_archive(const FilePlan& plan, b
     add_bytes(framing);
     if (image_ != nullptr) submit_image_through(image_end_, 0);
     if (!record.is_serialization_id) {
-      serialization_id.add(record.name, record.data, record.size, crc);
+      const auto* payload = record.source != nullptr ? reinterpret_cast<const unsigned char*>(source_head_.data())
+                                                     : record.data;
+      serialization_id.add(record.name, payload, record.size, crc);
     }
     entries.push_back(ZipEntry{std::move(name), record.size, record.header_offset, crc});
   }

@@ -11,6 +11,9 @@
 // written straight from their memory (one copy, the kernel's), checksummed
 // while the kernel writes them; the ring carries the rest.
 //
+// Streamed payloads (PlannedRecord::source) are produced straight into the
+// ring's buffers.
+//
 // A plan whose payloads were staged at their file offsets (Staging::image, see
 // stage_records: write_async's captures, and write() of an all-GPU state
 // dict) needs no ring at all; records still being copied are waited for one
@@ -87,6 +90,7 @@ class ImageStreamer {
   std::uint64_t offset() const;  // file bytes streamed so far
   void put(const void* data, std::size_t size, std::uint32_t* crc);
   void put_payload(const PlannedRecord& record, bool in_place, std::uint32_t* crc);
+  void put_from_source(const PlannedRecord& record, std::uint32_t* crc);
   void submit_image_through(std::uint64_t ready, std::uint64_t padded_end);
   void append(const void* data, std::size_t size, std::uint32_t* crc);
   void write_in_place(const unsigned char* data, std::size_t size, std::uint32_t* crc);
@@ -108,6 +112,10 @@ class ImageStreamer {
   std::uint64_t image_end_ = 0;          // image mode: the image is final below it
   std::uint64_t image_submitted_ = 0;    // image mode: file bytes handed to the queue
   double copy_crc_secs_ = 0;             // Result::copy_crc_secs so far
+  // The first bytes of the last streamed payload (PlannedRecord::source):
+  // the serialization id reads a payload's first 8.
+  static constexpr std::size_t kSourceHeadBytes = 8;
+  std::string source_head_;
 };
 
 }  // namespace ckptw::detail

@@ -2,7 +2,10 @@
 // int keys survive a write and a read_value; what IValue cannot say is an
 // error naming the key path, not a silent change.
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <stdexcept>
 
 #include <gtest/gtest.h>
 
@@ -176,6 +179,136 @@ TEST(Value, SaveSegmentsWritesArchivesAsSaveDoesBackToBack) {
     std::sort(names.begin(), names.end());
     EXPECT_EQ(names, (std::vector<std::string>{"__0_0.distcp", "alone"}));
   }
+}
+
+// A PayloadSource over a real tensor's storage, noting every piece asked for.
+class StorageBytes final : public PayloadSource {
+ public:
+  explicit StorageBytes(at::Tensor tensor, std::uint64_t fail_at = UINT64_MAX)
+      : tensor_(std::move(tensor)), fail_at_(fail_at) {}
+  void read(std::uint64_t offset, void* out, std::size_t size) override {
+    pieces.emplace_back(offset, size);
+    if (offset + size > fail_at_) throw std::runtime_error("the shard went away");
+    std::memcpy(out, static_cast<const char*>(tensor_.storage().data()) + offset, size);
+  }
+  std::vector<std::pair<std::uint64_t, std::size_t>> pieces;
+
+ private:
+  at::Tensor tensor_;
+  std::uint64_t fail_at_;
+};
+
+Value::Ptr streamed(const at::Tensor& t, std::shared_ptr<StorageBytes> source) {
+  return Value::streamed_tensor(at::empty_strided(t.sizes(), t.strides(), t.options().device(at::kMeta)),
+                                std::move(source));
+}
+
+TEST(Value, AStreamedTensorIsWrittenAsTheTensorHoldingItsBytes) {
+  const at::Tensor big = at::arange(3 << 18, at::kFloat);  // 3 MiB: several ring buffers
+  const at::Tensor rows = at::randn({300, 70}).to(at::kBFloat16);
+  const at::Tensor tiny = at::arange(3, at::kShort);        // fewer bytes than the serialization id reads
+  const at::Tensor transposed = at::randn({40, 30}).t();    // a layout other than contiguous
+  // Starts with a zip data descriptor's signature, which torch's serialization id reads the
+  // payload's first 8 bytes for: the streamed bytes must reach it.
+  const at::Tensor signature = at::tensor({0x08074b50, 12345, 7}, at::kInt);
+  for (const bool direct_io : {false, true}) {
+    testing::TempDir tmp;
+    CheckpointWriterConfig config;
+    config.direct_io = direct_io;
+    config.write_buffer_bytes = 64 << 10;
+    CheckpointWriter writer(config, RankInfo{0, 1});
+    std::vector<std::shared_ptr<StorageBytes>> sources;
+    const std::vector<at::Tensor> tensors{big, rows, tiny, transposed, signature};
+    for (const at::Tensor& t : tensors) sources.push_back(std::make_shared<StorageBytes>(t));
+    const Value::Ptr shared = streamed(rows, sources[1]);
+    const Value::Ptr with_sources = Value::dict({{str("big"), streamed(big, sources[0])},
+                                                 {str("rows"), shared},
+                                                 {str("again"), shared},
+                                                 {str("n"), Value::integer(7)},
+                                                 {str("tiny"), streamed(tiny, sources[2])},
+                                                 {str("t"), streamed(transposed, sources[3])},
+                                                 {str("signature"), streamed(signature, sources[4])}});
+    const Value::Ptr shared_tensor = Value::tensor(rows);
+    const Value::Ptr holding = Value::dict({{str("big"), Value::tensor(big)},
+                                            {str("rows"), shared_tensor},
+                                            {str("again"), shared_tensor},
+                                            {str("n"), Value::integer(7)},
+                                            {str("tiny"), Value::tensor(tiny)},
+                                            {str("t"), Value::tensor(transposed)},
+                                            {str("signature"), Value::tensor(signature)}});
+    std::filesystem::create_directory(tmp / "streamed");
+    std::filesystem::create_directory(tmp / "held");
+    const WriteResult result = writer.save(tmp / "streamed/model.pt", with_sources);
+    (void)writer.save(tmp / "held/model.pt", holding);
+    EXPECT_EQ(testing::read_file(tmp / "streamed/model.pt"), testing::read_file(tmp / "held/model.pt"))
+        << (direct_io ? "O_DIRECT" : "buffered");
+    EXPECT_EQ(result.storage_count, 5u);
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+      // Each byte asked for once, in order, in pieces of at most one ring buffer.
+      std::uint64_t next = 0;
+      for (const auto& [offset, size] : sources[i]->pieces) {
+        EXPECT_EQ(offset, next) << i;
+        EXPECT_LE(size, config.write_buffer_bytes) << i;
+        next += size;
+      }
+      EXPECT_EQ(next, tensors[i].storage().nbytes()) << i;
+    }
+    EXPECT_GT(sources[0]->pieces.size(), 40u);
+  }
+}
+
+TEST(Value, AFailingPayloadSourceFailsTheSaveAndLeavesThePreviousFile) {
+  testing::TempDir tmp;
+  CheckpointWriterConfig config;
+  config.write_buffer_bytes = 64 << 10;
+  CheckpointWriter writer(config, RankInfo{0, 1});
+  const at::Tensor big = at::arange(1 << 18, at::kFloat);
+  (void)writer.save(tmp / "model.pt", Value::dict({{str("w"), Value::tensor(big)}}));
+  const std::string before = testing::read_file(tmp / "model.pt");
+  auto failing = std::make_shared<StorageBytes>(big, 500000);
+  try {
+    (void)writer.save(tmp / "model.pt", Value::dict({{str("w"), streamed(big, failing)}}));
+    FAIL() << "the save succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "the shard went away");
+  }
+  EXPECT_EQ(testing::list_dir(tmp.path()), std::vector<std::string>{"model.pt"});
+  EXPECT_EQ(testing::read_file(tmp / "model.pt"), before);
+  // write_async must capture its bytes at the call: a streamed tensor has none yet. (A capture
+  // error fails the write through its future, after the vote, so that no rank is left waiting.)
+  EXPECT_THROW((void)writer.write_async(tmp / "async", Value::dict({{str("w"), streamed(big, failing)}})).get(),
+               UsageError);
+  // A streamed tensor's layout is a meta tensor.
+  EXPECT_THROW((void)Value::streamed_tensor(big, failing), UsageError);
+}
+
+TEST(Value, LocateTensorsGivesWhereEachTensorsBytesLie) {
+  testing::TempDir tmp;
+  CheckpointWriter writer(CheckpointWriterConfig(), RankInfo{0, 1});
+  const at::Tensor a = at::randn({5, 7});
+  const at::Tensor b = at::arange(100, at::kLong);
+  (void)writer.save(tmp / "inner.pt", Value::dict({{str("a"), Value::tensor(a)}, {str("b"), Value::tensor(b.narrow(0, 10, 20))}}));
+  // The archive inside a bigger file, as a DCP data file holds it.
+  const std::string archive = testing::read_file(tmp / "inner.pt");
+  {
+    std::ofstream out(tmp / "outer", std::ios::binary);
+    out << std::string(1000, 'x') << archive << std::string(50, 'y');
+  }
+  const std::vector<StoredTensor> located = locate_tensors(tmp / "outer", 1000, archive.size());
+  ASSERT_EQ(located.size(), 2u);
+  const std::string outer = testing::read_file(tmp / "outer");
+  EXPECT_EQ(located[0].key_path, "a");
+  EXPECT_EQ(located[0].dtype, "float32");
+  EXPECT_EQ(located[0].sizes, (std::vector<std::int64_t>{5, 7}));
+  EXPECT_EQ(located[0].storage_bytes, 140u);
+  EXPECT_EQ(outer.substr(located[0].payload_offset, 140), std::string(static_cast<const char*>(a.data_ptr()), 140));
+  EXPECT_EQ(located[1].key_path, "b");
+  EXPECT_EQ(located[1].storage_offset, 10);
+  EXPECT_EQ(located[1].sizes, (std::vector<std::int64_t>{20}));
+  EXPECT_EQ(outer.substr(located[1].payload_offset, 800), std::string(static_cast<const char*>(b.data_ptr()), 800));
+  EXPECT_EQ(locate_tensors(tmp / "inner.pt").size(), 2u);  // a whole file
+  EXPECT_THROW((void)locate_tensors(tmp / "outer", 1000, archive.size() + 100), FormatError);
+  EXPECT_THROW((void)locate_tensors(tmp / "outer", 999, archive.size()), FormatError);
 }
 
 TEST(Value, AStateDictsDevicesBecomeTorchDevices) {
