@@ -46,11 +46,12 @@ from torch.distributed.checkpoint.planner import LoadItemType, WriteItemType
 from torch.distributed.checkpoint.storage import WriteResult
 
 from . import _C
+from ._dcp_convert import to_torch_save
 from ._types import CheckpointWriterConfig, RankInfo
 from ._writer import TEMP_MARK, fsync_directory
 from .errors import FormatError, UsageError
 
-__all__ = ["FileSystemWriter", "FileSystemReader", "verify", "CHECKSUMS_FILE_NAME"]
+__all__ = ["FileSystemWriter", "FileSystemReader", "verify", "to_torch_save", "CHECKSUMS_FILE_NAME"]
 
 #: The checksum sidecar in a DCP checkpoint directory (the C++ side's spelling, shared).
 CHECKSUMS_FILE_NAME = _C.DCP_CHECKSUMS_FILE_NAME

@@ -61,6 +61,40 @@ class PythonError : public Error {
   std::shared_ptr<SharedPyObject> exception_;
 };
 
+// The bytes of a _C.StreamedTensor: `read(offset, memoryview)` fills the
+// view, called with the GIL from the thread that writes the file.
+class PythonPayloadSource final : public PayloadSource {
+ public:
+  explicit PythonPayloadSource(py::object read) : read_(std::move(read)) {}
+  void read(std::uint64_t offset, void* out, std::size_t size) override {
+    py::gil_scoped_acquire gil;
+    py::memoryview view = py::memoryview::from_memory(out, static_cast<py::ssize_t>(size), /*readonly=*/false);
+    try {
+      read_.get()(offset, view);
+    } catch (py::error_already_set& e) {
+      release(view);
+      throw PythonError("a streamed tensor's read()", e);
+    }
+    if (!release(view)) {
+      throw UsageError("a streamed tensor's read() kept a buffer export of the memoryview it was given; the "
+                       "view is over the writer's ring buffer and must not outlive the call");
+    }
+  }
+
+ private:
+  static bool release(const py::memoryview& view) {
+    PyObject* done = PyObject_CallMethod(view.ptr(), "release", nullptr);
+    if (done == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+    Py_DECREF(done);
+    return true;
+  }
+
+  SharedPyObject read_;
+};
+
 void raise_python(const py::object& exception) {
   py::object tb = exception.attr("__traceback__");
   PyErr_Restore(py::type::handle_of(exception).inc_ref().ptr(), exception.inc_ref().ptr(),
@@ -367,6 +401,13 @@ PYBIND11_MODULE(_C, m) {
         return c.error ? c.error->get() : py::object(py::none());
       });
 
+  py::class_<StreamedTensor>(m, "StreamedTensor")
+      .def(py::init([](const at::Tensor& layout, py::object read) {
+             return StreamedTensor{
+                 Value::streamed_tensor(layout, std::make_shared<PythonPayloadSource>(std::move(read)))};
+           }),
+           py::arg("layout"), py::arg("read"));
+
   py::class_<PendingWrite>(m, "PendingWrite").def("wait", &PendingWrite::wait);
 
   py::class_<PyWriter>(m, "Writer")
@@ -463,6 +504,30 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(check.records, check.without_crc);
       },
       py::arg("file"), py::arg("allow_records_without_crc"));
+
+  m.def(
+      "locate_tensors",
+      [](const std::string& file, std::uint64_t offset, std::uint64_t length) {
+        std::vector<StoredTensor> located;
+        {
+          py::gil_scoped_release nogil;
+          located = locate_tensors(file, offset, length);
+        }
+        py::list tensors;
+        for (const StoredTensor& t : located) {
+          py::dict entry;
+          entry["key_path"] = t.key_path;
+          entry["dtype"] = t.dtype;
+          entry["sizes"] = t.sizes;
+          entry["strides"] = t.strides;
+          entry["storage_offset"] = t.storage_offset;
+          entry["payload_offset"] = t.payload_offset;
+          entry["storage_bytes"] = t.storage_bytes;
+          tensors.append(entry);
+        }
+        return tensors;
+      },
+      py::arg("file"), py::arg("offset") = 0, py::arg("length") = 0);
 
   m.def(
       "read_checkpoint",

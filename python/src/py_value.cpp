@@ -19,7 +19,7 @@ namespace {
 
 // The Python types the conversions test for by identity, looked up once.
 struct Types {
-  py::object ordered_dict, counter, parameter, torch_size, torch_dtype, torch_device;
+  py::object ordered_dict, counter, parameter, torch_size, torch_dtype, torch_device, streamed_tensor;
 
   static const Types& get() {
     // Leaked on purpose: destroying Python objects after the interpreter
@@ -34,6 +34,7 @@ struct Types {
       t->torch_size = torch.attr("Size");
       t->torch_dtype = torch.attr("dtype");
       t->torch_device = torch.attr("device");
+      t->streamed_tensor = py::type::of<StreamedTensor>();
       return t;
     }();
     return *types;
@@ -134,6 +135,7 @@ class FromPython {
       py::object index = obj.attr("index");
       return Value::device(obj.attr("type").cast<std::string>(), index.is_none() ? -1 : index.cast<std::int64_t>());
     }
+    if (is_type(obj, types.streamed_tensor)) return obj.cast<const StreamedTensor&>().value;
     const bool container = PyTuple_CheckExact(o) || PyList_CheckExact(o) || PyDict_CheckExact(o) ||
                            PySet_CheckExact(o) || is_type(obj, types.ordered_dict) || is_type(obj, types.counter);
     if (!container) {

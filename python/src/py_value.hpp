@@ -10,12 +10,19 @@
 
 namespace ckptw::python {
 
+/// _C.StreamedTensor: a tensor whose bytes a Python callable produces while
+/// ckptw writes the file; to_value() gives its Value::streamed_tensor.
+struct StreamedTensor {
+  Value::Ptr value;
+};
+
 /// The Value torch.save would pickle for `obj`: one Value per Python object
 /// (by id(), so shared objects stay shared and equal ones stay distinct, as
 /// the pickler's memo has it), for exactly the types torch.load's weights-only
 /// mode accepts (None, bool, int, float, complex, str, bytes, bytearray,
 /// tensors, nn.Parameter, list, tuple, set, dict, OrderedDict with its
-/// attributes, Counter, torch.Size, torch.dtype, torch.device). Anything else
+/// attributes, Counter, torch.Size, torch.dtype, torch.device), and
+/// StreamedTensor (a CPU tensor to torch.load). Anything else
 /// (subclasses included: a numpy.float64 is not a float here) and cycles are a
 /// ckptw::FormatError naming the key path and the type.
 Value::Ptr to_value(pybind11::handle obj);

@@ -9,6 +9,7 @@
 
 #include "ckptw/ckptw.hpp"
 #include "cli/bench.hpp"
+#include "cli/bench/python_peers.hpp"
 #include "cli/synthetic_model.hpp"
 #include "read/pt_inspect.hpp"
 #include "read/verify.hpp"
@@ -166,6 +167,22 @@ int main(int argc, char** argv) {
   verify->add_option("PATH", verify_path, "A .pt file, a checkpoint directory or a DCP checkpoint directory")
       ->required();
 
+  auto* convert = app.add_subcommand(
+      "convert",
+      "Write a torch.distributed.checkpoint directory as one torch.save file: the bytes\n"
+      "format_utils.dcp_to_torch_save writes, in bounded memory (every tensor is assembled from its shards\n"
+      "piece by piece while the file is written; dcp_to_torch_save holds the whole checkpoint), committed\n"
+      "atomically. Runs ckptw.dcp.to_torch_save in the project's Python ($CKPTW_PYTHON)");
+  std::string convert_dir;
+  std::string convert_out;
+  bool convert_no_verify = false;
+  convert->add_option("DCP_DIR", convert_dir, "A committed DCP checkpoint directory (with its .metadata)")
+      ->required();
+  convert->add_option("OUT", convert_out, "The .pt file to write (its archive is named after it, as torch.save's)")
+      ->required();
+  convert->add_flag("--no-verify", convert_no_verify,
+                    "Skip checking every item against ckptw's checksums first (directories ckptw.dcp wrote)");
+
   auto* bench = app.add_subcommand(
       "bench",
       "Measure write throughput (GB/s) on the synthetic model: ckptw with each I/O backend, write_async\n"
@@ -233,6 +250,12 @@ int main(int argc, char** argv) {
     if (*synth) return run_synth(synth_dir, synth_size, synth_seed, synth_barrier, synth_barrier_timeout);
     if (*inspect) return run_inspect(inspect_file, inspect_json);
     if (*verify) return run_verify(verify_path);
+    if (*convert) {
+      std::vector<std::string> args{"-c", "import sys; from ckptw._dcp_convert import main; sys.exit(main())",
+                                    convert_dir, convert_out};
+      if (convert_no_verify) args.push_back("--no-verify");
+      return cli::bench::exec_python(cli::bench::default_python(), std::move(args), "ckptw convert");
+    }
     if (*bench) {
       if (!bench_backend.empty()) bench_options.backend = parse_io_backend_kind(bench_backend.c_str());
       bench_options.json = bench->count("--json") > 0;

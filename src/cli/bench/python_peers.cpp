@@ -73,7 +73,7 @@ int run_dcp_bench(const BenchOptions& options) {
     std::fprintf(stderr, "ckptw bench --dcp: %s\n", why.c_str());
     return 1;
   }
-  std::vector<std::string> args{python, script, "--ranks", options.ranks > 0 ? std::to_string(options.ranks) : "1,2,4",
+  std::vector<std::string> args{script, "--ranks", options.ranks > 0 ? std::to_string(options.ranks) : "1,2,4",
                                 "--size", std::to_string(options.size_bytes) + "B", "--repeat",
                                 std::to_string(options.repeats), "--warmup", std::to_string(options.warmup), "--dir",
                                 options.dir};
@@ -81,12 +81,17 @@ int run_dcp_bench(const BenchOptions& options) {
     args.push_back("--json");
     args.push_back(options.json_file);
   }
+  return exec_python(python, std::move(args), "ckptw bench --dcp");
+}
+
+int exec_python(const std::string& python, std::vector<std::string> args, const char* command) {
+  args.insert(args.begin(), python);
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
   std::fflush(stdout);
   ::execv(python.c_str(), argv.data());
-  std::fprintf(stderr, "ckptw bench --dcp: cannot run %s: %s\n", python.c_str(), std::strerror(errno));
+  std::fprintf(stderr, "%s: cannot run %s: %s\n", command, python.c_str(), std::strerror(errno));
   return 1;
 }
 

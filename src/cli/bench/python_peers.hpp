@@ -23,6 +23,10 @@ std::string default_python();
 /// this ckptw was built from.
 std::string bench_script(const std::string& name);
 
+/// Runs `python` with `args` in place of this process (for `command`'s
+/// messages); returns only when it cannot (a message on stderr, exit code 1).
+int exec_python(const std::string& python, std::vector<std::string> args, const char* command);
+
 /// `ckptw bench --dcp`: runs bench/dcp_ranks_bench.py in the project's
 /// Python with the options that apply (--ranks, --size, --repeat, --warmup,
 /// --dir, --json FILE) in place of this process; returns only when it cannot
