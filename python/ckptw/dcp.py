@@ -30,11 +30,13 @@ DCP; ckptw issues no collective of its own, from any thread.
 
 import contextlib
 import dataclasses
+import gc
 import io
 import json
 import os
 import queue
 import threading
+import time
 import weakref
 import zlib
 
@@ -49,13 +51,16 @@ from . import _C
 from ._dcp_convert import to_torch_save
 from ._types import CheckpointWriterConfig, RankInfo
 from ._writer import TEMP_MARK, fsync_directory
-from .errors import FormatError, UsageError
+from .errors import FormatError, TimeoutError, UsageError
 
 __all__ = ["FileSystemWriter", "FileSystemReader", "verify", "to_torch_save", "CHECKSUMS_FILE_NAME"]
 
 #: The checksum sidecar in a DCP checkpoint directory (the C++ side's spelling, shared).
 CHECKSUMS_FILE_NAME = _C.DCP_CHECKSUMS_FILE_NAME
 _METADATA = ".metadata"
+#: How long stage() waits for an earlier async_save through the same writer (DCP's default
+#: process-group timeout).
+_IN_FLIGHT_WAIT_SECS = 1800
 
 
 def _item_name(index):
@@ -145,32 +150,65 @@ class FileSystemWriter(_stock.FileSystemWriter):
                          thread_count=thread_count, per_thread_copy_ahead=per_thread_copy_ahead,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=overwrite)
         self._engines = queue.SimpleQueue()  # C++ writers no thread is using, for _write_file_with_engine
-        self._staging_lock = threading.Lock()
+        self._staging = threading.Condition()  # guards the two below; notified when a save lets go of its copy
         self._free_copy = None  # (tensor layout, a staged copy no save holds), for stage()
+        self._saves_in_flight = 0  # staged copies DCP still holds
 
     def stage(self, state_dict):
         """DCP's AsyncStager, for ``dcp.async_save``: copies ``state_dict`` into host memory (pinned
         where CUDA is available) and returns the copy, so the caller is blocked for the copy alone.
         The memory is reused: once DCP lets go of a save's copy (its save done or failed), the next
         stage() of a state dict with the same tensors copies into it instead of allocating, so a
-        training loop's saves hold one copy of the state dict, plus one per save still in flight
-        (never a copy a save in flight is still writing)."""
+        training loop's saves hold one copy of the state dict.
+
+        A second ``async_save`` through this writer while the first is in flight waits here, in the
+        caller, until the first is done (as DCP's async-checkpoint recipe waits for the previous
+        future before the next save): DCP runs each ``async_save`` in a thread of its own, and two
+        at once would share this writer's state and issue their collectives out of order. Waits
+        at most ``_IN_FLIGHT_WAIT_SECS``, then raises ckptw.TimeoutError."""
         from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 
         self.per_thread_copy_ahead = 0  # as the stock stager: the copies are on the host already
         layout = _tensor_layout(state_dict)
-        with self._staging_lock:
+        with self._staging:
+            self._wait_for_saves_in_flight()
             free = self._free_copy if self._free_copy is not None and self._free_copy[0] == layout else None
             self._free_copy = None
-        copy = free[1] if free is not None else _create_cpu_state_dict(state_dict,
-                                                                        pin_memory=torch.cuda.is_available())
-        staged = _StagedStateDict(_copy_state_dict(state_dict, copy))
+            self._saves_in_flight += 1
+        try:
+            copy = free[1] if free is not None else _create_cpu_state_dict(state_dict,
+                                                                            pin_memory=torch.cuda.is_available())
+            staged = _StagedStateDict(_copy_state_dict(state_dict, copy))
+        except BaseException:
+            with self._staging:
+                self._saves_in_flight -= 1
+                self._staging.notify_all()
+            raise
         weakref.finalize(staged, self._release_copy, layout, copy)
         return staged
 
+    def _wait_for_saves_in_flight(self):
+        """With self._staging held: until no save holds a staged copy. A copy is let go of when the
+        save's thread ends; a reference cycle may hold it until the garbage collector runs, so it
+        runs once a second while waiting."""
+        deadline = time.monotonic() + _IN_FLIGHT_WAIT_SECS
+        while self._saves_in_flight > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"ckptw.dcp: an earlier async_save through this writer still holds its staged "
+                                   f"copy after {_IN_FLIGHT_WAIT_SECS} s; wait for its future before the next save")
+            if not self._staging.wait(min(1.0, left)):
+                self._staging.release()  # the collector may run finalizers that take this lock
+                try:
+                    gc.collect()
+                finally:
+                    self._staging.acquire()
+
     def _release_copy(self, layout, copy):
-        with self._staging_lock:
+        with self._staging:
             self._free_copy = (layout, copy)
+            self._saves_in_flight -= 1
+            self._staging.notify_all()
 
     def synchronize_staging(self):
         """The copies of stage() are done when it returns."""

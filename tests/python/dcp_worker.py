@@ -3,6 +3,7 @@
     dcp_worker.py save  DIR WRITER [FAIL_RANK [OPTIONS]]   WRITER: ckptw | stock; OPTIONS: JSON kwargs
     dcp_worker.py load  DIR READER               READER: ckptw | stock
     dcp_worker.py async DIR
+    dcp_worker.py overlap DIR
 
 Every rank builds the same training state, sharded for the job's world size: DTensors on a CPU
 mesh (Shard(0), Shard(1), Replicate), an FSDP2 (fully_shard) model and its Adam
@@ -91,6 +92,17 @@ def compare(got, want, path=""):
     return [] if got == want else [path]
 
 
+def saved_values_differ(mesh, directory, expected):
+    """The entries of checkpoints `first` and `second` under `directory` whose values are not
+    `expected` (one dict per checkpoint)."""
+    differ = []
+    for name, values in zip(("first", "second"), expected):
+        target, _ = state(mesh, filled=False)
+        dcp.load(target, storage_reader=ckptw.dcp.FileSystemReader(os.path.join(directory, name)))
+        differ += [f"{name}.{k}" for k, v in values.items() if not torch.equal(local(target[k]), v)]
+    return differ
+
+
 def main():
     mode, directory = sys.argv[1], sys.argv[2]
     # A short timeout: a rank that dies must not keep the others waiting DCP's 30 minutes.
@@ -150,11 +162,26 @@ def main():
             future.result(timeout=120)
             gc.collect()
             report[f"{name}_released"] = writer._free_copy is not None
-        report["differ"] = []
-        for name, values in zip(("first", "second"), expected):
-            target, _ = state(mesh, filled=False)
-            dcp.load(target, storage_reader=ckptw.dcp.FileSystemReader(os.path.join(directory, name)))
-            report["differ"] += [f"{name}.{k}" for k, v in values.items() if not torch.equal(local(target[k]), v)]
+        report["differ"] = saved_values_differ(mesh, directory, expected)
+        report["outcome"] = "saved"
+    elif mode == "overlap":
+        # A second async save through one writer while the first is in flight: the call waits
+        # for the first (DCP's recipe waits for the previous future), so the two never run at
+        # once, and each checkpoint holds the values at its call.
+        sd, _ = state(mesh, filled=True)
+        writer = ckptw.dcp.FileSystemWriter(directory)
+        expected, futures = [], []
+        for name in ("first", "second"):
+            expected.append({k: v.full_tensor() if isinstance(v, DTensor) else v.clone()
+                             for k, v in sd.items() if k in ("rows", "plain")})
+            futures.append(dcp.async_save(sd, storage_writer=writer, checkpoint_id=os.path.join(directory, name)))
+            if name == "second":
+                report["first_done_when_second_returned"] = futures[0].done()
+            for value in (sd["rows"], sd["plain"]):
+                (value.to_local() if isinstance(value, DTensor) else value).add_(1000)
+        for future in futures:
+            future.result(timeout=120)
+        report["differ"] = saved_values_differ(mesh, directory, expected)
         report["outcome"] = "saved"
     if mode == "save" and die:
         # A killed peer meets no barrier, and tearing down a Gloo group whose peer died may

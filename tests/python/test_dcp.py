@@ -217,6 +217,14 @@ def test_async_save_captures_the_values_at_return_and_reuses_its_staging(tmp_pat
     assert ckptw.dcp.verify(tmp_path / "async" / "second") > 0
 
 
+def test_a_second_async_save_in_flight_waits_for_the_first(tmp_path):
+    for report in run_ranks(2, "overlap", tmp_path / "overlap"):
+        assert report["outcome"] == "saved" and report["differ"] == [], report
+        assert report["first_done_when_second_returned"], report
+    assert ckptw.dcp.verify(tmp_path / "overlap" / "first") > 0
+    assert ckptw.dcp.verify(tmp_path / "overlap" / "second") > 0
+
+
 def test_a_stock_directory_has_nothing_to_verify_against(saved_on_two):
     _, stock = saved_on_two
     with pytest.raises(ckptw.FormatError, match="without ckptw's checksums"):
