@@ -117,7 +117,7 @@ def _load_bytes_item(key, storage_data, files):
     info = _storage_info(key, MetadataIndex(key), storage_data)
     data = files.pread(info.relative_path, info.offset, info.length)
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), weights_only=True)  # no map_location: as the stock planner loads it
     except Exception as e:  # noqa: BLE001 - torch's weights-only refusal, reported with the item's name
         raise FormatError(f"ckptw.dcp: item '{key}' in '{info.relative_path}' at offset {info.offset} is not "
                           f"loadable with torch.load(weights_only=True) ({e}); ckptw converts only what the "
@@ -189,12 +189,16 @@ class _Shard:
                 raise FormatError(f"ckptw.dcp: {where} holds a tensor of size {list(stored['sizes'])}, "
                                   f"{_METADATA} says {list(self.sizes)}")
             stored["strides"] = tuple(stored["strides"]) or (1,)
+            stored["contiguous"] = all(stride == math.prod(sizes[d + 1:])
+                                       for d, (size, stride) in enumerate(zip(sizes, stored["strides"])) if size > 1)
             self._stored = stored
         return self._stored
 
-    def read_box(self, prefix, lo, hi, itemsize):
+    def read_box(self, prefix, lo, hi, itemsize, into=None):
         """The shard's elements at `prefix` in its leading dims, [lo, hi) in the next, all of the
-        rest (shard coordinates), as a tensor of shape ``(hi - lo, *sizes[len(prefix) + 1:])``."""
+        rest (shard coordinates), as a tensor of shape ``(hi - lo, *sizes[len(prefix) + 1:])``;
+        or, when `into` (memory of exactly the box's bytes) is given and the shard is stored
+        contiguously, read into it, returning None."""
         stored = self.stored()
         dim, strides = len(prefix), stored["strides"]
         shape = (hi - lo,) + self.sizes[dim + 1:]
@@ -203,8 +207,11 @@ class _Shard:
         if (last + 1) * itemsize > stored["storage_bytes"] or first < 0:
             raise FormatError(f"ckptw.dcp: '{self.files.path(self.info.relative_path)}': item '{self.key}' "
                               f"{list(self.offsets)}: its strides reach beyond its storage")
-        data = self.files.pread(self.info.relative_path, stored["payload_offset"] + first * itemsize,
-                                (last - first + 1) * itemsize)
+        position, length = stored["payload_offset"] + first * itemsize, (last - first + 1) * itemsize
+        if into is not None and stored["contiguous"] and len(into) == length:
+            self.files.pread_into(self.info.relative_path, position, into)
+            return None
+        data = self.files.pread(self.info.relative_path, position, length)
         return torch.frombuffer(data, dtype=self._dtype).as_strided(shape, strides[dim:], 0)
 
 
@@ -238,16 +245,19 @@ class _TensorFromShards:
         first, start_pad = divmod(offset, self.itemsize)
         stop = -(-(offset + len(view)) // self.itemsize)
         if start_pad == 0 and len(view) % self.itemsize == 0:
-            self._fill(first, torch.frombuffer(view, dtype=self.dtype))
+            self._fill(first, torch.frombuffer(view, dtype=self.dtype), view)
         else:  # a piece that cuts an element: assemble whole elements, hand over the bytes asked for
             elements = torch.empty(stop - first, dtype=self.dtype)
-            self._fill(first, elements)
+            self._fill(first, elements, None)
             raw = elements.view(torch.uint8)
             torch.frombuffer(view, dtype=torch.uint8).copy_(raw[start_pad:start_pad + len(view)])
         if self.advanced is not None:
             self.advanced(len(view))
 
-    def _fill(self, start, out):
+    def _fill(self, start, out, raw):
+        """Elements [start, start + out.numel()) into `out`; `raw`, when given, is out's memory
+        as bytes, into which a shard stored contiguously that covers whole rows of a box is read
+        straight from its file (no copy in memory)."""
         for prefix, lo, hi in _boxes(self.shape, start, start + out.numel()):
             dim = len(prefix)
             box_shape = (hi - lo,) + self.shape[dim + 1:]
@@ -263,9 +273,16 @@ class _TensorFromShards:
                 target = box.narrow(0, box_lo - lo, box_hi - box_lo)
                 for d in range(dim + 1, len(self.shape)):
                     target = target.narrow(d - dim, shard.offsets[d], shard.sizes[d])
+                into = None
+                if raw is not None and all(shard.offsets[d] == 0 and shard.sizes[d] == self.shape[d]
+                                           for d in range(dim + 1, len(self.shape))):
+                    begin = (at + (box_lo - lo) * self._strides[dim]) * self.itemsize
+                    into = raw[begin:begin + target.numel() * self.itemsize]
                 local_prefix = tuple(p - o for p, o in zip(prefix, shard.offsets))
-                target.copy_(shard.read_box(local_prefix, box_lo - shard.offsets[dim],
-                                            box_hi - shard.offsets[dim], self.itemsize))
+                read = shard.read_box(local_prefix, box_lo - shard.offsets[dim], box_hi - shard.offsets[dim],
+                                      self.itemsize, into)
+                if read is not None:
+                    target.copy_(read)
 
 
 def _boxes(shape, start, stop, prefix=()):

@@ -21,11 +21,12 @@
 //   limit: a raw sequential write of the same byte count from pre-filled,
 //     aligned ring buffers with O_DIRECT through the auto backend, no copy,
 //     no CRC, no format: what the filesystem takes;
-//   torch.save, ckptw.save, dcp, ckptw.dcp, safetensors: Python savers writing
-//     the same state dict (loaded from the ckptw file) durably, in the
-//     project's Python (bench/python_save_bench.py): torch's reference, ckptw
-//     through its binding, torch.distributed.checkpoint with the stock writer
-//     and with ckptw.dcp's (one process), and safetensors, the peers users
+//   torch.save, ckptw.save, dcp, ckptw.dcp, safetensors, torch-checkpointing:
+//     Python savers writing the same state dict (loaded from the ckptw file)
+//     durably, in the project's Python (bench/python_save_bench.py): torch's
+//     reference, ckptw through its binding, torch.distributed.checkpoint with
+//     the stock writer and with ckptw.dcp's (one process), safetensors and
+//     torch_checkpointing (the seed's successor on PyPI), the peers users
 //     pick; their CPU seconds are the script's own over the timed saves.
 // GB/s = file bytes / seconds, GB = 1e9 bytes. CPU s/GB = process CPU time
 // (user + system) per GB written, the median over the repeats in the write
@@ -61,6 +62,7 @@ namespace fs = std::filesystem;
 
 int run_bench(const BenchOptions& options) {
   if (options.dcp) return run_dcp_bench(options);
+  if (options.convert) return run_convert_bench(options);
   if (options.rank_child) return run_bench_rank(options);
   if (options.ranks > 0) return run_bench_ranks(options);
   std::optional<PreviousRun> previous;
@@ -102,7 +104,7 @@ int run_bench(const BenchOptions& options) {
     runners.push_back(set_up([&] { return limit_runner(file_bytes, out); }));
     std::vector<std::function<void(Row&)>> finishers(runners.size());
     if (options.torch_save) {
-      for (const char* saver : {"torch.save", "ckptw.save", "dcp", "ckptw.dcp", "safetensors"}) {
+      for (const char* saver : {"torch.save", "ckptw.save", "dcp", "ckptw.dcp", "safetensors", "torch-checkpointing"}) {
         progress.line(std::string(saver) + ": starting " + bench_script("python_save_bench.py"));
         std::vector<std::function<void(Row&)>> finisher;
         runners.push_back(python_runner(saver, source, out, &finisher));

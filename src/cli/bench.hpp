@@ -39,6 +39,10 @@ struct BenchOptions {
   /// and 4 when unset) of a DTensor-sharded model, the stock writer against
   /// ckptw.dcp's (bench/dcp_ranks_bench.py, in the project's Python).
   bool dcp = false;
+  /// --convert: a DCP checkpoint saved by --ranks processes (4 when not
+  /// given) exported to one .pt by dcp_to_torch_save and by ckptw convert,
+  /// with each one's peak RSS (bench/dcp_convert_bench.py).
+  bool convert = false;
 };
 
 /// Runs the benchmark and prints its report; returns the exit code.

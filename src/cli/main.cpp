@@ -187,8 +187,8 @@ int main(int argc, char** argv) {
       "bench",
       "Measure write throughput (GB/s) on the synthetic model: ckptw with each I/O backend, write_async\n"
       "(with the time the caller was blocked), the filesystem's own limit (raw O_DIRECT writes), and\n"
-      "torch.save, ckptw.save, torch.distributed.checkpoint and safetensors from Python, in one run,\n"
-      "fsync included. Rows are interleaved (every round runs each row once, in an order that changes\n"
+      "torch.save, ckptw.save, torch.distributed.checkpoint, safetensors and torch_checkpointing from\n"
+      "Python, in one run, fsync included. Rows are interleaved (every round runs each row once, in an order that changes\n"
       "every round) and the spread between two identical configurations is printed as the noise floor.\n"
       "With --read, read throughput against a raw O_DIRECT read and torch.load.\n"
       "The Python rows are a development tool: they run bench/python_save_bench.py and torch_load_bench.py\n"
@@ -214,7 +214,8 @@ int main(int argc, char** argv) {
   bench->add_option("--json", bench_json, "Print JSON instead of the table, or write it to FILE (and print the table)")
       ->expected(0, 1);
   bench->add_flag("--no-torch", [&](std::int64_t) { bench_options.torch_save = false; },
-                  "Skip the Python rows (torch.save, ckptw.save, dcp, ckptw.dcp, safetensors; torch.load with --read)");
+                  "Skip the Python rows (torch.save, ckptw.save, dcp, ckptw.dcp, safetensors, torch-checkpointing;\n"
+                  "torch.load with --read)");
   bench->add_flag("--keep", bench_options.keep, "Keep the temp directory and its files");
   bench->add_flag("--buffered", [&](std::int64_t) { bench_options.direct_io = false; },
                   "ckptw rows write through the page cache (direct_io = false) instead of O_DIRECT");
@@ -239,6 +240,14 @@ int main(int argc, char** argv) {
                   "A development tool: bench/dcp_ranks_bench.py in the project's Python; --json FILE only")
       ->excludes("--read")
       ->excludes("--compare");
+  bench->add_flag("--convert", bench_options.convert,
+                  "ckptw convert instead: --ranks processes (4 when not given) save a DTensor-sharded model with\n"
+                  "ckptw.dcp, then dcp_to_torch_save and ckptw convert each export it to one .pt in a fresh\n"
+                  "process: GB/s, CPU s/GB and peak RSS, the outputs checked identical. A development tool:\n"
+                  "bench/dcp_convert_bench.py in the project's Python; --json FILE only")
+      ->excludes("--read")
+      ->excludes("--compare")
+      ->excludes("--dcp");
   bench->add_flag("--rank-child", bench_options.rank_child)->group("");  // set by --ranks in the processes it spawns
 
   CLI11_PARSE(app, argc, argv);

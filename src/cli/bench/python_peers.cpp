@@ -84,6 +84,23 @@ int run_dcp_bench(const BenchOptions& options) {
   return exec_python(python, std::move(args), "ckptw bench --dcp");
 }
 
+int run_convert_bench(const BenchOptions& options) {
+  const std::string python = default_python();
+  const std::string script = bench_script("dcp_convert_bench.py");
+  if (std::string why = peer_missing(python, script); !why.empty()) {
+    std::fprintf(stderr, "ckptw bench --convert: %s\n", why.c_str());
+    return 1;
+  }
+  std::vector<std::string> args{script, "--ranks", std::to_string(options.ranks > 0 ? options.ranks : 4), "--size",
+                                std::to_string(options.size_bytes) + "B", "--repeat", std::to_string(options.repeats),
+                                "--dir", options.dir};
+  if (!options.json_file.empty()) {
+    args.push_back("--json");
+    args.push_back(options.json_file);
+  }
+  return exec_python(python, std::move(args), "ckptw bench --convert");
+}
+
 int exec_python(const std::string& python, std::vector<std::string> args, const char* command) {
   args.insert(args.begin(), python);
   std::vector<char*> argv;

@@ -32,6 +32,8 @@ int exec_python(const std::string& python, std::vector<std::string> args, const 
 /// --dir, --json FILE) in place of this process; returns only when it cannot
 /// (a message on stderr, exit code 1).
 int run_dcp_bench(const BenchOptions& options);
+/// `ckptw bench --convert`: runs bench/dcp_convert_bench.py likewise.
+int run_convert_bench(const BenchOptions& options);
 
 /// A started child: its pid, and this process's ends of the pipes on its
 /// stdin and stdout (-1 where none was asked for).
