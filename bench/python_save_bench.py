@@ -8,6 +8,11 @@ writing it into DIR, durably, and answers with one JSON line:
                defaults (its own fsync of every file), into a fresh directory each time
   ckptw.dcp    the same with ckptw.dcp.FileSystemWriter (the same files, committed by ckptw)
   safetensors  safetensors.torch.save_file (tied weights once), then fsync of the file and its directory
+  torch-checkpointing  torch_checkpointing.CheckpointManager (PyPI, the successor of the seed's
+               _experimental package) with its synchronous saver, the state dict as one item, into a
+               fresh directory each time, then fsync of its files and the directory (it syncs
+               nothing itself). Its O_DIRECT writes fail on ext4 (0.1.1: EINVAL at close, the last
+               write unaligned), so use_direct_io=False
 
 CPU seconds are this process's (every thread) over the timed saves only. A "touch" line
 reads one byte in every page of the state dict's storages, untimed by the save, and
@@ -73,6 +78,31 @@ def saver(name, directory):
         def written():
             return sum(e.stat().st_size for e in os.scandir(target))
         return save, written, version
+    if name == "torch-checkpointing":
+        import torch_checkpointing
+        from torch_checkpointing import CheckpointManager
+        from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
+
+        target = os.path.join(directory, "torch-checkpointing")
+        config = CheckpointManager.Config.with_sync_save()
+        config.storage_config = LocalFileSystemStorageConfig(use_direct_io=False)
+        manager = CheckpointManager(config)
+
+        def save(sd):
+            shutil.rmtree(target, ignore_errors=True)
+            manager.save(target, {"model": sd})
+            for entry in os.scandir(target):
+                fsync(entry.path)
+            fsync(target)
+
+        def written():
+            return sum(e.stat().st_size for e in os.scandir(target))
+        version = getattr(torch_checkpointing, "__version__", None)
+        if version is None:
+            from importlib.metadata import version as package_version
+
+            version = package_version("torch_checkpointing")
+        return save, written, f"torch_checkpointing {version}, synchronous, use_direct_io=False"
     raise SystemExit(f"unknown saver {name!r}")
 
 

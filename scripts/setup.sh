@@ -46,13 +46,13 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-# scikit-build-core builds the ckptw package (step 4); safetensors is a row of
-# `ckptw bench`.
+# scikit-build-core builds the ckptw package (step 4); safetensors and
+# torch_checkpointing (pinned: pre-1.0, its API moves) are rows of `ckptw bench`.
 # scripts/python-overrides.txt leaves out triton (1 GB; only torch.compile
 # uses it, and nothing here compiles), since a machine's free disk varies and
 # a set-up that runs out of it fails before any test.
-PYTHON_PACKAGES=(pip torch numpy pytest scikit-build-core safetensors)
-if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, safetensors" 2>/dev/null; then
+PYTHON_PACKAGES=(pip torch numpy pytest scikit-build-core safetensors torch_checkpointing==0.1.1)
+if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, safetensors, torch_checkpointing" 2>/dev/null; then
   log "installing ${PYTHON_PACKAGES[*]} into .venv (large download on a fresh machine)"
   uv_cache=${UV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/uv}
   mkdir -p "$uv_cache"

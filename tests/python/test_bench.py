@@ -21,7 +21,7 @@ def test_bench_rows_interleave_and_report_the_noise_floor(tmp_path):
     report = json.loads((tmp_path / "bench.json").read_text())
     rows = {row["name"]: row for row in report["rows"]}
     names = ["ckptw", "ckptw-posix", "ckptw-uring", "ckptw-async", "limit",
-             "torch.save", "ckptw.save", "dcp", "ckptw.dcp", "safetensors"]
+             "torch.save", "ckptw.save", "dcp", "ckptw.dcp", "safetensors", "torch-checkpointing"]
     assert list(rows) == names
     for name in names:
         assert len(rows[name]["seconds"]) == 3, (name, rows[name]["note"])
