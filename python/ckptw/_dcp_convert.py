@@ -177,8 +177,11 @@ class _Shard:
     def stored(self):
         if self._stored is None:
             path = self.files.path(self.info.relative_path)
-            located = _C.locate_tensors(path, self.info.offset, self.info.length)
             where = f"'{path}': item '{self.key}' {list(self.offsets)} at offset {self.info.offset}"
+            try:
+                located = _C.locate_tensors(path, self.info.offset, self.info.length)
+            except FormatError as e:
+                raise FormatError(f"ckptw.dcp: {where}: {e}") from e
             if len(located) != 1:
                 raise FormatError(f"ckptw.dcp: {where} holds {len(located)} tensors, not one")
             stored = located[0]

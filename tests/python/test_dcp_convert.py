@@ -129,6 +129,20 @@ def test_what_it_cannot_convert_is_refused_by_name(tmp_path):
     assert os.listdir(tmp_path / "out") == []
 
 
+def test_a_shard_that_fails_while_the_file_is_written_leaves_nothing(tmp_path):
+    """A data file cut short after the check (verify=False here): the read of the shard fails
+    inside the write, the error comes out as itself, and no file or temporary is left."""
+    save_single_process({"a": torch.ones(1 << 16), "b": torch.ones(1 << 16)}, tmp_path / "dcp")
+    data = tmp_path / "dcp" / "__0_0.distcp"
+    os.truncate(data, os.path.getsize(data) - 100)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ckptw.FormatError, match=r"__0_0\.distcp': item '[ab]' \[0\] at offset \d+: .*outside"):
+        ckptw.dcp.to_torch_save(tmp_path / "dcp", tmp_path / "out" / "model.pt", verify=False)
+    assert os.listdir(tmp_path / "out") == []
+    with pytest.raises(ckptw.FormatError, match=r"\d+ bytes, \d+ were committed"):  # the check would have said
+        ckptw.dcp.to_torch_save(tmp_path / "dcp", tmp_path / "out" / "model.pt")
+
+
 def test_single_process_layouts_and_a_stock_directory_convert_exactly(tmp_path):
     """Layouts the ranks' state lacks: 3-d, a transposed matrix stored with its strides, a scalar,
     an empty tensor, complex, bool, shared nesting of lists."""

@@ -142,15 +142,15 @@ int report(const std::vector<Row>& rows, const SyntheticModel& model, std::uint6
   std::printf(options.read ? "ckptw bench --read: synthetic GPT-like model, %zu tensors, %.3f GB file, %d cold repeats after %d warm-up\n" : "ckptw bench: synthetic GPT-like model, %zu tensors, %.3f GB file, %d repeats after %d warm-up, fsync on\n",
               model.state_dict.size(), file_bytes / 1e9, options.repeats, options.warmup);
   std::printf("machine:    %s\nfilesystem: %s\n\n", machine.c_str(), filesystem.c_str());
-  std::printf("%-12s %9s %9s %9s %9s %9s %9s %10s %10s  %s\n", "row", "GB/s med", "min", "max", "rerun p90", "x limit",
+  std::printf("%-19s %9s %9s %9s %9s %9s %9s %10s %10s  %s\n", "row", "GB/s med", "min", "max", "rerun p90", "x limit",
               "CPU s/GB", "peak RSS", "extra RSS", "how");
   for (const auto& r : rows) {
     if (!r.ok()) {
-      std::printf("%-12s %s\n", r.name.c_str(), r.note.c_str());
+      std::printf("%-19s %s\n", r.name.c_str(), r.note.c_str());
       continue;
     }
     auto g = r.gbps();
-    std::printf("%-12s %9.3f %9.3f %9.3f %7.0f %% %9.2f %9.3f %8.0f M %8.0f M  %s\n", r.name.c_str(), median(g),
+    std::printf("%-19s %9.3f %9.3f %9.3f %7.0f %% %9.2f %9.3f %8.0f M %8.0f M  %s\n", r.name.c_str(), median(g),
                 *std::min_element(g.begin(), g.end()), *std::max_element(g.begin(), g.end()),
                 (spread_p90(r.seconds, r.seconds) - 1) * 100, ratio(r), r.cpu_s_per_gb(), r.peak_rss_bytes / 1048576.0,
                 r.extra_rss_bytes / 1048576.0, r.note.c_str());
@@ -161,11 +161,11 @@ int report(const std::vector<Row>& rows, const SyntheticModel& model, std::uint6
   for (const auto& r : rows) {
     if (!r.ok() || r.cpu_phases.empty()) continue;
     if (!phases_header) {
-      std::printf("\n%-12s %9s %9s %9s %9s   CPU s/GB by phase\n", "row", "plan", "copy+CRC", "write", "other");
+      std::printf("\n%-19s %9s %9s %9s %9s   CPU s/GB by phase\n", "row", "plan", "copy+CRC", "write", "other");
       phases_header = true;
     }
     const CpuPhases per_gb = r.cpu_phases_per_gb();
-    std::printf("%-12s %9.3f %9.3f %9.3f %9.3f\n", r.name.c_str(), per_gb.plan, per_gb.copy_crc,
+    std::printf("%-19s %9.3f %9.3f %9.3f %9.3f\n", r.name.c_str(), per_gb.plan, per_gb.copy_crc,
                 per_gb.write_other, per_gb.other_threads);
   }
   if (phases_header) {
@@ -185,10 +185,10 @@ int report(const std::vector<Row>& rows, const SyntheticModel& model, std::uint6
   }
   if (previous) {
     std::printf("\ncompared with %s (%s):\n", previous->path.c_str(), previous->machine.c_str());
-    std::printf("%-12s %9s %9s %7s %17s  %s\n", "row", "GB/s then", "now", "move", "rerun p90 then/now", "");
+    std::printf("%-19s %9s %9s %7s %17s  %s\n", "row", "GB/s then", "now", "move", "rerun p90 then/now", "");
     const RowMove* disk = nullptr;
     for (const RowMove& m : moves) {
-      std::printf("%-12s %9.3f %9.3f %+6.0f %% %8.0f %% / %3.0f %%  %s\n", m.name.c_str(), m.before_gbps, m.now_gbps,
+      std::printf("%-19s %9.3f %9.3f %+6.0f %% %8.0f %% / %3.0f %%  %s\n", m.name.c_str(), m.before_gbps, m.now_gbps,
                   m.move() * 100, (m.before_p90 - 1) * 100, (m.now_p90 - 1) * 100, m.verdict());
       if (m.name == "limit" || m.name == "raw read") disk = &m;
     }
