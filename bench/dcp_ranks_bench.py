@@ -13,6 +13,11 @@ Rows (one per writer, and ckptw's dcp.async_save):
                 memory reused): "blocked" is how long the call held the trainer (the slowest
                 rank's), beside the time of copying the state dict once into memory allocated
                 before; the row's seconds run to the future's completion
+  torch-checkpointing
+                torch_checkpointing 0.1.1 (PyPI, the seed's successor): CheckpointManager's
+                synchronous saver, the state dict as one item (each rank a file of its DTensor
+                shards), then rank 0's fsync of the files and directory once all are in (it syncs
+                nothing); use_direct_io=False (its O_DIRECT writes fail on ext4 in 0.1.1)
 
 Node GB/s = checkpoint bytes / seconds; CPU s/GB = every rank's process CPU over the repeat, summed,
 per GB. Medians over the repeats; rounds alternate the writers' order.
@@ -32,7 +37,7 @@ import tempfile
 import time
 
 UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-ROWS = ["dcp", "ckptw.dcp", "ckptw.async"]
+ROWS = ["dcp", "ckptw.dcp", "ckptw.async", "torch-checkpointing"]
 
 
 def parse_size(text):
@@ -74,7 +79,13 @@ def child(args):
     state["step"] = 1000
     from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 
+    from torch_checkpointing import CheckpointManager
+    from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
+
     writers = {"dcp": dcp.FileSystemWriter, "ckptw.dcp": ckptw.dcp.FileSystemWriter}
+    manager_config = CheckpointManager.Config.with_sync_save()
+    manager_config.storage_config = LocalFileSystemStorageConfig(use_direct_io=False)
+    manager = CheckpointManager(manager_config)
     # As a training loop holds it: one writer for every async save, so its staging memory is reused.
     async_writer = ckptw.dcp.FileSystemWriter(args.dir)
     # The reference for the time async_save blocks: copying the state dict once into memory
@@ -96,17 +107,32 @@ def child(args):
                 future = dcp.async_save(state, storage_writer=async_writer, checkpoint_id=target)
                 blocked = time.perf_counter() - start
                 future.result()
+            elif row == "torch-checkpointing":
+                manager.save(target, {"model": state})
+                dist.barrier()  # the checkpoint appears once every rank's part is in (rank 0 publishes it)
+                if rank == 0:
+                    for entry in os.scandir(target):
+                        fsync(entry.path)
+                    fsync(target)
             else:
                 dcp.save(state, storage_writer=writers[row](target))
             dist.barrier()
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-            written = sum(e.stat().st_size for e in os.scandir(target) if e.name.endswith(".distcp"))
+            written = sum(e.stat().st_size for e in os.scandir(target) if e.name.endswith((".distcp", ".pt")))
             print(json.dumps({"round": round_, "row": row, "rank": rank, "seconds": seconds,
                               "cpu_seconds": cpu_seconds, "blocked": blocked, "bytes": written}), flush=True)
             dist.barrier()
             if rank == 0:
                 shutil.rmtree(target)
     dist.destroy_process_group()
+
+
+def fsync(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def free_port():
@@ -168,13 +194,13 @@ def main():
         report = []
         print(f"ckptw bench --dcp: {len(model_shapes(args.size)) + 1} entries, {args.size / 1e9:.3f} GB of "
               f"float32 shards, {args.repeat} repeats after {args.warmup} warm-up, fsync on, in {temp}")
-        print(f"{'ranks':>5}  {'row':<12} {'node GB/s':>9} {'CPU s/GB':>9} {'slowest s':>9}  blocked")
+        print(f"{'ranks':>5}  {'row':<19} {'node GB/s':>9} {'CPU s/GB':>9} {'slowest s':>9}  blocked")
         for ranks in [int(n) for n in args.ranks.split(",")]:
             rows = run(ranks, args)
             for name, row in rows.items():
                 blocked = "" if row["blocked_median"] is None else \
                     f"{row['blocked_median']:.3f} s (copying the state dict once: {row['copy_median']:.3f} s)"
-                print(f"{ranks:>5}  {name:<12} {row['gbps_median']:>9.3f} {row['cpu_s_per_gb']:>9.3f} "
+                print(f"{ranks:>5}  {name:<19} {row['gbps_median']:>9.3f} {row['cpu_s_per_gb']:>9.3f} "
                       f"{statistics.median(row['seconds']):>9.3f}  {blocked}", flush=True)
                 report.append(dict(row, name=name))
         if args.json:

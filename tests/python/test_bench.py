@@ -204,7 +204,7 @@ def test_bench_dcp_rows_save_the_same_bytes_and_report_the_blocking_time(tmp_pat
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {row["name"]: row for row in json.loads((tmp_path / "dcp.json").read_text())["rows"]}
-    assert list(rows) == ["dcp", "ckptw.dcp", "ckptw.async"]
+    assert list(rows) == ["dcp", "ckptw.dcp", "ckptw.async", "torch-checkpointing"]
     assert rows["dcp"]["bytes"] == rows["ckptw.dcp"]["bytes"] == rows["ckptw.async"]["bytes"]
     # The model's bytes (plus each item's archive framing), each rank's files counted once.
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
