@@ -58,16 +58,15 @@ def to_torch_save(dcp_dir, out, *, verify=True, config=None, progress=None):
     metadata = reader.read_metadata()
     with _DataFiles(directory) as files:
         state_dict, tensors = _rebuild_state_dict(metadata, metadata.storage_data, files)
-        total = sum(t.nbytes for t in tensors)
-        done = [0]
+        if progress is not None:
+            total, done = sum(t.nbytes for t in tensors), [0]
 
-        def advanced(nbytes):
-            done[0] += nbytes
-            if progress is not None:
+            def advanced(nbytes):
+                done[0] += nbytes
                 progress(done[0], total)
 
-        for tensor in tensors:
-            tensor.advanced = advanced
+            for tensor in tensors:
+                tensor.advanced = advanced
         writer = _C.Writer(config or CheckpointWriterConfig(), RankInfo(0, 1), None, None)
         try:
             return writer.save(out, state_dict)
