@@ -170,10 +170,13 @@ def main():
         # once, and each checkpoint holds the values at its call.
         sd, _ = state(mesh, filled=True)
         writer = ckptw.dcp.FileSystemWriter(directory)
-        expected, futures = [], []
+        # What each checkpoint must hold, taken before the first save: full_tensor() is a
+        # collective, which must not meet a save's gathers in flight on the same group.
+        before = {k: v.full_tensor() if isinstance(v, DTensor) else v.clone()
+                  for k, v in sd.items() if k in ("rows", "plain")}
+        expected = [before, {k: v + 1000 for k, v in before.items()}]
+        futures = []
         for name in ("first", "second"):
-            expected.append({k: v.full_tensor() if isinstance(v, DTensor) else v.clone()
-                             for k, v in sd.items() if k in ("rows", "plain")})
             futures.append(dcp.async_save(sd, storage_writer=writer, checkpoint_id=os.path.join(directory, name)))
             if name == "second":
                 report["first_done_when_second_returned"] = futures[0].done()
