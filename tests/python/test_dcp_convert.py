@@ -145,12 +145,17 @@ def test_a_shard_that_fails_while_the_file_is_written_leaves_nothing(tmp_path):
 
 def test_single_process_layouts_and_a_stock_directory_convert_exactly(tmp_path):
     """Layouts the ranks' state lacks: 3-d, a transposed matrix stored with its strides, a scalar,
-    an empty tensor, complex, bool, shared nesting of lists."""
+    an empty tensor, complex, bool, shared nesting of lists; and a directory of one data file per
+    item (single_file_per_rank=False, 3 threads)."""
     state = {"cube": torch.randn(6, 5, 70), "t": torch.randn(40, 300).t(), "scalar": torch.tensor(2.5),
              "empty": torch.empty(0, 3), "c": torch.randn(9, dtype=torch.complex64), "mask": torch.arange(11) > 5,
              "groups": [{"lr": 0.1, "params": [0, 1]}, {"lr": 0.2, "params": [2]}], "step": 5}
-    for which, writer in (("ckptw", ckptw.dcp.FileSystemWriter), ("stock", dcp.FileSystemWriter)):
+    several_files = lambda path: dcp.FileSystemWriter(path, thread_count=3, single_file_per_rank=False)  # noqa: E731
+    for which, writer in (("ckptw", ckptw.dcp.FileSystemWriter), ("stock", dcp.FileSystemWriter),
+                          ("files", several_files)):
         save_single_process(state, tmp_path / which, writer)
+        data_files = [n for n in os.listdir(tmp_path / which) if n.endswith(".distcp")]
+        assert (len(data_files) > 1) == (which == "files"), data_files
         for way in ("ref", "ours"):
             (tmp_path / f"{which}_{way}").mkdir()
         dcp_to_torch_save(tmp_path / which, tmp_path / f"{which}_ref" / "m.pt")
