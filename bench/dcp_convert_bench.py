@@ -49,7 +49,7 @@ SAVE = textwrap.dedent("""
 """)
 
 CONVERT = textwrap.dedent("""
-    import json, os, resource, sys, time
+    import json, os, sys, time
     import torch
     import ckptw.dcp
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save

@@ -79,6 +79,7 @@ def child(args):
     state["step"] = 1000
     from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 
+    from python_save_bench import fsync  # beside this script
     from torch_checkpointing import CheckpointManager
     from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
 
@@ -125,14 +126,6 @@ def child(args):
             if rank == 0:
                 shutil.rmtree(target)
     dist.destroy_process_group()
-
-
-def fsync(path):
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def free_port():

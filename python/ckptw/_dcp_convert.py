@@ -80,6 +80,13 @@ def _rebuild_state_dict(metadata, storage_data, files):
     loaded; and the tensors' assemblers, in the state dict's order."""
     state_dict, tensors, byte_items = {}, [], []
     planner_data = metadata.planner_data or {}
+
+    def place(key, value):
+        if key in planner_data:
+            set_element(state_dict, planner_data[key], value)
+        else:
+            state_dict[key] = value
+
     for key, item in metadata.state_dict_metadata.items():
         if isinstance(item, TensorStorageMetadata):
             assembler = _TensorFromShards(key, item, storage_data, files)
@@ -89,16 +96,9 @@ def _rebuild_state_dict(metadata, storage_data, files):
         else:
             value = item  # a place holder at the item's position, replaced by its object below
             byte_items.append(key)
-        if key in planner_data:
-            set_element(state_dict, planner_data[key], value)
-        else:
-            state_dict[key] = value
+        place(key, value)
     for key in byte_items:
-        value = _load_bytes_item(key, storage_data, files)
-        if key in planner_data:
-            set_element(state_dict, planner_data[key], value)
-        else:
-            state_dict[key] = value
+        place(key, _load_bytes_item(key, storage_data, files))
     return state_dict, tensors
 
 
@@ -191,8 +191,8 @@ class _Shard:
                 raise FormatError(f"ckptw.dcp: {where} holds a tensor of size {list(stored['sizes'])}, "
                                   f"{_METADATA} says {list(self.sizes)}")
             stored["strides"] = tuple(stored["strides"]) or (1,)
-            stored["contiguous"] = all(stride == math.prod(sizes[d + 1:])
-                                       for d, (size, stride) in enumerate(zip(sizes, stored["strides"])) if size > 1)
+            stored["contiguous"] = all(stride == expected for size, stride, expected
+                                       in zip(sizes, stored["strides"], _contiguous_strides(sizes)) if size > 1)
             self._stored = stored
         return self._stored
 
@@ -225,7 +225,7 @@ class _TensorFromShards:
     def __init__(self, key, item, storage_data, files):
         self.key = key
         self.dtype = item.properties.dtype
-        self.itemsize = torch.empty((), dtype=self.dtype).element_size()
+        self.itemsize = self.dtype.itemsize
         self.shape = tuple(item.size) or (1,)
         self.nbytes = math.prod(self.shape) * self.itemsize
         self.advanced = None
@@ -240,8 +240,7 @@ class _TensorFromShards:
         if covered != math.prod(self.shape):
             raise FormatError(f"ckptw.dcp: the chunks of item '{key}' in {_METADATA} cover {covered} elements "
                               f"of its {math.prod(self.shape)}")
-        # Contiguous strides of the whole tensor, to place each box in the piece.
-        self._strides = tuple(math.prod(self.shape[d + 1:]) for d in range(len(self.shape)))
+        self._strides = _contiguous_strides(self.shape)  # to place each box in the piece
 
     def read(self, offset, view):
         first, start_pad = divmod(offset, self.itemsize)
@@ -285,6 +284,11 @@ class _TensorFromShards:
                                       self.itemsize, into)
                 if read is not None:
                     target.copy_(read)
+
+
+def _contiguous_strides(shape):
+    """The strides, in elements, of a contiguous tensor of `shape`."""
+    return tuple(math.prod(shape[d + 1:]) for d in range(len(shape)))
 
 
 def _boxes(shape, start, stop, prefix=()):

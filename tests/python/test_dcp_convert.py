@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -163,46 +162,25 @@ def test_single_process_layouts_and_a_stock_directory_convert_exactly(tmp_path):
         assert sha256(tmp_path / f"{which}_ours" / "m.pt") == sha256(tmp_path / f"{which}_ref" / "m.pt"), which
 
 
-MEASURE = textwrap.dedent("""
-    import json, sys
-    import torch
-    import ckptw.dcp
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    def status(field):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) << 10 for line in f if line.startswith(field + ":"))
-
-    try:  # reset the peak to the current size (Linux 4.0+), else measure from the peak so far
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = status("VmRSS")
-    except OSError:
-        before = status("VmHWM")
-    which, directory, out = sys.argv[1:]
-    (ckptw.dcp.to_torch_save if which == "ckptw" else dcp_to_torch_save)(directory, out)
-    print(json.dumps({"growth": status("VmHWM") - before}))
-""")
-
-
-def peak_rss_growth(which, directory, out):
-    run = subprocess.run([sys.executable, "-c", MEASURE, which, str(directory), str(out)], capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.splitlines()[-1])["growth"]
-
-
 def test_memory_stays_bounded_where_dcp_to_torch_save_holds_the_checkpoint(tmp_path):
     """384 MiB of tensors (two of 128 MiB): ckptw's peak grows by less than 96 MiB (the default
-    ring is 32 MiB, pieces are at most 8 MiB), dcp_to_torch_save's by about the checkpoint."""
+    ring is 32 MiB, pieces are at most 8 MiB), dcp_to_torch_save's by about the checkpoint.
+    Measured as `ckptw bench --convert` measures it: each in a fresh process, its peak RSS
+    less its RSS before the call."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+    from dcp_convert_bench import convert
+
+    def peak_rss_growth(which, directory, out):
+        return convert(which, str(directory), str(out))["grew"]
+
     size = 384 << 20
     state = {"big": torch.ones(32 << 20), "bigger": torch.ones(32 << 20), "rest": torch.ones(32 << 20)}
     save_single_process(state, tmp_path / "dcp")
     del state
     (tmp_path / "ours").mkdir()
     (tmp_path / "stock").mkdir()
-    ours = peak_rss_growth("ckptw", tmp_path / "dcp", tmp_path / "ours" / "m.pt")
-    stock = peak_rss_growth("stock", tmp_path / "dcp", tmp_path / "stock" / "m.pt")
+    ours = peak_rss_growth("ckptw convert", tmp_path / "dcp", tmp_path / "ours" / "m.pt")
+    stock = peak_rss_growth("dcp_to_torch_save", tmp_path / "dcp", tmp_path / "stock" / "m.pt")
     assert sha256(tmp_path / "ours" / "m.pt") == sha256(tmp_path / "stock" / "m.pt")
     assert ours < 96 << 20, f"ckptw's peak RSS grew by {ours >> 20} MiB"
     assert stock > 0.9 * size, f"dcp_to_torch_save's peak RSS grew by {stock >> 20} MiB only"
