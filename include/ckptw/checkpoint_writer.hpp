@@ -187,9 +187,12 @@ class CKPTW_EXPORT CheckpointWriter {
   /// whole archives, each with the bytes torch.save writes into a stream at
   /// that point (a torch.distributed.checkpoint data file is one: its bytes
   /// items, then one torch.save archive per tensor item). Committed as save()
-  /// commits; returns where each segment landed and its CRC-32. The archives'
-  /// tensors must be in host memory (ckptw::UsageError naming the key path
-  /// otherwise). Throws as write() does.
+  /// commits; returns where each segment landed and its CRC-32. Device
+  /// storages are copied on ckptw's stream, after the work already queued
+  /// on the calling thread's current stream, one ring buffer at a time and
+  /// straight into it: a file of any size holds no host memory beyond the
+  /// ring (and is recorded at its device unless config.record_device_as_cpu,
+  /// as torch.save records it). Throws as write() does.
   SegmentsWriteResult save_segments(const std::string& file, const std::vector<FileSegment>& segments);
   /// Allocates (and, where a GPU is visible, pins) `bytes` of staging memory
   /// in every snapshot set now, so that no write_async() of up to `bytes`

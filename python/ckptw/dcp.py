@@ -78,30 +78,6 @@ class _ItemWritten:
     crc32: int
 
 
-class _ChecksummingStream(io.RawIOBase):
-    """A write-only stream over a file that keeps the CRC-32 of what went through it since
-    the last :meth:`take_crc32`, so each item is checksummed as it is written, once."""
-
-    def __init__(self, file):
-        self._file = file
-        self._crc = 0
-
-    def writable(self):
-        return True
-
-    def write(self, b):
-        written = self._file.write(b)
-        self._crc = zlib.crc32(memoryview(b).cast("B")[:written], self._crc)
-        return written
-
-    def tell(self):
-        return self._file.tell()
-
-    def take_crc32(self):
-        crc, self._crc = self._crc, 0
-        return crc
-
-
 class _StagedStateDict(dict):
     """stage()'s result: a dict that can be weakly referenced, so that its copy returns to the
     writer once DCP lets go of it."""
@@ -257,21 +233,16 @@ class FileSystemWriter(_stock.FileSystemWriter):
 
     def _write_file(self, name, bucket, planner, smallest_first):
         """One data file, under a temporary name: the bytes items, then every tensor item as a
-        torch.save archive, in the stock writer's order; fsynced when sync_files."""
+        torch.save archive, in the stock writer's order, through ckptw's C++ writer (its write ring,
+        io_uring, O_DIRECT where the filesystem takes it, each CRC-32 taken as the bytes pass);
+        fsynced when sync_files. A device tensor is copied on ckptw's stream, after the work queued
+        on this thread's current stream, one ring buffer at a time: no host copy of it is held."""
         temp_name = f".{name}{TEMP_MARK}{os.getpid()}"
         byte_items = [item for item in bucket if item.type == WriteItemType.BYTE_IO]
         tensor_items = [item for item in bucket if item.type != WriteItemType.BYTE_IO]
         if smallest_first:
             tensor_items.sort(key=_stock._item_size)
         tensors = [planner.resolve_data(item).detach() for item in tensor_items]
-        if all(t.device.type == "cpu" for t in tensors):
-            return self._write_file_with_engine(name, temp_name, byte_items, tensor_items, tensors, planner)
-        return self._write_file_streaming(name, temp_name, byte_items, tensor_items, tensors, planner)
-
-    def _write_file_with_engine(self, name, temp_name, byte_items, tensor_items, tensors, planner):
-        """ckptw's C++ writer: every segment through its write ring (io_uring, O_DIRECT where the
-        filesystem takes it), each archive encoded by its encoder, every CRC-32 taken as the bytes
-        are copied; temporary name, fsync, rename as ckptw.save."""
         segments = [planner.resolve_data(item).getbuffer() for item in byte_items]
         for tensor in tensors:
             if tensor.untyped_storage().size() != tensor.nbytes:
@@ -292,42 +263,9 @@ class FileSystemWriter(_stock.FileSystemWriter):
         try:
             return self._engines.get_nowait()
         except queue.Empty:
-            return _C.Writer(CheckpointWriterConfig(fsync=self.sync_files), RankInfo(0, 1), None, None)
-
-    def _write_file_streaming(self, name, temp_name, byte_items, tensor_items, tensors, planner):
-        """Device tensors: each copied to the host and torch.save'd into the file in turn, as the
-        stock writer does, the CRC-32s taken as the bytes pass."""
-        temp_path = os.path.join(self.path, temp_name)
-        written = []
-        try:
-            with open(temp_path, "wb") as raw:
-                stream = _ChecksummingStream(raw)
-                for item in byte_items:
-                    offset = stream.tell()
-                    stream.write(planner.resolve_data(item).getbuffer())
-                    written.append(self._result(item, name, temp_name, offset, stream))
-                for item, tensor in zip(tensor_items, tensors):
-                    tensor = tensor.cpu()  # one device tensor's host copy at a time
-                    if tensor.untyped_storage().size() != tensor.nbytes:
-                        tensor = tensor.clone()  # the stock writer saves a view's own bytes only
-                    offset = stream.tell()
-                    torch.save(tensor, stream)
-                    written.append(self._result(item, name, temp_name, offset, stream))
-                if self.sync_files:
-                    raw.flush()
-                    os.fsync(raw.fileno())
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_path)
-            raise
-        return written
-
-    @staticmethod
-    def _result(item, name, temp_name, offset, stream):
-        length = stream.tell() - offset
-        info = _stock._StorageInfo(name, offset, length)
-        return WriteResult(index=item.index, size_in_bytes=length,
-                           storage_data=_ItemWritten(info, temp_name, stream.take_crc32()))
+            # A device tensor is recorded as the host tensor the stock writer saves (tensor.cpu()).
+            config = CheckpointWriterConfig(fsync=self.sync_files, record_device_as_cpu=True)
+            return _C.Writer(config, RankInfo(0, 1), None, None)
 
     def finish(self, metadata, results):
         """The commit, on the coordinator, after every rank's data is durable: data files to their

@@ -64,6 +64,20 @@ class CopyEngine {
   virtual void finish() = 0;
 };
 
+/// Finishes `engine` (when set) on leaving a scope: copies still in flight
+/// when a write ends, by a failure too, land before the memory they read or
+/// write is used again. A failure there is the write's own failure's echo,
+/// and is dropped.
+struct FinishCopiesOnExit {
+  CopyEngine* engine = nullptr;
+  ~FinishCopiesOnExit() {
+    try {
+      if (engine) engine->finish();
+    } catch (...) {
+    }
+  }
+};
+
 /// Host memory only: memcpy on a worker thread. `delay_per_copy` slows every
 /// copy down (tests use it to show nothing reads a copy before finish()).
 std::unique_ptr<CopyEngine> make_host_copy_engine(std::chrono::microseconds delay_per_copy = {});

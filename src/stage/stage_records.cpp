@@ -6,6 +6,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "ckptw/error.hpp"
+#include "ckptw/payload_source.hpp"
 
 namespace ckptw::detail {
 namespace {
@@ -17,7 +18,59 @@ std::uint64_t align_for(std::uint64_t offset, std::uint64_t size) {
   return (offset + a - 1) / a * a;
 }
 
+// Each device's copies queued from now on wait for what the producer already
+// queued on the device's current stream (the stream the caller's kernels ran
+// on), never for the whole device.
+void order_after_producers(const std::set<int>& devices, CopyEngine& engine) {
+  for (int device : devices) {
+    const c10::Device d(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
+    // Declared before the event, so destroyed after it: c10::Event makes and
+    // destroys its CUDA event under the stream's device and then sets the
+    // previous device back with a plain set-device, which on a thread whose
+    // current device is 0 (ckptw's own, or a rank that never called
+    // set_device) would create a context on GPU 0. With the guard, the
+    // previous device is `d` itself.
+    const c10::DeviceGuard on_device(d);
+    const c10::Stream producer = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(d);
+    c10::Event event(c10::DeviceType::CUDA);
+    event.record(producer);
+    engine.wait_for_producer(device, event.eventId());
+  }
+}
+
+// A device storage's bytes, copied by the engine piece by piece as the
+// streamer asks for them, each straight into the ring buffer it gives.
+class DeviceStorageSource final : public PayloadSource {
+ public:
+  DeviceStorageSource(CopyEngine& engine, const unsigned char* data, int device)
+      : engine_(engine), data_(data), device_(device) {}
+
+  void read(std::uint64_t offset, void* out, std::size_t size) override {
+    engine_.wait(engine_.copy_to_host(out, data_ + offset, size, device_));
+  }
+
+ private:
+  CopyEngine& engine_;
+  const unsigned char* data_;
+  int device_;
+};
+
 }  // namespace
+
+bool stream_device_records(FilePlan& plan, CopyEngine& engine, const StageOptions& options) {
+  std::set<int> devices;
+  for (PlannedRecord& r : plan.records) {
+    if (r.device < 0 || r.data == nullptr || r.size == 0) continue;
+    devices.insert(r.device);
+    auto source = std::make_shared<DeviceStorageSource>(engine, r.data, r.device);
+    r.source = source.get();
+    plan.keep_alive.push_back(std::move(source));
+    r.data = nullptr;
+    r.device = -1;
+  }
+  if (options.order_after_producers) order_after_producers(devices, engine);
+  return !devices.empty();
+}
 
 Staging stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
                       const StageOptions& options) {
@@ -66,24 +119,7 @@ Staging stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, Copy
   if (image) staging.image = base;
   staging.records.resize(plan.records.size());
 
-  // Each device's copies wait for what the producer already queued on the
-  // device's current stream (the stream the caller's kernels ran on), never
-  // for the whole device.
-  for (int device : devices) {
-    if (!options.order_after_producers) break;
-    const c10::Device d(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device));
-    // Declared before the event, so destroyed after it: c10::Event makes and
-    // destroys its CUDA event under the stream's device and then sets the
-    // previous device back with a plain set-device, which on a thread whose
-    // current device is 0 (ckptw's own, or a rank that never called
-    // set_device) would create a context on GPU 0. With the guard, the
-    // previous device is `d` itself.
-    const c10::DeviceGuard on_device(d);
-    const c10::Stream producer = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(d);
-    c10::Event event(c10::DeviceType::CUDA);
-    event.record(producer);
-    engine.wait_for_producer(device, event.eventId());
-  }
+  if (options.order_after_producers) order_after_producers(devices, engine);
   for (std::size_t k = 0; k < chosen.size(); ++k) {
     PlannedRecord& r = plan.records[chosen[k]];
     StagedRecord& staged = staging.records[chosen[k]];

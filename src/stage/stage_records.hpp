@@ -1,6 +1,7 @@
 // Capturing a plan's payloads into the snapshot arena: device storages (and,
 // for write_async, every storage) are copied into pinned host memory through
-// the copy engine, and the plan's records are repointed at the copies.
+// the copy engine, and the plan's records are repointed at the copies. Or,
+// where no arena may hold them, device storages streamed through the ring.
 #pragma once
 
 #include <cstdint>
@@ -77,5 +78,17 @@ struct Staging {
 
 Staging stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, CopyEngine& engine,
                       const StageOptions& options = StageOptions());
+
+/// Device payloads streamed instead of staged, for files whose payloads must
+/// not be held in host memory all at once (save_segments: the shards of one
+/// torch.distributed.checkpoint rank): each device record becomes a streamed
+/// record (PlannedRecord::source, owned by the plan) whose pieces `engine`
+/// copies straight into the ring buffer the streamer gives, one piece at a
+/// time, waiting for each; the copies are ordered after each device's
+/// producer stream (options.order_after_producers). No host memory beyond
+/// the ring, and no staging arena. Returns whether the plan had device
+/// records; then the caller must finish() the engine after the write, also
+/// after a failure, and the engine must outlive the plan's writes.
+bool stream_device_records(FilePlan& plan, CopyEngine& engine, const StageOptions& options = StageOptions());
 
 }  // namespace ckptw::detail

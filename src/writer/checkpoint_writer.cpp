@@ -79,7 +79,7 @@ class CheckpointWriter::Impl {
     wait_for_background_write();
     // Planned in the protocol's first phase, so that bad input on one rank
     // aborts every rank through the vote.
-    FinishCopiesOnExit finish_copies;
+    detail::FinishCopiesOnExit finish_copies;
     return protocol(path, kwargs, hook ? hook.get() : hook_.get(), [&](WriteResult& result) {
       return plan_and_stage_device_records(file_path(path), input, result, finish_copies);
     });
@@ -113,7 +113,7 @@ class CheckpointWriter::Impl {
 
   // torch.save(value, file).
   WriteResult save(const std::string& file, const detail::PlanInput& input) {
-    FinishCopiesOnExit finish_copies;
+    detail::FinishCopiesOnExit finish_copies;
     StagedPlan staged;
     return save_file(
         file, "save()",
@@ -127,10 +127,15 @@ class CheckpointWriter::Impl {
   SegmentsWriteResult save_segments(const std::string& file, const std::vector<FileSegment>& segments) {
     detail::SegmentPlan planned;
     SegmentsWriteResult out;
+    detail::FinishCopiesOnExit finish_copies;
     out.write = save_file(
         file, "save_segments()",
         [&](WriteResult& result) {
           planned = detail::plan_segments(segments, plan_options("archive"), file);
+          for (detail::FilePlan& archive : planned.archives) {
+            detail::CopyEngine& copies = engine_for(archive);
+            if (detail::stream_device_records(archive, copies, stage_options())) finish_copies.engine = &copies;
+          }
           result.tensor_count = planned.tensor_count;
           result.storage_count = planned.storage_count;
           return planned.file_size;
@@ -375,23 +380,11 @@ class CheckpointWriter::Impl {
     return dir + "/" + rank_file_name(rank_info_.global_rank);
   }
 
-  // Copies still in flight when a write ends (a failure) must land before
-  // the staging memory is used again.
-  struct FinishCopiesOnExit {
-    detail::CopyEngine* engine = nullptr;
-    ~FinishCopiesOnExit() {
-      try {
-        if (engine) engine->finish();
-      } catch (...) {
-      }
-    }
-  };
-
   // The plan of `file`, its device storages being copied to the host
   // through the first staging set (pinned, reused), not one pageable copy
   // per storage; the file's writes start as soon as the first copies land.
   StagedPlan plan_and_stage_device_records(const std::string& file, const detail::PlanInput& input,
-                                           WriteResult& result, FinishCopiesOnExit& finish_copies) {
+                                           WriteResult& result, detail::FinishCopiesOnExit& finish_copies) {
     StagedPlan staged;
     staged.plan = make_plan(detail::archive_folder_for(file), input, result);
     detail::CopyEngine& copies = engine_for(staged.plan);

@@ -14,13 +14,6 @@ SegmentPlan plan_segments(const std::vector<FileSegment>& segments, const PlanOp
       continue;
     }
     const FilePlan& archive = plan.archives.emplace_back(plan_value(segment.archive, options));
-    for (const PlannedRecord& record : archive.records) {
-      if (record.device >= 0) {
-        throw UsageError("save_segments(): record " + record.name + " of segment " +
-                             std::to_string(plan.pieces.size()) + " lies in device memory; segments take host tensors",
-                         file);
-      }
-    }
     plan.tensor_count += archive.tensor_count;
     plan.storage_count += archive.storage_count;
     plan.pieces.push_back({nullptr, 0, &archive});

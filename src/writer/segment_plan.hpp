@@ -23,8 +23,8 @@ struct SegmentPlan {
 };
 
 /// Plans every archive segment with `options` (its folder included). The
-/// caller's `segments` must outlive the plan. Throws ckptw::UsageError naming
-/// `file` when an archive holds a tensor that is not in host memory, and as
+/// caller's `segments` must outlive the plan. Records of device storages
+/// point at device memory, as plan_value() leaves them. Throws as
 /// plan_value() does.
 SegmentPlan plan_segments(const std::vector<FileSegment>& segments, const PlanOptions& options,
                           const std::string& file);

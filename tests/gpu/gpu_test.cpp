@@ -92,6 +92,36 @@ TEST(Gpu, WriteAsyncCapturesAfterQueuedKernelsAndBeforeLaterOnes) {
   EXPECT_TRUE(at::equal(saved, at::ones({4096, 4096})));
 }
 
+// save_segments() (ckptw.dcp's data files): device storages stream through
+// the ring on ckptw's stream, after the kernels already queued on the
+// caller's stream; recorded as host tensors (record_device_as_cpu, as DCP's
+// writer saves tensor.cpu()), the file is byte for byte the one made from
+// the same tensors in host memory.
+TEST(Gpu, SaveSegmentsStreamsDeviceStoragesAfterQueuedKernels) {
+  REQUIRE_GPU(1);
+  testing::TempDir tmp;
+  CheckpointWriterConfig config;
+  config.record_device_as_cpu = true;
+  config.write_buffer_bytes = 1 << 20;  // the 64 MiB storage crosses in 64 pieces
+  CheckpointWriter writer(config, RankInfo{0, 1});
+  at::Tensor big = at::randn({4096, 4096}, on(0));
+  at::Tensor w = at::zeros({4096, 4096}, on(0));
+  for (int i = 0; i < 20; ++i) big = at::mm(big, big).div_(4096);  // keeps the stream busy
+  w.add_(big.sum().mul(0)).fill_(1.0f);                             // queued after the matmuls
+  std::vector<FileSegment> on_device(3);
+  on_device[0].bytes = "a bytes item";
+  on_device[1].archive = Value::tensor(w);
+  on_device[2].archive = Value::tensor(at::arange(77, on(0).dtype(at::kBFloat16)));
+  (void)writer.save_segments(tmp / "device.distcp", on_device);
+  std::vector<FileSegment> on_host(3);
+  on_host[0].bytes = "a bytes item";
+  on_host[1].archive = Value::tensor(at::ones({4096, 4096}));
+  on_host[2].archive = Value::tensor(at::arange(77, at::TensorOptions().dtype(at::kBFloat16)));
+  (void)writer.save_segments(tmp / "host.distcp", on_host);
+  EXPECT_TRUE(testing::read_file(tmp / "device.distcp") == testing::read_file(tmp / "host.distcp"))
+      << "the device tensors' file differs from their host copies' (a copy ran before the queued kernels?)";
+}
+
 TEST(Gpu, TenThousandSmallStoragesArePackedAndLandIntact) {
   REQUIRE_GPU(1);
   testing::TempDir tmp;

@@ -450,6 +450,50 @@ TEST(StagedWrite, RecordsAreWrittenWhenTheirCopyLandsWhileLaterCopiesRun) {
   }
 }
 
+// save_segments()'s device path: device storages streamed through the ring
+// instead of staged. Each piece the streamer asks for is copied by the
+// device engine (over the emulated device, whose lazy streams leave a copy's
+// destination stale until its ticket is waited for) straight into the ring
+// buffer: the file is torch.save's, the 2.8 MB storage crosses in pieces no
+// larger than a ring buffer (1 MiB), and none of it is staged in host memory.
+// A copy that fails fails the write, and the file is not published.
+TEST(StreamedDeviceRecords, ArePiecesCopiedIntoTheRingAndWrittenAsTorchSaveWrites) {
+  testing::TempDir tmp;
+  StateDict sd = make_state_dict();
+  sd.insert("w", at::arange(700000, at::kFloat));
+  sd.insert("b", at::arange(300, at::kDouble));
+  (void)CheckpointWriter(CheckpointWriterConfig{}, RankInfo{0, 1}).write(tmp / "ref", sd);
+  for (const bool copy_fails : {false, true}) {
+    SCOPED_TRACE(copy_fails ? "a copy fails" : "copies land");
+    testing::EmulatedDevice emulated;
+    std::unique_ptr<detail::CopyEngine> engine = detail::make_device_copy_engine(emulated, "emulated");
+    detail::FilePlan plan = plan_with_device_storages(sd);
+    detail::StageOptions options;
+    options.order_after_producers = false;
+    ASSERT_TRUE(detail::stream_device_records(plan, *engine, options));
+    int streamed = 0;
+    for (const auto& r : plan.records) {
+      EXPECT_EQ(r.device, -1) << r.name;
+      if (r.source != nullptr) ++streamed;
+    }
+    EXPECT_EQ(streamed, 2);
+    EXPECT_EQ(emulated.transfers(), 0) << "a copy ran before the streamer asked for it";
+    const std::string path = tmp / (copy_fails ? "failed.pt" : "streamed.pt");
+    if (copy_fails) {
+      emulated.fail_next("copy_to_host_async");
+      EXPECT_THROW(stream_staged_plan(plan, detail::Staging{}, path, engine.get()), Error);
+      EXPECT_FALSE(testing::exists(path));
+      continue;
+    }
+    stream_staged_plan(plan, detail::Staging{}, path, engine.get());
+    engine->finish();
+    EXPECT_GE(emulated.transfers(), 4) << "the 2.8 MB storage was not cut into ring-sized pieces";
+    // The stager's own pinned bookkeeping (its packed batches' item list), not a staged copy of the storage.
+    EXPECT_LT(emulated.pinned_bytes_peak(), 700000u * 4) << "the storage was staged in pinned memory";
+    EXPECT_TRUE(testing::read_file(path) == testing::read_file(tmp / "ref/checkpoint_0.pt")) << "not torch.save's bytes";
+  }
+}
+
 // write_async()'s capture of device storages on the device engine (emulated
 // device, CRCs on the "device"): complete when staging returns, so the
 // tensors may change at once, and the file is torch.save's.
