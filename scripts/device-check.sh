@@ -29,7 +29,9 @@
 #                                     end-to-end write, the disk's O_DIRECT
 #                                     limit, torch.save of the same GPU state
 #                                     dict, torch.load of a ckptw file onto the
-#                                     GPU; builds first if call 1's tree is gone
+#                                     GPU, dcp.save of it through the stock
+#                                     writer and ckptw.dcp's (files compared);
+#                                     builds first if call 1's tree is gone
 # docs/development.md ("The device check") says how to call them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -238,4 +240,34 @@ print(json.dumps({"torch_save_gbps": round(n * 4 * 64 / secs / 1e9, 3), "torch_s
 PY
 cat "$OUT/torch_save.json" >>"$SUMMARY"
 rm -rf "$DIR/stage"
+# DCP of the same GPU state, one process: the stock FileSystemWriter, then
+# ckptw.dcp's (device shards streamed through ckptw's ring), files compared.
+if [ -d "$BUILD/site/ckptw" ]; then
+  step 150 "dcp.save of the GPU state dict: stock FileSystemWriter against ckptw.dcp" env PYTHONPATH="$BUILD/site" \
+    LD_LIBRARY_PATH="$LIB:${LD_LIBRARY_PATH:-}" $PY - "$GIB" "$DIR" >>"$OUT/torch_save.json" 2>>"$OUT/gpu_stage_err.txt" <<'PY'
+import hashlib, json, os, shutil, sys, time, warnings
+import torch
+import torch.distributed.checkpoint as dcp
+import ckptw.dcp
+gib, d = float(sys.argv[1]), sys.argv[2]
+n = int(gib * (1 << 30)) // 4 // 64
+sd = {f"layer{i}": torch.full((n,), float(i), device="cuda") for i in range(64)}
+warnings.simplefilter("ignore")  # "single process"
+out, digests = {}, {}
+for name, writer in (("dcp", dcp.FileSystemWriter), ("ckptw.dcp", ckptw.dcp.FileSystemWriter)):
+    target = os.path.join(d, name)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    dcp.save(sd, storage_writer=writer(target), no_dist=True)
+    out[f"{name}_gbps"] = round(n * 4 * 64 / (time.perf_counter() - t) / 1e9, 3)
+    digests[name] = {e.name: hashlib.sha256(open(e.path, "rb").read()).hexdigest()
+                     for e in os.scandir(target) if e.name.endswith(".distcp")}
+    shutil.rmtree(target)
+out["data_files_identical"] = digests["dcp"] == digests["ckptw.dcp"]
+print(json.dumps(out))
+PY
+  tail -1 "$OUT/torch_save.json" >>"$SUMMARY"  # one file more would pass the 8 that come back
+else
+  say "SKIP dcp.save of the GPU state dict: the Python package is not installed (call 1 installs it)"
+fi
 finish
