@@ -78,6 +78,23 @@ class _ItemWritten:
     crc32: int
 
 
+def _own_bytes(tensor):
+    """`tensor` over a storage of its own bytes only, which is what the stock writer saves of a
+    view (its ``tensor.cpu()`` or ``clone()``: the same strides, storage offset 0). A view whose
+    elements lie together in its storage (the strides clone would give it, such as an FSDP2
+    shard's view into its padded storage) is re-seated on the slice of the storage that holds
+    them: no copy, on the host or on its device. Any other view is cloned, as the stock writer
+    does."""
+    storage = tensor.untyped_storage()
+    if storage.nbytes() == tensor.nbytes:
+        return tensor
+    if tensor.is_conj() or tensor.is_neg() or torch.empty_like(tensor, device="meta").stride() != tensor.stride():
+        return tensor.clone()
+    start = tensor.storage_offset() * tensor.element_size()
+    own = storage[start:start + tensor.nbytes]  # shares the memory, and keeps the storage alive
+    return torch.empty(0, dtype=tensor.dtype, device=tensor.device).set_(own, 0, tensor.size(), tensor.stride())
+
+
 class _StagedStateDict(dict):
     """stage()'s result: a dict that can be weakly referenced, so that its copy returns to the
     writer once DCP lets go of it."""
@@ -244,10 +261,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
             tensor_items.sort(key=_stock._item_size)
         tensors = [planner.resolve_data(item).detach() for item in tensor_items]
         segments = [planner.resolve_data(item).getbuffer() for item in byte_items]
-        for tensor in tensors:
-            if tensor.untyped_storage().size() != tensor.nbytes:
-                tensor = tensor.clone()  # the stock writer saves a view's own bytes only
-            segments.append(tensor)
+        segments.extend(_own_bytes(tensor) for tensor in tensors)
         engine = self._take_engine()
         try:
             _, landed = engine.save_segments(os.path.join(os.fspath(self.path), temp_name), segments)

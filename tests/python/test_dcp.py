@@ -242,10 +242,17 @@ def test_options_the_writer_cannot_honour_are_refused(tmp_path):
 
 
 def test_the_stock_bytes_for_views_and_transposes(tmp_path):
-    """In one process, against the stock writer: a transposed matrix (saved with its strides), a
-    view into a larger storage (cloned, as the stock writer does) and a plain tensor."""
-    state = {"w": torch.arange(100.).reshape(10, 10).t(), "view": torch.arange(50.)[5:20], "b": torch.ones(3),
-             "step": 3}
+    """In one process, against the stock writer, which saves a view's own bytes only: a transposed
+    matrix (saved with its strides), views into larger storages whose elements lie together
+    (saved from a slice of their storage, not copied; one transposed, one with a size-1 dimension
+    whose stride is not its dense one), a view whose elements do not (cloned) and a plain tensor."""
+    state = {"w": torch.arange(100.).reshape(10, 10).t(), "view": torch.arange(50.)[5:20],
+             "view_t": torch.arange(200.).reshape(20, 10)[2:12].t(), "row": torch.arange(50.)[None, 5:20],
+             "strided": torch.arange(100.)[::3], "b": torch.ones(3), "step": 3}
+    for key in ("view", "view_t", "row"):
+        own = ckptw.dcp._own_bytes(state[key])
+        assert own.untyped_storage().data_ptr() == state[key].data_ptr(), f"{key} was copied"
+        assert own.untyped_storage().nbytes() == state[key].nbytes and torch.equal(own, state[key])
     for directory, writer in (("stock", torch.distributed.checkpoint.FileSystemWriter(tmp_path / "stock")),
                               ("ckptw", ckptw.dcp.FileSystemWriter(tmp_path / "ckptw"))):
         with pytest.warns(UserWarning, match="single process"):
@@ -254,7 +261,7 @@ def test_the_stock_bytes_for_views_and_transposes(tmp_path):
     assert names
     for name in names:
         assert sha256(tmp_path / "ckptw" / name) == sha256(tmp_path / "stock" / name)
-    assert ckptw.dcp.verify(tmp_path / "ckptw") == 4
+    assert ckptw.dcp.verify(tmp_path / "ckptw") == 7
 
 
 def test_a_truncated_data_file_is_named_by_the_reader_and_by_verify(tmp_path):
