@@ -85,7 +85,8 @@ Staging stage_records(FilePlan& plan, StageWhat what, SnapshotArena& arena, Copy
 /// record (PlannedRecord::source, owned by the plan) whose pieces `engine`
 /// copies straight into the ring buffer the streamer gives, one piece at a
 /// time, waiting for each; the copies are ordered after each device's
-/// producer stream (options.order_after_producers). No host memory beyond
+/// producer stream (options.order_after_producers; checksum_on_device does
+/// not apply: the streamer checksums each piece in the ring). No host memory beyond
 /// the ring, and no staging arena. Returns whether the plan had device
 /// records; then the caller must finish() the engine after the write, also
 /// after a failure, and the engine must outlive the plan's writes.

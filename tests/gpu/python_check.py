@@ -110,6 +110,8 @@ def _():
 
     import torch.distributed.checkpoint as dcp
 
+    import ckptw.dcp
+
     def digests(directory):
         return {n: hashlib.sha256(open(os.path.join(directory, n), "rb").read()).hexdigest()
                 for n in sorted(os.listdir(directory)) if n.endswith(".distcp")}
