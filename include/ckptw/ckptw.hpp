@@ -7,6 +7,7 @@
 #include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
 #include "ckptw/checkpointer.hpp"
+#include "ckptw/crc32.hpp"
 #include "ckptw/dcp.hpp"
 #include "ckptw/config.hpp"
 #include "ckptw/error.hpp"

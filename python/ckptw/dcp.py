@@ -38,7 +38,6 @@ import queue
 import threading
 import time
 import weakref
-import zlib
 
 import torch
 # The stock writer's bucketing and item sizes are private to torch, and the byte identity of
@@ -51,7 +50,7 @@ from . import _C
 from ._dcp_convert import to_torch_save
 from ._types import CheckpointWriterConfig, RankInfo
 from ._writer import TEMP_MARK, fsync_directory
-from .errors import FormatError, TimeoutError, UsageError
+from .errors import Error, FormatError, TimeoutError, UsageError
 
 __all__ = ["FileSystemWriter", "FileSystemReader", "verify", "to_torch_save", "CHECKSUMS_FILE_NAME"]
 
@@ -385,6 +384,9 @@ class FileSystemReader(_stock.FileSystemReader):
             with open(path, "rb") as file:
                 for req in reqs:
                     info = self.storage_data[req.storage_index]
+                    if req.type == LoadItemType.TENSOR and self._read_in_place(path, relative_path, info, file, req,
+                                                                              planner):
+                        continue
                     self._check(path, relative_path, info, file)
                     # Read again through a view of the file, as the stock reader reads: the item is
                     # never held twice in memory (its bytes, then its tensor).
@@ -407,25 +409,75 @@ class FileSystemReader(_stock.FileSystemReader):
         future.set_result(None)
         return future
 
-    def _check(self, path, relative_path, info, file):
-        """The item's CRC-32 against the sidecar's, read from `file` in pieces of 8 MiB."""
-        if self._checksums is None:
+    def _read_in_place(self, path, relative_path, info, file, req, planner):
+        """The common case in one pass: the plan asks for the whole stored tensor, and its target is
+        a contiguous host tensor of the stored dtype and layout. The item is read once, in file
+        order, its tensor bytes straight into the target, checked against its CRC-32 on the way;
+        where the stock reader (and the other path here) reads the item into a new tensor, then
+        copies that into the target. An item that fails its check has been read into the target
+        when the error is raised. False, having read nothing, where the case does not hold."""
+        if info.transform_descriptors or any(req.storage_offsets):
+            return False
+        target = planner.resolve_tensor(req).detach()
+        if (target.device.type != "cpu" or not target.is_contiguous() or target.nbytes == 0
+                or tuple(req.lengths) != tuple(target.size())):
+            return False
+        try:
+            located = _C.locate_tensors(path, info.offset, info.length)
+        except Error:
+            return False  # not judged here: the other path reads (or refuses) the item as it always has
+        if len(located) != 1:
+            return False
+        stored = located[0]
+        if (stored["dtype"] != str(target.dtype).removeprefix("torch.") or stored["storage_offset"] != 0
+                or tuple(stored["sizes"]) != tuple(target.size()) or stored["storage_bytes"] != target.nbytes
+                or tuple(stored["strides"]) != target.stride()
+                or not info.offset <= stored["payload_offset"] <= info.offset + info.length - target.nbytes):
+            return False
+        view = memoryview(target.reshape(-1).view(torch.uint8).numpy())
+        self._check(path, relative_path, info, file, payload=(stored["payload_offset"], view),
+                    name=_item_name(req.storage_index))
+        planner.commit_tensor(req, target)
+        return True
+
+    def _check(self, path, relative_path, info, file, payload=None, name=None):
+        """Reads the item from `file` in file order, in pieces of 8 MiB, and checks its CRC-32 against
+        the sidecar's (a directory without one: nothing to check). With `payload`, (the file offset
+        of the item's tensor bytes, a writable byte view as long as them), those bytes are read
+        straight into the view on the way, checked or not. `name`: the item's, for errors where no
+        sidecar names it."""
+        expected = None
+        if self._checksums is not None:
+            entry = self._checksums.get(relative_path)
+            expected = None if entry is None else entry["by_offset"].get(info.offset)
+            if expected is None:
+                raise FormatError(f"ckptw.dcp: '{path}': no checksum recorded for the item at offset "
+                                  f"{info.offset}; {CHECKSUMS_FILE_NAME} does not belong to this .metadata")
+            name = expected["item"]
+        elif payload is None:
             return
-        entry = self._checksums.get(relative_path)
-        expected = None if entry is None else entry["by_offset"].get(info.offset)
-        if expected is None:
-            raise FormatError(f"ckptw.dcp: '{path}': no checksum recorded for the item at offset {info.offset}; "
-                              f"{CHECKSUMS_FILE_NAME} does not belong to this .metadata")
+        # (where each span ends, counted from the item's first byte; the view it lands in, if any)
+        spans = [(info.length, None)]
+        if payload is not None:
+            at, view = payload[0] - info.offset, payload[1]
+            spans = [(at, None), (at + len(view), view), (info.length, None)]
         file.seek(info.offset)
-        actual, done = 0, 0
-        while done < info.length:
-            piece = file.read(min(info.length - done, 8 << 20))
-            if not piece:
-                raise FormatError(f"ckptw.dcp: '{path}': item {expected['item']} at offset {info.offset} is cut "
-                                  f"short ({done} of {info.length} bytes)")
-            actual = zlib.crc32(piece, actual)
-            done += len(piece)
-        if actual != expected["crc32"]:
+        actual, done = 0, 0  # done: the item's bytes read so far
+        for stop, into in spans:
+            while done < stop:
+                n = min(stop - done, 8 << 20)
+                if into is None:
+                    piece = file.read(n)
+                else:
+                    piece = into[done - at:done - at + n]
+                    piece = piece[:file.readinto(piece)]
+                if not piece:
+                    raise FormatError(f"ckptw.dcp: '{path}': item {name} at offset {info.offset} is cut "
+                                      f"short ({done} of {info.length} bytes)")
+                if expected is not None:
+                    actual = _C.crc32(piece, actual)
+                done += len(piece)
+        if expected is not None and actual != expected["crc32"]:
             raise FormatError(f"ckptw.dcp: '{path}': item {expected['item']} at offset {info.offset} "
                               f"({info.length} bytes) fails its CRC-32 (0x{actual:08x}, recorded "
                               f"0x{expected['crc32']:08x})")

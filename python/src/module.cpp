@@ -16,6 +16,7 @@
 #include "ckptw/build_info.hpp"
 #include "ckptw/checkpoint_reader.hpp"
 #include "ckptw/checkpoint_writer.hpp"
+#include "ckptw/crc32.hpp"
 #include "ckptw/dcp.hpp"
 #include "ckptw/error.hpp"
 #include "py_value.hpp"
@@ -476,6 +477,21 @@ PYBIND11_MODULE(_C, m) {
   m.def("rank_file_name", &rank_file_name);
   m.attr("MANIFEST_FILE_NAME") = kManifestFileName;
   m.attr("DCP_CHECKSUMS_FILE_NAME") = kDcpChecksumsFileName;
+  // Any contiguous buffer (bytes, a memoryview of a tensor's bytes), read without the GIL.
+  m.def(
+      "crc32",
+      [](const py::object& data, std::uint32_t value) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(data.ptr(), &view, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+        std::uint32_t crc = 0;
+        {
+          py::gil_scoped_release nogil;
+          crc = ckptw::crc32(view.buf, static_cast<std::size_t>(view.len), value);
+        }
+        PyBuffer_Release(&view);
+        return crc;
+      },
+      py::arg("data"), py::arg("value") = 0);
   m.def("verify_dcp_checkpoint", [](const std::string& dir) {
     py::gil_scoped_release nogil;
     return verify_dcp_checkpoint(dir);

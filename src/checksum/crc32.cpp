@@ -11,6 +11,15 @@
 #endif
 
 #include "checksum/crc32_math.hpp"
+#include "ckptw/crc32.hpp"
+
+namespace ckptw {
+
+std::uint32_t crc32(const void* data, std::size_t size, std::uint32_t crc) {
+  return detail::crc32_update(crc, data, size);
+}
+
+}  // namespace ckptw
 
 namespace ckptw::detail {
 

@@ -277,3 +277,42 @@ def test_a_truncated_data_file_is_named_by_the_reader_and_by_verify(tmp_path):
         with pytest.raises(BaseException, match=r"item b\[0\] at offset \d+ is cut short"):
             torch.distributed.checkpoint.load(target, storage_reader=ckptw.dcp.FileSystemReader(tmp_path),
                                               no_dist=True)
+
+
+def test_whole_tensors_are_read_straight_into_their_targets_and_checked(tmp_path, monkeypatch):
+    """A load that asks for whole stored tensors into contiguous host targets reads each item once,
+    its bytes straight into the target, checked on the way (no torch.load of those items); a
+    transposed tensor, whose stored layout differs from its target's, takes the other path.
+    Both directories, ckptw's and the stock writer's, load to the same values; a flipped byte in a
+    tensor read in place is named by item and offset."""
+    state = {"w": torch.randn(64, 48), "h": torch.arange(300, dtype=torch.bfloat16), "s": torch.tensor(7.5),
+             "t": torch.arange(12.).reshape(3, 4).t(), "step": 5}
+    for who, writer in (("ckptw", ckptw.dcp.FileSystemWriter), ("stock", torch.distributed.checkpoint.FileSystemWriter)):
+        with pytest.warns(UserWarning, match="single process"):
+            torch.distributed.checkpoint.save(state, storage_writer=writer(tmp_path / who), no_dist=True)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    for who in ("ckptw", "stock"):
+        loads.clear()
+        target = {k: torch.zeros_like(v) if isinstance(v, torch.Tensor) else 0 for k, v in state.items()}
+        with pytest.warns(UserWarning, match="single process"):
+            torch.distributed.checkpoint.load(target, storage_reader=ckptw.dcp.FileSystemReader(tmp_path / who),
+                                              no_dist=True)
+        assert all(torch.equal(target[k], state[k]) for k in ("w", "h", "s", "t")) and target["step"] == 5, who
+        # 't', and DCP's planner unpickling the bytes item 'step'.
+        assert len(loads) == 2, f"{who}: {len(loads)} items went through torch.load; only 't' and 'step' should"
+
+    with open(tmp_path / "ckptw" / ckptw.dcp.CHECKSUMS_FILE_NAME) as f:
+        items = json.load(f)["files"]["__0_0.distcp"]["items"]
+    victim = next(item for item in items if item["item"] == "w[0, 0]")
+    with open(tmp_path / "ckptw" / "__0_0.distcp", "r+b") as f:
+        f.seek(victim["offset"] + victim["length"] - 400)  # inside the tensor's bytes
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+    target = {k: torch.zeros_like(v) if isinstance(v, torch.Tensor) else 0 for k, v in state.items()}
+    with pytest.warns(UserWarning, match="single process"):
+        with pytest.raises(BaseException, match=re.escape(f"item w[0, 0] at offset {victim['offset']}") + ".*CRC-32"):
+            torch.distributed.checkpoint.load(target, storage_reader=ckptw.dcp.FileSystemReader(tmp_path / "ckptw"),
+                                              no_dist=True)

@@ -7,6 +7,7 @@
 
 #include "checksum/crc32.hpp"
 #include "checksum/crc32_math.hpp"
+#include "ckptw/crc32.hpp"
 
 namespace ckptw::detail {
 namespace {
@@ -21,6 +22,14 @@ std::vector<unsigned char> random_bytes(std::size_t n) {
 TEST(Crc32, StandardCheckValue) {
   EXPECT_EQ(crc32_update(0, "123456789", 9), 0xCBF43926u);  // zip/zlib CRC-32 check value
   EXPECT_EQ(crc32_update(0, "", 0), 0u);
+}
+
+// The public spelling (ckptw.dcp's reader checks items with it) is the same checksum.
+TEST(Crc32, ThePublicFunctionIsTheRecordsChecksum) {
+  EXPECT_EQ(ckptw::crc32("123456789", 9), 0xCBF43926u);
+  const std::vector<unsigned char> data = random_bytes(1 << 20);
+  EXPECT_EQ(ckptw::crc32(data.data() + 1000, data.size() - 1000, ckptw::crc32(data.data(), 1000)),
+            crc32_update(0, data.data(), data.size()));
 }
 
 TEST(Crc32, IncrementalEqualsOneShot) {
