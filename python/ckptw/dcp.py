@@ -384,8 +384,9 @@ class FileSystemReader(_stock.FileSystemReader):
             with open(path, "rb") as file:
                 for req in reqs:
                     info = self.storage_data[req.storage_index]
-                    if req.type == LoadItemType.TENSOR and self._read_in_place(path, relative_path, info, file, req,
-                                                                              planner):
+                    target = planner.resolve_tensor(req).detach() if req.type == LoadItemType.TENSOR else None
+                    if target is not None and self._read_in_place(path, relative_path, info, file, req, target):
+                        planner.commit_tensor(req, target)
                         continue
                     self._check(path, relative_path, info, file)
                     # Read again through a view of the file, as the stock reader reads: the item is
@@ -398,7 +399,6 @@ class FileSystemReader(_stock.FileSystemReader):
                     tensor = torch.load(stream if stream.seekable() else io.BytesIO(stream.read(-1)),
                                         map_location="cpu", weights_only=True)
                     tensor = _stock.narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
-                    target = planner.resolve_tensor(req).detach()
                     if target.size() != tensor.size():
                         raise FormatError(f"ckptw.dcp: '{path}': item {_item_name(req.storage_index)} at offset "
                                           f"{info.offset} holds a tensor of size {list(tensor.size())}, the plan "
@@ -409,16 +409,15 @@ class FileSystemReader(_stock.FileSystemReader):
         future.set_result(None)
         return future
 
-    def _read_in_place(self, path, relative_path, info, file, req, planner):
-        """The common case in one pass: the plan asks for the whole stored tensor, and its target is
-        a contiguous host tensor of the stored dtype and layout. The item is read once, in file
+    def _read_in_place(self, path, relative_path, info, file, req, target):
+        """The common case in one pass: the plan asks for the whole stored tensor, and `target` (the
+        planner's, for `req`) is a contiguous host tensor of the stored dtype and layout. The item is read once, in file
         order, its tensor bytes straight into the target, checked against its CRC-32 on the way;
         where the stock reader (and the other path here) reads the item into a new tensor, then
         copies that into the target. An item that fails its check has been read into the target
         when the error is raised. False, having read nothing, where the case does not hold."""
         if info.transform_descriptors or any(req.storage_offsets):
             return False
-        target = planner.resolve_tensor(req).detach()
         if (target.device.type != "cpu" or not target.is_contiguous() or target.nbytes == 0
                 or tuple(req.lengths) != tuple(target.size())):
             return False
@@ -437,7 +436,6 @@ class FileSystemReader(_stock.FileSystemReader):
         view = memoryview(target.reshape(-1).view(torch.uint8).numpy())
         self._check(path, relative_path, info, file, payload=(stored["payload_offset"], view),
                     name=_item_name(req.storage_index))
-        planner.commit_tensor(req, target)
         return True
 
     def _check(self, path, relative_path, info, file, payload=None, name=None):
