@@ -419,7 +419,7 @@ class FileSystemReader(_stock.FileSystemReader):
         if info.transform_descriptors or any(req.storage_offsets):
             return False
         if (target.device.type != "cpu" or not target.is_contiguous() or target.nbytes == 0
-                or tuple(req.lengths) != tuple(target.size())):
+                or target.is_conj() or target.is_neg() or tuple(req.lengths) != tuple(target.size())):
             return False
         try:
             located = _C.locate_tensors(path, info.offset, info.length)
