@@ -133,8 +133,9 @@ class CheckpointWriter::Impl {
         [&](WriteResult& result) {
           planned = detail::plan_segments(segments, plan_options("archive"), file);
           for (detail::FilePlan& archive : planned.archives) {
-            detail::CopyEngine& copies = engine_for(archive);
-            if (detail::stream_device_records(archive, copies, stage_options())) finish_copies.engine = &copies;
+            if (!holds_device_storages(archive)) continue;  // a host-only file needs no copy engine
+            finish_copies.engine = &engine();
+            (void)detail::stream_device_records(archive, engine(), stage_options());
           }
           result.tensor_count = planned.tensor_count;
           result.storage_count = planned.storage_count;
@@ -430,12 +431,16 @@ class CheckpointWriter::Impl {
   // memcpy into unpinned memory, creating no CUDA context and pinning
   // nothing (cudaHostRegister would make a context on the current device).
   detail::CopyEngine& engine_for(const detail::FilePlan& plan) {
-    if (engine_for_every_plan_) return engine();
-    for (const detail::PlannedRecord& r : plan.records) {
-      if (r.device >= 0 && r.size > 0) return engine();
-    }
+    if (engine_for_every_plan_ || holds_device_storages(plan)) return engine();
     if (!host_engine_) host_engine_ = detail::make_host_copy_engine();
     return *host_engine_;
+  }
+
+  static bool holds_device_storages(const detail::FilePlan& plan) {
+    for (const detail::PlannedRecord& r : plan.records) {
+      if (r.device >= 0 && r.size > 0) return true;
+    }
+    return false;
   }
 
   void wait_for_background_write() {
