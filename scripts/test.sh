@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 source scripts/build-env.sh
 BUILD_DIR=${CKPTW_BUILD_DIR:-build}
 started=$SECONDS
+# Free disk on the tree's filesystem, in GiB: the summary line gives it at the
+# start and the end, as a full disk fails a build or a test in odd places.
+free_gib() { df --output=avail -BG . | tail -1 | tr -dc 0-9; }
+free_at_start=$(free_gib)
 scripts/setup.sh || exit 1
 if (($#)); then
   exec ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(ckptw_test_jobs)" "$@"
@@ -64,7 +68,7 @@ else
 fi
 
 summary=$(printf '%s | ' "${times[@]}")
-echo "[test] time: ${summary}total $((SECONDS - started)) s" >&2
+echo "[test] time: ${summary}total $((SECONDS - started)) s; disk free ${free_at_start} GiB at the start, $(free_gib) GiB at the end" >&2
 if ((${#failed[@]})); then
   echo "[test] FAILED: ${failed[*]}" >&2
   exit 1
