@@ -37,10 +37,13 @@ if ((${#missing[@]})); then
 fi
 
 # 2. The project's virtual environment with the newest torch. uv installs it:
-#    its cache (~/.cache/uv) keeps the unpacked wheels, and a new .venv gets
-#    hard links to them, so only the first clone on a machine downloads and
-#    unpacks the 5 GB (pip took about a minute for every new .venv, as the
-#    registry's answers are not cacheable; uv takes about one second).
+#    its cache (~/.cache/uv) keeps the unpacked wheels and a new .venv gets
+#    hard links to them. On this workplace's machines the registry's answers
+#    do not revalidate, so every new .venv downloads and unpacks the 5 GB
+#    again into a new cache entry, and the one it replaces stays behind
+#    unreachable: 50 GB of them had piled up on a CI machine whose TSan
+#    build then ran out of disk. `uv cache prune` after each install removes
+#    the unreachable entries (a .venv that still links one keeps its files).
 #    pip is the fallback where uv cannot be installed.
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
@@ -65,6 +68,8 @@ if ! .venv/bin/python -c "import torch, numpy, pytest, scikit_build_core, safete
   if [ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q uv; then
     .venv/bin/uv pip install -q --python .venv/bin/python --override scripts/python-overrides.txt \
       --upgrade "${PYTHON_PACKAGES[@]}"
+    log "pruning uv's cache of unreachable entries"
+    .venv/bin/uv cache prune -q || log "warning: uv cache prune failed; the install stands"
   else
     log "uv could not be installed; installing with pip"
     .venv/bin/python -m pip install -q --upgrade "${PYTHON_PACKAGES[@]}"

@@ -131,7 +131,7 @@ class CheckpointWriter::Impl {
     out.write = save_file(
         file, "save_segments()",
         [&](WriteResult& result) {
-          planned = detail::plan_segments(segments, plan_options("archive"), file);
+          planned = detail::plan_segments(segments, plan_options("archive"));
           for (detail::FilePlan& archive : planned.archives) {
             if (!holds_device_storages(archive)) continue;  // a host-only file needs no copy engine
             finish_copies.engine = &engine();

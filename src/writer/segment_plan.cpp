@@ -4,8 +4,7 @@
 
 namespace ckptw::detail {
 
-SegmentPlan plan_segments(const std::vector<FileSegment>& segments, const PlanOptions& options,
-                          const std::string& file) {
+SegmentPlan plan_segments(const std::vector<FileSegment>& segments, const PlanOptions& options) {
   SegmentPlan plan;
   for (const FileSegment& segment : segments) {
     if (!segment.archive) {

@@ -5,7 +5,6 @@
 
 #include <cstdint>
 #include <deque>
-#include <string>
 #include <vector>
 
 #include "ckptw/checkpoint_writer.hpp"
@@ -26,7 +25,6 @@ struct SegmentPlan {
 /// caller's `segments` must outlive the plan. Records of device storages
 /// point at device memory, as plan_value() leaves them. Throws as
 /// plan_value() does.
-SegmentPlan plan_segments(const std::vector<FileSegment>& segments, const PlanOptions& options,
-                          const std::string& file);
+SegmentPlan plan_segments(const std::vector<FileSegment>& segments, const PlanOptions& options);
 
 }  // namespace ckptw::detail

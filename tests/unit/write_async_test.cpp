@@ -540,7 +540,9 @@ TEST(StagedWrite, ACaptureOfDeviceStoragesIsCompleteWhenStagingReturns) {
   EXPECT_TRUE(captured.staging.records.empty()) << "copies or CRCs still in flight after the capture";
   EXPECT_NE(captured.staging.image, nullptr);
   for (const auto& r : captured.plan.records) {
-    if (r.size > 0 && r.name.rfind("data/", 0) == 0) EXPECT_TRUE(r.crc32_known) << r.name;
+    if (r.size > 0 && r.name.rfind("data/", 0) == 0) {
+      EXPECT_TRUE(r.crc32_known) << r.name;
+    }
   }
   stream_staged_plan(captured.plan, captured.staging, tmp / "captured.pt", nullptr);
   EXPECT_TRUE(testing::read_file(tmp / "captured.pt") == testing::read_file(tmp / "ref/checkpoint_0.pt"))
