@@ -46,7 +46,7 @@ case $mode in
     # not support that): kill_test (RealKills) whole, the others by a gtest
     # filter, which gtest applies before its sharding.
     ctest_args=(-L 'unit|faults' -E '^kill_test$')
-    export GTEST_FILTER='-*BadPaths*:*FailedWriteKeeps*:IoUringBlocked.*:*ReadOnlyDirectory*'
+    export GTEST_FILTER='-*BadPaths*:*FailedWriteKeeps*:IoUringBlocked.*:*ReadOnlyDirectory*:ForkedChild.*'
     # The programs holding the unit and faults tests that run here.
     targets=(format_test writer_test barrier_test io_test fault_test reader_test bench_stats_test)
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/sanitizers/tsan.supp

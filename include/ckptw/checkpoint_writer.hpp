@@ -207,6 +207,12 @@ class CKPTW_EXPORT CheckpointWriter {
   /// ckptw::TimeoutError and the writer stays open), then releases the
   /// writer's buffers. Idempotent; writing after close() throws
   /// ckptw::UsageError.
+  ///
+  /// fork(): a writer belongs to the process that made it. In a child
+  /// fork()ed from that process (a DataLoader worker) every call but close()
+  /// throws ckptw::UsageError, and close() and the destructor release
+  /// nothing there: the writer's threads, write ring (kept out of children)
+  /// and CUDA state are the parent's. Make a new writer in the child.
   void close();
 
   const CheckpointWriterConfig& config() const noexcept;
@@ -216,6 +222,8 @@ class CKPTW_EXPORT CheckpointWriter {
   friend struct detail::WriterInternals;  // tests inject an I/O backend
   class Impl;
   explicit CheckpointWriter(std::unique_ptr<Impl> impl);
+  // The Impl, when `what` may run on it in this process; else ckptw::UsageError.
+  Impl& usable(const char* what, const std::string& path = {}) const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -154,6 +154,20 @@ _save_writer = None
 _save_lock = threading.Lock()
 
 
+def _forget_the_parents_writers():
+    """In a fork()ed child (a DataLoader worker): the parent's writers are not usable here (their
+    threads and write rings stay in the parent; ckptw raises UsageError), so ckptw.save makes its
+    own writer on its first call, and nothing closes the parent's at the child's exit. The lock
+    is new too: another of the parent's threads may have held it at the fork."""
+    global _save_writer, _save_lock
+    _save_writer = None
+    _save_lock = threading.Lock()
+    _open_writers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_writers)
+
+
 def _only_torch_save_reproduces(pickle_module, pickle_protocol, use_new_zipfile, disable_byteorder_record):
     """Whether an argument or torch setting asks for bytes ckptw's encoder does not write."""
     import torch.serialization as serialization

@@ -141,7 +141,6 @@ class FileSystemWriter(_stock.FileSystemWriter):
         super().__init__(path, single_file_per_rank=single_file_per_rank, sync_files=sync_files,
                          thread_count=thread_count, per_thread_copy_ahead=per_thread_copy_ahead,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=overwrite)
-        self._engines = queue.SimpleQueue()  # C++ writers no thread is using, for _write_file_with_engine
         self._staging = threading.Condition()  # guards the two below; notified when a save lets go of its copy
         self._free_copy = None  # (tensor layout, a staged copy no save holds), for stage()
         self._saves_in_flight = 0  # staged copies DCP still holds
@@ -261,24 +260,14 @@ class FileSystemWriter(_stock.FileSystemWriter):
         tensors = [planner.resolve_data(item).detach() for item in tensor_items]
         segments = [planner.resolve_data(item).getbuffer() for item in byte_items]
         segments.extend(_own_bytes(tensor) for tensor in tensors)
-        engine = self._take_engine()
+        engine = _take_engine(self.sync_files)
         try:
             _, landed = engine.save_segments(os.path.join(os.fspath(self.path), temp_name), segments)
         finally:
-            self._engines.put(engine)
+            _give_back_engine(self.sync_files, engine)
         return [WriteResult(index=item.index, size_in_bytes=length,
                             storage_data=_ItemWritten(_stock._StorageInfo(name, offset, length), temp_name, crc))
                 for item, (offset, length, crc) in zip(byte_items + tensor_items, landed)]
-
-    def _take_engine(self):
-        """A C++ writer no other thread is using (one per writing thread, at most thread_count, each
-        with its 32 MiB ring), kept for the next save."""
-        try:
-            return self._engines.get_nowait()
-        except queue.Empty:
-            # A device tensor is recorded as the host tensor the stock writer saves (tensor.cpu()).
-            config = CheckpointWriterConfig(fsync=self.sync_files, record_device_as_cpu=True)
-            return _C.Writer(config, RankInfo(0, 1), None, None)
 
     def finish(self, metadata, results):
         """The commit, on the coordinator, after every rank's data is durable: data files to their
@@ -323,6 +312,42 @@ class FileSystemWriter(_stock.FileSystemWriter):
         if not self.use_collectives and self.rank is not None:
             return f"__{self.rank}{_METADATA}"
         return _METADATA
+
+
+# C++ writers no thread is using, by fsync setting, shared by every FileSystemWriter of the
+# process: a trainer makes a new FileSystemWriter for every checkpoint, and setting a writer up
+# (its 32 MiB ring, io_uring) took 4-95 ms here, up to a tenth of a 1 GB save. At most
+# _IDLE_ENGINES_KEPT of each are kept; a fork()ed child starts with none (the parent's are not
+# usable there).
+_IDLE_ENGINES_KEPT = 4
+_idle_engines = {}
+
+
+def _forget_idle_engines():
+    global _idle_engines
+    _idle_engines = {True: queue.SimpleQueue(), False: queue.SimpleQueue()}
+
+
+_forget_idle_engines()
+os.register_at_fork(after_in_child=_forget_idle_engines)
+
+
+def _take_engine(sync):
+    """A C++ writer no other thread is using (one per writing thread at a time)."""
+    try:
+        return _idle_engines[bool(sync)].get_nowait()
+    except queue.Empty:
+        # A device tensor is recorded as the host tensor the stock writer saves (tensor.cpu()).
+        config = CheckpointWriterConfig(fsync=bool(sync), record_device_as_cpu=True)
+        return _C.Writer(config, RankInfo(0, 1), None, None)
+
+
+def _give_back_engine(sync, engine):
+    idle = _idle_engines[bool(sync)]
+    if idle.qsize() < _IDLE_ENGINES_KEPT:
+        idle.put(engine)
+    else:
+        engine.close()
 
 
 def _write_atomically(path, data, sync):

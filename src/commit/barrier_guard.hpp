@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "ckptw/barrier.hpp"
 #include "ckptw/error.hpp"
 
 namespace ckptw::detail {
@@ -39,5 +40,11 @@ void check_message_size(const std::string& message, const std::string& barrier_n
 
 /// "ranks [1, 3]"
 std::string describe_ranks(const std::vector<int>& ranks);
+
+/// Throws ckptw::UsageError when `barrier` (may be null) runs collectives on
+/// the trainer's own process group (Barrier::shares_callers_collectives):
+/// from a background thread (write_async) they would meet the training
+/// thread's collectives out of order.
+void require_own_collectives(const Barrier* barrier, const std::string& path);
 
 }  // namespace ckptw::detail

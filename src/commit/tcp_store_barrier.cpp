@@ -29,6 +29,16 @@ std::string describe_ranks(const std::vector<int>& ranks) {
   return ranks.size() == 1 ? text : text + "]";
 }
 
+void require_own_collectives(const Barrier* barrier, const std::string& path) {
+  if (barrier == nullptr || !barrier->shares_callers_collectives()) return;
+  throw UsageError(
+      "write_async() cannot vote over this barrier: it runs collectives on the trainer's own process group, "
+      "and from ckptw's background thread they would meet the training thread's collectives out of order "
+      "(hanging or exchanging the wrong bytes); use write(), or a barrier of its own: ProcessGroupBarrier "
+      "over a dedicated group (Python: ProcessGroupBarrier(own_group=True)), NcclBarrier or TcpStoreBarrier",
+      path);
+}
+
 }  // namespace detail
 
 class TcpStoreBarrier::Impl {

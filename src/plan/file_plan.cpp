@@ -14,6 +14,13 @@ void FilePlan::add_owned_record(std::string name, std::string bytes) {
   records.push_back(std::move(record));
 }
 
+bool FilePlan::holds_device_storages() const {
+  for (const PlannedRecord& r : records) {
+    if (r.device >= 0 && r.size > 0) return true;
+  }
+  return false;
+}
+
 void lay_out(FilePlan& plan) {
   std::uint64_t offset = 0;
   std::vector<ZipEntry> entries;

@@ -59,6 +59,8 @@ struct FilePlan {
 
   /// Appends a record whose payload is a copy of `bytes`.
   void add_owned_record(std::string name, std::string bytes);
+  /// Whether a record of bytes lives on a device (PlannedRecord::device).
+  bool holds_device_storages() const;
 };
 
 /// Length of the serialization id record (two 20-digit numbers, as torch writes).

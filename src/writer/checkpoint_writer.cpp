@@ -131,11 +131,11 @@ class CheckpointWriter::Impl {
     out.write = save_file(
         file, "save_segments()",
         [&](WriteResult& result) {
-          planned = detail::plan_segments(segments, plan_options("archive"));
+          planned = detail::plan_segments(segments, detail::plan_options(config_, "archive"));
           for (detail::FilePlan& archive : planned.archives) {
-            if (!holds_device_storages(archive)) continue;  // a host-only file needs no copy engine
+            if (!archive.holds_device_storages()) continue;  // a host-only file needs no copy engine
             finish_copies.engine = &engine();
-            (void)detail::stream_device_records(archive, engine(), stage_options());
+            (void)detail::stream_device_records(archive, engine(), detail::stage_options(config_));
           }
           result.tensor_count = planned.tensor_count;
           result.storage_count = planned.storage_count;
@@ -162,14 +162,7 @@ class CheckpointWriter::Impl {
                                        const HookArgs& kwargs, const std::shared_ptr<WriterHook>& hook,
                                        std::exception_ptr* capture_error) {
     check_writable(path, "write_async()");
-    if (barrier_ && barrier_->shares_callers_collectives()) {
-      throw UsageError(
-          "write_async() cannot vote over this barrier: it runs collectives on the trainer's own process group, "
-          "and from ckptw's background thread they would meet the training thread's collectives out of order "
-          "(hanging or exchanging the wrong bytes); use write(), or a barrier of its own: ProcessGroupBarrier "
-          "over a dedicated group (Python: ProcessGroupBarrier(own_group=True)), NcclBarrier or TcpStoreBarrier",
-          path);
-    }
+    detail::require_own_collectives(barrier_.get(), path);
     auto job = std::make_unique<Job>();
     job->path = path;
     job->kwargs = kwargs;
@@ -181,7 +174,7 @@ class CheckpointWriter::Impl {
       job->staged.plan = make_plan(detail::archive_folder_for(file_path(path)), input, job->planned);
       const double planned = capture.elapsed();
       job->staged.staging = detail::stage_records(job->staged.plan, detail::StageWhat::kAllRecords,
-                                                  *arenas_[job->arena], engine_for(job->staged.plan), stage_options());
+                                                  *arenas_[job->arena], engine_for(job->staged.plan), detail::stage_options(config_));
       job->planned.stage_secs = capture.elapsed() - planned;
     } catch (...) {
       job->capture_error = std::current_exception();
@@ -355,6 +348,10 @@ class CheckpointWriter::Impl {
   const bool engine_for_every_plan_;  // an injected engine stages CPU-only plans too (tests)
   CheckpointWriterConfig config_;
   RankInfo rank_info_;
+  // A fork()ed child has a copy of this object but not worker_, the ring
+  // (MADV_DONTFORK) nor the CUDA state: only the maker may use it.
+  const pid_t made_in_ = ::getpid();
+  bool made_in_this_process() const noexcept { return made_in_ == ::getpid(); }
 
  private:
   struct Job {
@@ -392,31 +389,16 @@ class CheckpointWriter::Impl {
     finish_copies.engine = &copies;
     NoteStagingMemoryOnExit note{this, 0};  // also when staging fails after growing the set
     staged.staging =
-        detail::stage_records(staged.plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), copies, stage_options());
+        detail::stage_records(staged.plan, detail::StageWhat::kDeviceRecords, *arenas_.front(), copies, detail::stage_options(config_));
     return staged;
   }
 
   // `folder`: the archive's (detail::archive_folder_for its file).
   detail::FilePlan make_plan(const std::string& folder, const detail::PlanInput& input, WriteResult& result) const {
-    detail::FilePlan plan = detail::plan_value(input.root(), plan_options(folder));
+    detail::FilePlan plan = detail::plan_value(input.root(), detail::plan_options(config_, folder));
     result.tensor_count = plan.tensor_count;
     result.storage_count = plan.storage_count;
     return plan;
-  }
-
-  detail::PlanOptions plan_options(const std::string& folder) const {
-    detail::PlanOptions options;
-    options.folder = folder;
-    options.alignment = config_.storage_alignment;
-    options.record_device_as_cpu = config_.record_device_as_cpu;
-    return options;
-  }
-
-  detail::StageOptions stage_options() const {
-    detail::StageOptions options;
-    options.checksum_on_device = config_.crc_on_gpu;
-    options.device_checksum_min_bytes = config_.crc_on_gpu_min_bytes;
-    return options;
   }
 
   // The engine for staging with a GPU when one is visible (reserve() pins
@@ -431,16 +413,9 @@ class CheckpointWriter::Impl {
   // memcpy into unpinned memory, creating no CUDA context and pinning
   // nothing (cudaHostRegister would make a context on the current device).
   detail::CopyEngine& engine_for(const detail::FilePlan& plan) {
-    if (engine_for_every_plan_ || holds_device_storages(plan)) return engine();
+    if (engine_for_every_plan_ || plan.holds_device_storages()) return engine();
     if (!host_engine_) host_engine_ = detail::make_host_copy_engine();
     return *host_engine_;
-  }
-
-  static bool holds_device_storages(const detail::FilePlan& plan) {
-    for (const detail::PlannedRecord& r : plan.records) {
-      if (r.device >= 0 && r.size > 0) return true;
-    }
-    return false;
   }
 
   void wait_for_background_write() {
@@ -598,22 +573,41 @@ unsigned WriterInternals::staging_allocations(const CheckpointWriter& writer) {
 std::future<WriteResult> WriterInternals::write_async(CheckpointWriter& writer, const std::string& path,
                                                       const StateDict& state_dict, const HookArgs& kwargs,
                                                       std::exception_ptr* capture_error) {
-  if (!writer.impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return writer.impl_->write_async(path, PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr, capture_error);
+  return writer.usable("write_async()", path)
+      .write_async(path, PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr, capture_error);
 }
 
 }  // namespace detail
 
 CheckpointWriter::CheckpointWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-CheckpointWriter::~CheckpointWriter() = default;
+// A fork()ed child leaves the Impl (its destructor would join a thread this
+// process does not run), as it leaves the parent's other memory.
+CheckpointWriter::~CheckpointWriter() {
+  if (impl_ && !impl_->made_in_this_process()) (void)impl_.release();
+}
 CheckpointWriter::CheckpointWriter(CheckpointWriter&&) noexcept = default;
-CheckpointWriter& CheckpointWriter::operator=(CheckpointWriter&&) noexcept = default;
+CheckpointWriter& CheckpointWriter::operator=(CheckpointWriter&& other) noexcept {
+  if (this == &other) return *this;
+  if (impl_ && !impl_->made_in_this_process()) (void)impl_.release();
+  impl_ = std::move(other.impl_);
+  return *this;
+}
+
+CheckpointWriter::Impl& CheckpointWriter::usable(const char* what, const std::string& path) const {
+  if (!impl_) throw UsageError(std::string(what) + " on a moved-from CheckpointWriter", path);
+  if (!impl_->made_in_this_process()) {
+    throw UsageError(std::string(what) + " in a process fork()ed from the one that made this CheckpointWriter (pid " +
+                         std::to_string(impl_->made_in_) +
+                         "), whose threads and write ring stay there: make a new writer in this process",
+                     path);
+  }
+  return *impl_;
+}
 
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict,
                                     const HookArgs& kwargs) {
-  if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
-  return impl_->write(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr);
+  return usable("write()", path).write(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr);
 }
 
 WriteResult CheckpointWriter::write(const std::string& path, const StateDict& state_dict) {
@@ -622,8 +616,8 @@ WriteResult CheckpointWriter::write(const std::string& path, const StateDict& st
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict,
                                                        const HookArgs& kwargs) {
-  if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return impl_->write_async(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr, nullptr);
+  return usable("write_async()", path)
+      .write_async(path, detail::PlanInput{&state_dict, nullptr, nullptr}, kwargs, nullptr, nullptr);
 }
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const StateDict& state_dict) {
@@ -631,9 +625,9 @@ std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, 
 }
 
 WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& value, const HookArgs& kwargs) {
-  if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
+  Impl& impl = usable("write()", path);
   if (!value) throw UsageError("write() of a null Value", path);
-  return impl_->write(path, detail::PlanInput{nullptr, value, nullptr}, kwargs, nullptr);
+  return impl.write(path, detail::PlanInput{nullptr, value, nullptr}, kwargs, nullptr);
 }
 
 WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& value) {
@@ -642,9 +636,9 @@ WriteResult CheckpointWriter::write(const std::string& path, const Value::Ptr& v
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const Value::Ptr& value,
                                                        const HookArgs& kwargs) {
-  if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
+  Impl& impl = usable("write_async()", path);
   if (!value) throw UsageError("write_async() of a null Value", path);
-  return impl_->write_async(path, detail::PlanInput{nullptr, value, nullptr}, kwargs, nullptr, nullptr);
+  return impl.write_async(path, detail::PlanInput{nullptr, value, nullptr}, kwargs, nullptr, nullptr);
 }
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const Value::Ptr& value) {
@@ -661,34 +655,28 @@ detail::PlanInput plan_input(const WriteRequest& request, const std::string& pat
 }  // namespace
 
 WriteResult CheckpointWriter::write(const std::string& path, const WriteRequest& request) {
-  if (!impl_) throw UsageError("write() on a moved-from CheckpointWriter", path);
-  return impl_->write(path, plan_input(request, path, "write()"), request.kwargs, request.hook);
+  return usable("write()", path).write(path, plan_input(request, path, "write()"), request.kwargs, request.hook);
 }
 
 std::future<WriteResult> CheckpointWriter::write_async(const std::string& path, const WriteRequest& request) {
-  if (!impl_) throw UsageError("write_async() on a moved-from CheckpointWriter", path);
-  return impl_->write_async(path, plan_input(request, path, "write_async()"), request.kwargs, request.hook,
-                            nullptr);
+  return usable("write_async()", path)
+      .write_async(path, plan_input(request, path, "write_async()"), request.kwargs, request.hook, nullptr);
 }
 
 WriteResult CheckpointWriter::save(const std::string& file, const Value::Ptr& value) {
-  if (!impl_) throw UsageError("save() on a moved-from CheckpointWriter", file);
+  Impl& impl = usable("save()", file);
   if (!value) throw UsageError("save() of a null Value", file);
-  return impl_->save(file, detail::PlanInput{nullptr, value, nullptr});
+  return impl.save(file, detail::PlanInput{nullptr, value, nullptr});
 }
 
 SegmentsWriteResult CheckpointWriter::save_segments(const std::string& file, const std::vector<FileSegment>& segments) {
-  if (!impl_) throw UsageError("save_segments() on a moved-from CheckpointWriter", file);
-  return impl_->save_segments(file, segments);
+  return usable("save_segments()", file).save_segments(file, segments);
 }
 
-void CheckpointWriter::reserve(std::size_t bytes) {
-  if (!impl_) throw UsageError("reserve() on a moved-from CheckpointWriter");
-  impl_->reserve(bytes);
-}
+void CheckpointWriter::reserve(std::size_t bytes) { usable("reserve()").reserve(bytes); }
 
 void CheckpointWriter::close() {
-  if (impl_) impl_->close();
+  if (impl_ && impl_->made_in_this_process()) impl_->close();
 }
 
 const CheckpointWriterConfig& CheckpointWriter::config() const noexcept { return impl_->config_; }

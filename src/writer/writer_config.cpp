@@ -38,4 +38,19 @@ void validate_writer_config(const CheckpointWriterConfig& config, const RankInfo
   }
 }
 
+PlanOptions plan_options(const CheckpointWriterConfig& config, const std::string& folder) {
+  PlanOptions options;
+  options.folder = folder;
+  options.alignment = config.storage_alignment;
+  options.record_device_as_cpu = config.record_device_as_cpu;
+  return options;
+}
+
+StageOptions stage_options(const CheckpointWriterConfig& config) {
+  StageOptions options;
+  options.checksum_on_device = config.crc_on_gpu;
+  options.device_checksum_min_bytes = config.crc_on_gpu_min_bytes;
+  return options;
+}
+
 }  // namespace ckptw::detail

@@ -130,8 +130,8 @@ def main():
         try:
             dcp.save(sd, storage_writer=writer)
             report["outcome"] = "saved"
-            engines = writer.__dict__.get("_engines")  # the C++ writers that wrote the files, back in their pool
-            report["engine"] = engines is not None and not engines.empty()
+            # The C++ writers that wrote the files, back in the process's pool (empty under the stock writer).
+            report["engine"] = ckptw.dcp._idle_engines[bool(writer.sync_files)].qsize() > 0
         except BaseException as e:  # noqa: B036 - CheckpointException is one; the report says what each rank saw
             report["outcome"] = f"{type(e).__name__}: {e}"
     elif mode == "load":

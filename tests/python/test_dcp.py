@@ -3,6 +3,7 @@ writer and reader beside ckptw's, resharding, the commit under a failing rank, c
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import pickle
 import re
@@ -262,6 +263,35 @@ def test_the_stock_bytes_for_views_and_transposes(tmp_path):
     for name in names:
         assert sha256(tmp_path / "ckptw" / name) == sha256(tmp_path / "stock" / name)
     assert ckptw.dcp.verify(tmp_path / "ckptw") == 7
+
+
+def _dcp_save_in_a_forked_child(directory):
+    import warnings
+    warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+    state = {"w": torch.arange(10.0)}
+    torch.distributed.checkpoint.save(state, storage_writer=ckptw.dcp.FileSystemWriter(directory), no_dist=True)
+    os._exit(0)
+
+
+def test_a_forked_child_saves_with_engines_of_its_own(tmp_path):
+    """ckptw.dcp keeps its idle C++ writers for the process's next save; a fork()ed child (a
+    DataLoader worker) starts with none, as the parent's threads and rings are not in it."""
+    with pytest.warns(UserWarning, match="single process"):
+        torch.distributed.checkpoint.save({"w": torch.ones(10)}, storage_writer=ckptw.dcp.FileSystemWriter(
+            tmp_path / "parent"), no_dist=True)
+    assert ckptw.dcp._idle_engines[True].qsize() >= 1, "the parent kept no engine: nothing to hand a child"
+    child = multiprocessing.get_context("fork").Process(target=_dcp_save_in_a_forked_child,
+                                                       args=(str(tmp_path / "child"),))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    target = {"w": torch.zeros(10)}
+    with pytest.warns(UserWarning, match="single process"):
+        torch.distributed.checkpoint.load(target, storage_reader=ckptw.dcp.FileSystemReader(tmp_path / "child"),
+                                          no_dist=True)
+    assert torch.equal(target["w"], torch.arange(10.0))
 
 
 def test_a_truncated_data_file_is_named_by_the_reader_and_by_verify(tmp_path):

@@ -2,6 +2,7 @@
 import collections
 import hashlib
 import io
+import multiprocessing
 import os
 import pwd
 import subprocess
@@ -250,3 +251,41 @@ def test_a_signal_during_save_leaves_the_old_file_or_the_new_one_whole(sig, tmp_
         assert torch.equal(loaded, torch.ones(3)), "a killed save never replaces the old file"
         ckptw.save({"w": torch.zeros(2)}, path)  # the next save clears what the killed one left
         assert os.listdir(tmp_path) == ["model.pt"]
+
+
+def _save_and_load_in_a_forked_child(directory, parents_writer):
+    """Exit code 0: ckptw.save and ckptw.load work in the child, and the parent's writer is
+    refused with a UsageError naming the fork; otherwise the step that failed."""
+    try:
+        parents_writer.write(os.path.join(directory, "by_parents_writer"), {"w": torch.zeros(2)})
+        os._exit(3)
+    except ckptw.UsageError as e:
+        if "fork()ed" not in str(e):
+            os._exit(4)
+    state = {"w": torch.arange(6.0), "step": 7}
+    ckptw.save(state, os.path.join(directory, "child.pt"))
+    if not torch.equal(ckptw.load(os.path.join(directory, "child.pt"))["w"], state["w"]):
+        os._exit(5)
+    os._exit(0)
+
+
+def test_a_forked_child_saves_with_a_writer_of_its_own(tmp_path):
+    """A DataLoader worker (or any multiprocessing fork) is a copy of the process without its
+    threads and without ckptw's write rings (kept out of children): ckptw.save there used the
+    parent's cached writer and the child died of SIGSEGV. Now the child makes its own, and a
+    writer the parent made is refused there, by name."""
+    ckptw.save({"w": torch.ones(3)}, tmp_path / "parent.pt")  # the cached writer exists
+    with ckptw.CheckpointWriter(rank_info=ckptw.RankInfo(0, 1)) as parents_writer:
+        parents_writer.write_async(tmp_path / "async", {"w": torch.ones(3)}).result()  # its thread runs
+        child = multiprocessing.get_context("fork").Process(
+            target=_save_and_load_in_a_forked_child, args=(str(tmp_path), parents_writer))
+        child.start()
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0, ("3: the parent's writer wrote in the child; 4: its error does not name "
+                                     "the fork; 5: the child's file reads back wrong; negative: a signal")
+        assert not (tmp_path / "by_parents_writer").exists()
+        assert torch.equal(torch.load(tmp_path / "child.pt")["w"], torch.arange(6.0))
+        ckptw.save({"w": torch.full((3,), 2.0)}, tmp_path / "parent.pt")  # the parent's writer still works
+    assert torch.equal(ckptw.load(tmp_path / "parent.pt")["w"], torch.full((3,), 2.0))

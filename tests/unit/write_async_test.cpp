@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <iterator>
 #include <map>
@@ -688,6 +689,57 @@ TEST(StagingMemory, IsNotMappedInForkedChildren) {
   unsigned char* staging = arena.reserve(std::size_t{4} << 20, *engine);
   ASSERT_TRUE(arena.pinned());
   EXPECT_FALSE(mapped_in_forked_child(staging)) << "write_async arena";
+}
+
+// The exit code of a child fork()ed now that runs `body`, or -1 when it
+// did not exit within 30 s (a hang: it is killed).
+template <class Body>
+int exit_code_of_forked_child(Body body) {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(body());
+  int status = 0;
+  for (int waited_ms = 0; waited_ms < 30000; waited_ms += 10) {
+    if (::waitpid(child, &status, WNOHANG) == child) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::this_thread::sleep_for(10ms);
+  }
+  ::kill(child, SIGKILL);
+  (void)::waitpid(child, &status, 0);
+  return -1;
+}
+
+// A DataLoader worker is a fork()ed child holding a copy of the rank's
+// writer, but not its background thread nor its write ring (kept out of
+// children): every use there is a UsageError naming the fork, and close()
+// and the destructor return at once (joining the parent's thread would hang,
+// touching the ring would crash), while a writer the child makes works.
+TEST(ForkedChild, RefusesTheParentsWriterAndLeavesItBehind) {
+  testing::TempDir tmp;
+  auto writer = std::make_unique<CheckpointWriter>(CheckpointWriterConfig{}, RankInfo{0, 1});
+  const StateDict sd = model(1.5f);
+  (void)writer->write_async(tmp / "parent", sd).get();  // the background thread runs from here on
+  const std::string child_dir = tmp / "child";
+  const int code = exit_code_of_forked_child([&] {
+    try {
+      (void)writer->write(child_dir, sd);
+      return 3;
+    } catch (const UsageError& e) {
+      if (std::string(e.what()).find("fork()ed") == std::string::npos) return 4;
+    }
+    try {
+      writer->close();
+      writer.reset();
+      CheckpointWriter own(CheckpointWriterConfig{}, RankInfo{0, 1});
+      (void)own.write(child_dir, sd);
+    } catch (...) {
+      return 5;
+    }
+    return 0;
+  });
+  EXPECT_EQ(code, 0) << "3: the parent's writer wrote in the child; 4: the error does not name the fork; "
+                        "5: close, destruction or the child's own writer failed; -1: the child hung or died";
+  EXPECT_TRUE(at::equal(read_back(child_dir, "w"), at::full({256, 256}, 1.5f)));
+  (void)writer->write(tmp / "parent", model(2.5f));  // the parent's writer is untouched
+  EXPECT_TRUE(at::equal(read_back(tmp / "parent", "w"), at::full({256, 256}, 2.5f)));
 }
 
 // A CPU-only state dict on a GPU host: staged by memcpy into unpinned
