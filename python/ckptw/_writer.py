@@ -48,6 +48,7 @@ class CheckpointWriter:
         self._completer = None
         self._lock = threading.Lock()
         self._closed = False
+        self._made_in = os.getpid()
         _open_writers.add(self)
 
     @property
@@ -116,8 +117,12 @@ class CheckpointWriter:
     def close(self) -> None:
         """Waits for the writes in flight (their futures are completed), then releases the buffers.
 
-        Idempotent. ckptw.TimeoutError after ``config.close_timeout_secs``.
+        Idempotent. ckptw.TimeoutError after ``config.close_timeout_secs``. In a fork()ed child of
+        the process that made the writer it does nothing: the writes and threads are the parent's
+        (and so may be the lock, held by one of them at the fork).
         """
+        if os.getpid() != self._made_in:
+            return
         with self._lock:
             if self._closed:
                 return

@@ -286,6 +286,7 @@ def test_a_forked_child_saves_with_engines_of_its_own(tmp_path):
     child.join(60)
     if child.is_alive():
         child.kill()
+        child.join()
     assert child.exitcode == 0
     target = {"w": torch.zeros(10)}
     with pytest.warns(UserWarning, match="single process"):

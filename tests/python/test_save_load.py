@@ -262,6 +262,7 @@ def _save_and_load_in_a_forked_child(directory, parents_writer):
     except ckptw.UsageError as e:
         if "fork()ed" not in str(e):
             os._exit(4)
+    parents_writer.close()  # does nothing here: its writes, threads and lock are the parent's
     state = {"w": torch.arange(6.0), "step": 7}
     ckptw.save(state, os.path.join(directory, "child.pt"))
     if not torch.equal(ckptw.load(os.path.join(directory, "child.pt"))["w"], state["w"]):
@@ -279,12 +280,15 @@ def test_a_forked_child_saves_with_a_writer_of_its_own(tmp_path):
         parents_writer.write_async(tmp_path / "async", {"w": torch.ones(3)}).result()  # its thread runs
         child = multiprocessing.get_context("fork").Process(
             target=_save_and_load_in_a_forked_child, args=(str(tmp_path), parents_writer))
-        child.start()
+        with parents_writer._lock:  # as a thread of the trainer may hold it at the fork
+            child.start()
         child.join(60)
         if child.is_alive():
             child.kill()
+            child.join()
         assert child.exitcode == 0, ("3: the parent's writer wrote in the child; 4: its error does not name "
-                                     "the fork; 5: the child's file reads back wrong; negative: a signal")
+                                     "the fork; 5: the child's file reads back wrong; negative: a signal, "
+                                     "or killed after hanging")
         assert not (tmp_path / "by_parents_writer").exists()
         assert torch.equal(torch.load(tmp_path / "child.pt")["w"], torch.arange(6.0))
         ckptw.save({"w": torch.full((3,), 2.0)}, tmp_path / "parent.pt")  # the parent's writer still works
