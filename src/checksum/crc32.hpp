@@ -21,10 +21,10 @@ std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t size
 /// the kernel may read `dst` as soon as it does. Small copies take memcpy.
 std::uint32_t crc32_copy(void* dst, const void* src, std::size_t size, std::uint32_t crc);
 
-/// The GF(2) operator that moves a CRC-32 past `length` more bytes (zlib's
-/// crc32_combine matrices), as 32 columns. Computing one costs log2(length)
-/// matrix squarings; applying it is 32 conditional XORs, so slice CRCs of a
-/// fixed length (the GPU's) combine cheaply.
+/// The GF(2) operator that moves a CRC-32 past `length` more bytes, as 32
+/// columns (crc32_math::shift_operator). Computing one costs 32 polynomial
+/// products more than crc32_combine; applying it is 32 conditional XORs, so
+/// slice CRCs of a fixed length (the GPU's) combine cheaply.
 using Crc32Shift = std::array<std::uint32_t, 32>;
 Crc32Shift crc32_shift(std::uint64_t length);
 std::uint32_t crc32_apply(const Crc32Shift& shift, std::uint32_t crc);

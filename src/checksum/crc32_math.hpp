@@ -1,7 +1,7 @@
 // The arithmetic of zip's CRC-32 (reflected IEEE polynomial, finalized values
 // as zlib.crc32 returns them) shared by the host and the GPU kernel
 // (cuda/cuda_device_runtime.cu): the byte-at-a-time table loop, zlib's GF(2)
-// operators that move a CRC past a run of bytes, and how the kernel splits a
+// arithmetic that moves a CRC past a run of bytes, and how the kernel splits a
 // storage into slices (one block each) and sub-slices (one thread each).
 // Header-only and callable from device code, so the kernel's own arithmetic
 // and indexing (its coalesced staging of a slice in shared memory included)
@@ -42,36 +42,46 @@ CKPTW_HOST_DEVICE inline std::uint32_t times(const std::uint32_t* matrix, std::u
   return sum;
 }
 
-/// matrix = matrix × matrix.
-CKPTW_HOST_DEVICE inline void square(std::uint32_t* matrix) {
-  std::uint32_t product[32];
-  for (int i = 0; i < 32; ++i) product[i] = times(matrix, matrix[i]);
-  for (int i = 0; i < 32; ++i) matrix[i] = product[i];
+/// The product of the polynomials `a` and `b` modulo the CRC's polynomial,
+/// both in the CRC's reflected bit order (x^0 is bit 31): 32 shift-and-XOR
+/// steps.
+CKPTW_HOST_DEVICE inline std::uint32_t multiply_mod(std::uint32_t a, std::uint32_t b) {
+  std::uint32_t product = 0;
+  for (std::uint32_t bit = 1u << 31; bit != 0; bit >>= 1) {
+    if (a & bit) product ^= b;
+    b = (b & 1) ? kReflectedPolynomial ^ (b >> 1) : b >> 1;  // b × x
+  }
+  return product;
 }
 
-/// The operator that moves a CRC past `length` more bytes (zlib's
-/// crc32_combine matrices, kept as a reusable operator): applying it costs 32
-/// conditional XORs, computing it log2(length) squarings.
-CKPTW_HOST_DEVICE inline void shift_operator(std::uint64_t length, std::uint32_t* out) {
-  std::uint32_t step[32];
-  step[0] = kReflectedPolynomial;  // one zero bit
-  for (int i = 1; i < 32; ++i) step[i] = 1u << (i - 1);
-  for (int bits = 1; bits < 8; bits *= 2) square(step);  // 1 → 2 → 4 → 8 zero bits: one byte
-  for (int i = 0; i < 32; ++i) out[i] = 1u << i;         // identity
-  while (length != 0) {  // squares of `step` walk 1, 2, 4, ... bytes
-    if (length & 1) {
-      for (int i = 0; i < 32; ++i) out[i] = times(step, out[i]);  // column i of step × out
-    }
+/// x^(8 × length) modulo the CRC's polynomial: what moving a CRC past
+/// `length` bytes multiplies it by (zlib's crc32_combine arithmetic). Square
+/// and multiply over the bits of `length`: at most 2 × 64 products, where
+/// the GF(2) matrices this replaced cost a 32 × 32 matrix squaring per bit,
+/// which made each record of a many-tensor file cost tens of microseconds.
+CKPTW_HOST_DEVICE inline std::uint32_t byte_shift_factor(std::uint64_t length) {
+  std::uint32_t factor = 1u << 31;       // x^0
+  std::uint32_t power = 1u << (31 - 8);  // x^8: one byte, then squared: 2, 4, 8, ... bytes
+  while (length != 0) {
+    if (length & 1) factor = multiply_mod(power, factor);
     length >>= 1;
-    if (length != 0) square(step);
+    if (length != 0) power = multiply_mod(power, power);
   }
+  return factor;
+}
+
+/// The operator that moves a CRC past `length` more bytes as 32 columns,
+/// kept for reuse: applying it with times() costs 32 conditional XORs.
+/// Column i is the image of bit i, so times(out, crc) equals
+/// multiply_mod(byte_shift_factor(length), crc) by linearity.
+CKPTW_HOST_DEVICE inline void shift_operator(std::uint64_t length, std::uint32_t* out) {
+  const std::uint32_t factor = byte_shift_factor(length);
+  for (int i = 0; i < 32; ++i) out[i] = multiply_mod(factor, 1u << i);
 }
 
 /// CRC-32 of A followed by B, from crc(A), crc(B) and B's length.
 CKPTW_HOST_DEVICE inline std::uint32_t combine(std::uint32_t crc_a, std::uint32_t crc_b, std::uint64_t length_b) {
-  std::uint32_t shift[32];
-  shift_operator(length_b, shift);
-  return times(shift, crc_a) ^ crc_b;
+  return multiply_mod(byte_shift_factor(length_b), crc_a) ^ crc_b;
 }
 
 /// Parts of `part_bytes` each but the last, which holds the rest of `bytes`.

@@ -78,6 +78,29 @@ TEST(Crc32, ShiftOperatorsAgreeWithCombiningByteByByte) {
   }
 }
 
+// Lengths far past what a test can checksum byte by byte (files of terabytes):
+// moving a CRC past L1 then L2 bytes is moving it past L1 + L2, whichever way
+// it is computed (the 32-column operator or the polynomial product), and
+// past nothing it stays.
+TEST(Crc32, ShiftsComposeAtLengthsOfTerabytes) {
+  namespace m = crc32_math;
+  const std::uint32_t crc = crc32_update(0, "123456789", 9);
+  EXPECT_EQ(crc32_combine(crc, 0, 0), crc);
+  EXPECT_EQ(crc32_apply(crc32_shift(0), crc), crc);
+  const std::uint64_t lengths[] = {1, 3, 4096, (std::uint64_t{1} << 31) + 5, (std::uint64_t{1} << 40) + 12345,
+                                   (std::uint64_t{1} << 63) - 1};
+  for (std::uint64_t a : lengths) {
+    for (std::uint64_t b : lengths) {
+      if (a > (std::uint64_t{1} << 62) || b > (std::uint64_t{1} << 62)) continue;
+      const std::uint32_t both = crc32_apply(crc32_shift(b), crc32_apply(crc32_shift(a), crc));
+      EXPECT_EQ(both, crc32_apply(crc32_shift(a + b), crc)) << a << " + " << b;
+      EXPECT_EQ(both, crc32_combine(crc, 0, a + b)) << a << " + " << b;
+      EXPECT_EQ(m::multiply_mod(m::byte_shift_factor(a), m::byte_shift_factor(b)), m::byte_shift_factor(a + b));
+    }
+  }
+  EXPECT_NE(crc32_combine(crc, 0, lengths[5]), crc32_combine(crc, 0, lengths[5] - 1));
+}
+
 // The GPU kernel's arithmetic and indexing, its threads run one after the
 // other: each stages its part of the slice into the padded shared copy
 // (16-byte words when the source is aligned, bytes otherwise), each then
