@@ -1,6 +1,7 @@
 // io_uring backend: one ring per writer, the write ring's buffers and the
 // writer's staging memory registered once (IORING_REGISTER_BUFFERS) and
-// written with WRITE_FIXED, several writes in flight. Follows the kernel's
+// written with WRITE_FIXED, at most `depth` writes in the kernel at once and
+// the rest held back until one completes. Follows the kernel's
 // contract: results are -errno in cqe->res
 // (errno is never set), a short write is requeued for its remainder, -EAGAIN
 // and -EINTR are resubmitted, and no SQE asks for more than INT_MAX bytes
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <deque>
 #include <vector>
 
 #include <liburing.h>
@@ -42,13 +44,23 @@ class UringWriteQueue final : public WriteQueue {
     int stalled = 0;        // consecutive completions without progress
   };
   void queue_sqe(std::size_t slot);
+  // Hands `slot` to the kernel, or holds it back while `depth_` writes are there.
+  void start(std::size_t slot);
 
   UringBackend& backend_;
   const int fd_;
   const bool direct_;
   BufferRing& ring_;
   std::vector<Request> requests_;  // user_data = slot; ring buffer i uses slot i, external writes the slots after
-  std::vector<bool> busy_;         // slot has a write in the kernel
+  std::vector<bool> busy_;         // slot has a write submitted and not yet returned by wait_any
+  // Why a limit below the ring's buffers: a disk may complete every queued
+  // write at once (this machine's virtio disk does). With every buffer in the
+  // kernel the device then idles while the writer refills one; with a buffer
+  // held back, filled, the next write starts the moment the batch completes,
+  // as with the POSIX queue's `depth` threads (measured: docs/performance.md).
+  const std::size_t depth_;
+  std::size_t in_kernel_ = 0;
+  std::deque<std::size_t> held_;   // slots submitted but not yet handed to the kernel, oldest first
   std::size_t in_flight_ = 0;
   int error_ = 0;
 };
@@ -137,8 +149,14 @@ class UringBackend final : public PosixFileOps {
   std::uint64_t registered_writes_ = 0;
 };
 
-UringWriteQueue::UringWriteQueue(UringBackend& backend, int fd, BufferRing& ring, unsigned)
-    : backend_(backend), fd_(fd), direct_(is_direct(fd)), ring_(ring), requests_(ring.count()), busy_(ring.count(), false) {}
+UringWriteQueue::UringWriteQueue(UringBackend& backend, int fd, BufferRing& ring, unsigned depth)
+    : backend_(backend),
+      fd_(fd),
+      direct_(is_direct(fd)),
+      ring_(ring),
+      requests_(ring.count()),
+      busy_(ring.count(), false),
+      depth_(std::max(1u, depth)) {}
 
 UringWriteQueue::~UringWriteQueue() {
   // Buffers must not be reused while the kernel may still read them.
@@ -179,34 +197,55 @@ void UringWriteQueue::submit_external(const void* data, std::size_t size, std::u
   requests_[slot] = Request{kExternal, static_cast<const unsigned char*>(data), 0, size, offset};
   busy_[slot] = true;
   ++in_flight_;
-  queue_sqe(slot);
+  start(slot);
 }
 
 void UringWriteQueue::submit(std::size_t buffer, std::size_t size, std::uint64_t offset) {
   requests_[buffer] = Request{buffer, nullptr, 0, size, offset};
   busy_[buffer] = true;
   ++in_flight_;
-  queue_sqe(buffer);
+  start(buffer);
+}
+
+void UringWriteQueue::start(std::size_t slot) {
+  if (in_kernel_ < depth_) {
+    ++in_kernel_;
+    queue_sqe(slot);
+  } else {
+    held_.push_back(slot);
+  }
 }
 
 std::size_t UringWriteQueue::wait_any() {
   io_uring* uring = backend_.uring();
+  if (in_kernel_ == 0 && !held_.empty()) {  // after a failure held-back writes are given back unwritten
+    const std::size_t slot = held_.front();
+    held_.pop_front();
+    busy_[slot] = false;
+    --in_flight_;
+    return requests_[slot].buffer;
+  }
   while (true) {
     io_uring_cqe* cqe = nullptr;
     int rc = io_uring_wait_cqe(uring, &cqe);
     if (rc == -EINTR || rc == -EAGAIN) continue;
     if (rc < 0) {
       // The ring itself failed (never seen in practice): report it and give
-      // back some in-flight buffer so that the caller can drain and stop.
+      // back some in-flight buffer, held-back ones first, so that the caller
+      // can drain and stop.
       if (error_ == 0) error_ = rc;
-      for (std::size_t slot = 0; slot < busy_.size(); ++slot) {
-        if (busy_[slot]) {
-          busy_[slot] = false;
-          --in_flight_;
-          return requests_[slot].buffer;
-        }
+      std::size_t slot = 0;
+      if (!held_.empty()) {
+        slot = held_.front();
+        held_.pop_front();
+      } else {
+        while (slot < busy_.size() && !busy_[slot]) ++slot;
+        if (slot == busy_.size()) return 0;
+        --in_kernel_;
       }
-      return 0;
+      busy_[slot] = false;
+      --in_flight_;
+      return requests_[slot].buffer;
     }
     const std::size_t slot = io_uring_cqe_get_data64(cqe);
     long res = cqe->res;
@@ -235,6 +274,12 @@ std::size_t UringWriteQueue::wait_any() {
     if (res < 0 && error_ == 0) error_ = static_cast<int>(res);
     busy_[slot] = false;
     --in_flight_;
+    --in_kernel_;
+    if (!held_.empty() && error_ == 0) {
+      const std::size_t next = held_.front();
+      held_.pop_front();
+      start(next);
+    }
     return r.buffer;
   }
 }

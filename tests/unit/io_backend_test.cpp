@@ -198,6 +198,52 @@ TYPED_TEST(BackendTest, ExternalWritesFromDeclaredStagingMemoryUseRegisteredBuff
   ::munmap(other, kBytes);
 }
 
+// The queue depth is a limit on writes in the kernel, below the ring's
+// buffers: a write submitted while `depth` are there is held back (no SQE
+// prepared yet, counted by registered_writes()) and handed over when
+// wait_any() reaps one. A failure gives the held-back writes back unwritten.
+TEST(UringQueueDepth, HoldsWritesBeyondTheDepthBackUntilOneCompletes) {
+  int error = 0;
+  std::unique_ptr<IoBackend> backend = make_uring_backend(4, &error);
+  if (!backend) GTEST_SKIP() << "io_uring unavailable here: " << std::strerror(-error);
+  TempDir tmp;
+  constexpr std::size_t kBuffer = 64 << 10;
+  BufferRing ring(4, kBuffer);
+  for (std::size_t i = 0; i < 4; ++i) std::memset(ring.data(i), 'a' + static_cast<int>(i), kBuffer);
+  for (unsigned depth : {1u, 2u, 4u}) {
+    const std::string path = tmp / ("depth" + std::to_string(depth));
+    TempFile file(*backend, path, /*direct=*/false);
+    const std::uint64_t before = backend->registered_writes();
+    {
+      auto queue = backend->open_queue(file.fd(), ring, depth);
+      for (std::size_t i = 0; i < 4; ++i) queue->submit(i, kBuffer, i * kBuffer);
+      const std::uint64_t started = backend->registered_writes() - before;
+      if (started == 0) GTEST_SKIP() << "the kernel refused to register the ring's buffers: nothing to count";
+      EXPECT_EQ(started, depth) << "writes in the kernel right after four submits at depth " << depth;
+      EXPECT_EQ(queue->in_flight(), 4u);
+      std::vector<bool> returned(4, false);
+      for (int i = 0; i < 4; ++i) returned.at(queue->wait_any()) = true;
+      EXPECT_EQ(returned, std::vector<bool>(4, true));
+      EXPECT_EQ(queue->in_flight(), 0u);
+      EXPECT_EQ(queue->error(), 0);
+      EXPECT_EQ(backend->registered_writes() - before, 4u);
+    }
+    file.publish(true);
+    EXPECT_EQ(testing::read_file(path), std::string(kBuffer, 'a') + std::string(kBuffer, 'b') +
+                                            std::string(kBuffer, 'c') + std::string(kBuffer, 'd'));
+  }
+  // Depth 1, the first write fails: the other three come back without being written.
+  backend->set_write_result_filter([](long, std::size_t) { return long{-ENOSPC}; });
+  TempFile file(*backend, tmp / "failing", /*direct=*/false);
+  const std::uint64_t before = backend->registered_writes();
+  auto queue = backend->open_queue(file.fd(), ring, 1);
+  for (std::size_t i = 0; i < 4; ++i) queue->submit(i, kBuffer, i * kBuffer);
+  for (int i = 0; i < 4; ++i) (void)queue->wait_any();
+  EXPECT_EQ(queue->in_flight(), 0u);
+  EXPECT_EQ(queue->error(), -ENOSPC);
+  EXPECT_EQ(backend->registered_writes() - before, 1u);
+}
+
 // Reads: whole chunks in flight, a file ending inside the last page (O_DIRECT
 // short read), and a file ending before min_size.
 TYPED_TEST(BackendTest, ReadAtReadsToTheEndAndRefusesTooShortFiles) {
