@@ -29,6 +29,9 @@ def run_ranks(world, script, *args, timeout=300, may_die=()):
         out, err = p.communicate(timeout=timeout)
         if rank in may_die:
             continue
-        assert p.returncode == 0, err
+        # Whether the report came out tells a crash in the work from one in the teardown after it.
+        assert p.returncode == 0, (f"rank {rank} of {os.path.basename(script)} {' '.join(map(str, args))} exited "
+                                   f"with {p.returncode}; last line of its output: "
+                                   f"{(out.strip().splitlines() or ['(none)'])[-1][:500]}\nstderr: {err}")
         reports.append(json.loads(out.strip().splitlines()[-1]))
     return sorted(reports, key=lambda r: r["rank"])
