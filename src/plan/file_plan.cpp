@@ -14,11 +14,11 @@ void FilePlan::add_owned_record(std::string name, std::string bytes) {
   records.push_back(std::move(record));
 }
 
-bool FilePlan::holds_device_storages() const {
+int FilePlan::first_device() const {
   for (const PlannedRecord& r : records) {
-    if (r.device >= 0 && r.size > 0) return true;
+    if (r.device >= 0 && r.size > 0) return r.device;
   }
-  return false;
+  return -1;
 }
 
 void lay_out(FilePlan& plan) {

@@ -59,8 +59,10 @@ struct FilePlan {
 
   /// Appends a record whose payload is a copy of `bytes`.
   void add_owned_record(std::string name, std::string bytes);
-  /// Whether a record of bytes lives on a device (PlannedRecord::device).
-  bool holds_device_storages() const;
+  /// The device of the first record of bytes that lives on one
+  /// (PlannedRecord::device), -1 when none does.
+  int first_device() const;
+  bool holds_device_storages() const { return first_device() >= 0; }
 };
 
 /// Length of the serialization id record (two 20-digit numbers, as torch writes).

@@ -13,12 +13,10 @@ SnapshotArena::~SnapshotArena() { release(); }
 
 void SnapshotArena::release() noexcept {
   if (data_ == nullptr) return;
-  if (pinned_with_) pinned_with_->unpin(data_, pinned_on_);
+  pin_.release();
   ::munmap(data_, capacity_);
   data_ = nullptr;
   capacity_ = 0;
-  pinned_with_ = nullptr;
-  pinned_on_ = -1;
 }
 
 unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine, int device) {
@@ -27,7 +25,7 @@ unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine, int
                      "staging_budget_bytes (" + std::to_string(budget_) + ")");
   }
   if (bytes <= capacity_ && data_ != nullptr) {
-    if (pinned_with_ == nullptr) pin(engine, device);
+    if (!pin_.held()) pin(engine, device);
     return data_;
   }
   release();
@@ -44,10 +42,6 @@ unsigned char* SnapshotArena::reserve(std::size_t bytes, CopyEngine& engine, int
   return data_;
 }
 
-void SnapshotArena::pin(CopyEngine& engine, int device) {
-  if (!engine.pin(data_, capacity_, device)) return;
-  pinned_with_ = &engine;
-  pinned_on_ = device;
-}
+void SnapshotArena::pin(CopyEngine& engine, int device) { (void)pin_.pin(engine, data_, capacity_, device); }
 
 }  // namespace ckptw::detail

@@ -7,6 +7,7 @@
 #include <cstddef>
 
 #include "stage/copy_engine.hpp"
+#include "stage/host_pin.hpp"
 
 namespace ckptw::detail {
 
@@ -29,7 +30,7 @@ class SnapshotArena {
   std::size_t capacity() const noexcept { return capacity_; }
   /// Whether reserve(bytes) stays within the budget.
   bool fits(std::size_t bytes) const noexcept { return budget_ == 0 || bytes <= budget_; }
-  bool pinned() const noexcept { return pinned_with_ != nullptr; }
+  bool pinned() const noexcept { return pin_.held(); }
   /// Times the arena was (re)allocated, for tests and logs.
   unsigned allocations() const noexcept { return allocations_; }
 
@@ -40,8 +41,7 @@ class SnapshotArena {
   const std::size_t budget_;
   unsigned char* data_ = nullptr;
   std::size_t capacity_ = 0;
-  CopyEngine* pinned_with_ = nullptr;
-  int pinned_on_ = -1;  // the device pin() was given, for unpin()
+  HostPin pin_;
   unsigned allocations_ = 0;
 };
 

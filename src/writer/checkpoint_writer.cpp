@@ -7,6 +7,7 @@
 #include <future>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "ckptw/error.hpp"
 #include "commit/atomic_file.hpp"
@@ -18,6 +19,7 @@
 #include "util/stopwatch.hpp"
 #include "io/buffer_ring.hpp"
 #include "stage/copy_engine.hpp"
+#include "stage/host_pin.hpp"
 #include "stage/snapshot_arena.hpp"
 #include "stage/stage_records.hpp"
 #include "writer/image_streamer.hpp"
@@ -133,8 +135,14 @@ class CheckpointWriter::Impl {
         [&](WriteResult& result) {
           planned = detail::plan_segments(segments, detail::plan_options(config_, "archive"));
           for (detail::FilePlan& archive : planned.archives) {
-            if (!archive.holds_device_storages()) continue;  // a host-only file needs no copy engine
+            const int device = archive.first_device();
+            if (device < 0) continue;  // a host-only file needs no copy engine
             finish_copies.engine = &engine();
+            // Device storages stream through the ring a buffer at a time: page-locked (tried once, held
+            // for the writer's life), each piece is a DMA, not a copy through the driver's bounce buffer.
+            if (!std::exchange(ring_pin_tried_, true)) {
+              (void)ring_pin_.pin(engine(), ring_->data(0), ring_->count() * ring_->buffer_bytes(), device);
+            }
             (void)detail::stream_device_records(archive, engine(), detail::stage_options(config_));
           }
           result.tensor_count = planned.tensor_count;
@@ -342,6 +350,7 @@ class CheckpointWriter::Impl {
                          std::to_string(timeout) + " s)");
     }
     closed_ = true;
+    ring_pin_.release();
     ring_.reset();
   }
 
@@ -531,6 +540,8 @@ class CheckpointWriter::Impl {
   // which remember the engine that pinned them.
   std::unique_ptr<detail::CopyEngine> engine_;
   std::unique_ptr<detail::CopyEngine> host_engine_;
+  detail::HostPin ring_pin_;  // after engine_ and ring_: released before either goes
+  bool ring_pin_tried_ = false;
   // Snapshot sets (config.snapshot_sets), reused by every write; write()
   // stages through the first once no background write runs.
   std::vector<std::unique_ptr<detail::SnapshotArena>> arenas_;

@@ -30,6 +30,11 @@ int EmulatedDevice::host_registrations() const {
   return host_registrations_;
 }
 
+int EmulatedDevice::host_unregistrations() const {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  return host_unregistrations_;
+}
+
 std::size_t EmulatedDevice::pinned_bytes_peak() const {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
   return pinned_bytes_peak_;
@@ -148,11 +153,16 @@ void EmulatedDevice::free_pinned(void* memory) {
 
 bool EmulatedDevice::register_host(void*, std::size_t) {
   std::lock_guard<std::recursive_mutex> lock(mutex_);
+  if (failing("register_host")) return false;
   use_current_device();  // cudaHostRegister needs a context: the current device's
   ++host_registrations_;
   return true;
 }
-void EmulatedDevice::unregister_host(void*) {}
+
+void EmulatedDevice::unregister_host(void*) {
+  std::lock_guard<std::recursive_mutex> lock(mutex_);
+  ++host_unregistrations_;
+}
 
 std::string EmulatedDevice::create_event(Event* event) {
   std::lock_guard<std::recursive_mutex> lock(mutex_);

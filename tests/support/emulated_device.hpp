@@ -37,8 +37,9 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   int packs() const { return packs_; }
   int transfers() const { return transfers_; }
   int crc_kernels() const { return crc_kernels_; }
-  /// Host memory registered (cudaHostRegister) so far.
+  /// Host memory registered (cudaHostRegister) and unregistered so far.
   int host_registrations() const;
+  int host_unregistrations() const;
   /// Device and pinned allocations, streams and events not yet freed.
   int live_resources() const;
   /// The most pinned host memory held at once so far, in bytes.
@@ -105,6 +106,7 @@ class EmulatedDevice final : public detail::DeviceRuntime {
   std::set<int> contexts_;
   std::string fail_next_;
   int host_registrations_ = 0;
+  int host_unregistrations_ = 0;
   int packs_ = 0;
   int transfers_ = 0;
   int crc_kernels_ = 0;

@@ -14,6 +14,7 @@
 #include "ckptw/error.hpp"
 #include "stage/copy_engine.hpp"
 #include "stage/device_stager.hpp"
+#include "stage/host_pin.hpp"
 #include "support/emulated_device.hpp"
 
 namespace ckptw {
@@ -295,6 +296,32 @@ TEST(DeviceStager, ChecksumsDoNotQueueBehindCopiesButAfterTheProducer) {
   engine.reset();
   producer.reset();
   EXPECT_EQ(device.live_resources(), 0);
+}
+
+// What the writer's ring and staging memory are pinned with: one range held
+// at a time, released before another is pinned and when the pin goes (before
+// its owner frees the memory); a refused pin holds nothing to release.
+TEST(HostPin, HoldsOneRangeAndReleasesItBeforeAnotherAndAtTheEnd) {
+  testing::EmulatedDevice device;
+  auto engine = detail::make_device_copy_engine(device, "emulated");
+  std::vector<unsigned char> a(4096), b(4096);
+  {
+    detail::HostPin pin;
+    EXPECT_FALSE(pin.held());
+    EXPECT_TRUE(pin.pin(*engine, a.data(), a.size(), 0));
+    EXPECT_TRUE(pin.held());
+    EXPECT_EQ(device.host_registrations(), 1);
+    EXPECT_TRUE(pin.pin(*engine, b.data(), b.size(), 0));
+    EXPECT_EQ(device.host_registrations(), 2);
+    EXPECT_EQ(device.host_unregistrations(), 1) << "the first range stayed pinned";
+  }
+  EXPECT_EQ(device.host_unregistrations(), 2) << "the pin outlived its HostPin";
+  detail::HostPin refused;
+  device.fail_next("register_host");
+  EXPECT_FALSE(refused.pin(*engine, a.data(), a.size(), 0));
+  EXPECT_FALSE(refused.held());
+  refused.release();
+  EXPECT_EQ(device.host_unregistrations(), 2) << "released a pin that was refused";
 }
 
 }  // namespace
