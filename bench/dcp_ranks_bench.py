@@ -18,15 +18,21 @@ Rows (one per writer, and ckptw's dcp.async_save):
                 synchronous saver, the state dict as one item (each rank a file of its DTensor
                 shards), then rank 0's fsync of the files and directory once all are in (it syncs
                 nothing); use_direct_io=False (its O_DIRECT writes fail on ext4 in 0.1.1)
+  limit         what the filesystem takes, in the same run: each rank writes as many bytes as its
+                shards hold, raw, from pre-filled page-aligned 8 MiB buffers, 3 writes in flight,
+                O_DIRECT where the filesystem allows it, then fsyncs file and directory (no copy, no
+                CRC, no format), as `ckptw bench`'s limit row does for one file
 
 Node GB/s = checkpoint bytes / seconds; CPU s/GB = every rank's process CPU over the repeat, summed,
-per GB. Medians over the repeats; rounds alternate the writers' order.
+per GB; "x limit" = a row's node GB/s over the limit row's at the same rank count. Medians over the
+repeats; rounds alternate the rows' order.
 
 Usage: python dcp_ranks_bench.py [--ranks 1,2,4] [--size 1GiB] [--repeat 3] [--warmup 1]
                                  [--dir DIR] [--json FILE]
 """
 import argparse
 import json
+import mmap
 import os
 import shutil
 import socket
@@ -34,10 +40,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-ROWS = ["dcp", "ckptw.dcp", "ckptw.async", "torch-checkpointing"]
+ROWS = ["dcp", "ckptw.dcp", "ckptw.async", "torch-checkpointing", "limit"]
+LIMIT_BUFFER_BYTES = 8 << 20
+LIMIT_WRITES_IN_FLIGHT = 3
 
 
 def parse_size(text):
@@ -60,6 +69,45 @@ def model_shapes(size):
                    (f"layers.{i}.mlp.up", (4 * width, width)), (f"layers.{i}.mlp.down", (4 * width, width)),
                    (f"layers.{i}.norm1", (2 * width,)), (f"layers.{i}.norm2", (2 * width,))]
     return shapes
+
+
+def write_limit(path, nbytes, buffers):
+    """`nbytes` (rounded up to 4 KiB) written raw to new file `path` from `buffers` (pre-filled,
+    page-aligned), one thread per buffer, O_DIRECT where the filesystem allows it, then fsynced."""
+    size = (nbytes + 4095) // 4096 * 4096
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(path, flags | os.O_DIRECT, 0o644)
+    except OSError:  # tmpfs and others refuse O_DIRECT
+        fd = os.open(path, flags, 0o644)
+    offsets, lock = iter(range(0, size, LIMIT_BUFFER_BYTES)), threading.Lock()
+    errors = []
+
+    def write_chunks(buffer):
+        try:
+            while True:
+                with lock:
+                    offset = next(offsets, None)
+                if offset is None:
+                    return
+                view = memoryview(buffer)[:min(LIMIT_BUFFER_BYTES, size - offset)]
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(fd, view[done:], offset + done)
+        except OSError as e:
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=write_chunks, args=(b,)) for b in buffers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def child(args):
@@ -92,6 +140,10 @@ def child(args):
     # The reference for the time async_save blocks: copying the state dict once into memory
     # allocated before.
     copy_target = _create_cpu_state_dict(state)
+    limit_buffers = [mmap.mmap(-1, LIMIT_BUFFER_BYTES) for _ in range(LIMIT_WRITES_IN_FLIGHT)]
+    for buffer in limit_buffers:
+        buffer.write(os.urandom(LIMIT_BUFFER_BYTES))
+    own_bytes = sum(t.to_local().nbytes for t in state.values() if isinstance(t, torch.Tensor))
     for round_ in range(args.warmup + args.repeat):
         dist.barrier()
         start = time.perf_counter()
@@ -108,6 +160,10 @@ def child(args):
                 future = dcp.async_save(state, storage_writer=async_writer, checkpoint_id=target)
                 blocked = time.perf_counter() - start
                 future.result()
+            elif row == "limit":
+                os.makedirs(target, exist_ok=True)
+                write_limit(os.path.join(target, f"limit_{rank}.bin"), own_bytes, limit_buffers)
+                fsync(target)
             elif row == "torch-checkpointing":
                 manager.save(target, {"model": state})
                 dist.barrier()  # the checkpoint appears once every rank's part is in (rank 0 publishes it)
@@ -119,7 +175,7 @@ def child(args):
                 dcp.save(state, storage_writer=writers[row](target))
             dist.barrier()
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-            written = sum(e.stat().st_size for e in os.scandir(target) if e.name.endswith((".distcp", ".pt")))
+            written = sum(e.stat().st_size for e in os.scandir(target) if e.name.endswith((".distcp", ".pt", ".bin")))
             print(json.dumps({"round": round_, "row": row, "rank": rank, "seconds": seconds,
                               "cpu_seconds": cpu_seconds, "blocked": blocked, "bytes": written}), flush=True)
             dist.barrier()
@@ -164,6 +220,8 @@ def run(ranks, args):
     copies = [max(r["seconds"] for r in lines if r["row"] == "copy" and r["round"] == n)
               for n in range(args.warmup, args.warmup + args.repeat)]
     rows["ckptw.async"]["copy_median"] = statistics.median(copies)
+    for row in rows.values():
+        row["x_limit"] = row["gbps_median"] / rows["limit"]["gbps_median"]
     return rows
 
 
@@ -187,13 +245,13 @@ def main():
         report = []
         print(f"ckptw bench --dcp: {len(model_shapes(args.size)) + 1} entries, {args.size / 1e9:.3f} GB of "
               f"float32 shards, {args.repeat} repeats after {args.warmup} warm-up, fsync on, in {temp}")
-        print(f"{'ranks':>5}  {'row':<19} {'node GB/s':>9} {'CPU s/GB':>9} {'slowest s':>9}  blocked")
+        print(f"{'ranks':>5}  {'row':<19} {'node GB/s':>9} {'x limit':>7} {'CPU s/GB':>9} {'slowest s':>9}  blocked")
         for ranks in [int(n) for n in args.ranks.split(",")]:
             rows = run(ranks, args)
             for name, row in rows.items():
                 blocked = "" if row["blocked_median"] is None else \
                     f"{row['blocked_median']:.3f} s (copying the state dict once: {row['copy_median']:.3f} s)"
-                print(f"{ranks:>5}  {name:<19} {row['gbps_median']:>9.3f} {row['cpu_s_per_gb']:>9.3f} "
+                print(f"{ranks:>5}  {name:<19} {row['gbps_median']:>9.3f} {row['x_limit']:>7.2f} {row['cpu_s_per_gb']:>9.3f} "
                       f"{statistics.median(row['seconds']):>9.3f}  {blocked}", flush=True)
                 report.append(dict(row, name=name))
         if args.json:

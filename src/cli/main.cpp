@@ -236,8 +236,9 @@ int main(int argc, char** argv) {
   bench->add_flag("--dcp", bench_options.dcp,
                   "torch.distributed.checkpoint instead: --ranks processes (1, 2 and 4 when not given) save a\n"
                   "DTensor-sharded model (Gloo on loopback), the stock FileSystemWriter against ckptw.dcp's,\n"
-                  "dcp.async_save with ckptw.dcp (the time it blocks) and torch_checkpointing's CheckpointManager;\n"
-                  "node GB/s, CPU s/GB summed over the ranks.\n"
+                  "dcp.async_save with ckptw.dcp (the time it blocks), torch_checkpointing's CheckpointManager and\n"
+                  "the ranks' raw writes of the same bytes (the limit row); node GB/s, x limit, CPU s/GB summed\n"
+                  "over the ranks.\n"
                   "A development tool: bench/dcp_ranks_bench.py in the project's Python; --json FILE only")
       ->excludes("--read")
       ->excludes("--compare");

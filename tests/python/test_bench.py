@@ -197,14 +197,15 @@ def test_installed_cli_and_binding_load_the_cuda_runtime_of_torchs_wheel():
 
 def test_bench_dcp_rows_save_the_same_bytes_and_report_the_blocking_time(tmp_path):
     """`ckptw bench --dcp`: 2 ranks, the stock writer, ckptw.dcp's and its async_save; both writers'
-    checkpoints hold the same bytes, every row measured something, nothing is left."""
+    checkpoints hold the same bytes, the limit row writes the shards' bytes, every row measured
+    something and is read against the limit, nothing is left."""
     ckptw_cli = os.path.join(os.path.dirname(sys.executable), "ckptw")
     out = subprocess.run([ckptw_cli, "bench", "--dcp", "--ranks", "2", "--size", "16MiB", "--repeat", "2",
                           "--warmup", "0", "--dir", str(tmp_path), "--json", str(tmp_path / "dcp.json")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {row["name"]: row for row in json.loads((tmp_path / "dcp.json").read_text())["rows"]}
-    assert list(rows) == ["dcp", "ckptw.dcp", "ckptw.async", "torch-checkpointing"]
+    assert list(rows) == ["dcp", "ckptw.dcp", "ckptw.async", "torch-checkpointing", "limit"]
     assert rows["dcp"]["bytes"] == rows["ckptw.dcp"]["bytes"] == rows["ckptw.async"]["bytes"]
     # The model's bytes (plus each item's archive framing), each rank's files counted once.
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
@@ -212,6 +213,10 @@ def test_bench_dcp_rows_save_the_same_bytes_and_report_the_blocking_time(tmp_pat
 
     model_bytes = sum(4 * math.prod(shape) for _, shape in model_shapes(16 << 20))
     assert 15 << 20 < model_bytes <= rows["dcp"]["bytes"] < model_bytes + (1 << 20)
+    assert model_bytes <= rows["limit"]["bytes"] < model_bytes + 2 * 4096  # each rank's file ends on a block
+    assert rows["limit"]["x_limit"] == 1.0
+    for name, row in rows.items():
+        assert row["x_limit"] == row["gbps_median"] / rows["limit"]["gbps_median"], name
     for name, row in rows.items():
         assert row["ranks"] == 2 and len(row["seconds"]) == 2, (name, row)
         assert row["gbps_median"] > 0 and row["cpu_s_per_gb"] > 0, (name, row)
