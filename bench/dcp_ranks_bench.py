@@ -115,7 +115,7 @@ def write_limit(path, nbytes, buffers):
                     offset = next(offsets, None)
                 if offset is None:
                     return
-                view = memoryview(buffer)[:min(LIMIT_BUFFER_BYTES, size - offset)]
+                view = buffer[:min(LIMIT_BUFFER_BYTES, size - offset)]
                 done = 0
                 while done < len(view):
                     done += os.pwrite(fd, view[done:], offset + done)

@@ -46,6 +46,10 @@ class UringWriteQueue final : public WriteQueue {
   void queue_sqe(std::size_t slot);
   // Hands `slot` to the kernel, or holds it back while `depth_` writes are there.
   void start(std::size_t slot);
+  // The oldest held-back slot, no longer held.
+  std::size_t take_held();
+  // Ends `slot`'s write for the caller (no longer in flight); its buffer, or kExternal.
+  std::size_t give_back(std::size_t slot);
 
   UringBackend& backend_;
   const int fd_;
@@ -216,15 +220,22 @@ void UringWriteQueue::start(std::size_t slot) {
   }
 }
 
+std::size_t UringWriteQueue::take_held() {
+  const std::size_t slot = held_.front();
+  held_.pop_front();
+  return slot;
+}
+
+std::size_t UringWriteQueue::give_back(std::size_t slot) {
+  busy_[slot] = false;
+  --in_flight_;
+  return requests_[slot].buffer;
+}
+
 std::size_t UringWriteQueue::wait_any() {
   io_uring* uring = backend_.uring();
-  if (in_kernel_ == 0 && !held_.empty()) {  // after a failure held-back writes are given back unwritten
-    const std::size_t slot = held_.front();
-    held_.pop_front();
-    busy_[slot] = false;
-    --in_flight_;
-    return requests_[slot].buffer;
-  }
+  // After a failure held-back writes are given back unwritten.
+  if (in_kernel_ == 0 && !held_.empty()) return give_back(take_held());
   while (true) {
     io_uring_cqe* cqe = nullptr;
     int rc = io_uring_wait_cqe(uring, &cqe);
@@ -234,18 +245,12 @@ std::size_t UringWriteQueue::wait_any() {
       // back some in-flight buffer, held-back ones first, so that the caller
       // can drain and stop.
       if (error_ == 0) error_ = rc;
+      if (!held_.empty()) return give_back(take_held());
       std::size_t slot = 0;
-      if (!held_.empty()) {
-        slot = held_.front();
-        held_.pop_front();
-      } else {
-        while (slot < busy_.size() && !busy_[slot]) ++slot;
-        if (slot == busy_.size()) return 0;
-        --in_kernel_;
-      }
-      busy_[slot] = false;
-      --in_flight_;
-      return requests_[slot].buffer;
+      while (slot < busy_.size() && !busy_[slot]) ++slot;
+      if (slot == busy_.size()) return 0;
+      --in_kernel_;
+      return give_back(slot);
     }
     const std::size_t slot = io_uring_cqe_get_data64(cqe);
     long res = cqe->res;
@@ -272,15 +277,9 @@ std::size_t UringWriteQueue::wait_any() {
       res = -EIO;  // no progress on a regular file
     }
     if (res < 0 && error_ == 0) error_ = static_cast<int>(res);
-    busy_[slot] = false;
-    --in_flight_;
     --in_kernel_;
-    if (!held_.empty() && error_ == 0) {
-      const std::size_t next = held_.front();
-      held_.pop_front();
-      start(next);
-    }
-    return r.buffer;
+    if (!held_.empty() && error_ == 0) start(take_held());
+    return give_back(slot);
   }
 }
 
