@@ -4,6 +4,7 @@
     dcp_worker.py load  DIR READER               READER: ckptw | stock
     dcp_worker.py async DIR
     dcp_worker.py overlap DIR
+    dcp_worker.py cached DIR WRITER
 
 Every rank builds the same training state, sharded for the job's world size: DTensors on a CPU
 mesh (Shard(0), Shard(1), Replicate), an FSDP2 (fully_shard) model and its Adam
@@ -21,6 +22,7 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultSavePlanner
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor, init_device_mesh
@@ -92,14 +94,14 @@ def compare(got, want, path=""):
     return [] if got == want else [path]
 
 
-def saved_values_differ(mesh, directory, expected):
-    """The entries of checkpoints `first` and `second` under `directory` whose values are not
-    `expected` (one dict per checkpoint)."""
+def saved_values_differ(mesh, directory, expected, names=("first", "second")):
+    """The entries of the checkpoints `names` under `directory` whose values are not `expected`
+    (one dict per checkpoint), as ckptw's reader loads them."""
     differ = []
-    for name, values in zip(("first", "second"), expected):
+    for name, values in zip(names, expected):
         target, _ = state(mesh, filled=False)
         dcp.load(target, storage_reader=ckptw.dcp.FileSystemReader(os.path.join(directory, name)))
-        differ += [f"{name}.{k}" for k, v in values.items() if not torch.equal(local(target[k]), v)]
+        differ += compare({k: target[k] for k in values}, values, name)
     return differ
 
 
@@ -185,6 +187,26 @@ def main():
         for future in futures:
             future.result(timeout=120)
         report["differ"] = saved_values_differ(mesh, directory, expected)
+        report["outcome"] = "saved"
+    elif mode == "cached":
+        # Three saves with DCP's plan caching, which skips planning once the state's structure
+        # is known: the later saves reuse the first's cached plans and metadata, and each must
+        # still hold its own values. Into DIR/0, DIR/1, DIR/2; the test compares the files.
+        writer_class = ckptw.dcp.FileSystemWriter if sys.argv[3] == "ckptw" else dcp.FileSystemWriter
+        sd, _ = state(mesh, filled=True)
+        expected = []
+        for n in range(3):
+            if n:
+                for value in (sd["rows"], sd["plain"]):
+                    (value.to_local() if isinstance(value, DTensor) else value).add_(1000)
+                sd["step"] += 1
+            expected.append({k: v.full_tensor() if isinstance(v, DTensor) else v.clone()
+                             for k, v in sd.items() if k in ("rows", "plain")} | {"step": sd["step"]})
+            dcp.save(sd, storage_writer=writer_class(os.path.join(directory, str(n))),
+                     planner=DefaultSavePlanner(enable_plan_caching=True))
+        # DCP's class-level caches, to tell a run where the caching engaged.
+        report["plans_cached"] = bool(getattr(DefaultSavePlanner, "_cached_final_save_plan", None))
+        report["differ"] = saved_values_differ(mesh, directory, expected, names=("0", "1", "2"))
         report["outcome"] = "saved"
     if mode == "save" and die:
         # A killed peer meets no barrier, and tearing down a Gloo group whose peer died may

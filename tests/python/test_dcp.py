@@ -226,6 +226,22 @@ def test_a_second_async_save_in_flight_waits_for_the_first(tmp_path):
     assert ckptw.dcp.verify(tmp_path / "overlap" / "second") > 0
 
 
+def test_saves_with_dcps_plan_caching_hold_their_own_values_in_the_stock_writers_bytes(tmp_path):
+    # The second and third saves reuse the first's cached plans and metadata (DCP skips planning):
+    # ckptw's commit must still name this save's files and checksums.
+    for which in ("ckptw", "stock"):
+        for report in run_ranks(2, "cached", tmp_path / which, which):
+            assert report["outcome"] == "saved" and report["differ"] == [], report
+            assert report["plans_cached"], report
+    for n in ("0", "1", "2"):
+        ours, stock = tmp_path / "ckptw" / n, tmp_path / "stock" / n
+        data_files = sorted(name for name in os.listdir(stock) if name.endswith(".distcp"))
+        assert data_files == ["__0_0.distcp", "__1_0.distcp"]
+        assert [sha256(ours / name) for name in data_files] == [sha256(stock / name) for name in data_files]
+        assert metadata_without_ids(ours) == metadata_without_ids(stock)
+        assert ckptw.dcp.verify(ours) > 0
+
+
 def test_a_stock_directory_has_nothing_to_verify_against(saved_on_two):
     _, stock = saved_on_two
     with pytest.raises(ckptw.FormatError, match="without ckptw's checksums"):
