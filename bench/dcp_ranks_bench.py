@@ -24,8 +24,11 @@ Rows (one per writer, and ckptw's dcp.async_save):
                 CRC, no format), as `ckptw bench`'s limit row does for one file
 
 Node GB/s = checkpoint bytes / seconds; CPU s/GB = every rank's process CPU over the repeat, summed,
-per GB; "x limit" = a row's node GB/s over the limit row's at the same rank count. Medians over the
-repeats; rounds alternate the rows' order.
+per GB; "x limit" = a row's node GB/s over the limit row's at the same rank count; "in writer s"
+(dcp and ckptw.dcp) = the slowest rank's seconds inside the storage writer's write_data, where the
+data files are written: the rest of the row's seconds is DCP's own (its planning and gathers, the
+interpreter's garbage collections) and the commit. Medians over the repeats; rounds alternate the
+rows' order.
 
 Usage: python dcp_ranks_bench.py [--ranks 1,2,4] [--size 1GiB] [--repeat 3] [--warmup 1]
                                  [--dir DIR] [--json FILE]
@@ -135,6 +138,20 @@ def write_limit(path, nbytes, buffers):
         os.close(fd)
 
 
+def timed_writer(writer_class):
+    """`writer_class` noting the seconds its write_data takes (both writers' return once the
+    data files are written and synced) in write_seconds."""
+    class Timed(writer_class):
+        def write_data(self, plan, planner):
+            start = time.perf_counter()
+            try:
+                return super().write_data(plan, planner)
+            finally:
+                self.write_seconds = time.perf_counter() - start
+
+    return Timed
+
+
 def child(args):
     import torch
     import torch.distributed as dist
@@ -156,7 +173,7 @@ def child(args):
     from torch_checkpointing import CheckpointManager
     from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
 
-    writers = {"dcp": dcp.FileSystemWriter, "ckptw.dcp": ckptw.dcp.FileSystemWriter}
+    writers = {"dcp": timed_writer(dcp.FileSystemWriter), "ckptw.dcp": timed_writer(ckptw.dcp.FileSystemWriter)}
     manager_config = CheckpointManager.Config.with_sync_save()
     manager_config.storage_config = LocalFileSystemStorageConfig(use_direct_io=False)
     manager = CheckpointManager(manager_config)
@@ -178,7 +195,7 @@ def child(args):
             target = os.path.join(args.dir, f"{row}_{round_}")
             dist.barrier()
             start, cpu = time.perf_counter(), time.process_time()
-            blocked = None
+            blocked = writer = None
             if row == "ckptw.async":
                 future = dcp.async_save(state, storage_writer=async_writer, checkpoint_id=target)
                 blocked = time.perf_counter() - start
@@ -195,12 +212,14 @@ def child(args):
                         fsync(entry.path)
                     fsync(target)
             else:
-                dcp.save(state, storage_writer=writers[row](target))
+                writer = writers[row](target)
+                dcp.save(state, storage_writer=writer)
             dist.barrier()
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
             written = sum(e.stat().st_size for e in os.scandir(target) if e.name.endswith((".distcp", ".pt", ".bin")))
             print(json.dumps({"round": round_, "row": row, "rank": rank, "seconds": seconds,
-                              "cpu_seconds": cpu_seconds, "blocked": blocked, "bytes": written}), flush=True)
+                              "cpu_seconds": cpu_seconds, "blocked": blocked, "bytes": written,
+                              "in_writer": writer.write_seconds if writer else None}), flush=True)
             dist.barrier()
             if rank == 0:
                 shutil.rmtree(target)
@@ -236,10 +255,13 @@ def run(ranks, args):
         total = max(r["bytes"] for r in timed if r["round"] == rounds[0])  # each rank sees the whole directory
         blocked = [max(r["blocked"] for r in timed if r["round"] == n) for n in rounds
                    if timed[0]["blocked"] is not None]
+        in_writer = [max(r["in_writer"] for r in timed if r["round"] == n) for n in rounds
+                     if timed[0]["in_writer"] is not None]
         rows[row] = {"ranks": ranks, "bytes": total, "seconds": seconds,
                      "gbps_median": total / 1e9 / statistics.median(seconds),
                      "cpu_s_per_gb": statistics.median(cpu) / (total / 1e9),
-                     "blocked_median": statistics.median(blocked) if blocked else None}
+                     "blocked_median": statistics.median(blocked) if blocked else None,
+                     "in_writer_median": statistics.median(in_writer) if in_writer else None}
     copies = [max(r["seconds"] for r in lines if r["row"] == "copy" and r["round"] == n)
               for n in range(args.warmup, args.warmup + args.repeat)]
     rows["ckptw.async"]["copy_median"] = statistics.median(copies)
@@ -268,14 +290,16 @@ def main():
         report = []
         print(f"ckptw bench --dcp: {len(model_shapes(args.size)) + 1} entries, {args.size / 1e9:.3f} GB of "
               f"float32 shards, {args.repeat} repeats after {args.warmup} warm-up, fsync on, in {temp}")
-        print(f"{'ranks':>5}  {'row':<19} {'node GB/s':>9} {'x limit':>7} {'CPU s/GB':>9} {'slowest s':>9}  blocked")
+        print(f"{'ranks':>5}  {'row':<19} {'node GB/s':>9} {'x limit':>7} {'CPU s/GB':>9} {'slowest s':>9} "
+              f"{'in writer s':>11}  blocked")
         for ranks in [int(n) for n in args.ranks.split(",")]:
             rows = run(ranks, args)
             for name, row in rows.items():
                 blocked = "" if row["blocked_median"] is None else \
                     f"{row['blocked_median']:.3f} s (copying the state dict once: {row['copy_median']:.3f} s)"
+                in_writer = "" if row["in_writer_median"] is None else f"{row['in_writer_median']:.3f}"
                 print(f"{ranks:>5}  {name:<19} {row['gbps_median']:>9.3f} {row['x_limit']:>7.2f} {row['cpu_s_per_gb']:>9.3f} "
-                      f"{statistics.median(row['seconds']):>9.3f}  {blocked}", flush=True)
+                      f"{statistics.median(row['seconds']):>9.3f} {in_writer:>11}  {blocked}", flush=True)
                 report.append(dict(row, name=name))
         if args.json:
             with open(args.json, "w") as f:

@@ -238,7 +238,8 @@ int main(int argc, char** argv) {
                   "DTensor-sharded model (Gloo on loopback), the stock FileSystemWriter against ckptw.dcp's,\n"
                   "dcp.async_save with ckptw.dcp (the time it blocks), torch_checkpointing's CheckpointManager and\n"
                   "the ranks' raw writes of the same bytes (the limit row); node GB/s, x limit, CPU s/GB summed\n"
-                  "over the ranks.\n"
+                  "over the ranks, and the seconds inside the storage writer (the rest is DCP's planning and\n"
+                  "gathers, garbage collection and the commit).\n"
                   "A development tool: bench/dcp_ranks_bench.py in the project's Python; --json FILE only")
       ->excludes("--read")
       ->excludes("--compare");

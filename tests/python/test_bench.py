@@ -222,5 +222,8 @@ def test_bench_dcp_rows_save_the_same_bytes_and_report_the_blocking_time(tmp_pat
         assert row["gbps_median"] > 0 and row["cpu_s_per_gb"] > 0, (name, row)
     assert 0 < rows["ckptw.async"]["blocked_median"] < max(rows["ckptw.async"]["seconds"])
     assert rows["dcp"]["blocked_median"] is None
+    for name in ("dcp", "ckptw.dcp"):  # the writing is part of the whole save
+        assert 0 < rows[name]["in_writer_median"] < max(rows[name]["seconds"]), name
+    assert rows["ckptw.async"]["in_writer_median"] is None
     assert "ckptw.dcp" in out.stdout
     assert sorted(os.listdir(tmp_path)) == ["dcp.json"]
