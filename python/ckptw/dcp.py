@@ -141,9 +141,24 @@ class FileSystemWriter(_stock.FileSystemWriter):
         super().__init__(path, single_file_per_rank=single_file_per_rank, sync_files=sync_files,
                          thread_count=thread_count, per_thread_copy_ahead=per_thread_copy_ahead,
                          cache_staged_state_dict=cache_staged_state_dict, overwrite=overwrite)
+        self._start_staging()
+
+    def _start_staging(self):
         self._staging = threading.Condition()  # guards the two below; notified when a save lets go of its copy
         self._free_copy = None  # (tensor layout, a staged copy no save holds), for stage()
         self._saves_in_flight = 0  # staged copies DCP still holds
+
+    _STAGING_STATE = ("_staging", "_free_copy", "_saves_in_flight")
+
+    def __getstate__(self):
+        """DCP's process-based ``async_save`` (``AsyncCheckpointerType.PROCESS``) pickles the writer
+        to its checkpointing process, which only writes: the settings travel, the staging state
+        (a lock, this process's staged copies) stays here, and the copy starts with none."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._STAGING_STATE}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._start_staging()
 
     def stage(self, state_dict):
         """DCP's AsyncStager, for ``dcp.async_save``: copies ``state_dict`` into host memory (pinned

@@ -20,16 +20,14 @@ WORK, CLI = sys.argv[1], sys.argv[2]
 results = []
 
 
+checks = []
+
+
 def check(name):
-    def run(fn):
-        try:
-            detail = fn()
-            results.append(("PASS", name, detail or ""))
-        except Exception as e:  # noqa: BLE001 - every failure is reported, the next check still runs
-            results.append(("FAIL", name, f"{type(e).__name__}: {e}"))
-            traceback.print_exc()
+    def register(fn):
+        checks.append((name, fn))
         return fn
-    return run
+    return register
 
 
 def gpu_state(value, n=1 << 20):
@@ -136,6 +134,37 @@ def _():
     return f"{len(ours)} data files"
 
 
+@check("dcp.async_save of CUDA tensors through ckptw.dcp, thread and process executors: pinned staging, "
+       "values at return")
+def _():
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
+
+    import ckptw.dcp
+
+    store = dist.FileStore(os.path.join(WORK, "async_store"), 1)
+    dist.init_process_group("cpu:gloo,cuda:nccl", store=store, rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        writer = ckptw.dcp.FileSystemWriter(os.path.join(WORK, "dcp_async"))
+        for executor in AsyncCheckpointerType:
+            state = gpu_state(8, n=8 << 20)
+            want = {k: v.clone() for k, v in state.items()}
+            directory = os.path.join(WORK, f"dcp_async_{executor.value}")
+            future = dcp.async_save(state, storage_writer=writer, checkpoint_id=directory,
+                                    async_checkpointer_type=executor)
+            for value in state.values():
+                value.add_(1)  # the trainer goes on: must not reach the checkpoint
+            future.result(timeout=300)
+            assert ckptw.dcp.verify(directory) > 0
+            target = {k: torch.zeros_like(v) for k, v in state.items()}
+            dcp.load(target, storage_reader=ckptw.dcp.FileSystemReader(directory))
+            assert same(target, want), f"{executor.value}: the checkpoint does not hold the values at return"
+        return "thread and process"
+    finally:
+        dist.destroy_process_group()
+
+
 @check("the installed console script starts without LD_LIBRARY_PATH and verifies a GPU-written checkpoint")
 def _():
     # Nothing of CUDA's on the loader's path: the package's RUNPATH must find torch's runtime.
@@ -151,6 +180,16 @@ def _():
     return version.stdout.strip().splitlines()[0]
 
 
-for status, name, detail in results:
-    print(f"{status} {name}" + (f" ({detail})" if detail else ""))
-sys.exit(1 if any(s == "FAIL" for s, _, _ in results) else 0)
+# The checks run only in the main module: DCP's process-based async_save spawns a process that
+# imports it again.
+if __name__ == "__main__":
+    for name, fn in checks:
+        try:
+            detail = fn()
+            results.append(("PASS", name, detail or ""))
+        except Exception as e:  # noqa: BLE001 - every failure is reported, the next check still runs
+            results.append(("FAIL", name, f"{type(e).__name__}: {e}"))
+            traceback.print_exc()
+    for status, name, detail in results:
+        print(f"{status} {name}" + (f" ({detail})" if detail else ""))
+    sys.exit(1 if any(s == "FAIL" for s, _, _ in results) else 0)

@@ -2,7 +2,7 @@
 
     dcp_worker.py save  DIR WRITER [FAIL_RANK [OPTIONS]]   WRITER: ckptw | stock; OPTIONS: JSON kwargs
     dcp_worker.py load  DIR READER               READER: ckptw | stock
-    dcp_worker.py async DIR
+    dcp_worker.py async DIR [thread | process]   DCP's async_checkpointer_type
     dcp_worker.py overlap DIR
     dcp_worker.py cached DIR WRITER
 
@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultSavePlanner
+from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor, init_device_mesh
@@ -151,14 +152,17 @@ def main():
     elif mode == "async":
         # Two async saves through one writer, the trainer changing its tensors right after each
         # call: each checkpoint holds the values at its call, and the second reuses the first's
-        # staging memory once DCP let go of it.
+        # staging memory once DCP let go of it. With "process", DCP pickles the writer to a
+        # checkpointing process of its own, which writes from the staged copy.
+        executor = AsyncCheckpointerType(sys.argv[3] if len(sys.argv) > 3 else "thread")
         sd, _ = state(mesh, filled=True)
         writer = ckptw.dcp.FileSystemWriter(directory)
         expected = []
         for name in ("first", "second"):
             expected.append({k: v.full_tensor() if isinstance(v, DTensor) else v.clone()
                              for k, v in sd.items() if k in ("rows", "plain")})
-            future = dcp.async_save(sd, storage_writer=writer, checkpoint_id=os.path.join(directory, name))
+            future = dcp.async_save(sd, storage_writer=writer, checkpoint_id=os.path.join(directory, name),
+                                    async_checkpointer_type=executor)
             for value in (sd["rows"], sd["plain"]):  # the trainer goes on at once
                 (value.to_local() if isinstance(value, DTensor) else value).add_(1000)
             future.result(timeout=120)
