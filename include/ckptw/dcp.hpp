@@ -16,10 +16,15 @@ inline constexpr const char* kDcpMetadataFileName = ".metadata";
 /// ckptw's sidecar in a DCP checkpoint directory: each data file's size and
 /// the offset, length and CRC-32 of every item in it.
 inline constexpr const char* kDcpChecksumsFileName = ".metadata.ckptw-crc32.json";
+/// A sidecar is named after the metadata file whose items it checks: saved
+/// without collectives (`dcp.save(..., use_collectives=False)`), each rank
+/// writes its own `__{rank}.metadata`, and ckptw `__{rank}.metadata` + this.
+/// Such a directory has no commit point for all ranks together.
+inline constexpr const char* kDcpChecksumsSuffix = ".ckptw-crc32.json";
 
 /// Checks DCP checkpoint directory `dir` without loading it: `.metadata`
-/// exists, every data file has the size ckptw committed and every item its
-/// CRC-32. Returns the number of items checked. Throws ckptw::FormatError
+/// (or, saved without collectives, each rank's `__{rank}.metadata`) exists,
+/// every data file has the size ckptw committed and every item its CRC-32. Returns the number of items checked. Throws ckptw::FormatError
 /// naming the first bad file, item and offset, and for a directory without
 /// ckptw's checksums (the stock writer's: nothing to verify against);
 /// ckptw::IoError when a file cannot be read.

@@ -22,7 +22,9 @@ a ``torch.save`` archive), and the stock ``.metadata``; the stock reader, ``dcp.
 - **Checksums.** The CRC-32 of every item, in ``.metadata.ckptw-crc32.json``
   (:data:`CHECKSUMS_FILE_NAME`), which the stock reader ignores. ckptw's reader checks every
   item it reads against it; a mismatch is a ckptw.FormatError naming the file, the item and its
-  offset.
+  offset. Saved without collectives (``use_collectives=False``), each rank writes its own
+  ``__{rank}.metadata`` and, beside it, ``__{rank}.metadata.ckptw-crc32.json``; such a
+  directory has no commit point for all ranks together, as with the stock writer.
 
 The process-group rule: DCP's planning and result gathers run on the group the caller hands
 DCP; ckptw issues no collective of its own, from any thread.
@@ -56,6 +58,7 @@ __all__ = ["FileSystemWriter", "FileSystemReader", "verify", "to_torch_save", "C
 
 #: The checksum sidecar in a DCP checkpoint directory (the C++ side's spelling, shared).
 CHECKSUMS_FILE_NAME = _C.DCP_CHECKSUMS_FILE_NAME
+_CHECKSUMS_SUFFIX = _C.DCP_CHECKSUMS_SUFFIX  # a sidecar's name: its metadata file's, and this
 _METADATA = ".metadata"
 #: How long stage() waits for an earlier async_save through the same writer (DCP's default
 #: process-group timeout).
@@ -303,7 +306,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
 
         directory = os.fspath(self.path)
         metadata_path = os.path.join(directory, self._metadata_name())
-        checksums_path = os.path.join(directory, CHECKSUMS_FILE_NAME)
+        checksums_path = metadata_path + _CHECKSUMS_SUFFIX
         # From here until the new .metadata lands the directory is uncommitted, never the old
         # checkpoint's metadata over the new one's data.
         for stale in (metadata_path, checksums_path):
@@ -410,10 +413,15 @@ class FileSystemReader(_stock.FileSystemReader):
     def __init__(self, path, _extension_registry=None):
         super().__init__(path, _extension_registry=_extension_registry)
         self._checksums = None
+        self._checksums_name = CHECKSUMS_FILE_NAME
 
     def read_metadata(self, *args, **kwargs):
         metadata = super().read_metadata(*args, **kwargs)
-        self._checksums = _read_checksums(os.fspath(self.path))
+        # The sidecar of the metadata file read: DCP asks for a rank's own (rank=...) where the
+        # directory was saved without collectives.
+        self._checksums_name = os.path.basename(os.fspath(self._get_metadata_path(kwargs.get("rank")))) + \
+            _CHECKSUMS_SUFFIX
+        self._checksums = _read_checksums(os.path.join(os.fspath(self.path), self._checksums_name))
         return metadata
 
     def read_data(self, plan, planner):
@@ -491,7 +499,7 @@ class FileSystemReader(_stock.FileSystemReader):
             expected = None if entry is None else entry["by_offset"].get(info.offset)
             if expected is None:
                 raise FormatError(f"ckptw.dcp: '{path}': no checksum recorded for the item at offset "
-                                  f"{info.offset}; {CHECKSUMS_FILE_NAME} does not belong to this .metadata")
+                                  f"{info.offset}; {self._checksums_name} does not belong to its metadata")
             name = expected["item"]
         elif payload is None:
             return
@@ -522,9 +530,8 @@ class FileSystemReader(_stock.FileSystemReader):
                               f"0x{expected['crc32']:08x})")
 
 
-def _read_checksums(directory):
-    """The sidecar, indexed by file and offset, or None for a directory ckptw did not write."""
-    path = os.path.join(directory, CHECKSUMS_FILE_NAME)
+def _read_checksums(path):
+    """The sidecar at `path`, indexed by file and offset, or None for a directory ckptw did not write."""
     try:
         with open(path, "rb") as f:
             sidecar = json.load(f)
@@ -540,8 +547,9 @@ def _read_checksums(directory):
 
 
 def verify(directory):
-    """Checks a DCP checkpoint directory without loading it: ``.metadata`` is there, every data file
-    has the size ckptw committed and every item its CRC-32. Returns the number of items checked;
+    """Checks a DCP checkpoint directory without loading it: ``.metadata`` is there (or, saved
+    without collectives, each rank's ``__{rank}.metadata``), every data file has the size ckptw
+    committed and every item its CRC-32. Returns the number of items checked;
     raises ckptw.FormatError naming the first bad file, item and offset, and for a directory
     without ckptw's checksums (a stock one: nothing to verify against). ``ckptw verify DIR``
     runs the same check (C++'s ``ckptw::verify_dcp_checkpoint``)."""

@@ -477,6 +477,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("rank_file_name", &rank_file_name);
   m.attr("MANIFEST_FILE_NAME") = kManifestFileName;
   m.attr("DCP_CHECKSUMS_FILE_NAME") = kDcpChecksumsFileName;
+  m.attr("DCP_CHECKSUMS_SUFFIX") = kDcpChecksumsSuffix;
   // Any contiguous buffer (bytes, a memoryview of a tensor's bytes), read without the GIL.
   m.def(
       "crc32",

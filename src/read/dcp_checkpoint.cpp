@@ -1,5 +1,6 @@
 #include "read/dcp_checkpoint.hpp"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -36,8 +37,34 @@ bool is_dcp_checkpoint(const std::string& dir) {
   return ::stat((dir + "/" + kDcpMetadataFileName).c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-std::optional<std::vector<DcpDataFile>> read_dcp_checksums(const std::string& dir) {
-  const std::string path = dir + "/" + kDcpChecksumsFileName;
+std::vector<std::string> dcp_metadata_files(const std::string& dir) {
+  if (is_dcp_checkpoint(dir)) return {kDcpMetadataFileName};
+  std::vector<std::pair<long, std::string>> ranks;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    const std::string suffix = kDcpMetadataFileName;
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      // __{rank}.metadata, the rank in decimal digits
+      if (name.size() <= 2 + suffix.size() || name.compare(0, 2, "__") != 0 ||
+          name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+        continue;
+      }
+      const std::string rank = name.substr(2, name.size() - 2 - suffix.size());
+      if (rank.size() > 9 || !std::all_of(rank.begin(), rank.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        continue;
+      }
+      ranks.emplace_back(std::stol(rank), name);
+    }
+    ::closedir(d);
+  }
+  std::sort(ranks.begin(), ranks.end());
+  std::vector<std::string> names;
+  for (auto& [rank, name] : ranks) names.push_back(std::move(name));
+  return names;
+}
+
+std::optional<std::vector<DcpDataFile>> read_dcp_checksums(const std::string& dir, const std::string& metadata_file) {
+  const std::string path = dir + "/" + metadata_file + kDcpChecksumsSuffix;
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return std::nullopt;
   RandomAccessFile file(path);
@@ -101,19 +128,24 @@ void verify_dcp_file(const std::string& dir, const DcpDataFile& data) {
 namespace ckptw {
 
 std::size_t verify_dcp_checkpoint(const std::string& dir) {
-  if (!detail::is_dcp_checkpoint(dir)) {
-    throw FormatError(std::string("not a committed DCP checkpoint: no ") + kDcpMetadataFileName, dir);
-  }
-  const auto files = detail::read_dcp_checksums(dir);
-  if (!files) {
-    throw FormatError(std::string("DCP checkpoint without ckptw's checksums (") + kDcpChecksumsFileName +
-                          "): written by another writer, nothing to verify against",
+  const std::vector<std::string> metadata_files = detail::dcp_metadata_files(dir);
+  if (metadata_files.empty()) {
+    throw FormatError(std::string("not a committed DCP checkpoint: no ") + kDcpMetadataFileName +
+                          " (nor a rank's __{rank}" + kDcpMetadataFileName + ")",
                       dir);
   }
   std::size_t items = 0;
-  for (const detail::DcpDataFile& file : *files) {
-    detail::verify_dcp_file(dir, file);
-    items += file.items.size();
+  for (const std::string& metadata_file : metadata_files) {
+    const auto files = detail::read_dcp_checksums(dir, metadata_file);
+    if (!files) {
+      throw FormatError("DCP checkpoint without ckptw's checksums (" + metadata_file + kDcpChecksumsSuffix +
+                            "): written by another writer, nothing to verify against",
+                        dir);
+    }
+    for (const detail::DcpDataFile& file : *files) {
+      detail::verify_dcp_file(dir, file);
+      items += file.items.size();
+    }
   }
   return items;
 }

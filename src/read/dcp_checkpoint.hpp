@@ -1,7 +1,8 @@
 // torch.distributed.checkpoint (DCP) directories: DCP's stock `.metadata`
 // (its commit point) and `__{rank}_{n}.distcp` data files, plus, where
 // ckptw.dcp wrote them (python/ckptw/dcp.py), ckptw's checksum sidecar
-// kDcpChecksumsFileName (ckptw/dcp.hpp), JSON:
+// kDcpChecksumsFileName (ckptw/dcp.hpp; one per rank's metadata file where
+// the ranks saved without collectives), JSON:
 //   {"format": "ckptw-dcp-checksums", "version": 1,
 //    "files": {"__0_0.distcp": {"size": N, "items": [
 //      {"item": "model.w[0, 64]", "offset": O, "length": L, "crc32": C}, ...]}}}
@@ -12,6 +13,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "ckptw/dcp.hpp"
 
 namespace ckptw::detail {
 
@@ -31,10 +34,16 @@ struct DcpDataFile {
 /// Whether `dir` holds DCP's `.metadata`.
 bool is_dcp_checkpoint(const std::string& dir);
 
-/// The data files the sidecar of `dir` lists, or nullopt when there is no
-/// sidecar (a directory the stock writer wrote). Throws ckptw::FormatError
-/// naming the sidecar when it is malformed.
-std::optional<std::vector<DcpDataFile>> read_dcp_checksums(const std::string& dir);
+/// The metadata files of `dir` that sidecars go with: `.metadata` where it
+/// is there; otherwise every rank's `__{rank}.metadata` (a directory saved
+/// without collectives), in rank order. Empty for a directory with neither.
+std::vector<std::string> dcp_metadata_files(const std::string& dir);
+
+/// The data files the sidecar of `metadata_file` in `dir` lists, or nullopt
+/// when there is no sidecar (a directory the stock writer wrote). Throws
+/// ckptw::FormatError naming the sidecar when it is malformed.
+std::optional<std::vector<DcpDataFile>> read_dcp_checksums(const std::string& dir,
+                                                           const std::string& metadata_file = kDcpMetadataFileName);
 
 /// Throws ckptw::FormatError naming the file when it does not have the size
 /// the sidecar committed; ckptw::IoError when it cannot be opened.

@@ -43,39 +43,36 @@ FileVerdict verify_file(const std::string& path, const ManifestEntry* entry) {
   return verdict;
 }
 
-// The verdicts of a DCP directory: one per data file its checksum sidecar
-// lists, or one saying why there is nothing to check.
-std::vector<FileVerdict> verify_dcp_directory(const std::string& dir) {
-  std::vector<FileVerdict> verdicts(1);
-  std::optional<std::vector<DcpDataFile>> files;
-  try {
-    files = read_dcp_checksums(dir);
-  } catch (const std::exception& e) {
-    verdicts[0].path = dir + "/";
-    verdicts[0].path += kDcpChecksumsFileName;
-    verdicts[0].detail = e.what();
-    return verdicts;
-  }
-  if (!files) {
-    verdicts[0].path = dir;
-    // Appended piece by piece: GCC 12 warns (-Warray-bounds, falsely) on a chain of operator+ here.
-    verdicts[0].detail = "DCP checkpoint without ckptw's checksums (";
-    verdicts[0].detail += kDcpChecksumsFileName;
-    verdicts[0].detail += "): written by another writer, nothing to verify against";
-    return verdicts;
-  }
-  verdicts.resize(files->size());
-  for (std::size_t i = 0; i < files->size(); ++i) {
-    const DcpDataFile& file = (*files)[i];
-    verdicts[i].path = dir + "/" + file.name;
+// The verdicts of a DCP directory: one per data file its checksum sidecars
+// list (one sidecar, or one per rank's metadata file where the ranks saved
+// without collectives), or one saying why there is nothing to check.
+std::vector<FileVerdict> verify_dcp_directory(const std::string& dir, const std::vector<std::string>& metadata_files) {
+  std::vector<FileVerdict> verdicts;
+  for (const std::string& metadata_file : metadata_files) {
+    const std::string sidecar = metadata_file + kDcpChecksumsSuffix;
+    std::optional<std::vector<DcpDataFile>> files;
     try {
-      verify_dcp_file(dir, file);
-      verdicts[i].ok = true;
-      verdicts[i].detail = std::to_string(file.items.size()) + " DCP items, " + std::to_string(file.size);
-      verdicts[i].detail += " bytes, CRCs verified, matches ";
-      verdicts[i].detail += kDcpChecksumsFileName;
+      files = read_dcp_checksums(dir, metadata_file);
     } catch (const std::exception& e) {
-      verdicts[i].detail = e.what();
+      verdicts.push_back(FileVerdict{dir + "/" + sidecar, false, e.what()});
+      continue;
+    }
+    if (!files) {
+      verdicts.push_back(FileVerdict{dir, false, "DCP checkpoint without ckptw's checksums (" + sidecar +
+                                                     "): written by another writer, nothing to verify against"});
+      continue;
+    }
+    for (const DcpDataFile& file : *files) {
+      FileVerdict verdict{dir + "/" + file.name, false, ""};
+      try {
+        verify_dcp_file(dir, file);
+        verdict.ok = true;
+        verdict.detail = std::to_string(file.items.size()) + " DCP items, " + std::to_string(file.size) +
+                         " bytes, CRCs verified, matches " + sidecar;
+      } catch (const std::exception& e) {
+        verdict.detail = e.what();
+      }
+      verdicts.push_back(std::move(verdict));
     }
   }
   return verdicts;
@@ -125,7 +122,9 @@ std::vector<FileVerdict> verify_path(const std::string& path) {
     for (const auto& entry : manifest->files) verdicts.push_back(verify_file(path + "/" + entry.file, &entry));
     return verdicts;
   }
-  if (is_dcp_checkpoint(path)) return verify_dcp_directory(path);
+  if (const auto metadata_files = dcp_metadata_files(path); !metadata_files.empty()) {
+    return verify_dcp_directory(path, metadata_files);
+  }
   verdicts.emplace_back();
   verdicts.back().path = path;
   verdicts.back().detail = "not committed: no ";

@@ -119,6 +119,7 @@ def main():
         options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
         extra_mib = options.pop("extra_mib", 0)  # a Shard(0) tensor of that many MiB more
         die = options.pop("die", False)  # FAIL_RANK is killed while it writes, rather than raising
+        use_collectives = options.pop("use_collectives", True)  # False: each rank its own __{rank}.metadata
         writer_class = ckptw.dcp.FileSystemWriter if which == "ckptw" else dcp.FileSystemWriter
         writer = writer_class(directory, **options)
         if rank == fail_rank:
@@ -131,7 +132,7 @@ def main():
         if extra_mib:
             sd["big"] = distribute_tensor(torch.ones(extra_mib * 256, 1024), mesh, [Shard(0)])
         try:
-            dcp.save(sd, storage_writer=writer)
+            dcp.save(sd, storage_writer=writer, use_collectives=use_collectives)
             report["outcome"] = "saved"
             # The C++ writers that wrote the files, back in the process's pool (empty under the stock writer).
             report["engine"] = ckptw.dcp._idle_engines[bool(writer.sync_files)].qsize() > 0

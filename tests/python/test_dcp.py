@@ -245,6 +245,35 @@ def test_saves_with_dcps_plan_caching_hold_their_own_values_in_the_stock_writers
         assert ckptw.dcp.verify(ours) > 0
 
 
+def test_saved_without_collectives_each_ranks_metadata_has_its_own_checksums(tmp_path):
+    # DCP's use_collectives=False: no gathers, every rank commits its own __{rank}.metadata. One
+    # sidecar for the directory would be the last rank's, and the reader would refuse the others.
+    no_collectives = json.dumps({"use_collectives": False})
+    for which in ("ckptw", "stock"):
+        reports = run_ranks(2, "save", tmp_path / which, which, -1, no_collectives)
+        assert [r["outcome"] for r in reports] == ["saved"] * 2, reports
+    ours, stock = tmp_path / "ckptw", tmp_path / "stock"
+    assert sorted(os.listdir(stock)) == ["__0.metadata", "__0_0.distcp", "__1.metadata", "__1_0.distcp"]
+    assert sorted(os.listdir(ours)) == sorted(os.listdir(stock) + ["__0.metadata.ckptw-crc32.json",
+                                                                   "__1.metadata.ckptw-crc32.json"])
+    for name in ("__0_0.distcp", "__1_0.distcp"):
+        assert sha256(ours / name) == sha256(stock / name), name
+    for reader in ("ckptw", "stock"):
+        assert_loads(ours, 2, reader)
+    assert ckptw.dcp.verify(ours) > 0
+    cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ckptw"), "verify", str(ours)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0 and "__0.metadata.ckptw-crc32.json" in cli.stdout, cli
+    assert "__1.metadata.ckptw-crc32.json" in cli.stdout, cli
+    with open(ours / "__1_0.distcp", "r+b") as f:
+        f.seek(os.path.getsize(ours / "__1_0.distcp") - 100)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ckptw.FormatError, match=r"fails its CRC-32.*__1_0\.distcp"):
+        ckptw.dcp.verify(ours)
+
+
 def test_a_stock_directory_has_nothing_to_verify_against(saved_on_two):
     _, stock = saved_on_two
     with pytest.raises(ckptw.FormatError, match="without ckptw's checksums"):
