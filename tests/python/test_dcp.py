@@ -265,6 +265,10 @@ def test_saved_without_collectives_each_ranks_metadata_has_its_own_checksums(tmp
                          capture_output=True, text=True)
     assert cli.returncode == 0 and "__0.metadata.ckptw-crc32.json" in cli.stdout, cli
     assert "__1.metadata.ckptw-crc32.json" in cli.stdout, cli
+    # No metadata covers every rank: refused, where dcp_to_torch_save exports rank 0's part alone.
+    with pytest.raises(ckptw.FormatError, match="has no .metadata"):
+        ckptw.dcp.to_torch_save(ours, tmp_path / "whole.pt")
+    assert sorted(os.listdir(tmp_path)) == ["ckptw", "stock"]  # nothing written, not even a temporary
     with open(ours / "__1_0.distcp", "r+b") as f:
         f.seek(os.path.getsize(ours / "__1_0.distcp") - 100)
         byte = f.read(1)
