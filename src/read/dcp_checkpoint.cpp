@@ -63,6 +63,11 @@ std::vector<std::string> dcp_metadata_files(const std::string& dir) {
   return names;
 }
 
+std::string without_dcp_checksums(const std::string& metadata_file) {
+  return "DCP checkpoint without ckptw's checksums (" + metadata_file + kDcpChecksumsSuffix +
+         "): written by another writer, nothing to verify against";
+}
+
 std::optional<std::vector<DcpDataFile>> read_dcp_checksums(const std::string& dir, const std::string& metadata_file) {
   const std::string path = dir + "/" + metadata_file + kDcpChecksumsSuffix;
   struct stat st {};
@@ -138,9 +143,7 @@ std::size_t verify_dcp_checkpoint(const std::string& dir) {
   for (const std::string& metadata_file : metadata_files) {
     const auto files = detail::read_dcp_checksums(dir, metadata_file);
     if (!files) {
-      throw FormatError("DCP checkpoint without ckptw's checksums (" + metadata_file + kDcpChecksumsSuffix +
-                            "): written by another writer, nothing to verify against",
-                        dir);
+      throw FormatError(detail::without_dcp_checksums(metadata_file), dir);
     }
     for (const detail::DcpDataFile& file : *files) {
       detail::verify_dcp_file(dir, file);

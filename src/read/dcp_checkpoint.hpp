@@ -45,6 +45,9 @@ std::vector<std::string> dcp_metadata_files(const std::string& dir);
 std::optional<std::vector<DcpDataFile>> read_dcp_checksums(const std::string& dir,
                                                            const std::string& metadata_file = kDcpMetadataFileName);
 
+/// Why a DCP directory whose `metadata_file` has no sidecar cannot be verified.
+std::string without_dcp_checksums(const std::string& metadata_file);
+
 /// Throws ckptw::FormatError naming the file when it does not have the size
 /// the sidecar committed; ckptw::IoError when it cannot be opened.
 void check_dcp_file_size(const std::string& dir, const DcpDataFile& file);

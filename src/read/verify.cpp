@@ -58,8 +58,7 @@ std::vector<FileVerdict> verify_dcp_directory(const std::string& dir, const std:
       continue;
     }
     if (!files) {
-      verdicts.push_back(FileVerdict{dir, false, "DCP checkpoint without ckptw's checksums (" + sidecar +
-                                                     "): written by another writer, nothing to verify against"});
+      verdicts.push_back(FileVerdict{dir, false, without_dcp_checksums(metadata_file)});
       continue;
     }
     for (const DcpDataFile& file : *files) {
