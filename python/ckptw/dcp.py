@@ -305,7 +305,7 @@ class FileSystemWriter(_stock.FileSystemWriter):
             stock_results.append(stock_rank)
 
         directory = os.fspath(self.path)
-        metadata_path = os.path.join(directory, self._metadata_name())
+        metadata_path = os.path.join(directory, _metadata_file_name(None if self.use_collectives else self.rank))
         checksums_path = metadata_path + _CHECKSUMS_SUFFIX
         # From here until the new .metadata lands the directory is uncommitted, never the old
         # checkpoint's metadata over the new one's data.
@@ -327,11 +327,6 @@ class FileSystemWriter(_stock.FileSystemWriter):
         if self.sync_files:
             fsync_directory(directory)
 
-    def _metadata_name(self):
-        if not self.use_collectives and self.rank is not None:
-            return f"__{self.rank}{_METADATA}"
-        return _METADATA
-
 
 # C++ writers no thread is using, by fsync setting, shared by every FileSystemWriter of the
 # process: a trainer makes a new FileSystemWriter for every checkpoint, and setting a writer up
@@ -340,6 +335,12 @@ class FileSystemWriter(_stock.FileSystemWriter):
 # usable there).
 _IDLE_ENGINES_KEPT = 4
 _idle_engines = {}
+
+
+def _metadata_file_name(rank):
+    """DCP's name for the metadata file: ``.metadata``, or with a rank (a save without collectives)
+    that rank's own, ``__{rank}.metadata``."""
+    return _METADATA if rank is None else f"__{rank}{_METADATA}"
 
 
 def _forget_idle_engines():
@@ -419,8 +420,7 @@ class FileSystemReader(_stock.FileSystemReader):
         metadata = super().read_metadata(*args, **kwargs)
         # The sidecar of the metadata file read: DCP asks for a rank's own (rank=...) where the
         # directory was saved without collectives.
-        self._checksums_name = os.path.basename(os.fspath(self._get_metadata_path(kwargs.get("rank")))) + \
-            _CHECKSUMS_SUFFIX
+        self._checksums_name = _metadata_file_name(kwargs.get("rank")) + _CHECKSUMS_SUFFIX
         self._checksums = _read_checksums(os.path.join(os.fspath(self.path), self._checksums_name))
         return metadata
 
