@@ -24,9 +24,10 @@ inline constexpr const char* kDcpChecksumsSuffix = ".ckptw-crc32.json";
 
 /// Checks DCP checkpoint directory `dir` without loading it: `.metadata`
 /// (or, saved without collectives, each rank's `__{rank}.metadata`) exists,
-/// every data file has the size ckptw committed and every item its CRC-32. Returns the number of items checked. Throws ckptw::FormatError
-/// naming the first bad file, item and offset, and for a directory without
-/// ckptw's checksums (the stock writer's: nothing to verify against);
+/// every data file has the size ckptw committed and every item its CRC-32.
+/// Returns the number of items checked. Throws ckptw::FormatError naming the
+/// first bad file, item and offset, and for a directory without ckptw's
+/// checksums (the stock writer's: nothing to verify against);
 /// ckptw::IoError when a file cannot be read.
 CKPTW_EXPORT std::size_t verify_dcp_checkpoint(const std::string& dir);
 

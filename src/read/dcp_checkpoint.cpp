@@ -12,6 +12,7 @@
 #include "ckptw/dcp.hpp"
 #include "ckptw/error.hpp"
 #include "read/zip_index.hpp"
+#include "util/rank_name.hpp"
 
 namespace ckptw::detail {
 namespace {
@@ -39,21 +40,12 @@ bool is_dcp_checkpoint(const std::string& dir) {
 
 std::vector<std::string> dcp_metadata_files(const std::string& dir) {
   if (is_dcp_checkpoint(dir)) return {kDcpMetadataFileName};
-  std::vector<std::pair<long, std::string>> ranks;
+  std::vector<std::pair<int, std::string>> ranks;
   if (DIR* d = ::opendir(dir.c_str())) {
-    const std::string suffix = kDcpMetadataFileName;
     while (dirent* e = ::readdir(d)) {
       const std::string name = e->d_name;
-      // __{rank}.metadata, the rank in decimal digits
-      if (name.size() <= 2 + suffix.size() || name.compare(0, 2, "__") != 0 ||
-          name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
-        continue;
-      }
-      const std::string rank = name.substr(2, name.size() - 2 - suffix.size());
-      if (rank.size() > 9 || !std::all_of(rank.begin(), rank.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        continue;
-      }
-      ranks.emplace_back(std::stol(rank), name);
+      const int rank = rank_between(name, "__", kDcpMetadataFileName);  // __{rank}.metadata
+      if (rank >= 0) ranks.emplace_back(rank, name);
     }
     ::closedir(d);
   }

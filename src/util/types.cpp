@@ -4,6 +4,7 @@
 
 #include "ckptw/error.hpp"
 #include "ckptw/types.hpp"
+#include "util/rank_name.hpp"
 
 namespace ckptw {
 namespace {
@@ -45,22 +46,7 @@ RankInfo RankInfo::from_env() {
 
 std::string rank_file_name(int rank) { return "checkpoint_" + std::to_string(rank) + ".pt"; }
 
-int rank_of_file_name(std::string_view name) {
-  constexpr std::string_view kPrefix = "checkpoint_";
-  constexpr std::string_view kSuffix = ".pt";
-  if (name.size() <= kPrefix.size() + kSuffix.size() || name.substr(0, kPrefix.size()) != kPrefix ||
-      name.substr(name.size() - kSuffix.size()) != kSuffix) {
-    return -1;
-  }
-  const std::string_view digits = name.substr(kPrefix.size(), name.size() - kPrefix.size() - kSuffix.size());
-  if (digits.size() > 9 || (digits.size() > 1 && digits[0] == '0')) return -1;
-  int rank = 0;
-  for (const char c : digits) {
-    if (c < '0' || c > '9') return -1;
-    rank = rank * 10 + (c - '0');
-  }
-  return rank;
-}
+int rank_of_file_name(std::string_view name) { return detail::rank_between(name, "checkpoint_", ".pt"); }
 
 StateDict make_state_dict() {
   return c10::impl::toTypedDict<std::string, c10::IValue>(
