@@ -30,8 +30,12 @@ data files are written: the rest of the row's seconds is DCP's own (its planning
 interpreter's garbage collections) and the commit. Medians over the repeats; rounds alternate the
 rows' order.
 
+--rows picks some of the rows (limit is always run): a big checkpoint saved by fewer rows fits a
+smaller machine, since ckptw.async holds two more copies of every rank's shards (the staged copy and
+the copy it is timed against) and the other rows none.
+
 Usage: python dcp_ranks_bench.py [--ranks 1,2,4] [--size 1GiB] [--repeat 3] [--warmup 1]
-                                 [--dir DIR] [--json FILE]
+                                 [--rows dcp,ckptw.dcp,...] [--dir DIR] [--json FILE]
 """
 import argparse
 import ctypes
@@ -173,24 +177,28 @@ def child(args):
     from torch_checkpointing import CheckpointManager
     from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
 
+    rows = args.rows.split(",")
     writers = {"dcp": timed_writer(dcp.FileSystemWriter), "ckptw.dcp": timed_writer(ckptw.dcp.FileSystemWriter)}
-    manager_config = CheckpointManager.Config.with_sync_save()
-    manager_config.storage_config = LocalFileSystemStorageConfig(use_direct_io=False)
-    manager = CheckpointManager(manager_config)
-    # As a training loop holds it: one writer for every async save, so its staging memory is reused.
-    async_writer = ckptw.dcp.FileSystemWriter(args.dir)
-    # The reference for the time async_save blocks: copying the state dict once into memory
-    # allocated before.
-    copy_target = _create_cpu_state_dict(state)
+    if "torch-checkpointing" in rows:
+        manager_config = CheckpointManager.Config.with_sync_save()
+        manager_config.storage_config = LocalFileSystemStorageConfig(use_direct_io=False)
+        manager = CheckpointManager(manager_config)
+    if "ckptw.async" in rows:
+        # As a training loop holds it: one writer for every async save, so its staging memory is reused.
+        async_writer = ckptw.dcp.FileSystemWriter(args.dir)
+        # The reference for the time async_save blocks: copying the state dict once into memory
+        # allocated before.
+        copy_target = _create_cpu_state_dict(state)
     limit_buffers = limit_write_buffers()
     own_bytes = sum(t.to_local().nbytes for t in state.values() if isinstance(t, torch.Tensor))
     for round_ in range(args.warmup + args.repeat):
-        dist.barrier()
-        start = time.perf_counter()
-        _copy_state_dict(state, copy_target)
-        print(json.dumps({"round": round_, "row": "copy", "rank": rank, "seconds": time.perf_counter() - start}),
-              flush=True)
-        order = ROWS if round_ % 2 == 0 else ROWS[::-1]
+        if "ckptw.async" in rows:
+            dist.barrier()
+            start = time.perf_counter()
+            _copy_state_dict(state, copy_target)
+            print(json.dumps({"round": round_, "row": "copy", "rank": rank, "seconds": time.perf_counter() - start}),
+                  flush=True)
+        order = rows if round_ % 2 == 0 else rows[::-1]
         for row in order:
             target = os.path.join(args.dir, f"{row}_{round_}")
             dist.barrier()
@@ -239,7 +247,7 @@ def run(ranks, args):
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable, __file__, "--child", "--size", str(args.size),
                                        "--repeat", str(args.repeat), "--warmup", str(args.warmup),
-                                       "--dir", args.dir], env=env, stdout=subprocess.PIPE, text=True))
+                                       "--rows", args.rows, "--dir", args.dir], env=env, stdout=subprocess.PIPE, text=True))
     lines = []
     for p in procs:
         out, _ = p.communicate()
@@ -247,7 +255,7 @@ def run(ranks, args):
             raise SystemExit(f"dcp_ranks_bench: a rank of {ranks} failed (exit {p.returncode})")
         lines += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     rows = {}
-    for row in ROWS:
+    for row in args.rows.split(","):
         timed = [r for r in lines if r["row"] == row and r["round"] >= args.warmup]
         rounds = sorted({r["round"] for r in timed})
         seconds = [max(r["seconds"] for r in timed if r["round"] == n) for n in rounds]
@@ -262,9 +270,10 @@ def run(ranks, args):
                      "cpu_s_per_gb": statistics.median(cpu) / (total / 1e9),
                      "blocked_median": statistics.median(blocked) if blocked else None,
                      "in_writer_median": statistics.median(in_writer) if in_writer else None}
-    copies = [max(r["seconds"] for r in lines if r["row"] == "copy" and r["round"] == n)
-              for n in range(args.warmup, args.warmup + args.repeat)]
-    rows["ckptw.async"]["copy_median"] = statistics.median(copies)
+    if "ckptw.async" in rows:
+        copies = [max(r["seconds"] for r in lines if r["row"] == "copy" and r["round"] == n)
+                  for n in range(args.warmup, args.warmup + args.repeat)]
+        rows["ckptw.async"]["copy_median"] = statistics.median(copies)
     for row in rows.values():
         row["x_limit"] = row["gbps_median"] / rows["limit"]["gbps_median"]
     return rows
@@ -276,6 +285,8 @@ def main():
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"comma-separated, of {', '.join(ROWS)}; limit is always run")
     parser.add_argument("--dir")
     parser.add_argument("--json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -284,6 +295,11 @@ def main():
         args.size = int(args.size)
         return child(args)
     args.size = parse_size(args.size)
+    chosen = [row.strip() for row in args.rows.split(",") if row.strip()]
+    unknown = [row for row in chosen if row not in ROWS]
+    if unknown:
+        raise SystemExit(f"dcp_ranks_bench: --rows: no row {', '.join(map(repr, unknown))}; the rows are {', '.join(ROWS)}")
+    args.rows = ",".join(row for row in ROWS if row in chosen or row == "limit")
     temp = tempfile.mkdtemp(prefix="ckptw-dcp-bench-", dir=args.dir)
     args.dir = temp
     try:

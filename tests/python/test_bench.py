@@ -227,3 +227,20 @@ def test_bench_dcp_rows_save_the_same_bytes_and_report_the_blocking_time(tmp_pat
     assert rows["ckptw.async"]["in_writer_median"] is None
     assert "ckptw.dcp" in out.stdout
     assert sorted(os.listdir(tmp_path)) == ["dcp.json"]
+
+
+def test_bench_dcp_rows_picks_the_rows_and_always_runs_the_limit(tmp_path):
+    """`dcp_ranks_bench.py --rows`: only the rows named run (so a big checkpoint fits a smaller
+    machine), the limit row with them; a row that does not exist is refused before anything runs."""
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "dcp_ranks_bench.py")
+    out = subprocess.run([sys.executable, script, "--ranks", "1", "--size", "8MiB", "--repeat", "1", "--warmup", "0",
+                          "--rows", "ckptw.dcp", "--dir", str(tmp_path), "--json", str(tmp_path / "dcp.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {row["name"]: row for row in json.loads((tmp_path / "dcp.json").read_text())["rows"]}
+    assert list(rows) == ["ckptw.dcp", "limit"]
+    assert rows["ckptw.dcp"]["gbps_median"] > 0 and rows["ckptw.dcp"]["in_writer_median"] > 0
+    refused = subprocess.run([sys.executable, script, "--rows", "ckptw.dcp,stock", "--dir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "no row 'stock'" in refused.stderr
+    assert sorted(os.listdir(tmp_path)) == ["dcp.json"]
