@@ -45,6 +45,7 @@ import torch
 # The stock writer's bucketing and item sizes are private to torch, and the byte identity of
 # the data files rests on using exactly them (tests/python/test_dcp.py checks it per torch).
 from torch.distributed.checkpoint import filesystem as _stock
+from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, WriteItemType
 from torch.distributed.checkpoint.storage import WriteResult
 
@@ -78,6 +79,16 @@ class _ItemWritten:
     info: _stock._StorageInfo
     temp_name: str
     crc32: int
+
+
+@dataclasses.dataclass
+class _EmptyFileWritten:
+    """A data file a rank wrote with no item in it, which the stock writer leaves as an empty
+    file (a rank with nothing to save, or a thread's bucket left empty). No item of ``.metadata``
+    points into it; it is reported so that the commit gives it its final name with the others."""
+
+    relative_path: str
+    temp_name: str
 
 
 def _own_bytes(tensor):
@@ -283,6 +294,9 @@ class FileSystemWriter(_stock.FileSystemWriter):
             _, landed = engine.save_segments(os.path.join(os.fspath(self.path), temp_name), segments)
         finally:
             _give_back_engine(self.sync_files, engine)
+        if not bucket:
+            return [WriteResult(index=MetadataIndex(f"<ckptw.dcp: the empty data file {name}>"), size_in_bytes=0,
+                                storage_data=_EmptyFileWritten(name, temp_name))]
         return [WriteResult(index=item.index, size_in_bytes=length,
                             storage_data=_ItemWritten(_stock._StorageInfo(name, offset, length), temp_name, crc))
                 for item, (offset, length, crc) in zip(byte_items + tensor_items, landed)]
@@ -295,6 +309,9 @@ class FileSystemWriter(_stock.FileSystemWriter):
             stock_rank = []
             for result in rank_results:
                 written = result.storage_data
+                if isinstance(written, _EmptyFileWritten):  # no item for .metadata to point to
+                    files[written.relative_path] = {"temp": written.temp_name, "items": []}
+                    continue
                 if not isinstance(written, _ItemWritten):
                     raise UsageError("ckptw.dcp.FileSystemWriter.finish: a rank's results were not written by "
                                      "ckptw.dcp.FileSystemWriter; every rank must use the same storage writer")

@@ -120,6 +120,7 @@ def main():
         extra_mib = options.pop("extra_mib", 0)  # a Shard(0) tensor of that many MiB more
         die = options.pop("die", False)  # FAIL_RANK is killed while it writes, rather than raising
         use_collectives = options.pop("use_collectives", True)  # False: each rank its own __{rank}.metadata
+        keys = options.pop("keys", None)  # save only these entries of the training state
         writer_class = ckptw.dcp.FileSystemWriter if which == "ckptw" else dcp.FileSystemWriter
         writer = writer_class(directory, **options)
         if rank == fail_rank:
@@ -131,6 +132,8 @@ def main():
         sd, _ = state(mesh, filled=True)
         if extra_mib:
             sd["big"] = distribute_tensor(torch.ones(extra_mib * 256, 1024), mesh, [Shard(0)])
+        if keys is not None:
+            sd = {key: sd[key] for key in keys}
         try:
             dcp.save(sd, storage_writer=writer, use_collectives=use_collectives)
             report["outcome"] = "saved"

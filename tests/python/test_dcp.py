@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 import ckptw
@@ -63,17 +64,43 @@ def test_data_files_are_the_stock_writers_bytes(saved_on_two):
     assert metadata_without_ids(ours) == metadata_without_ids(stock)
 
 
-@pytest.mark.parametrize("options", [{"thread_count": 3}, {"single_file_per_rank": False}])
+# 16 threads leave some of each rank's buckets empty: the stock writer still writes their files.
+@pytest.mark.parametrize("options", [{"thread_count": 3}, {"thread_count": 16}, {"single_file_per_rank": False}])
 def test_the_stock_writers_options_give_the_stock_writers_files(options, tmp_path):
     for which in ("ckptw", "stock"):
         outcomes = [r["outcome"] for r in run_ranks(2, "save", tmp_path / which, which, -1, json.dumps(options))]
         assert outcomes == ["saved"] * 2
     data_files = sorted(n for n in os.listdir(tmp_path / "stock") if n.endswith(".distcp"))
     assert len(data_files) > 2
+    assert sorted(os.listdir(tmp_path / "ckptw")) == sorted(os.listdir(tmp_path / "stock") + [ckptw.dcp.CHECKSUMS_FILE_NAME])
+    assert ckptw.dcp.verify(tmp_path / "ckptw") > 0
     for name in data_files:
         assert sha256(tmp_path / "ckptw" / name) == sha256(tmp_path / "stock" / name), name
     assert metadata_without_ids(tmp_path / "ckptw") == metadata_without_ids(tmp_path / "stock")
     assert_loads(tmp_path / "ckptw", 2, "stock")
+
+
+@pytest.mark.parametrize("keys", [["step"], []])
+def test_a_rank_with_nothing_to_save_commits_the_stock_writers_empty_file(keys, tmp_path):
+    """Saving only the step, rank 1 has no item to write, and with nothing at all neither rank
+    has: the stock writer leaves each such rank an empty data file, and so must ckptw, at its final
+    name and with no temporary left behind."""
+    for which in ("ckptw", "stock"):
+        outcomes = [r["outcome"] for r in run_ranks(2, "save", tmp_path / which, which, -1,
+                                                   json.dumps({"keys": keys}))]
+        assert outcomes == ["saved"] * 2
+    listing = sorted(os.listdir(tmp_path / "stock"))
+    assert [n for n in listing if n.endswith(".distcp")] == ["__0_0.distcp", "__1_0.distcp"]
+    assert sorted(os.listdir(tmp_path / "ckptw")) == sorted(listing + [ckptw.dcp.CHECKSUMS_FILE_NAME])
+    assert os.path.getsize(tmp_path / "ckptw" / "__1_0.distcp") == 0
+    for name in ("__0_0.distcp", "__1_0.distcp"):
+        assert sha256(tmp_path / "ckptw" / name) == sha256(tmp_path / "stock" / name), name
+    assert metadata_without_ids(tmp_path / "ckptw") == metadata_without_ids(tmp_path / "stock")
+    assert ckptw.dcp.verify(tmp_path / "ckptw") == len(keys)
+    for reader in (dcp.FileSystemReader, ckptw.dcp.FileSystemReader):
+        target = {key: 0 for key in keys}
+        dcp.load(target, storage_reader=reader(tmp_path / "ckptw"), no_dist=True)
+        assert target == {key: 1234 for key in keys}
 
 
 def test_a_data_file_of_another_size_uncommits_the_directory(saved_on_two, tmp_path):
