@@ -30,6 +30,7 @@ The process-group rule: DCP's planning and result gathers run on the group the c
 DCP; ckptw issues no collective of its own, from any thread.
 """
 
+import atexit
 import contextlib
 import dataclasses
 import gc
@@ -365,8 +366,20 @@ def _forget_idle_engines():
     _idle_engines = {True: queue.SimpleQueue(), False: queue.SimpleQueue()}
 
 
+def _close_idle_engines():
+    """At exit, while the interpreter is whole: the pooled writers close (ring, io_uring) here, not
+    in the interpreter's teardown, whose order of destruction no one chooses."""
+    for idle in _idle_engines.values():
+        while True:
+            try:
+                idle.get_nowait().close()
+            except queue.Empty:
+                break
+
+
 _forget_idle_engines()
 os.register_at_fork(after_in_child=_forget_idle_engines)
+atexit.register(_close_idle_engines)
 
 
 def _take_engine(sync):

@@ -20,8 +20,10 @@ def run_ranks(world, script, *args, timeout=300, may_die=()):
     port = free_port()
     procs = []
     for rank in range(world):
+        # PYTHONFAULTHANDLER: a rank that aborts (SIGABRT, SIGSEGV) prints every thread's Python
+        # stack into the stderr a failure quotes, so that a rare crash says where it was.
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PYTHONFAULTHANDLER="1")
         procs.append(subprocess.Popen([sys.executable, script, *map(str, args)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     reports = []
