@@ -5,6 +5,7 @@
     dcp_worker.py async DIR [thread | process]   DCP's async_checkpointer_type
     dcp_worker.py overlap DIR
     dcp_worker.py cached DIR WRITER
+    dcp_worker.py layouts DIR                    LAYOUT_CASES x LAYOUT_OPTIONS, both writers
 
 Every rank builds the same training state, sharded for the job's world size: DTensors on a CPU
 mesh (Shard(0), Shard(1), Replicate), an FSDP2 (fully_shard) model and its Adam
@@ -78,6 +79,31 @@ def state(mesh, filled):
         "rng": torch.Generator().manual_seed(7).get_state() if filled else torch.zeros(5056, dtype=torch.uint8),
         "extra": {"nested": {"lr": 0.1 if filled else 0.0, "names": ["a", "b"] if filled else []}},
     }, (net, optimizer)
+
+
+# Small state dicts whose shapes stress the data files' layout (a rank or a thread left without
+# items, empty and uneven shards, only bytes items, many items, every width of dtype, views), each
+# saved by both writers under each of the writer options (layouts mode); the test compares them.
+LAYOUT_OPTIONS = [{}, {"thread_count": 2}, {"thread_count": 5}, {"single_file_per_rank": False},
+                  {"sync_files": False}, {"thread_count": 3, "single_file_per_rank": False}]
+
+
+def layout_cases(mesh):
+    def made(shape, placements, dtype=torch.float32):
+        return distribute_tensor(full_value("x", shape, dtype), mesh, placements)
+
+    base = torch.arange(12.0).reshape(3, 4)
+    return {
+        "mixed": {"a": made((8, 4), [Shard(0)]), "b": made((3, 5), [Shard(1)]), "r": made((2, 2), [Replicate()]),
+                  "p": torch.ones(3), "s": 7, "n": {"x": [1, 2], "y": "str"}},
+        "uneven": {"u": made((5, 3), [Shard(0)]), "one": made((1,), [Shard(0)]), "none": made((0, 4), [Shard(0)])},
+        "bytes_only": {"s": 1, "t": {"u": 2.5}, "l": [1, "a"]},
+        "many_small": {f"k{i}": made((i + 1,), [Shard(0)]) for i in range(40)},
+        "dtypes": {str(d): made((4, 2), [Shard(0)], d)
+                   for d in (torch.bfloat16, torch.float16, torch.int64, torch.int8, torch.bool, torch.complex64)},
+        "plain": {"view": base[1:], "transposed": base.t(), "column": base[:, 1], "scalar": torch.tensor(3.0),
+                  "float8": torch.ones(4, dtype=torch.float8_e4m3fn)},
+    }
 
 
 def local(value):
@@ -215,6 +241,12 @@ def main():
         # DCP's class-level caches, to tell a run where the caching engaged.
         report["plans_cached"] = bool(getattr(DefaultSavePlanner, "_cached_final_save_plan", None))
         report["differ"] = saved_values_differ(mesh, directory, expected, names=("0", "1", "2"))
+        report["outcome"] = "saved"
+    elif mode == "layouts":
+        for case, sd in layout_cases(mesh).items():
+            for n, options in enumerate(LAYOUT_OPTIONS):
+                for which, writer_class in (("ckptw", ckptw.dcp.FileSystemWriter), ("stock", dcp.FileSystemWriter)):
+                    dcp.save(sd, storage_writer=writer_class(os.path.join(directory, case, str(n), which), **options))
         report["outcome"] = "saved"
     if mode == "save" and die:
         # A killed peer meets no barrier, and tearing down a Gloo group whose peer died may

@@ -103,6 +103,30 @@ def test_a_rank_with_nothing_to_save_commits_the_stock_writers_empty_file(keys, 
         assert target == {key: 1234 for key in keys}
 
 
+@pytest.mark.parametrize("world", [2, 4])
+def test_every_layout_case_gives_the_stock_writers_files(world, tmp_path):
+    """Small state dicts shaped to stress the layout (dcp_worker.layout_cases) under each of the
+    writer's options: the same file names as the stock writer's (and the sidecar), every data file
+    sha256-identical, the same .metadata, and each ckptw directory verifies."""
+    from dcp_worker import LAYOUT_OPTIONS
+
+    assert [r["outcome"] for r in run_ranks(world, "layouts", tmp_path)] == ["saved"] * world
+    compared = 0
+    for case in sorted(os.listdir(tmp_path)):
+        for n in range(len(LAYOUT_OPTIONS)):
+            ours, stock = tmp_path / case / str(n) / "ckptw", tmp_path / case / str(n) / "stock"
+            where = (case, LAYOUT_OPTIONS[n])
+            names = sorted(os.listdir(stock))
+            assert sorted(os.listdir(ours)) == sorted(names + [ckptw.dcp.CHECKSUMS_FILE_NAME]), where
+            for name in names:
+                if name.endswith(".distcp"):
+                    assert sha256(ours / name) == sha256(stock / name), (where, name)
+            assert metadata_without_ids(ours) == metadata_without_ids(stock), where
+            ckptw.dcp.verify(ours)
+            compared += 1
+    assert compared == 6 * len(LAYOUT_OPTIONS)
+
+
 def test_a_data_file_of_another_size_uncommits_the_directory(saved_on_two, tmp_path):
     ours, _ = saved_on_two
     for step in ("step_1", "step_2"):
