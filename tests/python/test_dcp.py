@@ -107,14 +107,16 @@ def test_a_rank_with_nothing_to_save_commits_the_stock_writers_empty_file(keys, 
 def test_every_layout_case_gives_the_stock_writers_files(world, tmp_path):
     """Small state dicts shaped to stress the layout (dcp_worker.layout_cases) under each of the
     writer's options: the same file names as the stock writer's (and the sidecar), every data file
-    sha256-identical, the same .metadata, and each ckptw directory verifies."""
+    sha256-identical, the same .metadata, and each ckptw directory verifies; at world 2, `ckptw
+    convert`'s export is dcp_to_torch_save's file."""
     from dcp_worker import LAYOUT_OPTIONS
 
-    assert [r["outcome"] for r in run_ranks(world, "layouts", tmp_path)] == ["saved"] * world
+    assert [r["outcome"] for r in run_ranks(world, "layouts", tmp_path / "saved")] == ["saved"] * world
+    (tmp_path / "exported").mkdir()
     compared = 0
-    for case in sorted(os.listdir(tmp_path)):
+    for case in sorted(os.listdir(tmp_path / "saved")):
         for n in range(len(LAYOUT_OPTIONS)):
-            ours, stock = tmp_path / case / str(n) / "ckptw", tmp_path / case / str(n) / "stock"
+            ours, stock = tmp_path / "saved" / case / str(n) / "ckptw", tmp_path / "saved" / case / str(n) / "stock"
             where = (case, LAYOUT_OPTIONS[n])
             names = sorted(os.listdir(stock))
             assert sorted(os.listdir(ours)) == sorted(names + [ckptw.dcp.CHECKSUMS_FILE_NAME]), where
@@ -123,6 +125,10 @@ def test_every_layout_case_gives_the_stock_writers_files(world, tmp_path):
                     assert sha256(ours / name) == sha256(stock / name), (where, name)
             assert metadata_without_ids(ours) == metadata_without_ids(stock), where
             ckptw.dcp.verify(ours)
+            if world == 2:  # and the export: the same archive name, so the same bytes
+                dcp_to_torch_save(ours, tmp_path / "torch.pt")
+                ckptw.dcp.to_torch_save(ours, tmp_path / "exported" / "torch.pt")
+                assert sha256(tmp_path / "exported" / "torch.pt") == sha256(tmp_path / "torch.pt"), where
             compared += 1
     assert compared == 6 * len(LAYOUT_OPTIONS)
 
