@@ -32,7 +32,7 @@ from dcp_ranks_bench import free_port, model_shapes, parse_size
 ROWS = ["dcp_to_torch_save", "ckptw convert"]
 
 SAVE = textwrap.dedent("""
-    import sys
+    import os, sys
     import torch, torch.distributed as dist, torch.distributed.checkpoint as dcp
     from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
     import ckptw.dcp
@@ -46,6 +46,7 @@ SAVE = textwrap.dedent("""
     state["step"] = 1000
     dcp.save(state, storage_writer=ckptw.dcp.FileSystemWriter(sys.argv[2]))
     dist.destroy_process_group()
+    os._exit(0)  # past torch's teardown of a Gloo job, which aborts now and then (tests/python/dcp_worker.py)
 """)
 
 CONVERT = textwrap.dedent("""
