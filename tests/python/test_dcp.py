@@ -38,6 +38,18 @@ def metadata_without_ids(directory):
         return dataclasses.replace(pickle.load(f), storage_meta=None)
 
 
+def assert_the_stock_writers_files(ours, stock, where=None):
+    """`ours` holds the files of the stock writer's `stock` (and ckptw's sidecar): every data
+    file sha256-identical, .metadata equal apart from its ids. Returns the data files' names."""
+    names = sorted(os.listdir(stock))
+    assert sorted(os.listdir(ours)) == sorted(names + [ckptw.dcp.CHECKSUMS_FILE_NAME]), where
+    data_files = [name for name in names if name.endswith(".distcp")]
+    for name in data_files:
+        assert sha256(ours / name) == sha256(stock / name), (where, name)
+    assert metadata_without_ids(ours) == metadata_without_ids(stock), where
+    return data_files
+
+
 def assert_loads(directory, world, reader):
     for report in run_ranks(world, "load", directory, reader):
         assert report["outcome"] == "loaded", report
@@ -55,13 +67,7 @@ def saved_on_two(tmp_path_factory):
 
 
 def test_data_files_are_the_stock_writers_bytes(saved_on_two):
-    ours, stock = saved_on_two
-    data_files = sorted(n for n in os.listdir(stock) if n.endswith(".distcp"))
-    assert data_files == ["__0_0.distcp", "__1_0.distcp"]
-    assert sorted(os.listdir(ours)) == sorted(os.listdir(stock) + [ckptw.dcp.CHECKSUMS_FILE_NAME])
-    for name in data_files:
-        assert sha256(ours / name) == sha256(stock / name), name
-    assert metadata_without_ids(ours) == metadata_without_ids(stock)
+    assert assert_the_stock_writers_files(*saved_on_two) == ["__0_0.distcp", "__1_0.distcp"]
 
 
 # 16 threads leave some of each rank's buckets empty: the stock writer still writes their files.
@@ -70,13 +76,8 @@ def test_the_stock_writers_options_give_the_stock_writers_files(options, tmp_pat
     for which in ("ckptw", "stock"):
         outcomes = [r["outcome"] for r in run_ranks(2, "save", tmp_path / which, which, -1, json.dumps(options))]
         assert outcomes == ["saved"] * 2
-    data_files = sorted(n for n in os.listdir(tmp_path / "stock") if n.endswith(".distcp"))
-    assert len(data_files) > 2
-    assert sorted(os.listdir(tmp_path / "ckptw")) == sorted(os.listdir(tmp_path / "stock") + [ckptw.dcp.CHECKSUMS_FILE_NAME])
+    assert len(assert_the_stock_writers_files(tmp_path / "ckptw", tmp_path / "stock")) > 2
     assert ckptw.dcp.verify(tmp_path / "ckptw") > 0
-    for name in data_files:
-        assert sha256(tmp_path / "ckptw" / name) == sha256(tmp_path / "stock" / name), name
-    assert metadata_without_ids(tmp_path / "ckptw") == metadata_without_ids(tmp_path / "stock")
     assert_loads(tmp_path / "ckptw", 2, "stock")
 
 
@@ -89,13 +90,9 @@ def test_a_rank_with_nothing_to_save_commits_the_stock_writers_empty_file(keys, 
         outcomes = [r["outcome"] for r in run_ranks(2, "save", tmp_path / which, which, -1,
                                                    json.dumps({"keys": keys}))]
         assert outcomes == ["saved"] * 2
-    listing = sorted(os.listdir(tmp_path / "stock"))
-    assert [n for n in listing if n.endswith(".distcp")] == ["__0_0.distcp", "__1_0.distcp"]
-    assert sorted(os.listdir(tmp_path / "ckptw")) == sorted(listing + [ckptw.dcp.CHECKSUMS_FILE_NAME])
+    data_files = assert_the_stock_writers_files(tmp_path / "ckptw", tmp_path / "stock")
+    assert data_files == ["__0_0.distcp", "__1_0.distcp"]
     assert os.path.getsize(tmp_path / "ckptw" / "__1_0.distcp") == 0
-    for name in ("__0_0.distcp", "__1_0.distcp"):
-        assert sha256(tmp_path / "ckptw" / name) == sha256(tmp_path / "stock" / name), name
-    assert metadata_without_ids(tmp_path / "ckptw") == metadata_without_ids(tmp_path / "stock")
     assert ckptw.dcp.verify(tmp_path / "ckptw") == len(keys)
     for reader in (dcp.FileSystemReader, ckptw.dcp.FileSystemReader):
         target = {key: 0 for key in keys}
@@ -118,12 +115,7 @@ def test_every_layout_case_gives_the_stock_writers_files(world, tmp_path):
         for n in range(len(LAYOUT_OPTIONS)):
             ours, stock = tmp_path / "saved" / case / str(n) / "ckptw", tmp_path / "saved" / case / str(n) / "stock"
             where = (case, LAYOUT_OPTIONS[n])
-            names = sorted(os.listdir(stock))
-            assert sorted(os.listdir(ours)) == sorted(names + [ckptw.dcp.CHECKSUMS_FILE_NAME]), where
-            for name in names:
-                if name.endswith(".distcp"):
-                    assert sha256(ours / name) == sha256(stock / name), (where, name)
-            assert metadata_without_ids(ours) == metadata_without_ids(stock), where
+            assert_the_stock_writers_files(ours, stock, where)
             ckptw.dcp.verify(ours)
             if world == 2:  # and the export: the same archive name, so the same bytes
                 dcp_to_torch_save(ours, tmp_path / "torch.pt")
