@@ -174,12 +174,13 @@ def child(args):
     from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 
     from python_save_bench import fsync  # beside this script
-    from torch_checkpointing import CheckpointManager
-    from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
 
     rows = args.rows.split(",")
     writers = {"dcp": timed_writer(dcp.FileSystemWriter), "ckptw.dcp": timed_writer(ckptw.dcp.FileSystemWriter)}
     if "torch-checkpointing" in rows:
+        from torch_checkpointing import CheckpointManager
+        from torch_checkpointing.storage.filesystem import LocalFileSystemStorageConfig
+
         manager_config = CheckpointManager.Config.with_sync_save()
         manager_config.storage_config = LocalFileSystemStorageConfig(use_direct_io=False)
         manager = CheckpointManager(manager_config)
